@@ -1,0 +1,31 @@
+# Tuneyard: `make up` runs it, `make test` tests it.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: up test lint check-compose clean
+
+# The virtual environment, rebuilt when pyproject.toml changes. torch is pinned
+# to the CPU build in pyproject.toml; an unpinned one pulls a multi-GB CUDA build.
+$(VENV)/.installed: pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "Tuneyard needs $(PYTHON) on PATH"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+up: $(VENV)/.installed
+	$(BIN)/python infra/run_local.py
+
+test: $(VENV)/.installed
+	$(BIN)/python -m pytest
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+check-compose:
+	docker-compose -f docker-compose.yml config -q
+
+clean:
+	rm -rf var .pytest_cache

@@ -1,0 +1,24 @@
+from __future__ import annotations
+
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from controlplane.accounts.models import Membership
+from controlplane.accounts.selectors import project_list
+
+
+class ProjectSerializer(serializers.Serializer):
+    slug = serializers.CharField()
+    name = serializers.CharField()
+    role = serializers.CharField()
+
+
+class ProjectListApi(APIView):
+    def get(self, request: Request) -> Response:
+        roles = dict(Membership.objects.filter(user=request.user).values_list("project_id", "role"))
+        rows = [
+            {"slug": p.slug, "name": p.name, "role": roles[p.pk]} for p in project_list(user=request.user)
+        ]
+        return Response({"results": ProjectSerializer(rows, many=True).data})

@@ -1,0 +1,45 @@
+"""Reads that decide what a user may see: everything is scoped by project membership."""
+
+from __future__ import annotations
+
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.db.models import QuerySet
+
+from controlplane.accounts.models import Membership, Project, Role
+from controlplane.errors import Forbidden, NotFound
+
+User = AbstractBaseUser | AnonymousUser
+
+
+def project_list(*, user: User) -> QuerySet[Project]:
+    if not user.is_authenticated:
+        return Project.objects.none()
+    return Project.objects.filter(memberships__user=user).order_by("slug")
+
+
+def membership_role(*, user: User, project: Project) -> Role | None:
+    if not user.is_authenticated:
+        return None
+    role = Membership.objects.filter(user=user, project=project).values_list("role", flat=True).first()
+    return Role(role) if role else None
+
+
+def project_role_check(*, user: User, project: Project, role: Role) -> Role:
+    """The user's role in the project, if it includes ``role``.
+
+    An outsider gets NotFound, not Forbidden: they must not learn what exists.
+    """
+    held = membership_role(user=user, project=project)
+    if held is None:
+        raise NotFound("Not found.")
+    if not held.includes(role):
+        raise Forbidden(f"This needs the {role.value} role in project {project.slug}; you are {held.value}.")
+    return held
+
+
+def project_get(*, user: User, slug: str, role: Role = Role.VIEWER) -> Project:
+    project = Project.objects.filter(slug=slug).first()
+    if project is None:
+        raise NotFound(f"No project {slug!r}.")
+    project_role_check(user=user, project=project, role=role)
+    return project

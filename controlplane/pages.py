@@ -1,0 +1,35 @@
+"""The URLs of the server-rendered pages."""
+
+from __future__ import annotations
+
+from django.contrib.auth import views as auth_views
+from django.urls import path
+
+from controlplane.accounts import views as account_views
+from controlplane.datasets import views as dataset_views
+from controlplane.registry import views as registry_views
+from controlplane.training import views as training_views
+
+urlpatterns = [
+    path("", account_views.home, name="home"),
+    path("login/", auth_views.LoginView.as_view(template_name="login.html"), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("p/<slug:slug>/", account_views.project_overview, name="project"),
+    path("p/<slug:slug>/datasets/upload", dataset_views.dataset_upload, name="dataset-upload"),
+    path("p/<slug:slug>/jobs/new", training_views.job_new, name="job-new"),
+    path("jobs/<int:job_id>/", training_views.job_detail, name="job"),
+    path("jobs/<int:job_id>/live", training_views.job_live, name="job-live"),
+    path("jobs/<int:job_id>/cancel", training_views.job_cancel, name="job-cancel"),
+    path("jobs/<int:job_id>/register", registry_views.model_version_register, name="job-register"),
+    path("model-versions/<int:version_id>/promote", registry_views.promotion_request, name="promote"),
+    path(
+        "promotions/<int:promotion_id>/approve",
+        registry_views.promotion_approve,
+        name="promotion-approve",
+    ),
+    path(
+        "promotions/<int:promotion_id>/reject",
+        registry_views.promotion_reject,
+        name="promotion-reject",
+    ),
+]

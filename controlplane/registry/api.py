@@ -1,0 +1,120 @@
+from __future__ import annotations
+
+from rest_framework import serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from controlplane.accounts.models import Role
+from controlplane.accounts.selectors import project_get
+from controlplane.api_common import int_field, project_from_request
+from controlplane.errors import ValidationFailed
+from controlplane.registry import selectors, services
+from controlplane.registry.models import Target
+from controlplane.training.selectors import job_get
+
+
+class ModelVersionSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    project = serializers.CharField(source="project.slug")
+    name = serializers.CharField()
+    version = serializers.IntegerField()
+    job = serializers.IntegerField(source="job_id")
+    source_uri = serializers.CharField()
+    mlflow_name = serializers.CharField()
+    mlflow_uri = serializers.CharField()
+    created_by = serializers.CharField(source="created_by.username")
+    created_at = serializers.DateTimeField()
+
+
+class PromotionSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    model_version = serializers.IntegerField(source="model_version_id")
+    model_name = serializers.CharField(source="model_version.name")
+    version = serializers.IntegerField(source="model_version.version")
+    target = serializers.CharField()
+    status = serializers.CharField()
+    requested_by = serializers.CharField(source="requested_by.username")
+    requested_at = serializers.DateTimeField()
+    comment = serializers.CharField()
+    decided_by = serializers.CharField(source="decided_by.username", default=None)
+    decided_at = serializers.DateTimeField()
+    decision_comment = serializers.CharField()
+
+
+class DeploymentSerializer(serializers.Serializer):
+    project = serializers.CharField(source="project.slug")
+    target = serializers.CharField()
+    model_name = serializers.CharField()
+    version = serializers.IntegerField(source="model_version.version")
+    model_version = serializers.IntegerField(source="model_version_id")
+    mlflow_model_name = serializers.CharField(source="model_version.mlflow_name")
+    mlflow_model_uri = serializers.CharField(source="model_version.mlflow_uri")
+    source_uri = serializers.CharField(source="model_version.source_uri")
+    approved_by = serializers.CharField(source="approved_by.username")
+    approved_at = serializers.DateTimeField()
+
+
+class ModelVersionListApi(APIView):
+    def get(self, request: Request) -> Response:
+        project = project_from_request(request)
+        versions = selectors.model_version_list(project=project)
+        return Response({"results": ModelVersionSerializer(versions, many=True).data})
+
+    def post(self, request: Request) -> Response:
+        job = job_get(user=request.user, job_id=int_field(request.data, "job"))
+        version = services.model_version_create(
+            job=job, user=request.user, name=str(request.data.get("name", ""))
+        )
+        return Response(ModelVersionSerializer(version).data, status=status.HTTP_201_CREATED)
+
+
+class PromotionListApi(APIView):
+    def get(self, request: Request) -> Response:
+        project = project_from_request(request)
+        promotions = selectors.promotion_list(project=project)
+        return Response({"results": PromotionSerializer(promotions, many=True).data})
+
+    def post(self, request: Request) -> Response:
+        version = selectors.model_version_get(
+            user=request.user, model_version_id=int_field(request.data, "model_version")
+        )
+        promotion = services.promotion_request(
+            model_version=version,
+            user=request.user,
+            target=str(request.data.get("target", "")),
+            comment=str(request.data.get("comment", "")),
+        )
+        return Response(PromotionSerializer(promotion).data, status=status.HTTP_201_CREATED)
+
+
+class PromotionApproveApi(APIView):
+    def post(self, request: Request, promotion_id: int) -> Response:
+        promotion = selectors.promotion_get(user=request.user, promotion_id=promotion_id)
+        deployment = services.promotion_approve(
+            promotion=promotion, user=request.user, comment=str(request.data.get("comment", ""))
+        )
+        return Response(DeploymentSerializer(deployment).data)
+
+
+class PromotionRejectApi(APIView):
+    def post(self, request: Request, promotion_id: int) -> Response:
+        promotion = selectors.promotion_get(user=request.user, promotion_id=promotion_id)
+        promotion = services.promotion_reject(
+            promotion=promotion, user=request.user, comment=str(request.data.get("comment", ""))
+        )
+        return Response(PromotionSerializer(promotion).data)
+
+
+class DeploymentListApi(APIView):
+    """What is deployed to a target, for CI/CD: one row per model, optionally one project's."""
+
+    def get(self, request: Request, target: str) -> Response:
+        if target not in Target.values:
+            raise ValidationFailed(f"Unknown target {target!r}; choose one of {', '.join(Target.values)}.")
+        slug = request.query_params.get("project")
+        project = project_get(user=request.user, slug=slug, role=Role.VIEWER) if slug else None
+        deployments = selectors.deployment_list(user=request.user, target=target, project=project)
+        if model := request.query_params.get("model"):
+            deployments = deployments.filter(model_name=model)
+        return Response({"results": DeploymentSerializer(deployments, many=True).data})

@@ -1,0 +1,177 @@
+"""Every write to model versions, promotions and deployments.
+
+``promotion_transition`` is the only code that changes a promotion's status.
+An approval moves the MLflow alias and records the deployment: both or neither.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from controlplane import tracking
+from controlplane.accounts.models import Role
+from controlplane.accounts.selectors import project_role_check
+from controlplane.errors import Conflict, Forbidden, ValidationFailed
+from controlplane.registry.models import (
+    Deployment,
+    ModelVersion,
+    Promotion,
+    PromotionEvent,
+    PromotionStatus,
+    Target,
+)
+from controlplane.training.models import Job, JobStatus
+
+MODEL_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,99}$")
+
+
+def model_version_create(*, job: Job, user, name: str) -> ModelVersion:
+    """Register a succeeded job's trained artifact as the next version of model ``name``."""
+    project_role_check(user=user, project=job.project, role=Role.MEMBER)
+    if not MODEL_NAME.match(name or ""):
+        raise ValidationFailed("A model name is 1-100 characters of lowercase letters, digits, '-' or '_'.")
+    if job.status != JobStatus.SUCCEEDED:
+        raise Conflict(f"Only a succeeded job can be registered; job {job.pk} is {job.status}.")
+    source = job.artifacts.get("adapter") or job.artifacts.get("model")
+    if not source:
+        raise Conflict(f"Job {job.pk} produced no model artifact to register.")
+    mlflow_name = f"{job.project.slug}.{name}"
+    version = tracking.model_version_register(
+        name=mlflow_name, source=source, run_id=job.mlflow_run_id or None
+    )
+    # MLflow numbers versions atomically; we keep its number.
+    return ModelVersion.objects.create(
+        project=job.project,
+        name=name,
+        version=version,
+        job=job,
+        source_uri=source,
+        mlflow_name=mlflow_name,
+        created_by=user,
+    )
+
+
+def promotion_request(*, model_version: ModelVersion, user, target: str, comment: str = "") -> Promotion:
+    project_role_check(user=user, project=model_version.project, role=Role.MEMBER)
+    if target not in Target.values:
+        raise ValidationFailed(f"Unknown target {target!r}; choose one of {', '.join(Target.values)}.")
+    try:
+        with transaction.atomic():
+            promotion = Promotion.objects.create(
+                model_version=model_version, target=target, requested_by=user, comment=comment
+            )
+            PromotionEvent.objects.create(
+                promotion=promotion,
+                actor=user,
+                to_status=PromotionStatus.REQUESTED,
+                comment=comment,
+            )
+    except IntegrityError as exc:
+        raise Conflict(f"{model_version} already has an open request for {target}.") from exc
+    return promotion
+
+
+def promotion_transition(
+    *,
+    promotion_id: int,
+    from_status: PromotionStatus,
+    to: PromotionStatus,
+    actor,
+    comment: str = "",
+    **fields: Any,
+) -> bool:
+    """Move a promotion from ``from_status`` to ``to``; False if someone else moved it first.
+
+    Must run inside the caller's transaction when other rows change with it.
+    """
+    with transaction.atomic():
+        won = Promotion.objects.filter(pk=promotion_id, status=from_status).update(status=to, **fields)
+        if won:
+            PromotionEvent.objects.create(
+                promotion_id=promotion_id,
+                actor=actor,
+                from_status=from_status,
+                to_status=to,
+                comment=comment,
+            )
+    return bool(won)
+
+
+def _decider_check(promotion: Promotion, user) -> None:
+    project_role_check(user=user, project=promotion.model_version.project, role=Role.APPROVER)
+    if promotion.requested_by_id == user.pk:
+        raise Forbidden("You cannot decide on your own promotion request; another approver must.")
+    if promotion.status != PromotionStatus.REQUESTED:
+        raise Conflict(f"This promotion is already {promotion.status}.")
+
+
+def promotion_approve(*, promotion: Promotion, user, comment: str = "") -> Deployment:
+    """Approve: point the MLflow alias at the version and record the deployment, both or neither.
+
+    The alias is moved first (a network call, outside any transaction); if the
+    database side then fails or loses a race, the alias is put back.
+    """
+    _decider_check(promotion, user)
+    version = promotion.model_version
+    previous = tracking.alias_get(name=version.mlflow_name, alias=promotion.target)
+    tracking.alias_set(name=version.mlflow_name, alias=promotion.target, version=version.version)
+    now = timezone.now()
+    try:
+        with transaction.atomic():
+            won = promotion_transition(
+                promotion_id=promotion.pk,
+                from_status=PromotionStatus.REQUESTED,
+                to=PromotionStatus.APPROVED,
+                actor=user,
+                comment=comment,
+                decided_by=user,
+                decided_at=now,
+                decision_comment=comment,
+            )
+            if not won:
+                raise Conflict("This promotion was decided by someone else a moment ago.")
+            deployment, _ = Deployment.objects.update_or_create(
+                project=version.project,
+                model_name=version.name,
+                target=promotion.target,
+                defaults={
+                    "model_version": version,
+                    "promotion": promotion,
+                    "approved_by": user,
+                    "approved_at": now,
+                },
+            )
+    except Exception:
+        _alias_restore(version.mlflow_name, promotion.target, previous)
+        raise
+    promotion.refresh_from_db()
+    return deployment
+
+
+def _alias_restore(mlflow_name: str, alias: str, previous: int | None) -> None:
+    if previous is None:
+        tracking.alias_delete(name=mlflow_name, alias=alias)
+    else:
+        tracking.alias_set(name=mlflow_name, alias=alias, version=previous)
+
+
+def promotion_reject(*, promotion: Promotion, user, comment: str = "") -> Promotion:
+    _decider_check(promotion, user)
+    won = promotion_transition(
+        promotion_id=promotion.pk,
+        from_status=PromotionStatus.REQUESTED,
+        to=PromotionStatus.REJECTED,
+        actor=user,
+        comment=comment,
+        decided_by=user,
+        decided_at=timezone.now(),
+        decision_comment=comment,
+    )
+    if not won:
+        raise Conflict("This promotion was decided by someone else a moment ago.")
+    promotion.refresh_from_db()
+    return promotion

@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect
+from django.views.decorators.http import require_POST
+
+from controlplane.errors import page_errors
+from controlplane.registry import selectors, services
+from controlplane.training.selectors import job_get
+
+
+@login_required
+@require_POST
+@page_errors
+def model_version_register(request: HttpRequest, job_id: int) -> HttpResponse:
+    job = job_get(user=request.user, job_id=job_id)
+    version = services.model_version_create(job=job, user=request.user, name=request.POST.get("name", ""))
+    messages.success(request, f"Registered {version}.")
+    return redirect("project", slug=job.project.slug)
+
+
+@login_required
+@require_POST
+@page_errors
+def promotion_request(request: HttpRequest, version_id: int) -> HttpResponse:
+    version = selectors.model_version_get(user=request.user, model_version_id=version_id)
+    promotion = services.promotion_request(
+        model_version=version,
+        user=request.user,
+        target=request.POST.get("target", ""),
+        comment=request.POST.get("comment", ""),
+    )
+    messages.success(request, f"Asked to promote {version} to {promotion.target}.")
+    return redirect("project", slug=version.project.slug)
+
+
+@login_required
+@require_POST
+@page_errors
+def promotion_approve(request: HttpRequest, promotion_id: int) -> HttpResponse:
+    promotion = selectors.promotion_get(user=request.user, promotion_id=promotion_id)
+    deployment = services.promotion_approve(
+        promotion=promotion, user=request.user, comment=request.POST.get("comment", "")
+    )
+    messages.success(request, f"{deployment.model_version} is now {deployment.target} (MLflow alias set).")
+    return redirect("project", slug=deployment.project.slug)
+
+
+@login_required
+@require_POST
+@page_errors
+def promotion_reject(request: HttpRequest, promotion_id: int) -> HttpResponse:
+    promotion = selectors.promotion_get(user=request.user, promotion_id=promotion_id)
+    promotion = services.promotion_reject(
+        promotion=promotion, user=request.user, comment=request.POST.get("comment", "")
+    )
+    messages.info(request, f"Rejected the promotion of {promotion.model_version}.")
+    return redirect("project", slug=promotion.model_version.project.slug)

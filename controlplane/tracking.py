@@ -1,0 +1,109 @@
+"""The control plane's only door to MLflow: artifacts, registered models, aliases, links.
+
+Every call is a network call: callers make them outside database transactions.
+MLflow's own failures surface as ``ServiceUnavailable`` (503), so a page or an
+API client can say "MLflow did not answer" instead of crashing.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+# MLflow retries a dead server for minutes by default; a web request must not hang that long.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+
+from django.conf import settings  # noqa: E402
+from mlflow import MlflowClient  # noqa: E402
+from mlflow.entities import RunStatus  # noqa: E402
+from mlflow.exceptions import MlflowException, RestException  # noqa: E402
+
+from controlplane.errors import ServiceUnavailable  # noqa: E402
+
+
+def _client() -> MlflowClient:
+    return MlflowClient(tracking_uri=settings.MLFLOW_TRACKING_URI)
+
+
+@contextmanager
+def _mlflow_errors(action: str) -> Iterator[None]:
+    try:
+        yield
+    except (MlflowException, OSError) as exc:
+        raise ServiceUnavailable(f"MLflow could not {action}: {str(exc)[:300]}") from exc
+
+
+def _experiment_id(client: MlflowClient, name: str) -> str:
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    try:
+        return client.create_experiment(name)
+    except RestException:
+        # Another process created it between our read and our create.
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            raise
+        return experiment.experiment_id
+
+
+def artifact_upload(
+    local_path: Path, *, experiment: str, run_name: str, artifact_path: str, tags: dict[str, str]
+) -> str:
+    """Store a file or folder in MLflow's artifact store; returns a URI any worker can read."""
+    with _mlflow_errors("store the artifact"):
+        client = _client()
+        run = client.create_run(_experiment_id(client, experiment), run_name=run_name, tags=tags)
+        run_id = run.info.run_id
+        if local_path.is_dir():
+            client.log_artifacts(run_id, str(local_path), artifact_path)
+            uri = f"runs:/{run_id}/{artifact_path}"
+        else:
+            client.log_artifact(run_id, str(local_path), artifact_path)
+            uri = f"runs:/{run_id}/{artifact_path}/{local_path.name}"
+        client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))
+    return uri
+
+
+def model_version_register(*, name: str, source: str, run_id: str | None) -> int:
+    """Register ``source`` as a new version of the registered model ``name``; returns its number."""
+    with _mlflow_errors("register the model version"):
+        client = _client()
+        try:
+            client.create_registered_model(name)
+        except RestException as exc:
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+        version = client.create_model_version(name=name, source=source, run_id=run_id)
+    return int(version.version)
+
+
+def alias_get(*, name: str, alias: str) -> int | None:
+    with _mlflow_errors("read the alias"):
+        try:
+            return int(_client().get_model_version_by_alias(name, alias).version)
+        except RestException as exc:
+            if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                return None
+            raise
+
+
+def alias_set(*, name: str, alias: str, version: int) -> None:
+    with _mlflow_errors("set the alias"):
+        _client().set_registered_model_alias(name, alias, str(version))
+
+
+def alias_delete(*, name: str, alias: str) -> None:
+    with _mlflow_errors("delete the alias"):
+        _client().delete_registered_model_alias(name, alias)
+
+
+def run_url(run_id: str) -> str:
+    """The MLflow UI page of a run, for a person's browser."""
+    with _mlflow_errors("find the run"):
+        experiment_id = _client().get_run(run_id).info.experiment_id
+    base = settings.MLFLOW_PUBLIC_URL.rstrip("/")
+    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"

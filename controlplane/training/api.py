@@ -1,0 +1,156 @@
+from __future__ import annotations
+
+import re
+
+from django.db import IntegrityError
+from rest_framework import serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from controlplane.accounts.models import Role
+from controlplane.api_common import (
+    IsWorker,
+    WorkerTokenAuthentication,
+    body_parse,
+    int_field,
+    project_from_request,
+)
+from controlplane.errors import Conflict, ValidationFailed
+from controlplane.training import selectors, services
+from controlplane.training.models import BaseModel
+from workers.spec import ClaimRequest, Heartbeat, JobResult
+
+
+class BaseModelSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    project = serializers.CharField(source="project.slug")
+    name = serializers.CharField()
+    uri = serializers.CharField()
+    description = serializers.CharField()
+
+
+class JobSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    project = serializers.CharField(source="project.slug")
+    name = serializers.CharField()
+    status = serializers.CharField()
+    attempt = serializers.IntegerField()
+    queue = serializers.CharField()
+    base_model = serializers.IntegerField(source="base_model_id")
+    dataset_version = serializers.IntegerField(source="dataset_version_id")
+    config = serializers.JSONField()
+    progress = serializers.FloatField()
+    step = serializers.IntegerField()
+    total_steps = serializers.IntegerField()
+    worker = serializers.CharField()
+    mlflow_experiment = serializers.CharField()
+    mlflow_run_id = serializers.CharField()
+    metrics = serializers.JSONField()
+    artifacts = serializers.JSONField()
+    error = serializers.CharField()
+    created_by = serializers.CharField(source="created_by.username")
+    created_at = serializers.DateTimeField()
+    started_at = serializers.DateTimeField()
+    finished_at = serializers.DateTimeField()
+
+
+class BaseModelListApi(APIView):
+    def get(self, request: Request) -> Response:
+        project = project_from_request(request)
+        models = selectors.base_model_list(project=project)
+        return Response({"results": BaseModelSerializer(models, many=True).data})
+
+    def post(self, request: Request) -> Response:
+        project = project_from_request(request, role=Role.MEMBER)
+        name, uri = str(request.data.get("name", "")), str(request.data.get("uri", "")).strip()
+        if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,99}", name):
+            raise ValidationFailed("'name' is 1-100 lowercase letters, digits, '-' or '_'.")
+        if not uri or len(uri) > 1000:
+            raise ValidationFailed("'uri' is required: a hub id, a path or an MLflow artifact URI.")
+        try:
+            model = BaseModel.objects.create(
+                project=project,
+                name=name,
+                uri=uri,
+                description=str(request.data.get("description", "")),
+            )
+        except IntegrityError as exc:
+            raise Conflict(f"Project {project.slug} already has a base model {name!r}.") from exc
+        return Response(BaseModelSerializer(model).data, status=status.HTTP_201_CREATED)
+
+
+class JobListApi(APIView):
+    def get(self, request: Request) -> Response:
+        project = project_from_request(request)
+        jobs = selectors.job_list(project=project)[:200]
+        return Response({"results": JobSerializer(jobs, many=True).data})
+
+    def post(self, request: Request) -> Response:
+        project = project_from_request(request, role=Role.MEMBER)
+        config = request.data.get("config", {})
+        if not isinstance(config, dict):
+            raise ValidationFailed("'config' must be an object.")
+        job = services.job_create(
+            project=project,
+            user=request.user,
+            base_model_id=int_field(request.data, "base_model"),
+            dataset_version_id=int_field(request.data, "dataset_version"),
+            config=config,
+            name=str(request.data.get("name", "")),
+        )
+        return Response(JobSerializer(job).data, status=status.HTTP_201_CREATED)
+
+
+class JobDetailApi(APIView):
+    def get(self, request: Request, job_id: int) -> Response:
+        job = selectors.job_get(user=request.user, job_id=job_id)
+        return Response(JobSerializer(job).data)
+
+
+class JobCancelApi(APIView):
+    def post(self, request: Request, job_id: int) -> Response:
+        job = selectors.job_get(user=request.user, job_id=job_id)
+        job = services.job_cancel(job=job, user=request.user)
+        return Response(JobSerializer(job).data)
+
+
+class JobMetricsApi(APIView):
+    def get(self, request: Request, job_id: int) -> Response:
+        job = selectors.job_get(user=request.user, job_id=job_id)
+        return Response(
+            {
+                "status": job.status,
+                "progress": job.progress,
+                "series": selectors.job_metric_series(job=job),
+            }
+        )
+
+
+# --- the internal API workers call ------------------------------------------
+
+
+class _WorkerApi(APIView):
+    authentication_classes = [WorkerTokenAuthentication]
+    permission_classes = [IsWorker]
+
+
+class JobClaimApi(_WorkerApi):
+    def post(self, request: Request, job_id: int) -> Response:
+        claim = body_parse(ClaimRequest, request.data)
+        spec = services.job_claim(job_id=job_id, attempt=claim.attempt, worker=claim.worker)
+        return Response(spec.model_dump(mode="json"))
+
+
+class JobHeartbeatApi(_WorkerApi):
+    def post(self, request: Request, job_id: int) -> Response:
+        heartbeat = body_parse(Heartbeat, request.data)
+        reply = services.job_heartbeat(job_id=job_id, heartbeat=heartbeat)
+        return Response(reply.model_dump(mode="json"))
+
+
+class JobFinishApi(_WorkerApi):
+    def post(self, request: Request, job_id: int) -> Response:
+        result = body_parse(JobResult, request.data)
+        job = services.job_finish(job_id=job_id, result=result)
+        return Response({"status": job.status})

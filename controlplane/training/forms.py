@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+
+from controlplane.accounts.models import Project
+from controlplane.datasets.selectors import dataset_version_list
+from controlplane.training.selectors import base_model_list
+from workers.spec import Hyperparameters, LoraMethod
+
+_HP = Hyperparameters()
+_LORA = LoraMethod()
+
+
+class JobLaunchForm(forms.Form):
+    """The launch form. Field bounds are checked again by the JobSpec models in the service."""
+
+    name = forms.CharField(max_length=200, required=False)
+    base_model = forms.ModelChoiceField(queryset=None, empty_label=None)
+    dataset_version = forms.ModelChoiceField(queryset=None, empty_label=None)
+    method = forms.ChoiceField(choices=[("lora", "LoRA"), ("full", "Full fine-tuning")])
+    lora_r = forms.IntegerField(label="LoRA rank", initial=_LORA.r, min_value=1)
+    lora_alpha = forms.IntegerField(label="LoRA alpha", initial=_LORA.alpha, min_value=1)
+    lora_dropout = forms.FloatField(label="LoRA dropout", initial=_LORA.dropout, min_value=0)
+    learning_rate = forms.FloatField(initial=_HP.learning_rate)
+    epochs = forms.IntegerField(initial=_HP.epochs, min_value=1)
+    max_steps = forms.IntegerField(required=False, min_value=1, help_text="overrides epochs")
+    batch_size = forms.IntegerField(initial=_HP.batch_size, min_value=1)
+    max_seq_length = forms.IntegerField(initial=_HP.max_seq_length, min_value=8)
+    seed = forms.IntegerField(initial=_HP.seed, min_value=0)
+    gpus = forms.IntegerField(initial=0, min_value=0)
+
+    def __init__(self, *args: Any, project: Project, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["base_model"].queryset = base_model_list(project=project)
+        self.fields["dataset_version"].queryset = dataset_version_list(project=project)
+
+    def config(self) -> dict[str, Any]:
+        data = self.cleaned_data
+        method: dict[str, Any] = {"name": data["method"]}
+        if data["method"] == "lora":
+            method |= {
+                "r": data["lora_r"],
+                "alpha": data["lora_alpha"],
+                "dropout": data["lora_dropout"],
+            }
+        hyperparameters = {
+            key: data[key] for key in ("learning_rate", "epochs", "batch_size", "max_seq_length", "seed")
+        }
+        if data["max_steps"]:
+            hyperparameters["max_steps"] = data["max_steps"]
+        return {
+            "method": method,
+            "hyperparameters": hyperparameters,
+            "resources": {"gpus": data["gpus"]},
+        }

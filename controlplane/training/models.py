@@ -1,0 +1,147 @@
+from __future__ import annotations
+
+import json
+
+from django.conf import settings
+from django.db import models
+
+from controlplane.accounts.models import Project
+from controlplane.datasets.models import DatasetVersion
+
+
+class BaseModel(models.Model):
+    """A model to fine-tune from: a hub id, a local path, or an MLflow artifact URI."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="base_models")
+    name = models.SlugField(max_length=100)
+    uri = models.CharField(max_length=1000)
+    description = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [models.UniqueConstraint(fields=["project", "name"], name="base_model_name_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.project.slug}/{self.name}"
+
+
+class JobStatus(models.TextChoices):
+    QUEUED = "queued"
+    RUNNING = "running"
+    CANCELLING = "cancelling"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    def is_finished(self) -> bool:
+        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+FINISHED_STATUSES = [s for s in JobStatus if s.is_finished()]
+
+
+class Job(models.Model):
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="jobs")
+    name = models.CharField(max_length=200)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT)
+    base_model = models.ForeignKey(BaseModel, on_delete=models.PROTECT, related_name="jobs")
+    dataset_version = models.ForeignKey(DatasetVersion, on_delete=models.PROTECT, related_name="jobs")
+    # A validated workers.spec.TrainingConfig, as JSON.
+    config = models.JSONField()
+    queue = models.CharField(max_length=64)
+
+    # Only training.services.job_transition writes status and attempt.
+    status = models.CharField(max_length=16, choices=JobStatus.choices, default=JobStatus.QUEUED)
+    attempt = models.PositiveIntegerField(default=1)
+    worker = models.CharField(max_length=200, blank=True)
+
+    progress = models.FloatField(default=0.0)
+    step = models.PositiveIntegerField(default=0)
+    total_steps = models.PositiveIntegerField(default=0)
+    mlflow_experiment = models.CharField(max_length=300)
+    mlflow_run_id = models.CharField(max_length=64, blank=True)
+    metrics = models.JSONField(default=dict, blank=True)
+    artifacts = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    dispatched_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["status", "dispatched_at"])]
+
+    def __str__(self) -> str:
+        return f"job {self.pk} ({self.status})"
+
+    @property
+    def status_enum(self) -> JobStatus:
+        return JobStatus(self.status)
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status_enum.is_finished()
+
+    @property
+    def config_json(self) -> str:
+        return json.dumps(self.config, sort_keys=True)
+
+    @property
+    def progress_percent(self) -> int:
+        return round(self.progress * 100)
+
+
+class JobEvent(models.Model):
+    """The audit trail of a job: every status change, with who made it."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="events")
+    at = models.DateTimeField(auto_now_add=True)
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    # Who acted when no user did: "worker:<name>", "reconciler".
+    actor_label = models.CharField(max_length=200, blank=True)
+    attempt = models.PositiveIntegerField()
+    from_status = models.CharField(max_length=16, choices=JobStatus.choices, blank=True)
+    to_status = models.CharField(max_length=16, choices=JobStatus.choices)
+    message = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["at", "pk"]
+
+    def __str__(self) -> str:
+        return f"job {self.job_id}: {self.from_status or '-'} -> {self.to_status}"
+
+
+class JobMetricPoint(models.Model):
+    """Training curves the pages chart, kept here so they never depend on MLflow's query speed."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="metric_points")
+    attempt = models.PositiveIntegerField()
+    name = models.CharField(max_length=100)
+    step = models.PositiveIntegerField()
+    value = models.FloatField()
+
+    class Meta:
+        ordering = ["name", "step"]
+        constraints = [
+            models.UniqueConstraint(fields=["job", "attempt", "name", "step"], name="one_point_per_step")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name}@{self.step}={self.value}"
+
+
+class JobLogLine(models.Model):
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="log_lines")
+    attempt = models.PositiveIntegerField()
+    at = models.DateTimeField(auto_now_add=True)
+    text = models.TextField()
+
+    class Meta:
+        ordering = ["pk"]
+
+    def __str__(self) -> str:
+        return self.text[:80]

@@ -1,0 +1,284 @@
+"""Every write to jobs. ``job_transition`` is the only code that changes a job's status."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+from pydantic import ValidationError
+
+from controlplane.accounts.models import Project, Role
+from controlplane.accounts.selectors import project_role_check
+from controlplane.datasets.models import DatasetVersion
+from controlplane.errors import Conflict, NotFound, ValidationFailed
+from controlplane.training.models import (
+    BaseModel,
+    Job,
+    JobEvent,
+    JobLogLine,
+    JobMetricPoint,
+    JobStatus,
+)
+from workers.spec import Heartbeat, HeartbeatReply, JobOutcome, JobResult, JobSpec, TrainingConfig
+
+log = logging.getLogger(__name__)
+
+S = JobStatus
+# The legal moves. Anything else is refused, so a late or repeated event can
+# never move a job backwards.
+TRANSITIONS: dict[JobStatus, set[JobStatus]] = {
+    S.QUEUED: {S.RUNNING, S.CANCELLED},
+    S.RUNNING: {S.SUCCEEDED, S.FAILED, S.CANCELLING},
+    S.CANCELLING: {S.CANCELLED, S.SUCCEEDED, S.FAILED},
+    S.SUCCEEDED: set(),
+    S.FAILED: set(),
+    S.CANCELLED: set(),
+}
+
+
+def job_transition(
+    *,
+    job_id: int,
+    attempt: int,
+    to: JobStatus,
+    actor=None,
+    actor_label: str = "",
+    message: str = "",
+    **fields: Any,
+) -> bool:
+    """Move a job to ``to`` if that is legal from its current status; return whether we won.
+
+    The update is conditional on the status and attempt we read, so of two
+    writers racing (two workers claiming, a cancel against a finish) exactly
+    one wins and the other gets False. The audit row is written in the same
+    transaction as the change.
+    """
+    current = Job.objects.filter(pk=job_id).values_list("status", "attempt").first()
+    if current is None:
+        return False
+    status, current_attempt = JobStatus(current[0]), current[1]
+    if current_attempt != attempt or to not in TRANSITIONS[status]:
+        return False
+    with transaction.atomic():
+        won = Job.objects.filter(pk=job_id, status=status, attempt=attempt).update(status=to, **fields)
+        if not won:
+            return False
+        JobEvent.objects.create(
+            job_id=job_id,
+            actor=actor,
+            actor_label=actor_label,
+            attempt=attempt,
+            from_status=status,
+            to_status=to,
+            message=message[:5000],
+        )
+    return True
+
+
+def _config_parse(config: dict[str, Any] | None) -> TrainingConfig:
+    try:
+        return TrainingConfig.model_validate(config or {})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise ValidationFailed(
+            f"config.{where}: {first['msg']}" if where else f"config: {first['msg']}",
+            details=exc.errors(include_url=False, include_context=False, include_input=False),
+        ) from exc
+
+
+def job_create(
+    *,
+    project: Project,
+    user,
+    base_model_id: int,
+    dataset_version_id: int,
+    config: dict[str, Any] | None = None,
+    name: str = "",
+) -> Job:
+    project_role_check(user=user, project=project, role=Role.MEMBER)
+    training_config = _config_parse(config)
+    base_model = BaseModel.objects.filter(pk=base_model_id, project=project).first()
+    if base_model is None:
+        raise NotFound(f"No base model {base_model_id} in project {project.slug}.")
+    dataset_version = (
+        DatasetVersion.objects.select_related("dataset")
+        .filter(pk=dataset_version_id, dataset__project=project)
+        .first()
+    )
+    if dataset_version is None:
+        raise NotFound(f"No dataset version {dataset_version_id} in project {project.slug}.")
+    method = training_config.method.name
+    with transaction.atomic():
+        job = Job.objects.create(
+            project=project,
+            name=(name or f"{method} {base_model.name} on {dataset_version}")[:200],
+            created_by=user,
+            base_model=base_model,
+            dataset_version=dataset_version,
+            config=training_config.model_dump(mode="json"),
+            queue=training_config.resources.queue_name,
+            mlflow_experiment=f"tuneyard/{project.slug}",
+        )
+        JobEvent.objects.create(job=job, actor=user, attempt=1, to_status=S.QUEUED)
+        # Sent only once the row is committed; if the send is lost, the reconciler resends.
+        transaction.on_commit(lambda: job_dispatch(job_id=job.pk))
+    return job
+
+
+def job_spec_build(job: Job) -> JobSpec:
+    return JobSpec(
+        job_id=job.pk,
+        attempt=job.attempt,
+        project=job.project.slug,
+        base_model_uri=job.base_model.uri,
+        dataset_uris=[job.dataset_version.uri],
+        config=TrainingConfig.model_validate(job.config),
+        mlflow_experiment=job.mlflow_experiment,
+        mlflow_run_id=job.mlflow_run_id or None,
+    )
+
+
+def job_dispatch(*, job_id: int) -> bool:
+    """Send a queued job to its queue. Safe to call twice: the claim lets only one run."""
+    # Imported here: the Celery app reads Django settings, which must be ready.
+    from controlplane.celery import app
+
+    job = (
+        Job.objects.select_related("project", "base_model", "dataset_version")
+        .filter(pk=job_id, status=S.QUEUED)
+        .first()
+    )
+    if job is None:
+        return False
+    spec = job_spec_build(job)
+    try:
+        app.send_task("tuneyard.run_job", args=[spec.model_dump(mode="json")], queue=job.queue)
+    except Exception:  # noqa: BLE001 - any broker failure is transient here
+        log.exception("dispatch of job %s failed; the reconciler will resend it", job_id)
+        return False
+    Job.objects.filter(pk=job_id, status=S.QUEUED).update(dispatched_at=timezone.now())
+    return True
+
+
+def jobs_redispatch_unclaimed() -> int:
+    """Resend queued jobs no worker claimed in time (a lost message, a broker restart)."""
+    cutoff = timezone.now() - timedelta(seconds=settings.JOB_REDISPATCH_AFTER_SECONDS)
+    stale = Job.objects.filter(status=S.QUEUED, created_at__lt=cutoff).exclude(dispatched_at__gte=cutoff)
+    return sum(job_dispatch(job_id=job_id) for job_id in stale.values_list("pk", flat=True))
+
+
+def job_cancel(*, job: Job, user) -> Job:
+    """Cancel a job; cancelling a finished job changes nothing."""
+    project_role_check(user=user, project=job.project, role=Role.MEMBER)
+    for _ in range(3):  # the status may move under us (claimed, finished); read again and retry
+        job.refresh_from_db()
+        if job.is_finished or job.status == S.CANCELLING:
+            return job
+        if job.status == S.QUEUED:
+            to, extra = S.CANCELLED, {"finished_at": timezone.now()}
+        else:
+            to, extra = S.CANCELLING, {}
+        if job_transition(job_id=job.pk, attempt=job.attempt, to=to, actor=user, **extra):
+            job.refresh_from_db()
+            return job
+    raise Conflict("The job changed while it was being cancelled; try again.")
+
+
+def job_claim(*, job_id: int, attempt: int, worker: str) -> JobSpec:
+    """A worker takes a queued attempt. A second claim of the same attempt is a Conflict."""
+    now = timezone.now()
+    won = job_transition(
+        job_id=job_id,
+        attempt=attempt,
+        to=S.RUNNING,
+        actor_label=f"worker:{worker}",
+        worker=worker,
+        started_at=now,
+        heartbeat_at=now,
+    )
+    if not won:
+        if not Job.objects.filter(pk=job_id).exists():
+            raise NotFound(f"No job {job_id}.")
+        raise Conflict(f"Job {job_id} attempt {attempt} is not waiting to be claimed.")
+    job = Job.objects.select_related("project", "base_model", "dataset_version").get(pk=job_id)
+    return job_spec_build(job)
+
+
+def job_heartbeat(*, job_id: int, heartbeat: Heartbeat) -> HeartbeatReply:
+    """Record progress; the reply tells the worker to stop when the job is being cancelled."""
+    live = Job.objects.filter(
+        pk=job_id,
+        attempt=heartbeat.attempt,
+        worker=heartbeat.worker,
+        status__in=[S.RUNNING, S.CANCELLING],
+    )
+    fields: dict[str, Any] = {
+        "progress": heartbeat.progress,
+        "step": heartbeat.step,
+        "total_steps": heartbeat.total_steps,
+        "heartbeat_at": timezone.now(),
+    }
+    if heartbeat.mlflow_run_id:
+        fields["mlflow_run_id"] = heartbeat.mlflow_run_id
+    with transaction.atomic():
+        if not live.update(**fields):
+            return HeartbeatReply(stop=True, reason="this attempt no longer runs")
+        JobMetricPoint.objects.bulk_create(
+            [
+                JobMetricPoint(job_id=job_id, attempt=heartbeat.attempt, name=name, step=step, value=value)
+                for name, points in heartbeat.metrics.items()
+                for step, value in points
+            ],
+            ignore_conflicts=True,  # a resent heartbeat repeats points; keep the first
+        )
+        JobLogLine.objects.bulk_create(
+            [
+                JobLogLine(job_id=job_id, attempt=heartbeat.attempt, text=line[:2000])
+                for line in heartbeat.log_lines
+            ]
+        )
+    status = Job.objects.filter(pk=job_id).values_list("status", flat=True).first()
+    if status == S.CANCELLING:
+        return HeartbeatReply(stop=True, reason="cancelled")
+    return HeartbeatReply()
+
+
+_OUTCOME_STATUS = {
+    JobOutcome.SUCCEEDED: S.SUCCEEDED,
+    JobOutcome.FAILED: S.FAILED,
+    JobOutcome.CANCELLED: S.CANCELLED,
+}
+
+
+def job_finish(*, job_id: int, result: JobResult) -> Job:
+    """Record an attempt's end. Reporting the same end twice is harmless."""
+    to = _OUTCOME_STATUS[result.outcome]
+    fields: dict[str, Any] = {
+        "finished_at": timezone.now(),
+        "metrics": result.metrics,
+        "artifacts": result.artifacts,
+        "error": result.error,
+    }
+    if result.mlflow_run_id:
+        fields["mlflow_run_id"] = result.mlflow_run_id
+    if to == S.SUCCEEDED:
+        fields["progress"] = 1.0
+    won = job_transition(
+        job_id=job_id,
+        attempt=result.attempt,
+        to=to,
+        actor_label=f"worker:{result.worker}",
+        message=result.error,
+        **fields,
+    )
+    job = Job.objects.filter(pk=job_id).first()
+    if job is None:
+        raise NotFound(f"No job {job_id}.")
+    if not won and not (job.status == to and job.attempt == result.attempt):
+        raise Conflict(f"Job {job_id} attempt {result.attempt} cannot end as {to} from {job.status}.")
+    return job

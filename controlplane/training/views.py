@@ -1,0 +1,82 @@
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
+
+from controlplane import tracking
+from controlplane.accounts.models import Role
+from controlplane.accounts.selectors import membership_role, project_get
+from controlplane.errors import ServiceUnavailable, page_errors
+from controlplane.training import selectors, services
+from controlplane.training.forms import JobLaunchForm
+
+
+@login_required
+@page_errors
+def job_new(request: HttpRequest, slug: str) -> HttpResponse:
+    project = project_get(user=request.user, slug=slug, role=Role.MEMBER)
+    form = JobLaunchForm(request.POST or None, project=project)
+    if request.method == "POST" and form.is_valid():
+        job = services.job_create(
+            project=project,
+            user=request.user,
+            base_model_id=form.cleaned_data["base_model"].pk,
+            dataset_version_id=form.cleaned_data["dataset_version"].pk,
+            config=form.config(),
+            name=form.cleaned_data["name"],
+        )
+        messages.success(request, f"Job {job.pk} is queued.")
+        return redirect("job", job_id=job.pk)
+    return render(request, "job_new.html", {"project": project, "form": form})
+
+
+def _job_context(request: HttpRequest, job_id: int) -> dict:
+    job = selectors.job_get(user=request.user, job_id=job_id)
+    role = membership_role(user=request.user, project=job.project)
+    return {
+        "job": job,
+        "project": job.project,
+        "can_edit": role is not None and role.includes(Role.MEMBER),
+        "log_lines": selectors.job_log_tail(job=job, limit=50),
+    }
+
+
+@login_required
+@page_errors
+def job_detail(request: HttpRequest, job_id: int) -> HttpResponse:
+    context = _job_context(request, job_id)
+    job = context["job"]
+    context["events"] = job.events.select_related("actor")
+    context["model_versions"] = job.model_versions.all()
+    context["mlflow_url"] = ""
+    if job.mlflow_run_id:
+        try:
+            context["mlflow_url"] = tracking.run_url(job.mlflow_run_id)
+        except ServiceUnavailable:
+            messages.warning(request, "MLflow did not answer; the run link is missing.")
+    return render(request, "job_detail.html", context)
+
+
+@login_required
+@page_errors
+def job_live(request: HttpRequest, job_id: int) -> HttpResponse:
+    """The part of the job page htmx refreshes while the job runs."""
+    context = _job_context(request, job_id)
+    response = render(request, "_job_live.html", context)
+    if context["job"].is_finished:
+        # Reload the whole page once, so the links that exist only at the end appear.
+        response["HX-Refresh"] = "true"
+    return response
+
+
+@login_required
+@require_POST
+@page_errors
+def job_cancel(request: HttpRequest, job_id: int) -> HttpResponse:
+    job = selectors.job_get(user=request.user, job_id=job_id)
+    job = services.job_cancel(job=job, user=request.user)
+    messages.info(request, f"Job {job.pk} is {job.status}.")
+    return redirect("job", job_id=job.pk)

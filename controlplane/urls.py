@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.authtoken.views import obtain_auth_token
+
+from controlplane.accounts.api import ProjectListApi
+from controlplane.datasets.api import DatasetVersionDetailApi, DatasetVersionListApi
+from controlplane.registry.api import (
+    DeploymentListApi,
+    ModelVersionListApi,
+    PromotionApproveApi,
+    PromotionListApi,
+    PromotionRejectApi,
+)
+from controlplane.training.api import (
+    BaseModelListApi,
+    JobCancelApi,
+    JobClaimApi,
+    JobDetailApi,
+    JobFinishApi,
+    JobHeartbeatApi,
+    JobListApi,
+    JobMetricsApi,
+)
+
+api_v1 = [
+    path("auth/token", obtain_auth_token, name="api-token"),
+    path("projects", ProjectListApi.as_view(), name="api-projects"),
+    path("datasets", DatasetVersionListApi.as_view(), name="api-datasets"),
+    path("datasets/<int:version_id>", DatasetVersionDetailApi.as_view(), name="api-dataset"),
+    path("base-models", BaseModelListApi.as_view(), name="api-base-models"),
+    path("jobs", JobListApi.as_view(), name="api-jobs"),
+    path("jobs/<int:job_id>", JobDetailApi.as_view(), name="api-job"),
+    path("jobs/<int:job_id>/cancel", JobCancelApi.as_view(), name="api-job-cancel"),
+    path("jobs/<int:job_id>/metrics", JobMetricsApi.as_view(), name="api-job-metrics"),
+    path("model-versions", ModelVersionListApi.as_view(), name="api-model-versions"),
+    path("promotions", PromotionListApi.as_view(), name="api-promotions"),
+    path(
+        "promotions/<int:promotion_id>/approve",
+        PromotionApproveApi.as_view(),
+        name="api-promotion-approve",
+    ),
+    path(
+        "promotions/<int:promotion_id>/reject",
+        PromotionRejectApi.as_view(),
+        name="api-promotion-reject",
+    ),
+    path("deployments/<str:target>", DeploymentListApi.as_view(), name="api-deployments"),
+    path("schema", SpectacularAPIView.as_view(), name="api-schema"),
+    path("docs", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+]
+
+internal_v1 = [
+    path("jobs/<int:job_id>/claim", JobClaimApi.as_view(), name="internal-job-claim"),
+    path("jobs/<int:job_id>/heartbeat", JobHeartbeatApi.as_view(), name="internal-job-heartbeat"),
+    path("jobs/<int:job_id>/finish", JobFinishApi.as_view(), name="internal-job-finish"),
+]
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("api/v1/", include(api_v1)),
+    path("internal/v1/", include(internal_v1)),
+    path("", include("controlplane.pages")),
+]

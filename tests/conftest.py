@@ -1,0 +1,201 @@
+"""Shared fixtures.
+
+The real services are started once per test session and only when a test asks
+for them: an MLflow tracking server, a Redis database (REDIS_URL's, or a
+redis-server of our own) and a Celery worker process that calls the live
+control plane over HTTP. The database is whatever DATABASE_URL names
+(PostgreSQL in CI), else SQLite.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from infra import processes
+
+ROOT = Path(__file__).resolve().parent.parent
+PASSWORD = "pw-for-tests-only"
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, 15)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, 9)
+            process.wait()
+
+
+def _start(command: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    return subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+@pytest.fixture(scope="session")
+def services_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("services")
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(services_dir: Path) -> Iterator[str]:
+    """A real MLflow tracking server (SQLite backend, artifacts served over HTTP)."""
+    from django.conf import settings
+
+    port = processes.free_port()
+    (services_dir / "mlartifacts").mkdir()
+    process = _start(
+        processes.mlflow_command(
+            port=port,
+            backend_store_uri=f"sqlite:///{services_dir / 'mlflow.db'}",
+            artifacts_destination=str(services_dir / "mlartifacts"),
+        ),
+        services_dir / "mlflow.log",
+        processes.MLFLOW_ENV,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        processes.wait_for_http(f"{url}/health", timeout=120, process=process)
+    except Exception:
+        _stop(process)
+        print((services_dir / "mlflow.log").read_text()[-3000:])
+        raise
+    previous = settings.MLFLOW_TRACKING_URI, settings.MLFLOW_PUBLIC_URL
+    settings.MLFLOW_TRACKING_URI = settings.MLFLOW_PUBLIC_URL = url
+    yield url
+    settings.MLFLOW_TRACKING_URI, settings.MLFLOW_PUBLIC_URL = previous
+    _stop(process)
+
+
+@pytest.fixture(scope="session")
+def redis_url(services_dir: Path) -> Iterator[str]:
+    """The broker: TEST_REDIS_URL's database (flushed first), else a redis-server of our own."""
+    import redis
+    from django.conf import settings
+
+    from controlplane.celery import app
+
+    url = os.environ.get("TEST_REDIS_URL")
+    process = None
+    if url is None:
+        port = processes.free_port()
+        (services_dir / "redis").mkdir()
+        process = _start(
+            processes.redis_command(port=port, workdir=services_dir / "redis"),
+            services_dir / "redis.log",
+        )
+        processes.wait_for_port(port, process=process)
+        url = f"redis://127.0.0.1:{port}/0"
+    redis.Redis.from_url(url).flushdb()
+    settings.CELERY_BROKER_URL = url
+    app.conf.broker_url = url
+    yield url
+    if process is not None:
+        _stop(process)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from controlplane.demo import demo_instruction_rows
+    from workers.tinymodel import build_tiny_model
+
+    corpus = [f"{r['instruction']} {r['input']} {r['output']}" for r in demo_instruction_rows(256)]
+    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model", corpus)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_uri(mlflow_server: str, tiny_model_dir: Path) -> str:
+    """The tiny model stored once per session in MLflow's artifact store."""
+    from controlplane import tracking
+
+    return tracking.artifact_upload(
+        tiny_model_dir,
+        experiment="tests/base-models",
+        run_name="tiny",
+        artifact_path="model",
+        tags={},
+    )
+
+
+@pytest.fixture(scope="session")
+def worker(live_server, redis_url: str, mlflow_server: str, services_dir: Path) -> Iterator[subprocess.Popen]:
+    """A real Celery worker process on the cpu queue, reporting to the live control plane."""
+    from django.conf import settings
+
+    env = {
+        "CONTROLPLANE_URL": live_server.url,
+        "WORKER_TOKEN": settings.WORKER_TOKEN,
+        "MLFLOW_TRACKING_URI": mlflow_server,
+        "CELERY_BROKER_URL": redis_url,
+        "TUNEYARD_WORKER_NAME": "test-worker",
+    }
+    log = services_dir / "worker.log"
+    process = _start(processes.worker_command(queues=["cpu"], name="test-worker@%h"), log, env)
+    # Celery prints "ready" once it consumes; wait for it so the first job is not raced.
+    import time
+
+    deadline = time.monotonic() + 60
+    while "ready." not in log.read_text(errors="replace"):
+        if process.poll() is not None or time.monotonic() > deadline:
+            _stop(process)
+            raise RuntimeError(f"the worker did not start:\n{log.read_text()[-3000:]}")
+        time.sleep(0.2)
+    yield process
+    _stop(process)
+
+
+# --- people and projects -----------------------------------------------------
+
+
+@pytest.fixture
+def people(db):
+    """alice and bob (members), carol (approver) in project "demo"; charlie only in "other"."""
+    from controlplane.accounts.models import Role
+    from controlplane.accounts.services import member_add, project_create
+
+    demo = project_create(slug="demo", name="Demo")
+    other = project_create(slug="other", name="Other")
+    users = {
+        "alice": member_add(project=demo, username="alice", role=Role.MEMBER, password=PASSWORD),
+        "bob": member_add(project=demo, username="bob", role=Role.MEMBER, password=PASSWORD),
+        "carol": member_add(project=demo, username="carol", role=Role.APPROVER, password=PASSWORD),
+        "viv": member_add(project=demo, username="viv", role=Role.VIEWER, password=PASSWORD),
+        "charlie": member_add(project=other, username="charlie", role=Role.ADMIN, password=PASSWORD),
+    }
+    return {"demo": demo, "other": other, **users}
+
+
+@pytest.fixture
+def api_for(people):
+    """An authenticated REST client for one of the people, by name."""
+    from rest_framework.test import APIClient
+
+    def make(name: str) -> APIClient:
+        client = APIClient()
+        client.force_authenticate(user=people[name])
+        return client
+
+    return make
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # The slow end-to-end and browser tests run last, after the fast ones have spoken.
+    items.sort(key=lambda item: ("browser" in item.keywords, "e2e" in item.keywords))
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    from django.conf import settings
+
+    return f"tuneyard: database {settings.DATABASES['default']['ENGINE']}, python {sys.version.split()[0]}"

@@ -1,0 +1,194 @@
+"""The whole path through the REST API, as CI/CD would drive it, over real parts:
+the live control plane, a Celery worker process on Redis, an MLflow server, and
+the database the suite runs on (PostgreSQL in CI)."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+from mlflow import MlflowClient
+
+from controlplane.demo import demo_jsonl
+from tests.conftest import PASSWORD
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+FAST_LORA = {
+    "method": {"name": "lora", "r": 8, "alpha": 16},
+    "hyperparameters": {
+        "max_steps": 24,
+        "batch_size": 8,
+        "learning_rate": 0.005,
+        "max_seq_length": 64,
+    },
+}
+
+
+def api(live_server, username: str) -> httpx.Client:
+    token = httpx.post(
+        f"{live_server.url}/api/v1/auth/token", data={"username": username, "password": PASSWORD}
+    ).json()["token"]
+    return httpx.Client(
+        base_url=f"{live_server.url}/api/v1/",
+        headers={"Authorization": f"Token {token}"},
+        timeout=30,
+    )
+
+
+def wait_for(
+    client: httpx.Client, job_id: int, statuses: set[str], timeout: float = 240
+) -> tuple[dict, list[str]]:
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.get(f"jobs/{job_id}").json()
+        if not seen or seen[-1] != job["status"]:
+            seen.append(job["status"])
+        if job["status"] in statuses:
+            return job, seen
+        time.sleep(0.3)
+    raise AssertionError(f"job {job_id} stayed {seen[-1]} (seen {seen})")
+
+
+@pytest.fixture
+def setup(people, live_server, worker, tiny_model_uri):
+    alice = api(live_server, "alice")
+    base = alice.post("base-models", json={"project": "demo", "name": "tiny", "uri": tiny_model_uri})
+    assert base.status_code == 201, base.text
+    dataset = alice.post(
+        "datasets",
+        data={"project": "demo", "name": "arithmetic"},
+        files={"file": ("a.jsonl", demo_jsonl(), "application/jsonl")},
+    )
+    assert dataset.status_code == 201, dataset.text
+    return {"alice": alice, "base": base.json()["id"], "dataset": dataset.json()["id"]}
+
+
+def test_dataset_to_approved_deployment_through_the_api(setup, live_server, mlflow_server):
+    alice = setup["alice"]
+    submitted = alice.post(
+        "jobs",
+        json={
+            "project": "demo",
+            "base_model": setup["base"],
+            "dataset_version": setup["dataset"],
+            "config": FAST_LORA,
+        },
+    )
+    assert submitted.status_code == 201, submitted.text
+    job_id = submitted.json()["id"]
+    job, seen = wait_for(alice, job_id, {"succeeded", "failed"})
+    assert job["status"] == "succeeded", job["error"]
+    assert seen[-1] == "succeeded" and "queued" not in seen[1:]
+    assert job["progress"] == 1.0 and job["step"] == 24 == job["total_steps"]
+    assert job["mlflow_run_id"] and job["artifacts"]["adapter"]
+
+    # The loss curve reached the control plane and it went down.
+    series = alice.get(f"jobs/{job_id}/metrics").json()["series"]["loss"]
+    assert len(series["values"]) >= 20
+    assert series["values"][-1] < series["values"][0]
+
+    # MLflow holds the run with its metrics and the adapter.
+    mlflow = MlflowClient(mlflow_server)
+    run = mlflow.get_run(job["mlflow_run_id"])
+    assert run.data.tags["tuneyard.job_id"] == str(job_id)
+    assert len(mlflow.get_metric_history(run.info.run_id, "loss")) >= 20
+    assert "adapter_model.safetensors" in {
+        a.path.split("/")[-1] for a in mlflow.list_artifacts(run.info.run_id, "adapter")
+    }
+
+    version = alice.post("model-versions", json={"job": job_id, "name": "tiny-lora"})
+    assert version.status_code == 201, version.text
+    version = version.json()
+    promotion = alice.post("promotions", json={"model_version": version["id"], "target": "production"})
+    assert promotion.status_code == 201, promotion.text
+    promotion_id = promotion.json()["id"]
+
+    refused = alice.post(f"promotions/{promotion_id}/approve", json={})
+    assert refused.status_code == 403 and "approver" in refused.json()["message"]
+    carol = api(live_server, "carol")
+    approved = carol.post(f"promotions/{promotion_id}/approve", json={"comment": "ship it"})
+    assert approved.status_code == 200, approved.text
+
+    deployed = alice.get("deployments/production").json()["results"]
+    assert len(deployed) == 1
+    d = deployed[0]
+    assert (d["model_name"], d["version"], d["approved_by"]) == (
+        "tiny-lora",
+        version["version"],
+        "carol",
+    )
+    assert d["mlflow_model_uri"] == f"models:/demo.tiny-lora/{version['version']}" and d["approved_at"]
+    # ... and MLflow itself agrees: the production alias points at that version.
+    assert mlflow.get_model_version_by_alias("demo.tiny-lora", "production").version == str(
+        version["version"]
+    )
+
+
+def test_a_running_job_can_be_cancelled_and_the_worker_carries_on(setup):
+    alice = setup["alice"]
+    long = dict(FAST_LORA, hyperparameters={**FAST_LORA["hyperparameters"], "max_steps": 100_000})
+    job_id = alice.post(
+        "jobs",
+        json={
+            "project": "demo",
+            "base_model": setup["base"],
+            "dataset_version": setup["dataset"],
+            "config": long,
+        },
+    ).json()["id"]
+    wait_for(alice, job_id, {"running"})
+    # Wait for real training steps, so the cancel hits a busy trainer.
+    deadline = time.monotonic() + 120
+    while alice.get(f"jobs/{job_id}").json()["step"] < 2 and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert alice.post(f"jobs/{job_id}/cancel").json()["status"] == "cancelling"
+    job, _ = wait_for(alice, job_id, {"cancelled", "failed", "succeeded"}, timeout=60)
+    assert job["status"] == "cancelled"
+    assert alice.post(f"jobs/{job_id}/cancel").json()["status"] == "cancelled"  # idempotent
+
+    # The worker survived: a bad job next fails cleanly with a reason.
+    bad_base = alice.post(
+        "base-models", json={"project": "demo", "name": "missing", "uri": "/nonexistent/model"}
+    ).json()
+    failed_id = alice.post(
+        "jobs",
+        json={
+            "project": "demo",
+            "base_model": bad_base["id"],
+            "dataset_version": setup["dataset"],
+            "config": FAST_LORA,
+        },
+    ).json()["id"]
+    failed, _ = wait_for(alice, failed_id, {"failed", "succeeded"})
+    assert failed["status"] == "failed" and failed["error"]
+
+
+def test_bad_job_submissions_are_400s_that_store_nothing(setup):
+    alice = setup["alice"]
+    cases = [
+        ({"config": {"method": {"name": "nope"}}}, "config.method"),
+        ({"config": {"hyperparameters": {"learning_rate": 0}}}, "learning_rate"),
+        ({"config": "lora please"}, "'config' must be an object"),
+        ({"base_model": "abc"}, "'base_model'"),
+        ({"dataset_version": None}, "'dataset_version'"),
+    ]
+    for change, message in cases:
+        body = {
+            "project": "demo",
+            "base_model": setup["base"],
+            "dataset_version": setup["dataset"],
+            "config": {},
+        } | change
+        response = alice.post("jobs", json=body)
+        assert response.status_code == 400 and message in response.json()["message"], (
+            change,
+            response.text,
+        )
+    missing = alice.post(
+        "jobs", json={"project": "demo", "base_model": 999999, "dataset_version": setup["dataset"]}
+    )
+    assert missing.status_code == 404
+    assert alice.get("jobs", params={"project": "demo"}).json()["results"] == []

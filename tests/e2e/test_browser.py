@@ -1,0 +1,136 @@
+"""The path of a person clicking through it, in Debian's Chromium driven by Playwright:
+upload, launch, watch, follow the MLflow link, register, request, approve."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from controlplane.datasets.models import DatasetVersion
+from controlplane.demo import demo_jsonl
+from controlplane.training.models import BaseModel
+from tests.conftest import PASSWORD
+
+pytestmark = [pytest.mark.e2e, pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+CHROMIUM = os.environ.get("TUNEYARD_CHROMIUM", "/usr/bin/chromium")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not shutil.which(CHROMIUM):
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium)")
+    # Playwright's sync API runs an event loop in this thread; the test's own
+    # database calls happen between its steps, never inside the loop.
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
+        yield browser
+        browser.close()
+
+
+def log_in(page, base: str, username: str) -> None:
+    page.goto(f"{base}/login/")
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url(re.compile(r"/p/demo/$"))
+
+
+def test_a_person_clicks_from_dataset_to_approved_deployment(
+    browser, people, live_server, worker, tiny_model_uri, tmp_path
+):
+    from playwright.sync_api import expect
+
+    BaseModel.objects.create(project=people["demo"], name="tiny-llama", uri=tiny_model_uri)
+    base = live_server.url
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    log_in(page, base, "alice")
+
+    # A bad line is named, and nothing is stored.
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(demo_jsonl(3) + b'{"instruction": "no output here"}\n')
+    page.get_by_label("Name").fill("arithmetic")
+    page.get_by_label("JSONL file").set_input_files(str(bad))
+    page.get_by_role("button", name="Upload dataset").click()
+    expect(page.locator(".msg.error")).to_contain_text("line 4: 'output' is missing")
+    assert not DatasetVersion.objects.exists()
+
+    good = tmp_path / "arithmetic.jsonl"
+    good.write_bytes(demo_jsonl(64))
+    page.get_by_label("Name").fill("arithmetic")
+    page.get_by_label("JSONL file").set_input_files(str(good))
+    page.get_by_role("button", name="Upload dataset").click()
+    expect(page.locator(".msg.success")).to_contain_text("64 rows")
+
+    # Launch a LoRA fine-tune from the form.
+    page.get_by_role("link", name="New fine-tune").click()
+    page.get_by_label("Method").select_option("lora")
+    page.get_by_label("Learning rate").fill("0.005")
+    page.get_by_label("Max steps").fill("24")
+    page.get_by_label("Max seq length").fill("64")
+    page.get_by_role("button", name="Launch").click()
+    page.wait_for_url(re.compile(r"/jobs/\d+/$"))
+
+    # Watch it: queued -> running -> succeeded, with a live progress bar and loss chart.
+    status = page.locator("#job-status")
+    expect(status).to_have_text(re.compile("queued|running"))
+    expect(status).to_have_text("running", timeout=120_000)
+    expect(status).to_have_text("succeeded", timeout=180_000)
+    expect(page.locator("#job-progress")).to_have_attribute("value", "100")
+    expect(page.locator("#loss-chart")).to_have_attribute(
+        "data-points", re.compile(r"^[1-9]\d+$"), timeout=30_000
+    )
+    expect(page.locator("#loss-chart .main-svg").first).to_be_visible()
+    if shot := os.environ.get("TUNEYARD_SCREENSHOT_DIR"):
+        Path(shot).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(shot) / "job.png"), full_page=True)
+
+    # The MLflow link opens the run in MLflow's own UI.
+    link = page.locator("#mlflow-link")
+    href = link.get_attribute("href")
+    assert href.startswith(os.environ.get("MLFLOW_TRACKING_URI", "http")) or "/#/experiments/" in href
+    mlflow_page = context.new_page()
+    response = mlflow_page.goto(href)
+    assert response.ok
+    expect(mlflow_page).to_have_title(re.compile("MLflow"))
+    mlflow_page.close()
+
+    # Register the result and ask for production.
+    page.get_by_label("Model name").fill("tiny-lora")
+    page.get_by_role("button", name="Register").click()
+    expect(page.locator(".msg.success")).to_contain_text("Registered tiny-lora v1")
+    page.get_by_role("button", name="Request promotion").click()
+    expect(page.locator("#promotions")).to_contain_text("waiting for another approver")
+    expect(page.locator("#promotions").get_by_role("button", name="Approve")).to_have_count(0)
+
+    # The approver approves.
+    page.get_by_role("button", name="Log out").click()
+    log_in(page, base, "carol")
+    page.locator("#promotions").get_by_role("button", name="Approve").click()
+    expect(page.locator(".msg.success")).to_contain_text("tiny-lora v1 is now production")
+    deployed = page.locator("#deployments")
+    expect(deployed).to_contain_text("tiny-lora")
+    expect(deployed).to_contain_text("carol")
+    expect(deployed).to_contain_text("models:/demo.tiny-lora/1")
+    if shot := os.environ.get("TUNEYARD_SCREENSHOT_DIR"):
+        page.screenshot(path=str(Path(shot) / "project.png"), full_page=True)
+    context.close()

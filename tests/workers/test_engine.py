@@ -1,0 +1,297 @@
+"""The training subprocess, run for real on the tiny model.
+
+The engine runs (LoRA, full, a bad dataset row, a bad spec) start together
+in one module-scoped fixture: each spends most of its time importing torch,
+transformers and MLflow, so running them side by side keeps the file fast.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mlflow import MlflowClient
+
+from workers.engine.data import DatasetError, read_instruction_rows
+from workers.engine.protocol import EXIT_INVALID_INPUT, EXIT_OK, PREFIX, emit, parse
+from workers.tinymodel import build_tiny_model
+
+ROOT = Path(__file__).resolve().parents[2]
+TIMEOUT_S = 180
+
+# Repetitive on purpose: a tiny model can visibly learn it in 30 steps.
+ROWS: list[dict[str, str]] = [
+    {"instruction": "Say hello.", "output": "Hello! How can I help you today?"},
+    {"instruction": "Name a primary colour.", "output": "Red is a primary colour."},
+    {"instruction": "Translate to French.", "input": "Thank you", "output": "Merci."},
+    {"instruction": "Add two and three.", "output": "Two plus three is five."},
+] * 4
+
+
+@dataclass(frozen=True)
+class EngineRun:
+    returncode: int
+    stdout: str
+    stderr: str
+    tracking_uri: str
+    workdir: Path
+
+    def events(self, kind: str | None = None) -> list[dict[str, Any]]:
+        parsed = [parse(line) for line in self.stdout.splitlines()]
+        return [e for e in parsed if e is not None and (kind is None or e["event"] == kind)]
+
+    def losses(self) -> list[float]:
+        return [e["metrics"]["loss"] for e in self.events("progress")]
+
+
+def _spec(job_id: int, model: Path, method: dict[str, str], *, learning_rate: float) -> dict[str, Any]:
+    """A spec without its dataset: ``_start`` writes the rows and fills that in."""
+    return {
+        "job_id": job_id,
+        "attempt": 1,
+        "project": "demo",
+        "base_model_uri": str(model),
+        "mlflow_experiment": "tests/engine",
+        "config": {
+            "method": method,
+            "hyperparameters": {
+                "learning_rate": learning_rate,
+                "max_steps": 30,
+                "batch_size": 4,
+                "seed": 0,
+            },
+        },
+    }
+
+
+def _start(run_dir: Path, spec: dict[str, Any], rows: list[str], store: Path) -> subprocess.Popen[bytes]:
+    run_dir.mkdir(parents=True)
+    (run_dir / "train.jsonl").write_text("\n".join(rows) + "\n")
+    spec["dataset_uris"] = [str(run_dir / "train.jsonl")]
+    (run_dir / "spec.json").write_text(json.dumps(spec))
+    # A copy of one store per run: concurrent writers on one SQLite file can hit
+    # "database is locked", and creating MLflow's schema costs seconds each time.
+    shutil.copy(store, run_dir / "mlflow.db")
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": _tracking_uri(run_dir),
+        "PYTHONPATH": str(ROOT),
+        # Several runs share few cores: OpenMP threads spinning against each
+        # other make a 1 s training take 10 s.
+        "OMP_NUM_THREADS": "1",
+    }
+    # Files, not pipes: several runs go at once, and a full pipe nobody reads would stall one.
+    # cwd is the run's own directory because MLflow puts a SQLite store's artifacts in ./mlruns.
+    return subprocess.Popen(
+        [sys.executable, "-m", "workers.engine", "spec.json", "work"],
+        cwd=run_dir,
+        env=env,
+        stdout=(run_dir / "stdout.txt").open("wb"),
+        stderr=(run_dir / "stderr.txt").open("wb"),
+    )
+
+
+def _finish(process: subprocess.Popen[bytes], run_dir: Path) -> EngineRun:
+    returncode = process.wait(timeout=TIMEOUT_S)
+    return EngineRun(
+        returncode=returncode,
+        stdout=(run_dir / "stdout.txt").read_text(),
+        stderr=(run_dir / "stderr.txt").read_text(),
+        tracking_uri=_tracking_uri(run_dir),
+        workdir=run_dir / "work",
+    )
+
+
+def _tracking_uri(run_dir: Path) -> str:
+    return f"sqlite:///{run_dir / 'mlflow.db'}"
+
+
+def _empty_store(path: Path) -> Path:
+    MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()  # creates the schema
+    return path
+
+
+@pytest.fixture(scope="module")
+def engine_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, EngineRun]:
+    base = tmp_path_factory.mktemp("engine")
+    model = base / "tiny-model"
+    store = _empty_store(base / "empty-mlflow.db")
+    good_rows = [json.dumps(row) for row in ROWS]
+    bad_rows = good_rows[:2] + [json.dumps({"instruction": "Say hello."})] + good_rows[3:]
+    lora, full = {"name": "lora"}, {"name": "full"}
+    # The failing runs stop before they would load the model, so they start
+    # while it is being built.
+    started = {
+        "bad_spec": _start(base / "bad_spec", {"job_id": 0}, good_rows, store),
+        "bad_row": _start(base / "bad_row", _spec(3, model, lora, learning_rate=1e-2), bad_rows, store),
+    }
+    build_tiny_model(model)
+    started["lora"] = _start(base / "lora", _spec(1, model, lora, learning_rate=1e-2), good_rows, store)
+    started["full"] = _start(base / "full", _spec(2, model, full, learning_rate=1e-3), good_rows, store)
+    return {name: _finish(process, base / name) for name, process in started.items()}
+
+
+# --- the protocol ---------------------------------------------------------------
+
+
+def test_protocol_event_round_trips_and_log_text_is_not_an_event() -> None:
+    stream = io.StringIO()
+    emit({"event": "progress", "step": 1, "total_steps": 2, "metrics": {"loss": 1.5}}, stream)
+
+    line = stream.getvalue()
+    assert line.startswith(PREFIX) and line.endswith("\n") and line.count("\n") == 1
+    assert parse(line) == {
+        "event": "progress",
+        "step": 1,
+        "total_steps": 2,
+        "metrics": {"loss": 1.5},
+    }
+    assert parse("{'loss': 1.5}") is None
+    assert parse(PREFIX + "not json") is None
+    assert parse(PREFIX + '["no", "event"]') is None
+
+
+def test_protocol_and_tracking_import_without_torch() -> None:
+    code = "import sys, workers.engine.protocol, workers.tracking;sys.exit('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+# --- LoRA -------------------------------------------------------------------------
+
+
+def test_lora_run_emits_run_then_progress_then_result(engine_runs: dict[str, EngineRun]) -> None:
+    run = engine_runs["lora"]
+    assert run.returncode == EXIT_OK, run.stderr[-3000:]
+
+    kinds = [event["event"] for event in run.events()]
+    assert kinds == ["run"] + ["progress"] * 30 + ["result"]
+    progress = run.events("progress")
+    assert [event["step"] for event in progress] == list(range(1, 31))
+    assert {event["total_steps"] for event in progress} == {30}
+    assert all({"loss", "learning_rate"} <= event["metrics"].keys() for event in progress)
+    result = run.events("result")[0]
+    assert result["metrics"]["train_loss"] > 0
+    assert result["artifacts"] == {"adapter": f"runs:/{run.events('run')[0]['mlflow_run_id']}/adapter"}
+
+
+def test_lora_loss_decreases_on_a_repetitive_dataset(engine_runs: dict[str, EngineRun]) -> None:
+    losses = engine_runs["lora"].losses()
+
+    assert len(losses) == 30
+    assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.1
+
+
+def test_lora_run_is_recorded_in_mlflow_with_the_adapter(
+    engine_runs: dict[str, EngineRun], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = engine_runs["lora"]
+    run_id = run.events("run")[0]["mlflow_run_id"]
+    client = MlflowClient(tracking_uri=run.tracking_uri)
+
+    recorded = client.get_run(run_id)
+    assert recorded.info.status == "FINISHED"
+    assert recorded.info.run_name == "job-1-attempt-1"
+    assert client.get_experiment(recorded.info.experiment_id).name == "tests/engine"
+    assert {
+        key: recorded.data.tags[key] for key in ("tuneyard.job_id", "tuneyard.attempt", "tuneyard.project")
+    } == {
+        "tuneyard.job_id": "1",
+        "tuneyard.attempt": "1",
+        "tuneyard.project": "demo",
+    }
+    assert recorded.data.params["method"] == "lora"
+    assert recorded.data.params["lora.r"] == "8"
+    assert recorded.data.params["max_steps"] == "30"
+    assert len(client.get_metric_history(run_id, "loss")) == 30
+    assert len(client.get_metric_history(run_id, "learning_rate")) == 30
+    assert "train_loss" in recorded.data.metrics
+
+    # The URI in the result is what another machine would download.
+    from workers.tracking import download
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", run.tracking_uri)
+    adapter = download(run.events("result")[0]["artifacts"]["adapter"], tmp_path)
+    assert isinstance(adapter, Path)
+    assert (adapter / "adapter_model.safetensors").is_file()
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    # Names the spec's base model, not the worker's download directory.
+    spec = json.loads((run.workdir.parent / "spec.json").read_text())
+    assert config["base_model_name_or_path"] == spec["base_model_uri"]
+
+
+# --- full fine-tuning ----------------------------------------------------------------
+
+
+def test_full_run_trains_every_weight_and_logs_the_model(engine_runs: dict[str, EngineRun]) -> None:
+    run = engine_runs["full"]
+    assert run.returncode == EXIT_OK, run.stderr[-3000:]
+
+    losses = run.losses()
+    assert len(losses) == 30
+    assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.1
+    result = run.events("result")[0]
+    run_id = run.events("run")[0]["mlflow_run_id"]
+    assert result["artifacts"] == {"model": f"runs:/{run_id}/model"}
+    client = MlflowClient(tracking_uri=run.tracking_uri)
+    names = {Path(item.path).name for item in client.list_artifacts(run_id, "model")}
+    assert {"model.safetensors", "config.json", "tokenizer.json"} <= names
+    assert client.get_run(run_id).data.params["method"] == "full"
+
+
+# --- failures -----------------------------------------------------------------------
+
+
+def test_bad_dataset_row_fails_with_one_sentence_on_the_last_stderr_line(
+    engine_runs: dict[str, EngineRun],
+) -> None:
+    run = engine_runs["bad_row"]
+
+    assert run.returncode == EXIT_INVALID_INPUT
+    assert run.stderr.rstrip("\n").splitlines()[-1] == "error: dataset row 3 has no 'output' (train.jsonl)"
+    assert not run.events("result")
+    run_id = run.events("run")[0]["mlflow_run_id"]
+    assert MlflowClient(tracking_uri=run.tracking_uri).get_run(run_id).info.status == "FAILED"
+
+
+@pytest.mark.parametrize(
+    ("line", "sentence"),
+    [
+        ('{"instruction": "Hi"}', "dataset row 2 has no 'output' (rows.jsonl)"),
+        (
+            '{"instruction": "Hi", "output": 3}',
+            "dataset row 2 has a non-string 'output' (rows.jsonl)",
+        ),
+        ('{"instruction": "Hi", "output": ""}', "dataset row 2 has an empty 'output' (rows.jsonl)"),
+        (
+            '{"instruction": "Hi", "output": "Yo", "id": 7}',
+            "dataset row 2 has an unknown field 'id' (rows.jsonl)",
+        ),
+        ('["Hi", "Yo"]', "dataset row 2 is not a JSON object (rows.jsonl)"),
+    ],
+)
+def test_bad_row_is_named_by_its_line_number(tmp_path: Path, line: str, sentence: str) -> None:
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(json.dumps(ROWS[0]) + "\n" + line + "\n")
+
+    with pytest.raises(DatasetError) as raised:
+        read_instruction_rows([rows])
+    assert str(raised.value) == sentence
+
+
+def test_invalid_spec_fails_before_any_mlflow_run(engine_runs: dict[str, EngineRun]) -> None:
+    run = engine_runs["bad_spec"]
+
+    assert run.returncode == EXIT_INVALID_INPUT
+    last = run.stderr.rstrip("\n").splitlines()[-1]
+    assert last.startswith("error: the job spec is invalid: job_id: ")
+    assert not run.events()
+    assert not MlflowClient(tracking_uri=run.tracking_uri).search_runs(experiment_ids=["0"])

@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from workers.spec import (
+    Heartbeat,
+    JobOutcome,
+    JobResult,
+    JobSpec,
+    LoraMethod,
+    Resources,
+    TrainingConfig,
+)
+
+
+def _spec(**overrides):
+    fields = {
+        "job_id": 1,
+        "attempt": 1,
+        "project": "demo",
+        "base_model_uri": "runs:/abc/model",
+        "dataset_uris": ["runs:/def/dataset/a.jsonl"],
+        "config": {},
+        "mlflow_experiment": "tuneyard/demo",
+    }
+    return JobSpec.model_validate(fields | overrides)
+
+
+def test_defaults_are_a_lora_job_on_the_cpu_queue():
+    spec = _spec()
+    assert isinstance(spec.config.method, LoraMethod)
+    assert spec.queue == "cpu"
+
+
+def test_a_gpu_job_goes_to_the_gpu_queue_unless_a_queue_is_named():
+    assert Resources(gpus=2).queue_name == "gpu"
+    assert Resources(gpus=1, queue="h100").queue_name == "h100"
+
+
+def test_the_method_is_chosen_by_name():
+    assert TrainingConfig.model_validate({"method": {"name": "full"}}).method.name == "full"
+
+
+@pytest.mark.parametrize(
+    "config, where",
+    [
+        ({"method": {"name": "qlora-9000"}}, "method"),
+        ({"method": {"name": "lora", "r": 0}}, "r"),
+        ({"method": {"name": "lora", "dropout": 1.5}}, "dropout"),
+        ({"method": {"name": "lora", "target_modules": ["q_proj; rm -rf /"]}}, "target_modules"),
+        ({"hyperparameters": {"learning_rate": -1}}, "learning_rate"),
+        ({"hyperparameters": {"batch_size": 0}}, "batch_size"),
+        ({"hyperparameters": {"epochs": "many"}}, "epochs"),
+        ({"resources": {"gpus": -1}}, "gpus"),
+        ({"resources": {"queue": "../etc"}}, "queue"),
+        ({"unknown": 1}, "unknown"),
+    ],
+)
+def test_bad_configs_are_refused_naming_the_field(config, where):
+    with pytest.raises(ValidationError) as info:
+        TrainingConfig.model_validate(config)
+    assert where in str(info.value)
+
+
+def test_a_spec_without_datasets_is_refused():
+    with pytest.raises(ValidationError):
+        _spec(dataset_uris=[])
+
+
+def test_a_spec_from_another_schema_version_is_refused():
+    with pytest.raises(ValidationError):
+        _spec(schema_version=2)
+
+
+def test_specs_are_frozen_and_round_trip_through_json():
+    spec = _spec()
+    with pytest.raises(ValidationError):
+        spec.attempt = 2  # type: ignore[misc]
+    assert JobSpec.model_validate_json(spec.model_dump_json()) == spec
+
+
+def test_a_failed_result_must_say_why():
+    with pytest.raises(ValidationError):
+        JobResult(attempt=1, worker="w", outcome=JobOutcome.FAILED)
+    assert JobResult(attempt=1, worker="w", outcome=JobOutcome.FAILED, error="boom").error == "boom"
+
+
+def test_heartbeat_progress_is_a_fraction():
+    with pytest.raises(ValidationError):
+        Heartbeat(attempt=1, worker="w", progress=1.5)

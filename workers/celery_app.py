@@ -1,0 +1,32 @@
+"""The GPU workers' Celery app. It never imports Django (nor torch: training runs in a subprocess).
+
+Settings fit long GPU jobs: a message is acknowledged only after the job ends
+and is put back if the worker dies, one message at a time per process; the
+claim on the control plane makes a redelivered message harmless.
+"""
+
+from __future__ import annotations
+
+import os
+
+from celery import Celery
+
+broker_url = os.environ.get("CELERY_BROKER_URL") or os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+
+# fixups=[]: Celery would otherwise set Django up whenever DJANGO_SETTINGS_MODULE
+# happens to be in the environment (as it is under `make up`).
+app = Celery("tuneyard-workers", broker=broker_url, include=["workers.tasks"], fixups=[])
+app.conf.update(
+    task_acks_late=True,
+    task_reject_on_worker_lost=True,
+    worker_prefetch_multiplier=1,
+    task_default_queue="cpu",
+    # Redis redelivers an unacknowledged message after this long. It must outlast
+    # the longest job, or a second worker would start a job still running.
+    broker_transport_options={
+        "visibility_timeout": int(os.environ.get("TUNEYARD_VISIBILITY_TIMEOUT", 12 * 3600))
+    },
+    broker_connection_retry_on_startup=True,
+    worker_redirect_stdouts=False,
+    worker_hijack_root_logger=False,
+)

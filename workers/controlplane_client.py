@@ -1,0 +1,72 @@
+"""The worker's side of the internal job-events API (claim, heartbeat, finish)."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import httpx
+
+from workers.spec import ClaimRequest, Heartbeat, HeartbeatReply, JobResult, JobSpec
+
+
+class ClaimRefused(Exception):
+    """The control plane refuses this attempt to this worker (claimed, cancelled, gone)."""
+
+
+class ControlPlaneClient:
+    def __init__(self, base_url: str, token: str, *, timeout: float = 15.0, tries: int = 5) -> None:
+        self._http = httpx.Client(
+            base_url=base_url.rstrip("/") + "/internal/v1/",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=timeout,
+        )
+        self._tries = tries
+
+    @classmethod
+    def from_env(cls) -> ControlPlaneClient:
+        return cls(
+            os.environ.get("CONTROLPLANE_URL", "http://127.0.0.1:8000"),
+            os.environ.get("WORKER_TOKEN", "dev-worker-token"),
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _post(self, path: str, body: dict[str, Any]) -> httpx.Response:
+        # Network blips and a restarting web process are transient: retry with backoff.
+        # Every event is idempotent on the server, so a repeat is harmless.
+        for attempt in range(self._tries):
+            try:
+                response = self._http.post(path, json=body)
+            except httpx.TransportError:
+                if attempt == self._tries - 1:
+                    raise
+            else:
+                if response.status_code < 500 or attempt == self._tries - 1:
+                    return response
+            time.sleep(min(2**attempt * 0.5, 10))
+        raise AssertionError("unreachable")
+
+    def claim(self, *, job_id: int, attempt: int, worker: str) -> JobSpec:
+        response = self._post(
+            f"jobs/{job_id}/claim", ClaimRequest(attempt=attempt, worker=worker).model_dump()
+        )
+        if response.status_code in (404, 409):
+            raise ClaimRefused(response.json().get("message", response.text))
+        response.raise_for_status()
+        return JobSpec.model_validate(response.json())
+
+    def heartbeat(self, *, job_id: int, heartbeat: Heartbeat) -> HeartbeatReply:
+        response = self._post(f"jobs/{job_id}/heartbeat", heartbeat.model_dump(mode="json"))
+        response.raise_for_status()
+        return HeartbeatReply.model_validate(response.json())
+
+    def finish(self, *, job_id: int, result: JobResult) -> bool:
+        """Report the end; False when the control plane refused it (the attempt was superseded)."""
+        response = self._post(f"jobs/{job_id}/finish", result.model_dump(mode="json"))
+        if response.status_code == 409:
+            return False
+        response.raise_for_status()
+        return True

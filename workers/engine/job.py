@@ -1,0 +1,94 @@
+"""One attempt of one job, start to finish: the steps in order, and where each report goes."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from workers.engine import JobInputError
+from workers.engine.data import (
+    DatasetError,
+    InstructionRow,
+    dataset_files,
+    read_instruction_rows,
+)
+from workers.engine.protocol import emit
+from workers.spec import JobSpec
+from workers.tracking import RunLogger, download
+
+
+def run_job(spec: JobSpec, workdir: Path) -> None:
+    """Train ``spec`` in ``workdir``; the MLflow run ends FINISHED before ``result`` is emitted.
+
+    The run is started first, so that even a bad dataset leaves a FAILED run
+    with the job's tags behind, and the runner learns its id at once.
+    """
+    tags = {
+        "tuneyard.job_id": str(spec.job_id),
+        "tuneyard.attempt": str(spec.attempt),
+        "tuneyard.project": spec.project,
+    }
+    with RunLogger.start(
+        experiment=spec.mlflow_experiment,
+        run_name=f"job-{spec.job_id}-attempt-{spec.attempt}",
+        tags=tags,
+        run_id=spec.mlflow_run_id,
+    ) as run:
+        emit({"event": "run", "mlflow_run_id": run.run_id})
+        if spec.resume_checkpoint_uri is not None:
+            # Training from scratch instead would look like success and waste the earlier steps.
+            raise JobInputError("resuming from a checkpoint is not supported yet")
+        run.log_params(training_params(spec))
+        # The data first: it is small, and a bad row should not wait for a
+        # many-gigabyte base model to download.
+        rows = _read_rows(spec.dataset_uris, workdir / "inputs")
+        base_model = download(spec.base_model_uri, workdir / "inputs" / "base-model")
+
+        def on_step(step: int, total_steps: int, metrics: Mapping[str, float]) -> None:
+            run.log_metrics(metrics, step)
+            emit(
+                {
+                    "event": "progress",
+                    "step": step,
+                    "total_steps": total_steps,
+                    "metrics": dict(metrics),
+                }
+            )
+
+        # Imported only now: torch and transformers take seconds to load, and
+        # a bad dataset should fail before that.
+        from workers.engine.train import train
+
+        trained = train(spec, base_model, rows, workdir, on_step)
+        run.log_metrics(trained.metrics, trained.steps)
+        artifact_uri = run.log_artifacts(trained.path, trained.artifact_name)
+    emit(
+        {
+            "event": "result",
+            "metrics": trained.metrics,
+            "artifacts": {trained.artifact_name: artifact_uri},
+        }
+    )
+
+
+def training_params(spec: JobSpec) -> dict[str, object]:
+    """Method and hyperparameters as flat params: ``method``, ``lora.r``, ``learning_rate``…"""
+    method = spec.config.method.model_dump()
+    name = method.pop("name")
+    params: dict[str, object] = {"method": name}
+    for key, value in method.items():
+        params[f"{name}.{key}"] = ",".join(value) if isinstance(value, list) else value
+    params.update(spec.config.hyperparameters.model_dump())
+    params["base_model_uri"] = spec.base_model_uri
+    params["dataset_uris"] = ",".join(spec.dataset_uris)
+    return params
+
+
+def _read_rows(uris: list[str], inputs: Path) -> list[InstructionRow]:
+    files: list[Path] = []
+    for index, uri in enumerate(uris):
+        local = download(uri, inputs / f"dataset-{index}")
+        if isinstance(local, str):
+            raise DatasetError(f"dataset URI {uri!r} is not a local path or an MLflow artifact URI")
+        files.extend(dataset_files(local))
+    return read_instruction_rows(files)

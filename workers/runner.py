@@ -1,0 +1,204 @@
+"""Runs one job attempt on this host: claim it, train in a subprocess, report back.
+
+Training runs in its own process group, so a crash cannot take the worker
+down and a cancel kills the trainer with all its children. This process never
+imports torch (forking after torch initialises OpenMP deadlocks children).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import httpx
+
+from workers.controlplane_client import ClaimRefused, ControlPlaneClient
+from workers.engine.protocol import parse
+from workers.spec import Heartbeat, JobOutcome, JobResult, JobSpec
+
+log = logging.getLogger(__name__)
+
+KILL_GRACE_SECONDS = 10.0
+
+
+@dataclass
+class _Progress:
+    """What the trainer has said so far, and what is not yet sent to the control plane."""
+
+    run_id: str | None = None
+    step: int = 0
+    total_steps: int = 0
+    result: dict | None = None
+    pending_metrics: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    pending_logs: list[str] = field(default_factory=list)
+    stderr_tail: deque[str] = field(default_factory=lambda: deque(maxlen=40))
+
+    def take(self, event: dict) -> None:
+        kind = event.get("event")
+        if kind == "run":
+            self.run_id = event["mlflow_run_id"]
+        elif kind == "progress":
+            self.step = int(event["step"])
+            self.total_steps = int(event.get("total_steps") or self.total_steps)
+            for name, value in (event.get("metrics") or {}).items():
+                self.pending_metrics.setdefault(name, []).append((self.step, float(value)))
+        elif kind == "result":
+            self.result = event
+
+    def heartbeat(self, spec: JobSpec, worker: str) -> Heartbeat:
+        progress = min(self.step / self.total_steps, 1.0) if self.total_steps else 0.0
+        return Heartbeat(
+            attempt=spec.attempt,
+            worker=worker,
+            progress=progress,
+            step=self.step,
+            total_steps=self.total_steps,
+            metrics=self.pending_metrics,
+            mlflow_run_id=self.run_id,
+            log_lines=self.pending_logs[-1000:],
+        )
+
+    def sent(self) -> None:
+        self.pending_metrics = {}
+        self.pending_logs = []
+
+
+def _pump(stream: IO[str], source: str, lines: queue.Queue[tuple[str, str]]) -> None:
+    for line in stream:
+        lines.put((source, line.rstrip("\n")))
+
+
+def _kill_group(proc: subprocess.Popen[str]) -> None:
+    """SIGTERM the trainer's whole process group, then SIGKILL whatever outlives the grace."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=KILL_GRACE_SECONDS)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    except ProcessLookupError:
+        pass
+
+
+def _trainer_command(spec_path: Path, workdir: Path) -> list[str]:
+    return [sys.executable, "-m", "workers.engine", str(spec_path), str(workdir)]
+
+
+def job_run(
+    spec: JobSpec,
+    *,
+    client: ControlPlaneClient,
+    worker: str,
+    heartbeat_seconds: float = 1.0,
+) -> JobOutcome | None:
+    """Run one attempt to its end; None when the control plane refused the claim."""
+    try:
+        spec = client.claim(job_id=spec.job_id, attempt=spec.attempt, worker=worker)
+    except ClaimRefused as exc:
+        log.info("job %s attempt %s not claimed: %s", spec.job_id, spec.attempt, exc)
+        return None
+
+    progress = _Progress()
+    with tempfile.TemporaryDirectory(prefix=f"tuneyard-job-{spec.job_id}-") as tmp:
+        workdir = Path(tmp)
+        spec_path = workdir / "spec.json"
+        spec_path.write_text(spec.model_dump_json())
+        env = dict(os.environ, PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false")
+        proc = subprocess.Popen(
+            _trainer_command(spec_path, workdir / "work"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=workdir,  # whatever the trainer writes by accident stays in the job's folder
+            start_new_session=True,  # its own process group, killed as a whole
+        )
+        lines: queue.Queue[tuple[str, str]] = queue.Queue()
+        readers = [
+            threading.Thread(target=_pump, args=(proc.stdout, "out", lines), daemon=True),
+            threading.Thread(target=_pump, args=(proc.stderr, "err", lines), daemon=True),
+        ]
+        for reader in readers:
+            reader.start()
+
+        stop_reason = ""
+        next_beat = time.monotonic()
+        while True:
+            finished = proc.poll() is not None
+            _drain(lines, progress)
+            if finished or time.monotonic() >= next_beat:
+                reply = _send_heartbeat(client, spec, worker, progress)
+                next_beat = time.monotonic() + heartbeat_seconds
+                if reply is not None and reply.stop and not finished:
+                    stop_reason = reply.reason or "stopped by the control plane"
+                    _kill_group(proc)
+                    finished = True
+            if finished:
+                for reader in readers:
+                    reader.join(timeout=5)
+                _drain(lines, progress)
+                _send_heartbeat(client, spec, worker, progress)
+                break
+            time.sleep(0.1)
+
+        result = _result(spec, worker, proc.returncode, progress, stop_reason)
+    if not client.finish(job_id=spec.job_id, result=result):
+        log.warning("job %s attempt %s: the control plane refused the result", spec.job_id, spec.attempt)
+    return result.outcome
+
+
+def _drain(lines: queue.Queue[tuple[str, str]], progress: _Progress) -> None:
+    while True:
+        try:
+            source, line = lines.get_nowait()
+        except queue.Empty:
+            return
+        if not line:
+            continue
+        event = parse(line) if source == "out" else None
+        if event is not None:
+            progress.take(event)
+            continue
+        progress.pending_logs.append(line)
+        if source == "err":
+            progress.stderr_tail.append(line)
+
+
+def _send_heartbeat(client: ControlPlaneClient, spec: JobSpec, worker: str, progress: _Progress):
+    try:
+        reply = client.heartbeat(job_id=spec.job_id, heartbeat=progress.heartbeat(spec, worker))
+    except httpx.HTTPError:
+        # Keep the pending points; the next heartbeat carries them.
+        log.warning("heartbeat for job %s failed; will retry", spec.job_id, exc_info=True)
+        return None
+    progress.sent()
+    return reply
+
+
+def _result(
+    spec: JobSpec, worker: str, returncode: int | None, progress: _Progress, stop_reason: str
+) -> JobResult:
+    common = {"attempt": spec.attempt, "worker": worker, "mlflow_run_id": progress.run_id}
+    if stop_reason:
+        return JobResult(outcome=JobOutcome.CANCELLED, error=stop_reason, **common)
+    if returncode == 0 and progress.result is not None:
+        return JobResult(
+            outcome=JobOutcome.SUCCEEDED,
+            metrics=progress.result.get("metrics") or {},
+            artifacts=progress.result.get("artifacts") or {},
+            **common,
+        )
+    tail = [line for line in progress.stderr_tail if line.strip()]
+    reason = tail[-1] if tail else f"the trainer exited with code {returncode} and said nothing"
+    return JobResult(outcome=JobOutcome.FAILED, error=reason, **common)

@@ -1,0 +1,179 @@
+"""The contract between the control plane and the workers.
+
+Everything a worker needs to run one job travels as a ``JobSpec``; everything
+it says back travels as one of the event models below. These models are frozen,
+reject unknown fields and carry a schema version, so a control plane and a
+worker of different releases fail loudly instead of silently dropping a field.
+
+The control plane validates a user's ``TrainingConfig`` at the API edge with
+these same models: a bad config is a 400 there, never a crash on a GPU host.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+SCHEMA_VERSION = 1
+
+QUEUE_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class JobKind(StrEnum):
+    FINETUNE = "finetune"
+
+
+class DatasetFormat(StrEnum):
+    INSTRUCTION = "instruction"
+
+
+class InstructionRow(_Frozen):
+    """One instruction-dataset row, as the control plane checks it and the engine reads it."""
+
+    instruction: str = Field(min_length=1)
+    input: str = ""
+    output: str = Field(min_length=1)
+
+    @field_validator("instruction", "output")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be blank")
+        return value
+
+
+# --- training methods: one class per method, told apart by ``name`` ---------
+
+
+class LoraMethod(_Frozen):
+    """Low-rank adapters on the attention (or the given) projections."""
+
+    name: Literal["lora"] = "lora"
+    r: int = Field(8, ge=1, le=512, description="adapter rank")
+    alpha: int = Field(16, ge=1, le=4096, description="scaling numerator (alpha / r)")
+    dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    # None means the per-architecture default chosen by peft.
+    target_modules: list[str] | None = Field(None, min_length=1)
+
+    @field_validator("target_modules")
+    @classmethod
+    def _module_names(cls, value: list[str] | None) -> list[str] | None:
+        for module in value or []:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.]*", module):
+                raise ValueError(f"{module!r} is not a module name")
+        return value
+
+
+class FullMethod(_Frozen):
+    """Every weight of the base model is trained."""
+
+    name: Literal["full"] = "full"
+
+
+Method = Annotated[LoraMethod | FullMethod, Field(discriminator="name")]
+
+
+class Hyperparameters(_Frozen):
+    learning_rate: float = Field(2e-4, gt=0.0, le=1.0)
+    epochs: int = Field(1, ge=1, le=1000)
+    # When set, overrides epochs: training stops after this many optimizer steps.
+    max_steps: int | None = Field(None, ge=1, le=10_000_000)
+    batch_size: int = Field(8, ge=1, le=4096)
+    max_seq_length: int = Field(256, ge=8, le=131_072)
+    seed: int = Field(42, ge=0, le=2**32 - 1)
+
+
+class Resources(_Frozen):
+    gpus: int = Field(0, ge=0, le=64)
+    # The Celery queue; by default "gpu" for GPU jobs and "cpu" otherwise.
+    queue: str | None = Field(None, pattern=QUEUE_PATTERN)
+
+    @property
+    def queue_name(self) -> str:
+        if self.queue:
+            return self.queue
+        return "gpu" if self.gpus > 0 else "cpu"
+
+
+class TrainingConfig(_Frozen):
+    """What a person chooses when launching a fine-tune; validated at the API edge."""
+
+    method: Method = Field(default_factory=LoraMethod)
+    hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
+    resources: Resources = Field(default_factory=Resources)
+
+
+class JobSpec(_Frozen):
+    """All a worker needs to run one attempt of one job, and nothing that needs the database."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    job_id: int = Field(ge=1)
+    attempt: int = Field(ge=1)
+    kind: JobKind = JobKind.FINETUNE
+    project: str
+    base_model_uri: str = Field(min_length=1)
+    dataset_uris: list[str] = Field(min_length=1)
+    dataset_format: DatasetFormat = DatasetFormat.INSTRUCTION
+    config: TrainingConfig
+    mlflow_experiment: str = Field(min_length=1)
+    mlflow_run_id: str | None = None
+    resume_checkpoint_uri: str | None = None
+
+    @property
+    def queue(self) -> str:
+        return self.config.resources.queue_name
+
+
+# --- job events: what a worker reports back over the internal API ------------
+
+
+class ClaimRequest(_Frozen):
+    attempt: int = Field(ge=1)
+    worker: str = Field(min_length=1, max_length=200)
+
+
+class Heartbeat(_Frozen):
+    attempt: int = Field(ge=1)
+    worker: str = Field(min_length=1, max_length=200)
+    progress: float = Field(0.0, ge=0.0, le=1.0)
+    step: int = Field(0, ge=0)
+    total_steps: int = Field(0, ge=0)
+    # Metric points since the last heartbeat, by name, as (step, value) pairs.
+    metrics: dict[str, list[tuple[int, float]]] = Field(default_factory=dict)
+    mlflow_run_id: str | None = None
+    log_lines: list[str] = Field(default_factory=list, max_length=1000)
+
+
+class HeartbeatReply(_Frozen):
+    stop: bool = False
+    reason: str = ""
+
+
+class JobOutcome(StrEnum):
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class JobResult(_Frozen):
+    attempt: int = Field(ge=1)
+    worker: str = Field(min_length=1, max_length=200)
+    outcome: JobOutcome
+    metrics: dict[str, float] = Field(default_factory=dict)
+    # Artifact name -> URI a machine elsewhere can read ("adapter", "model").
+    artifacts: dict[str, str] = Field(default_factory=dict)
+    mlflow_run_id: str | None = None
+    error: str = Field("", max_length=20_000)
+
+    @model_validator(mode="after")
+    def _failure_has_reason(self) -> JobResult:
+        if self.outcome is JobOutcome.FAILED and not self.error:
+            raise ValueError("a failed job must say why in 'error'")
+        return self

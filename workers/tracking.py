@@ -1,0 +1,190 @@
+"""The one worker-side module that talks to MLflow.
+
+Everything else on the worker side (the engine, the runner) goes through the
+two things here: ``download`` to turn a URI from a JobSpec into something
+``from_pretrained`` or ``open`` can use, and ``RunLogger`` to record one
+training attempt as one MLflow run. The tracking server comes from the
+``MLFLOW_TRACKING_URI`` environment variable, as MLflow itself reads it.
+
+This module must not import torch: the Celery worker parent imports it, and
+torch loaded before a fork deadlocks the child (see ENVIRONMENT.md).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from enum import StrEnum
+from pathlib import Path
+from types import TracebackType
+from urllib.parse import unquote, urlparse
+
+import mlflow.artifacts
+from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INVALID_STATE, RESOURCE_ALREADY_EXISTS, ErrorCode
+from mlflow.tracking import MlflowClient
+
+# URIs that only MLflow can resolve; they are fetched into a local directory.
+MLFLOW_SCHEMES = frozenset({"runs", "models", "mlflow-artifacts"})
+
+# A metric buffer is sent when it holds this many points or is this old,
+# whichever comes first: one HTTP call costs ~20 ms, so a call per point
+# would slow a fast training loop, while a few seconds of delay in the MLflow
+# UI costs nothing (live progress travels through the engine's stdout).
+FLUSH_POINTS = 1000
+FLUSH_SECONDS = 5.0
+
+
+def download(uri: str, dst: Path) -> Path | str:
+    """Make ``uri`` usable on this machine.
+
+    Returns a ``Path`` to local files, or the ``str`` unchanged when ``uri`` is
+    neither local nor an MLflow URI (a hub id like ``org/name``) and so is
+    something only ``from_pretrained`` knows how to fetch:
+
+    * ``runs:/``, ``models:/``, ``mlflow-artifacts:/``: downloaded under ``dst``,
+      returns the downloaded file or directory;
+    * ``file://…`` or a path that exists: that path, nothing is copied;
+    * an absolute path that does not exist: that path, so the caller's error
+      names the missing file instead of a hub lookup failing obscurely.
+    """
+    parsed = urlparse(uri)
+    if parsed.scheme in MLFLOW_SCHEMES:
+        dst.mkdir(parents=True, exist_ok=True)
+        local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst))
+        return Path(local)
+    if parsed.scheme == "file":
+        return Path(unquote(parsed.path))
+    path = Path(uri).expanduser()
+    if path.is_absolute() or path.exists():
+        return path
+    return uri
+
+
+class RunEnd(StrEnum):
+    """How a run ends; the values are MLflow's run statuses."""
+
+    FINISHED = RunStatus.to_string(RunStatus.FINISHED)
+    FAILED = RunStatus.to_string(RunStatus.FAILED)
+    # Stopped on purpose (a cancelled job), not broken.
+    KILLED = RunStatus.to_string(RunStatus.KILLED)
+
+
+class RunLogger:
+    """One MLflow run: params, buffered metrics, artifacts, and how it ended.
+
+    Used as a context manager, the run ends FINISHED when the block returns,
+    KILLED when it is interrupted (``KeyboardInterrupt``, which is what the
+    engine turns SIGTERM into) and FAILED when it raises anything else. The
+    metrics still buffered are sent first in every case.
+    """
+
+    def __init__(self, client: MlflowClient, run_id: str) -> None:
+        self.client = client
+        self.run_id = run_id
+        self._pending: list[Metric] = []
+        self._last_flush = time.monotonic()
+        self._ended = False
+
+    @classmethod
+    def start(
+        cls,
+        *,
+        experiment: str,
+        run_name: str,
+        tags: Mapping[str, str],
+        run_id: str | None = None,
+    ) -> RunLogger:
+        """Start a run in ``experiment`` (created when missing), or resume ``run_id``.
+
+        Resuming (``run_name`` is then ignored) lets a retried delivery of the
+        same attempt keep logging into the run it already announced instead of
+        leaving an orphan behind.
+        """
+        client = MlflowClient()
+        if run_id is not None:
+            client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
+            client.log_batch(run_id, tags=[RunTag(key, value) for key, value in tags.items()])
+            return cls(client, run_id)
+        run = client.create_run(
+            experiment_id=_experiment_id(client, experiment),
+            run_name=run_name,
+            tags=dict(tags),
+        )
+        return cls(client, run.info.run_id)
+
+    def __enter__(self) -> RunLogger:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.end(RunEnd.FINISHED)
+        elif issubclass(exc_type, KeyboardInterrupt):
+            self.end(RunEnd.KILLED)
+        else:
+            self.end(RunEnd.FAILED)
+
+    def log_params(self, params: Mapping[str, object]) -> None:
+        """Log params in one call; values become strings (``None`` as ``"None"``)."""
+        self.client.log_batch(self.run_id, params=[Param(key, str(value)) for key, value in params.items()])
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        """Buffer one point per metric; sent in batches, see ``FLUSH_POINTS``/``FLUSH_SECONDS``."""
+        now_ms = int(time.time() * 1000)
+        self._pending.extend(Metric(key, float(value), now_ms, step) for key, value in metrics.items())
+        if len(self._pending) >= FLUSH_POINTS or time.monotonic() - self._last_flush >= FLUSH_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        """Send every buffered metric point (MLflow's client splits the batch to its limits)."""
+        pending, self._pending = self._pending, []
+        self._last_flush = time.monotonic()
+        if pending:
+            self.client.log_batch(self.run_id, metrics=pending)
+
+    def log_artifacts(self, local_dir: Path, name: str) -> str:
+        """Upload ``local_dir`` as artifact ``name``; return a URI that other machines can read.
+
+        The URI is ``runs:/<run_id>/<name>``: it does not depend on where the
+        server stores artifacts, ``download`` resolves it, and the model
+        registry accepts it as a version's source when given the same run id.
+        """
+        self.client.log_artifacts(self.run_id, str(local_dir), artifact_path=name)
+        return f"runs:/{self.run_id}/{name}"
+
+    def end(self, how: RunEnd) -> None:
+        """Send pending metrics and close the run; a second call does nothing."""
+        if self._ended:
+            return
+        self._ended = True
+        try:
+            self.flush()
+        finally:
+            self.client.set_terminated(self.run_id, status=how.value)
+
+
+def _experiment_id(client: MlflowClient, name: str) -> str:
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        try:
+            return client.create_experiment(name)
+        except MlflowException as exc:
+            # Another worker created it between our lookup and our create.
+            if exc.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
+                raise
+            experiment = client.get_experiment_by_name(name)
+            if experiment is None:
+                raise
+    if experiment.lifecycle_stage != "active":
+        # Restoring it silently would undo someone's deliberate delete.
+        raise MlflowException(
+            f"MLflow experiment {name!r} is deleted; restore it or use another name",
+            INVALID_STATE,
+        )
+    return experiment.experiment_id
