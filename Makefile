@@ -18,6 +18,7 @@ up: $(VENV)/.installed
 	$(BIN)/python infra/run_local.py
 
 test: $(VENV)/.installed
+	infra/system-deps.sh
 	$(BIN)/python -m pytest
 
 lint: $(VENV)/.installed

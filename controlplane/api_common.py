@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import hmac
-from typing import Any, TypeVar
+from collections.abc import Mapping
+from typing import Any
 
 from django.conf import settings
-from pydantic import BaseModel, ValidationError
 from rest_framework import authentication, permissions
 from rest_framework.request import Request
 
@@ -14,40 +14,36 @@ from controlplane.accounts.models import Project, Role
 from controlplane.accounts.selectors import project_get
 from controlplane.errors import ValidationFailed
 
-M = TypeVar("M", bound=BaseModel)
-
 
 def project_from_request(request: Request, *, role: Role = Role.VIEWER) -> Project:
-    slug = request.query_params.get("project") or (
-        request.data.get("project") if hasattr(request.data, "get") else None
-    )
-    if not slug:
+    slug = request.query_params.get("project")
+    if not slug and request.method not in ("GET", "HEAD"):
+        slug = request_body(request).get("project")
+    if not slug or not isinstance(slug, str):
         raise ValidationFailed("Say which project: the 'project' parameter is required.")
-    return project_get(user=request.user, slug=str(slug), role=role)
+    return project_get(user=request.user, slug=slug, role=role)
 
 
-def body_parse(model: type[M], data: Any) -> M:
-    """A pydantic model from a request body; a bad body is a 400 naming the first bad field."""
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "body"
-        raise ValidationFailed(
-            f"{where}: {first['msg']}",
-            details=exc.errors(include_url=False, include_context=False, include_input=False),
-        ) from exc
+MAX_ID = 2**63 - 1  # the largest primary key PostgreSQL's bigint holds
 
 
-def int_field(data: Any, name: str) -> int:
-    value = data.get(name) if hasattr(data, "get") else None
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise ValidationFailed(f"'{name}' is required and must be an integer id.") from None
-    if number < 1:
+def request_body(request: Request) -> Mapping[str, Any]:
+    """The request's fields; a body that is not an object (a JSON list, a string) is a 400."""
+    if not isinstance(request.data, Mapping):
+        raise ValidationFailed("The body must be a JSON object (or form fields).")
+    return request.data
+
+
+def int_field(data: Mapping[str, Any], name: str) -> int:
+    """A positive integer id from a field: 7 or "7", never 7.5, true or "7abc"."""
+    value = data.get(name)
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationFailed(f"'{name}' is required and must be an integer id.")
+    if not 1 <= value <= MAX_ID:
         raise ValidationFailed(f"'{name}' must be a positive id.")
-    return number
+    return value
 
 
 class WorkerTokenAuthentication(authentication.BaseAuthentication):

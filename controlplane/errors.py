@@ -6,10 +6,12 @@ the error's status, and pages show the message. Nothing else maps errors.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
+from pydantic import BaseModel
+from pydantic import ValidationError as PydanticValidationError
 from rest_framework import exceptions as drf_exceptions
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
@@ -54,6 +56,22 @@ class ServiceUnavailable(DomainError):
 
     code = "unavailable"
     status = 503
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def pydantic_parse(model: type[M], data: Any, *, field: str = "") -> M:
+    """``model`` from ``data``, or a ValidationFailed naming the first bad field (under ``field``)."""
+    try:
+        return model.model_validate(data)
+    except PydanticValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join([field, *(str(part) for part in first["loc"])] if field else map(str, first["loc"]))
+        raise ValidationFailed(
+            f"{where or 'body'}: {first['msg']}",
+            details=exc.errors(include_url=False, include_context=False, include_input=False),
+        ) from exc
 
 
 def _body(code: str, message: str, details: Any = None) -> dict[str, Any]:

@@ -79,9 +79,13 @@ def mlflow_server(services_dir: Path) -> Iterator[str]:
     _stop(process)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="session", autouse=True)
 def redis_url(services_dir: Path) -> Iterator[str]:
-    """The broker: TEST_REDIS_URL's database (flushed first), else a redis-server of our own."""
+    """The broker: TEST_REDIS_URL's database (flushed first), else a redis-server of our own.
+
+    Used by every test, so that no job created anywhere in the suite is ever sent
+    to the broker the settings name by default.
+    """
     import redis
     from django.conf import settings
 
@@ -141,6 +145,10 @@ def worker(live_server, redis_url: str, mlflow_server: str, services_dir: Path) 
         "CELERY_BROKER_URL": redis_url,
         "TUNEYARD_WORKER_NAME": "test-worker",
     }
+    # Messages sent by earlier tests name jobs that no longer exist; start clean.
+    import redis
+
+    redis.Redis.from_url(redis_url).delete("cpu")
     log = services_dir / "worker.log"
     process = _start(processes.worker_command(queues=["cpu"], name="test-worker@%h"), log, env)
     # Celery prints "ready" once it consumes; wait for it so the first job is not raced.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import QuerySet
 
@@ -9,6 +11,7 @@ from controlplane.accounts.models import Membership, Project, Role
 from controlplane.errors import Forbidden, NotFound
 
 User = AbstractBaseUser | AnonymousUser
+SLUG = re.compile(r"^[-a-zA-Z0-9_]{1,64}$")
 
 
 def project_list(*, user: User) -> QuerySet[Project]:
@@ -38,6 +41,8 @@ def project_role_check(*, user: User, project: Project, role: Role) -> Role:
 
 
 def project_get(*, user: User, slug: str, role: Role = Role.VIEWER) -> Project:
+    if not SLUG.match(slug):
+        raise NotFound(f"No project {slug[:100]!r}.")
     project = Project.objects.filter(slug=slug).first()
     if project is None:
         raise NotFound(f"No project {slug!r}.")

@@ -7,7 +7,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from controlplane.accounts.models import Role
-from controlplane.api_common import project_from_request
+from controlplane.api_common import project_from_request, request_body
 from controlplane.datasets import selectors, services
 from controlplane.errors import ValidationFailed
 
@@ -41,7 +41,7 @@ class DatasetVersionListApi(APIView):
         if upload is None:
             raise ValidationFailed("Attach the JSONL file as the 'file' field.")
         version = services.dataset_version_create(
-            project=project, user=request.user, name=request.data.get("name", ""), upload=upload
+            project=project, user=request.user, name=request_body(request).get("name", ""), upload=upload
         )
         return Response(DatasetVersionSerializer(version).data, status=status.HTTP_201_CREATED)
 

@@ -16,8 +16,7 @@ from controlplane.accounts.selectors import project_role_check
 from controlplane.datasets.models import Dataset, DatasetFormat, DatasetVersion
 from controlplane.datasets.validation import instruction_file_check
 from controlplane.errors import ValidationFailed
-
-DATASET_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,99}$")
+from controlplane.naming import name_check
 
 
 def _safe_filename(name: str) -> str:
@@ -33,8 +32,7 @@ def dataset_version_create(*, project: Project, user, name: str, upload: Uploade
     any bad line stores nothing.
     """
     project_role_check(user=user, project=project, role=Role.MEMBER)
-    if not DATASET_NAME.match(name or ""):
-        raise ValidationFailed("A dataset name is 1-100 characters of lowercase letters, digits, '-' or '_'.")
+    name_check(name, what="dataset")
     if upload.size is not None and upload.size > settings.DATASET_MAX_UPLOAD_BYTES:
         raise ValidationFailed(
             f"The file is {upload.size} bytes; the limit is {settings.DATASET_MAX_UPLOAD_BYTES}."

@@ -7,7 +7,7 @@ from rest_framework.views import APIView
 
 from controlplane.accounts.models import Role
 from controlplane.accounts.selectors import project_get
-from controlplane.api_common import int_field, project_from_request
+from controlplane.api_common import int_field, project_from_request, request_body
 from controlplane.errors import ValidationFailed
 from controlplane.registry import selectors, services
 from controlplane.registry.models import Target
@@ -62,9 +62,9 @@ class ModelVersionListApi(APIView):
         return Response({"results": ModelVersionSerializer(versions, many=True).data})
 
     def post(self, request: Request) -> Response:
-        job = job_get(user=request.user, job_id=int_field(request.data, "job"))
+        job = job_get(user=request.user, job_id=int_field(request_body(request), "job"))
         version = services.model_version_create(
-            job=job, user=request.user, name=str(request.data.get("name", ""))
+            job=job, user=request.user, name=str(request_body(request).get("name", ""))
         )
         return Response(ModelVersionSerializer(version).data, status=status.HTTP_201_CREATED)
 
@@ -77,13 +77,13 @@ class PromotionListApi(APIView):
 
     def post(self, request: Request) -> Response:
         version = selectors.model_version_get(
-            user=request.user, model_version_id=int_field(request.data, "model_version")
+            user=request.user, model_version_id=int_field(request_body(request), "model_version")
         )
         promotion = services.promotion_request(
             model_version=version,
             user=request.user,
-            target=str(request.data.get("target", "")),
-            comment=str(request.data.get("comment", "")),
+            target=str(request_body(request).get("target", "")),
+            comment=str(request_body(request).get("comment", "")),
         )
         return Response(PromotionSerializer(promotion).data, status=status.HTTP_201_CREATED)
 
@@ -92,7 +92,7 @@ class PromotionApproveApi(APIView):
     def post(self, request: Request, promotion_id: int) -> Response:
         promotion = selectors.promotion_get(user=request.user, promotion_id=promotion_id)
         deployment = services.promotion_approve(
-            promotion=promotion, user=request.user, comment=str(request.data.get("comment", ""))
+            promotion=promotion, user=request.user, comment=str(request_body(request).get("comment", ""))
         )
         return Response(DeploymentSerializer(deployment).data)
 
@@ -101,7 +101,7 @@ class PromotionRejectApi(APIView):
     def post(self, request: Request, promotion_id: int) -> Response:
         promotion = selectors.promotion_get(user=request.user, promotion_id=promotion_id)
         promotion = services.promotion_reject(
-            promotion=promotion, user=request.user, comment=str(request.data.get("comment", ""))
+            promotion=promotion, user=request.user, comment=str(request_body(request).get("comment", ""))
         )
         return Response(PromotionSerializer(promotion).data)
 

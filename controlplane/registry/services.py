@@ -6,7 +6,6 @@ An approval moves the MLflow alias and records the deployment: both or neither.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from django.db import IntegrityError, transaction
@@ -16,6 +15,7 @@ from controlplane import tracking
 from controlplane.accounts.models import Role
 from controlplane.accounts.selectors import project_role_check
 from controlplane.errors import Conflict, Forbidden, ValidationFailed
+from controlplane.naming import name_check
 from controlplane.registry.models import (
     Deployment,
     ModelVersion,
@@ -26,14 +26,11 @@ from controlplane.registry.models import (
 )
 from controlplane.training.models import Job, JobStatus
 
-MODEL_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,99}$")
-
 
 def model_version_create(*, job: Job, user, name: str) -> ModelVersion:
     """Register a succeeded job's trained artifact as the next version of model ``name``."""
     project_role_check(user=user, project=job.project, role=Role.MEMBER)
-    if not MODEL_NAME.match(name or ""):
-        raise ValidationFailed("A model name is 1-100 characters of lowercase letters, digits, '-' or '_'.")
+    name_check(name, what="model")
     if job.status != JobStatus.SUCCEEDED:
         raise Conflict(f"Only a succeeded job can be registered; job {job.pk} is {job.status}.")
     source = job.artifacts.get("adapter") or job.artifacts.get("model")

@@ -1,8 +1,5 @@
 from __future__ import annotations
 
-import re
-
-from django.db import IntegrityError
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -12,13 +9,12 @@ from controlplane.accounts.models import Role
 from controlplane.api_common import (
     IsWorker,
     WorkerTokenAuthentication,
-    body_parse,
     int_field,
     project_from_request,
+    request_body,
 )
-from controlplane.errors import Conflict, ValidationFailed
+from controlplane.errors import ValidationFailed, pydantic_parse
 from controlplane.training import selectors, services
-from controlplane.training.models import BaseModel
 from workers.spec import ClaimRequest, Heartbeat, JobResult
 
 
@@ -63,20 +59,13 @@ class BaseModelListApi(APIView):
 
     def post(self, request: Request) -> Response:
         project = project_from_request(request, role=Role.MEMBER)
-        name, uri = str(request.data.get("name", "")), str(request.data.get("uri", "")).strip()
-        if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,99}", name):
-            raise ValidationFailed("'name' is 1-100 lowercase letters, digits, '-' or '_'.")
-        if not uri or len(uri) > 1000:
-            raise ValidationFailed("'uri' is required: a hub id, a path or an MLflow artifact URI.")
-        try:
-            model = BaseModel.objects.create(
-                project=project,
-                name=name,
-                uri=uri,
-                description=str(request.data.get("description", "")),
-            )
-        except IntegrityError as exc:
-            raise Conflict(f"Project {project.slug} already has a base model {name!r}.") from exc
+        model = services.base_model_create(
+            project=project,
+            user=request.user,
+            name=request_body(request).get("name", ""),
+            uri=str(request_body(request).get("uri", "")),
+            description=str(request_body(request).get("description", "")),
+        )
         return Response(BaseModelSerializer(model).data, status=status.HTTP_201_CREATED)
 
 
@@ -88,16 +77,16 @@ class JobListApi(APIView):
 
     def post(self, request: Request) -> Response:
         project = project_from_request(request, role=Role.MEMBER)
-        config = request.data.get("config", {})
+        config = request_body(request).get("config", {})
         if not isinstance(config, dict):
             raise ValidationFailed("'config' must be an object.")
         job = services.job_create(
             project=project,
             user=request.user,
-            base_model_id=int_field(request.data, "base_model"),
-            dataset_version_id=int_field(request.data, "dataset_version"),
+            base_model_id=int_field(request_body(request), "base_model"),
+            dataset_version_id=int_field(request_body(request), "dataset_version"),
             config=config,
-            name=str(request.data.get("name", "")),
+            name=str(request_body(request).get("name", "")),
         )
         return Response(JobSerializer(job).data, status=status.HTTP_201_CREATED)
 
@@ -137,20 +126,20 @@ class _WorkerApi(APIView):
 
 class JobClaimApi(_WorkerApi):
     def post(self, request: Request, job_id: int) -> Response:
-        claim = body_parse(ClaimRequest, request.data)
+        claim = pydantic_parse(ClaimRequest, request.data)
         spec = services.job_claim(job_id=job_id, attempt=claim.attempt, worker=claim.worker)
         return Response(spec.model_dump(mode="json"))
 
 
 class JobHeartbeatApi(_WorkerApi):
     def post(self, request: Request, job_id: int) -> Response:
-        heartbeat = body_parse(Heartbeat, request.data)
+        heartbeat = pydantic_parse(Heartbeat, request.data)
         reply = services.job_heartbeat(job_id=job_id, heartbeat=heartbeat)
         return Response(reply.model_dump(mode="json"))
 
 
 class JobFinishApi(_WorkerApi):
     def post(self, request: Request, job_id: int) -> Response:
-        result = body_parse(JobResult, request.data)
+        result = pydantic_parse(JobResult, request.data)
         job = services.job_finish(job_id=job_id, result=result)
         return Response({"status": job.status})

@@ -7,14 +7,14 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
-from pydantic import ValidationError
 
 from controlplane.accounts.models import Project, Role
 from controlplane.accounts.selectors import project_role_check
 from controlplane.datasets.models import DatasetVersion
-from controlplane.errors import Conflict, NotFound, ValidationFailed
+from controlplane.errors import Conflict, NotFound, ValidationFailed, pydantic_parse
+from controlplane.naming import name_check
 from controlplane.training.models import (
     BaseModel,
     Job,
@@ -79,16 +79,18 @@ def job_transition(
     return True
 
 
-def _config_parse(config: dict[str, Any] | None) -> TrainingConfig:
+def base_model_create(*, project: Project, user, name: object, uri: str, description: str = "") -> BaseModel:
+    """Register a model to fine-tune from: a hub id, a path on the workers, or an MLflow URI."""
+    project_role_check(user=user, project=project, role=Role.MEMBER)
+    name = name_check(name, what="base model")
+    uri = uri.strip()
+    if not uri or len(uri) > 1000:
+        raise ValidationFailed("'uri' is required: a hub id, a path or an MLflow artifact URI.")
     try:
-        return TrainingConfig.model_validate(config or {})
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"])
-        raise ValidationFailed(
-            f"config.{where}: {first['msg']}" if where else f"config: {first['msg']}",
-            details=exc.errors(include_url=False, include_context=False, include_input=False),
-        ) from exc
+        with transaction.atomic():
+            return BaseModel.objects.create(project=project, name=name, uri=uri, description=description)
+    except IntegrityError as exc:
+        raise Conflict(f"Project {project.slug} already has a base model {name!r}.") from exc
 
 
 def job_create(
@@ -101,7 +103,7 @@ def job_create(
     name: str = "",
 ) -> Job:
     project_role_check(user=user, project=project, role=Role.MEMBER)
-    training_config = _config_parse(config)
+    training_config = pydantic_parse(TrainingConfig, config or {}, field="config")
     base_model = BaseModel.objects.filter(pk=base_model_id, project=project).first()
     if base_model is None:
         raise NotFound(f"No base model {base_model_id} in project {project.slug}.")
