@@ -17,4 +17,5 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 app.conf.beat_schedule = {
     "jobs-redispatch-unclaimed": {"task": "training.jobs_redispatch_unclaimed", "schedule": 60.0},
+    "jobs-recover-lost": {"task": "training.jobs_recover_lost", "schedule": 30.0},
 }

@@ -20,6 +20,8 @@ urlpatterns = [
     path("jobs/<int:job_id>/", training_views.job_detail, name="job"),
     path("jobs/<int:job_id>/live", training_views.job_live, name="job-live"),
     path("jobs/<int:job_id>/cancel", training_views.job_cancel, name="job-cancel"),
+    path("jobs/<int:job_id>/retry", training_views.job_retry, name="job-retry"),
+    path("jobs/<int:job_id>/clone", training_views.job_clone, name="job-clone"),
     path("jobs/<int:job_id>/register", registry_views.model_version_register, name="job-register"),
     path("model-versions/<int:version_id>/promote", registry_views.promotion_request, name="promote"),
     path(

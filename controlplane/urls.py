@@ -18,11 +18,13 @@ from controlplane.training.api import (
     BaseModelListApi,
     JobCancelApi,
     JobClaimApi,
+    JobCloneApi,
     JobDetailApi,
     JobFinishApi,
     JobHeartbeatApi,
     JobListApi,
     JobMetricsApi,
+    JobRetryApi,
 )
 
 api_v1 = [
@@ -34,6 +36,8 @@ api_v1 = [
     path("jobs", JobListApi.as_view(), name="api-jobs"),
     path("jobs/<int:job_id>", JobDetailApi.as_view(), name="api-job"),
     path("jobs/<int:job_id>/cancel", JobCancelApi.as_view(), name="api-job-cancel"),
+    path("jobs/<int:job_id>/retry", JobRetryApi.as_view(), name="api-job-retry"),
+    path("jobs/<int:job_id>/clone", JobCloneApi.as_view(), name="api-job-clone"),
     path("jobs/<int:job_id>/metrics", JobMetricsApi.as_view(), name="api-job-metrics"),
     path("model-versions", ModelVersionListApi.as_view(), name="api-model-versions"),
     path("promotions", PromotionListApi.as_view(), name="api-promotions"),

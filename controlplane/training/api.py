@@ -104,6 +104,19 @@ class JobCancelApi(APIView):
         return Response(JobSerializer(job).data)
 
 
+class JobRetryApi(APIView):
+    def post(self, request: Request, job_id: int) -> Response:
+        job = selectors.job_get(user=request.user, job_id=job_id)
+        return Response(JobSerializer(services.job_retry(job=job, user=request.user)).data)
+
+
+class JobCloneApi(APIView):
+    def post(self, request: Request, job_id: int) -> Response:
+        job = selectors.job_get(user=request.user, job_id=job_id)
+        clone = services.job_clone(job=job, user=request.user)
+        return Response(JobSerializer(clone).data, status=status.HTTP_201_CREATED)
+
+
 class JobMetricsApi(APIView):
     def get(self, request: Request, job_id: int) -> Response:
         job = selectors.job_get(user=request.user, job_id=job_id)

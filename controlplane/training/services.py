@@ -30,14 +30,34 @@ log = logging.getLogger(__name__)
 S = JobStatus
 # The legal moves. Anything else is refused, so a late or repeated event can
 # never move a job backwards.
+# A move back to QUEUED always starts a new attempt (see job_transition).
 TRANSITIONS: dict[JobStatus, set[JobStatus]] = {
     S.QUEUED: {S.RUNNING, S.CANCELLED},
-    S.RUNNING: {S.SUCCEEDED, S.FAILED, S.CANCELLING},
+    S.RUNNING: {S.SUCCEEDED, S.FAILED, S.CANCELLING, S.QUEUED},
     S.CANCELLING: {S.CANCELLED, S.SUCCEEDED, S.FAILED},
     S.SUCCEEDED: set(),
-    S.FAILED: set(),
-    S.CANCELLED: set(),
+    S.FAILED: {S.QUEUED},
+    S.CANCELLED: {S.QUEUED},
 }
+
+
+def _fresh_attempt_fields(attempt: int) -> dict[str, Any]:
+    """What a new attempt starts from: nothing of the last one but its history."""
+    return {
+        "attempt": attempt + 1,
+        "worker": "",
+        "progress": 0.0,
+        "step": 0,
+        "total_steps": 0,
+        "mlflow_run_id": "",
+        "metrics": {},
+        "artifacts": {},
+        "error": "",
+        "dispatched_at": None,
+        "started_at": None,
+        "heartbeat_at": None,
+        "finished_at": None,
+    }
 
 
 def job_transition(
@@ -55,7 +75,9 @@ def job_transition(
     The update is conditional on the status and attempt we read, so of two
     writers racing (two workers claiming, a cancel against a finish) exactly
     one wins and the other gets False. The audit row is written in the same
-    transaction as the change.
+    transaction as the change. Moving to QUEUED starts attempt ``attempt + 1``:
+    events of the old attempt are then refused, which fences a worker that was
+    only presumed lost.
     """
     current = Job.objects.filter(pk=job_id).values_list("status", "attempt").first()
     if current is None:
@@ -63,6 +85,8 @@ def job_transition(
     status, current_attempt = JobStatus(current[0]), current[1]
     if current_attempt != attempt or to not in TRANSITIONS[status]:
         return False
+    if to == S.QUEUED:
+        fields |= _fresh_attempt_fields(attempt)
     with transaction.atomic():
         won = Job.objects.filter(pk=job_id, status=status, attempt=attempt).update(status=to, **fields)
         if not won:
@@ -71,7 +95,7 @@ def job_transition(
             job_id=job_id,
             actor=actor,
             actor_label=actor_label,
-            attempt=attempt,
+            attempt=fields.get("attempt", attempt),
             from_status=status,
             to_status=to,
             message=message[:5000],
@@ -284,3 +308,60 @@ def job_finish(*, job_id: int, result: JobResult) -> Job:
     if not won and not (job.status == to and job.attempt == result.attempt):
         raise Conflict(f"Job {job_id} attempt {result.attempt} cannot end as {to} from {job.status}.")
     return job
+
+
+def job_retry(*, job: Job, user) -> Job:
+    """Run a failed or cancelled job again as a new attempt; a job still alive is left as it is."""
+    project_role_check(user=user, project=job.project, role=Role.MEMBER)
+    job.refresh_from_db()
+    if job.status == S.SUCCEEDED:
+        raise Conflict(f"Job {job.pk} succeeded; clone it to train again.")
+    if job.status in (S.FAILED, S.CANCELLED):
+        with transaction.atomic():
+            if job_transition(job_id=job.pk, attempt=job.attempt, to=S.QUEUED, actor=user, message="retried"):
+                transaction.on_commit(lambda: job_dispatch(job_id=job.pk))
+    job.refresh_from_db()
+    return job
+
+
+def job_clone(*, job: Job, user) -> Job:
+    """A new job with the same base model, dataset version and config."""
+    return job_create(
+        project=job.project,
+        user=user,
+        base_model_id=job.base_model_id,
+        dataset_version_id=job.dataset_version_id,
+        config=job.config,
+        name=f"{job.name} (clone of {job.pk})"[:200],
+    )
+
+
+def jobs_recover_lost() -> dict[str, int]:
+    """Deal with attempts whose worker went silent: retry them, up to the attempt limit.
+
+    A silent attempt may still be running on a worker cut off from us; the new
+    attempt fences it (its heartbeats are told to stop, its result is refused).
+    """
+    cutoff = timezone.now() - timedelta(seconds=settings.JOB_HEARTBEAT_TIMEOUT_SECONDS)
+    silent = Job.objects.filter(status__in=[S.RUNNING, S.CANCELLING], heartbeat_at__lt=cutoff)
+    counts = {"retried": 0, "failed": 0, "cancelled": 0}
+    for job_id, status, attempt in silent.values_list("pk", "status", "attempt"):
+        silence = f"no heartbeat for {settings.JOB_HEARTBEAT_TIMEOUT_SECONDS}s from attempt {attempt}"
+        if status == S.CANCELLING:
+            outcome, to, extra = "cancelled", S.CANCELLED, {"finished_at": timezone.now()}
+        elif attempt < settings.JOB_MAX_ATTEMPTS:
+            outcome, to, extra = "retried", S.QUEUED, {}
+        else:
+            outcome, to = "failed", S.FAILED
+            extra = {
+                "finished_at": timezone.now(),
+                "error": f"lost: {silence}, the last of {settings.JOB_MAX_ATTEMPTS} attempts",
+            }
+        with transaction.atomic():
+            if job_transition(
+                job_id=job_id, attempt=attempt, to=to, actor_label="reconciler", message=silence, **extra
+            ):
+                counts[outcome] += 1
+                if to == S.QUEUED:
+                    transaction.on_commit(lambda job_id=job_id: job_dispatch(job_id=job_id))
+    return counts

@@ -10,3 +10,8 @@ from controlplane.training import services
 @shared_task(name="training.jobs_redispatch_unclaimed")
 def jobs_redispatch_unclaimed() -> int:
     return services.jobs_redispatch_unclaimed()
+
+
+@shared_task(name="training.jobs_recover_lost")
+def jobs_recover_lost() -> dict[str, int]:
+    return services.jobs_recover_lost()

@@ -80,3 +80,23 @@ def job_cancel(request: HttpRequest, job_id: int) -> HttpResponse:
     job = services.job_cancel(job=job, user=request.user)
     messages.info(request, f"Job {job.pk} is {job.status}.")
     return redirect("job", job_id=job.pk)
+
+
+@login_required
+@require_POST
+@page_errors
+def job_retry(request: HttpRequest, job_id: int) -> HttpResponse:
+    job = selectors.job_get(user=request.user, job_id=job_id)
+    job = services.job_retry(job=job, user=request.user)
+    messages.info(request, f"Job {job.pk} is {job.status} (attempt {job.attempt}).")
+    return redirect("job", job_id=job.pk)
+
+
+@login_required
+@require_POST
+@page_errors
+def job_clone(request: HttpRequest, job_id: int) -> HttpResponse:
+    job = selectors.job_get(user=request.user, job_id=job_id)
+    clone = services.job_clone(job=job, user=request.user)
+    messages.success(request, f"Job {clone.pk} is a clone of job {job.pk}, queued.")
+    return redirect("job", job_id=clone.pk)

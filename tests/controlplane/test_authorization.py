@@ -40,6 +40,8 @@ def api_endpoints(o):
         ("post", "/api/v1/jobs", {"project": "demo", "base_model": bm, "dataset_version": dv}),
         ("get", f"/api/v1/jobs/{job}", None),
         ("post", f"/api/v1/jobs/{job}/cancel", {}),
+        ("post", f"/api/v1/jobs/{job}/retry", {}),
+        ("post", f"/api/v1/jobs/{job}/clone", {}),
         ("get", f"/api/v1/jobs/{job}/metrics", None),
         ("get", "/api/v1/model-versions?project=demo", None),
         ("post", "/api/v1/model-versions", {"job": job, "name": "x"}),
@@ -61,6 +63,8 @@ def page_endpoints(o):
         ("get", f"/jobs/{job}/", None),
         ("get", f"/jobs/{job}/live", None),
         ("post", f"/jobs/{job}/cancel", {}),
+        ("post", f"/jobs/{job}/retry", {}),
+        ("post", f"/jobs/{job}/clone", {}),
         ("post", f"/jobs/{job}/register", {"name": "x"}),
         ("post", f"/model-versions/{mv}/promote", {"target": "staging"}),
         ("post", f"/promotions/{pr}/approve", {}),
@@ -84,6 +88,7 @@ def _state(o):
         list(Job.objects.values_list("pk", "status")),
         list(Promotion.objects.values_list("pk", "status")),
         Promotion.objects.count(),
+        Job.objects.count(),
     )
 
 
