@@ -23,6 +23,7 @@ from controlplane.training.api import (
     JobFinishApi,
     JobHeartbeatApi,
     JobListApi,
+    JobLogsApi,
     JobMetricsApi,
     JobRetryApi,
 )
@@ -39,6 +40,7 @@ api_v1 = [
     path("jobs/<int:job_id>/retry", JobRetryApi.as_view(), name="api-job-retry"),
     path("jobs/<int:job_id>/clone", JobCloneApi.as_view(), name="api-job-clone"),
     path("jobs/<int:job_id>/metrics", JobMetricsApi.as_view(), name="api-job-metrics"),
+    path("jobs/<int:job_id>/logs", JobLogsApi.as_view(), name="api-job-logs"),
     path("model-versions", ModelVersionListApi.as_view(), name="api-model-versions"),
     path("promotions", PromotionListApi.as_view(), name="api-promotions"),
     path(

@@ -22,7 +22,9 @@ from pathlib import Path
 from typing import IO
 
 import httpx
+from mlflow.exceptions import MlflowException
 
+from workers import tracking
 from workers.controlplane_client import ClaimRefused, ControlPlaneClient
 from workers.engine.protocol import parse
 from workers.spec import Heartbeat, JobOutcome, JobResult, JobSpec
@@ -42,6 +44,8 @@ class _Progress:
     result: dict | None = None
     pending_metrics: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
     pending_logs: list[str] = field(default_factory=list)
+    # Every log line of the attempt, kept as a file and stored with the run at the end.
+    log_file: IO[str] | None = None
     stderr_tail: deque[str] = field(default_factory=lambda: deque(maxlen=40))
 
     def take(self, event: dict) -> None:
@@ -112,6 +116,8 @@ def job_run(
     progress = _Progress()
     with tempfile.TemporaryDirectory(prefix=f"tuneyard-job-{spec.job_id}-") as tmp:
         workdir = Path(tmp)
+        log_path = workdir / f"attempt-{spec.attempt}.log"
+        progress.log_file = log_path.open("w", encoding="utf-8")
         spec_path = workdir / "spec.json"
         spec_path.write_text(spec.model_dump_json())
         env = dict(os.environ, PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false")
@@ -152,7 +158,9 @@ def job_run(
                 break
             time.sleep(0.1)
 
-        result = _result(spec, worker, proc.returncode, progress, stop_reason)
+        progress.log_file.close()
+        log_uri = _log_store(progress.run_id, log_path)
+        result = _result(spec, worker, proc.returncode, progress, stop_reason, log_uri)
     if not client.finish(job_id=spec.job_id, result=result):
         log.warning("job %s attempt %s: the control plane refused the result", spec.job_id, spec.attempt)
     return result.outcome
@@ -171,6 +179,8 @@ def _drain(lines: queue.Queue[tuple[str, str]], progress: _Progress) -> None:
             progress.take(event)
             continue
         progress.pending_logs.append(line)
+        if progress.log_file is not None:
+            progress.log_file.write(line + "\n")
         if source == "err":
             progress.stderr_tail.append(line)
 
@@ -186,19 +196,36 @@ def _send_heartbeat(client: ControlPlaneClient, spec: JobSpec, worker: str, prog
     return reply
 
 
+def _log_store(run_id: str | None, log_path: Path) -> str | None:
+    """Keep the attempt's whole log with its MLflow run; None if there is no run or MLflow fails."""
+    if run_id is None:
+        return None
+    try:
+        return tracking.file_attach(run_id, log_path, "logs")
+    except (MlflowException, OSError):
+        log.warning("could not store the log of run %s", run_id, exc_info=True)
+        return None
+
+
 def _result(
-    spec: JobSpec, worker: str, returncode: int | None, progress: _Progress, stop_reason: str
+    spec: JobSpec,
+    worker: str,
+    returncode: int | None,
+    progress: _Progress,
+    stop_reason: str,
+    log_uri: str | None,
 ) -> JobResult:
+    logs = {"log": log_uri} if log_uri else {}
     common = {"attempt": spec.attempt, "worker": worker, "mlflow_run_id": progress.run_id}
     if stop_reason:
-        return JobResult(outcome=JobOutcome.CANCELLED, error=stop_reason, **common)
+        return JobResult(outcome=JobOutcome.CANCELLED, error=stop_reason, artifacts=logs, **common)
     if returncode == 0 and progress.result is not None:
         return JobResult(
             outcome=JobOutcome.SUCCEEDED,
             metrics=progress.result.get("metrics") or {},
-            artifacts=progress.result.get("artifacts") or {},
+            artifacts=(progress.result.get("artifacts") or {}) | logs,
             **common,
         )
     tail = [line for line in progress.stderr_tail if line.strip()]
     reason = tail[-1] if tail else f"the trainer exited with code {returncode} and said nothing"
-    return JobResult(outcome=JobOutcome.FAILED, error=reason, **common)
+    return JobResult(outcome=JobOutcome.FAILED, error=reason, artifacts=logs, **common)

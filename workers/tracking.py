@@ -169,6 +169,12 @@ class RunLogger:
             self.client.set_terminated(self.run_id, status=how.value)
 
 
+def file_attach(run_id: str, local_file: Path, folder: str) -> str:
+    """Add one file to a run (even a finished one); returns its ``runs:/`` URI."""
+    MlflowClient().log_artifact(run_id, str(local_file), artifact_path=folder)
+    return f"runs:/{run_id}/{folder}/{local_file.name}"
+
+
 def _experiment_id(client: MlflowClient, name: str) -> str:
     experiment = client.get_experiment_by_name(name)
     if experiment is None:

@@ -7,6 +7,7 @@ from rest_framework.views import APIView
 
 from controlplane.accounts.models import Role
 from controlplane.api_common import (
+    MAX_ID,
     IsWorker,
     WorkerTokenAuthentication,
     int_field,
@@ -115,6 +116,33 @@ class JobCloneApi(APIView):
         job = selectors.job_get(user=request.user, job_id=job_id)
         clone = services.job_clone(job=job, user=request.user)
         return Response(JobSerializer(clone).data, status=status.HTTP_201_CREATED)
+
+
+class JobLogsApi(APIView):
+    """Tail and follow: ask again with ``after`` set to the last ``next`` to get only new lines."""
+
+    def get(self, request: Request, job_id: int) -> Response:
+        job = selectors.job_get(user=request.user, job_id=job_id)
+        after = _query_int(request, "after", default=0)
+        attempt = _query_int(request, "attempt", default=job.attempt)
+        lines = selectors.job_log_page(job=job, attempt=attempt, after=after)
+        return Response(
+            {
+                "attempt": attempt,
+                "lines": [text for _, text in lines],
+                "next": lines[-1][0] if lines else after,
+                "finished": job.is_finished or attempt != job.attempt,
+            }
+        )
+
+
+def _query_int(request: Request, name: str, *, default: int) -> int:
+    value = request.query_params.get(name)
+    if value is None:
+        return default
+    if not (value.isascii() and value.isdigit()) or int(value) > MAX_ID:
+        raise ValidationFailed(f"'{name}' must be a non-negative integer.")
+    return int(value)
 
 
 class JobMetricsApi(APIView):

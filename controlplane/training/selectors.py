@@ -42,5 +42,11 @@ def job_log_tail(*, job: Job, limit: int = 200) -> list[str]:
     return list(reversed(lines[:limit]))
 
 
+def job_log_page(*, job: Job, attempt: int, after: int = 0, limit: int = 1000) -> list[tuple[int, str]]:
+    """Log lines of one attempt after the cursor ``after`` (a line id), oldest first."""
+    lines = job.log_lines.filter(attempt=attempt, pk__gt=after).order_by("pk")
+    return list(lines.values_list("pk", "text")[:limit])
+
+
 def base_model_list(*, project: Project) -> QuerySet[BaseModel]:
     return BaseModel.objects.filter(project=project)

@@ -43,6 +43,7 @@ def api_endpoints(o):
         ("post", f"/api/v1/jobs/{job}/retry", {}),
         ("post", f"/api/v1/jobs/{job}/clone", {}),
         ("get", f"/api/v1/jobs/{job}/metrics", None),
+        ("get", f"/api/v1/jobs/{job}/logs", None),
         ("get", "/api/v1/model-versions?project=demo", None),
         ("post", "/api/v1/model-versions", {"job": job, "name": "x"}),
         ("get", "/api/v1/promotions?project=demo", None),

@@ -128,3 +128,16 @@ def test_retry_and_clone_through_the_api(running, api_for):
     assert response.status_code == 200 and response.json()["attempt"] == 2
     response = client.post(f"/api/v1/jobs/{running.pk}/clone")
     assert response.status_code == 201 and response.json()["id"] != running.pk
+
+
+def test_logs_are_followed_with_a_cursor(running, api_for):
+    beat = Heartbeat(attempt=1, worker="w1", log_lines=["one", "two"])
+    job_heartbeat(job_id=running.pk, heartbeat=beat)
+    client = api_for("bob")
+    first = client.get(f"/api/v1/jobs/{running.pk}/logs").json()
+    assert first["lines"] == ["one", "two"] and not first["finished"]
+    job_heartbeat(job_id=running.pk, heartbeat=Heartbeat(attempt=1, worker="w1", log_lines=["three"]))
+    follow = client.get(f"/api/v1/jobs/{running.pk}/logs", {"after": first["next"]}).json()
+    assert follow["lines"] == ["three"]
+    bad = client.get(f"/api/v1/jobs/{running.pk}/logs", {"after": "-1"})
+    assert bad.status_code == 400

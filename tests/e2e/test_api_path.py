@@ -9,6 +9,7 @@ import time
 import httpx
 import pytest
 from mlflow import MlflowClient
+from mlflow.artifacts import download_artifacts as mlflow_download
 
 from controlplane.demo import demo_jsonl
 from tests.conftest import PASSWORD
@@ -98,6 +99,14 @@ def test_dataset_to_approved_deployment_through_the_api(setup, live_server, mlfl
     assert "adapter_model.safetensors" in {
         a.path.split("/")[-1] for a in mlflow.list_artifacts(run.info.run_id, "adapter")
     }
+
+    # The log: followed through the API while it ran, kept whole with the run at the end.
+    logs = alice.get(f"jobs/{job_id}/logs").json()
+    assert logs["finished"] and logs["lines"]
+    assert alice.get(f"jobs/{job_id}/logs", params={"after": logs["next"]}).json()["lines"] == []
+    assert job["artifacts"]["log"] == f"runs:/{run.info.run_id}/logs/attempt-1.log"
+    stored = mlflow_download(artifact_uri=job["artifacts"]["log"], tracking_uri=mlflow_server)
+    assert logs["lines"][0] in open(stored).read()
 
     version = alice.post("model-versions", json={"job": job_id, "name": "tiny-lora"})
     assert version.status_code == 201, version.text
