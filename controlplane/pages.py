@@ -15,6 +15,7 @@ urlpatterns = [
     path("login/", auth_views.LoginView.as_view(template_name="login.html"), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("p/<slug:slug>/", account_views.project_overview, name="project"),
+    path("workers/", training_views.worker_list, name="workers"),
     path("p/<slug:slug>/datasets/upload", dataset_views.dataset_upload, name="dataset-upload"),
     path("p/<slug:slug>/jobs/new", training_views.job_new, name="job-new"),
     path("jobs/<int:job_id>/", training_views.job_detail, name="job"),

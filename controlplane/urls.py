@@ -26,6 +26,8 @@ from controlplane.training.api import (
     JobLogsApi,
     JobMetricsApi,
     JobRetryApi,
+    WorkerHeartbeatApi,
+    WorkerListApi,
 )
 
 api_v1 = [
@@ -54,6 +56,7 @@ api_v1 = [
         name="api-promotion-reject",
     ),
     path("deployments/<str:target>", DeploymentListApi.as_view(), name="api-deployments"),
+    path("workers", WorkerListApi.as_view(), name="api-workers"),
     path("schema", SpectacularAPIView.as_view(), name="api-schema"),
     path("docs", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
 ]
@@ -62,6 +65,7 @@ internal_v1 = [
     path("jobs/<int:job_id>/claim", JobClaimApi.as_view(), name="internal-job-claim"),
     path("jobs/<int:job_id>/heartbeat", JobHeartbeatApi.as_view(), name="internal-job-heartbeat"),
     path("jobs/<int:job_id>/finish", JobFinishApi.as_view(), name="internal-job-finish"),
+    path("workers/heartbeat", WorkerHeartbeatApi.as_view(), name="internal-worker-heartbeat"),
 ]
 
 urlpatterns = [

@@ -129,16 +129,10 @@ def control_worker_command(*, beat: bool = True) -> list[str]:
 
 
 def gpu_count() -> int:
-    """GPUs this host offers, without importing torch (TUNEYARD_GPUS overrides)."""
-    if "TUNEYARD_GPUS" in os.environ:
-        return int(os.environ["TUNEYARD_GPUS"])
-    smi = shutil.which("nvidia-smi")
-    if not smi:
-        return 0
-    import subprocess
+    """GPUs this host offers, without importing torch (see workers.gpus for overrides)."""
+    from workers.gpus import gpu_inventory
 
-    result = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=20)
-    return sum(1 for line in result.stdout.splitlines() if line.startswith("GPU "))
+    return len(gpu_inventory())
 
 
 def free_port() -> int:

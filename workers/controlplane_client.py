@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 
-from workers.spec import ClaimRequest, Heartbeat, HeartbeatReply, JobResult, JobSpec
+from workers.spec import ClaimRequest, Heartbeat, HeartbeatReply, JobResult, JobSpec, WorkerHeartbeat
 
 
 class ClaimRefused(Exception):
@@ -25,10 +25,11 @@ class ControlPlaneClient:
         self._tries = tries
 
     @classmethod
-    def from_env(cls) -> ControlPlaneClient:
+    def from_env(cls, *, tries: int = 5) -> ControlPlaneClient:
         return cls(
             os.environ.get("CONTROLPLANE_URL", "http://127.0.0.1:8000"),
             os.environ.get("WORKER_TOKEN", "dev-worker-token"),
+            tries=tries,
         )
 
     def close(self) -> None:
@@ -70,3 +71,6 @@ class ControlPlaneClient:
             return False
         response.raise_for_status()
         return True
+
+    def worker_heartbeat(self, heartbeat: WorkerHeartbeat) -> None:
+        self._post("workers/heartbeat", heartbeat.model_dump(mode="json")).raise_for_status()

@@ -27,6 +27,7 @@ from mlflow.exceptions import MlflowException
 from workers import tracking
 from workers.controlplane_client import ClaimRefused, ControlPlaneClient
 from workers.engine.protocol import parse
+from workers.gpus import gpu_inventory, visible_devices
 from workers.spec import Heartbeat, JobOutcome, JobResult, JobSpec
 
 log = logging.getLogger(__name__)
@@ -113,6 +114,15 @@ def job_run(
         log.info("job %s attempt %s not claimed: %s", spec.job_id, spec.attempt, exc)
         return None
 
+    try:
+        devices = visible_devices(spec.config.resources.gpus, gpu_inventory())
+    except ValueError as exc:
+        client.finish(
+            job_id=spec.job_id,
+            result=JobResult(attempt=spec.attempt, worker=worker, outcome=JobOutcome.FAILED, error=str(exc)),
+        )
+        return JobOutcome.FAILED
+
     progress = _Progress()
     with tempfile.TemporaryDirectory(prefix=f"tuneyard-job-{spec.job_id}-") as tmp:
         workdir = Path(tmp)
@@ -120,7 +130,10 @@ def job_run(
         progress.log_file = log_path.open("w", encoding="utf-8")
         spec_path = workdir / "spec.json"
         spec_path.write_text(spec.model_dump_json())
-        env = dict(os.environ, PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false")
+        # Whole GPUs: the job sees exactly its devices ("" hides every GPU from a CPU job).
+        env = dict(
+            os.environ, PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false", CUDA_VISIBLE_DEVICES=devices
+        )
         proc = subprocess.Popen(
             _trainer_command(spec_path, workdir / "work"),
             stdout=subprocess.PIPE,

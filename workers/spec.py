@@ -134,6 +134,25 @@ class JobSpec(_Frozen):
 # --- job events: what a worker reports back over the internal API ------------
 
 
+class GpuState(_Frozen):
+    index: int = Field(ge=0)
+    name: str = Field(max_length=200)
+    memory_total_mb: int | None = Field(None, ge=0)
+    memory_used_mb: int | None = Field(None, ge=0)
+    utilization_percent: int | None = Field(None, ge=0, le=100)
+
+
+class WorkerHeartbeat(_Frozen):
+    """A worker says it is alive, what it serves and what it runs."""
+
+    name: str = Field(min_length=1, max_length=200)
+    host: str = Field(min_length=1, max_length=200)
+    queues: list[str] = Field(min_length=1, max_length=50)
+    gpus: list[GpuState] = Field(default_factory=list, max_length=64)
+    version: str = Field("", max_length=50)
+    running_job_ids: list[int] = Field(default_factory=list, max_length=64)
+
+
 class ClaimRequest(_Frozen):
     attempt: int = Field(ge=1)
     worker: str = Field(min_length=1, max_length=200)

@@ -6,21 +6,43 @@ import logging
 import os
 from typing import Any
 
+from celery.signals import worker_ready, worker_shutdown
+
+from workers import presence
 from workers.celery_app import app
 from workers.controlplane_client import ControlPlaneClient
 from workers.runner import job_run
 from workers.spec import JobSpec
 
 log = logging.getLogger(__name__)
+_presence_stop = None
+
+
+def _worker_name(hostname: str | None) -> str:
+    return os.environ.get("TUNEYARD_WORKER_NAME") or hostname or "worker"
+
+
+@worker_ready.connect
+def _presence_begin(sender: Any = None, **kwargs: Any) -> None:
+    global _presence_stop
+    queues = sorted(queue.name for queue in sender.task_consumer.queues)
+    _presence_stop = presence.presence_start(_worker_name(sender.hostname), queues)
+
+
+@worker_shutdown.connect
+def _presence_end(**kwargs: Any) -> None:
+    if _presence_stop is not None:
+        _presence_stop.set()
 
 
 @app.task(name="tuneyard.run_job", bind=True)
 def run_job(self, spec: dict[str, Any]) -> str | None:  # type: ignore[no-untyped-def]
     job_spec = JobSpec.model_validate(spec)
-    worker = os.environ.get("TUNEYARD_WORKER_NAME") or self.request.hostname or "worker"
     client = ControlPlaneClient.from_env()
+    presence.running_job_ids.add(job_spec.job_id)
     try:
-        outcome = job_run(job_spec, client=client, worker=worker)
+        outcome = job_run(job_spec, client=client, worker=_worker_name(self.request.hostname))
     finally:
+        presence.running_job_ids.discard(job_spec.job_id)
         client.close()
     return outcome.value if outcome else None

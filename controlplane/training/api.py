@@ -16,7 +16,7 @@ from controlplane.api_common import (
 )
 from controlplane.errors import ValidationFailed, pydantic_parse
 from controlplane.training import selectors, services
-from workers.spec import ClaimRequest, Heartbeat, JobResult
+from workers.spec import ClaimRequest, Heartbeat, JobResult, WorkerHeartbeat
 
 
 class BaseModelSerializer(serializers.Serializer):
@@ -184,3 +184,33 @@ class JobFinishApi(_WorkerApi):
         result = pydantic_parse(JobResult, request.data)
         job = services.job_finish(job_id=job_id, result=result)
         return Response({"status": job.status})
+
+
+class WorkerHeartbeatApi(_WorkerApi):
+    def post(self, request: Request) -> Response:
+        heartbeat = pydantic_parse(WorkerHeartbeat, request.data)
+        services.worker_heartbeat_record(heartbeat=heartbeat)
+        return Response({"ok": True})
+
+
+class WorkerListApi(APIView):
+    def get(self, request: Request) -> Response:
+        rows = selectors.worker_list(user=request.user)
+        return Response(
+            {
+                "results": [
+                    {
+                        "name": row["worker"].name,
+                        "host": row["worker"].host,
+                        "online": row["online"],
+                        "last_seen": row["worker"].last_seen,
+                        "queues": row["worker"].queues,
+                        "gpus": row["worker"].gpus,
+                        "version": row["worker"].version,
+                        "running_jobs": [job.pk for job in row["jobs"]],
+                        "other_running_jobs": row["hidden_jobs"],
+                    }
+                    for row in rows
+                ]
+            }
+        )

@@ -145,3 +145,23 @@ class JobLogLine(models.Model):
 
     def __str__(self) -> str:
         return self.text[:80]
+
+
+class Worker(models.Model):
+    """A worker process as it last described itself; shared by every project."""
+
+    name = models.CharField(max_length=200, unique=True)
+    host = models.CharField(max_length=200)
+    queues = models.JSONField(default=list)
+    # [{"index", "name", "memory_total_mb", "memory_used_mb", "utilization_percent"}]
+    gpus = models.JSONField(default=list)
+    version = models.CharField(max_length=50, blank=True)
+    running_job_ids = models.JSONField(default=list)
+    first_seen = models.DateTimeField(auto_now_add=True)
+    last_seen = models.DateTimeField()
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name

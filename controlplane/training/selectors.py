@@ -1,11 +1,15 @@
 from __future__ import annotations
 
+from datetime import timedelta
+
+from django.conf import settings
 from django.db.models import QuerySet
+from django.utils import timezone
 
 from controlplane.accounts.models import Project, Role
-from controlplane.accounts.selectors import project_role_check
+from controlplane.accounts.selectors import project_list, project_role_check
 from controlplane.errors import NotFound
-from controlplane.training.models import BaseModel, Job
+from controlplane.training.models import BaseModel, Job, Worker
 
 
 def job_list(*, project: Project) -> QuerySet[Job]:
@@ -50,3 +54,21 @@ def job_log_page(*, job: Job, attempt: int, after: int = 0, limit: int = 1000) -
 
 def base_model_list(*, project: Project) -> QuerySet[BaseModel]:
     return BaseModel.objects.filter(project=project)
+
+
+def worker_list(*, user) -> list[dict]:
+    """Every worker, with the running jobs this user may see (others are only counted)."""
+    offline_after = timezone.now() - timedelta(seconds=settings.WORKER_OFFLINE_AFTER_SECONDS)
+    workers = list(Worker.objects.all())
+    running = {job_id for worker in workers for job_id in worker.running_job_ids}
+    jobs = Job.objects.filter(pk__in=running, project__in=project_list(user=user)).select_related("project")
+    visible = {job.pk: job for job in jobs}
+    return [
+        {
+            "worker": worker,
+            "online": worker.last_seen >= offline_after,
+            "jobs": [visible[i] for i in worker.running_job_ids if i in visible],
+            "hidden_jobs": sum(1 for i in worker.running_job_ids if i not in visible),
+        }
+        for worker in workers
+    ]

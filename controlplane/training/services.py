@@ -22,8 +22,17 @@ from controlplane.training.models import (
     JobLogLine,
     JobMetricPoint,
     JobStatus,
+    Worker,
 )
-from workers.spec import Heartbeat, HeartbeatReply, JobOutcome, JobResult, JobSpec, TrainingConfig
+from workers.spec import (
+    Heartbeat,
+    HeartbeatReply,
+    JobOutcome,
+    JobResult,
+    JobSpec,
+    TrainingConfig,
+    WorkerHeartbeat,
+)
 
 log = logging.getLogger(__name__)
 
@@ -365,3 +374,19 @@ def jobs_recover_lost() -> dict[str, int]:
                 if to == S.QUEUED:
                     transaction.on_commit(lambda job_id=job_id: job_dispatch(job_id=job_id))
     return counts
+
+
+def worker_heartbeat_record(*, heartbeat: WorkerHeartbeat) -> Worker:
+    """Remember what a worker says of itself; the newest heartbeat wins."""
+    worker, _ = Worker.objects.update_or_create(
+        name=heartbeat.name,
+        defaults={
+            "host": heartbeat.host,
+            "queues": heartbeat.queues,
+            "gpus": [gpu.model_dump() for gpu in heartbeat.gpus],
+            "version": heartbeat.version,
+            "running_job_ids": heartbeat.running_job_ids,
+            "last_seen": timezone.now(),
+        },
+    )
+    return worker

@@ -100,3 +100,8 @@ def job_clone(request: HttpRequest, job_id: int) -> HttpResponse:
     clone = services.job_clone(job=job, user=request.user)
     messages.success(request, f"Job {clone.pk} is a clone of job {job.pk}, queued.")
     return redirect("job", job_id=clone.pk)
+
+
+@login_required
+def worker_list(request: HttpRequest) -> HttpResponse:
+    return render(request, "workers.html", {"rows": selectors.worker_list(user=request.user)})

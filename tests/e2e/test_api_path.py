@@ -108,6 +108,11 @@ def test_dataset_to_approved_deployment_through_the_api(setup, live_server, mlfl
     stored = mlflow_download(artifact_uri=job["artifacts"]["log"], tracking_uri=mlflow_server)
     assert logs["lines"][0] in open(stored).read()
 
+    # The worker that ran it reports itself: online, on the cpu queue, no GPUs.
+    workers = {w["name"]: w for w in alice.get("workers").json()["results"]}
+    assert workers["test-worker"]["online"] and workers["test-worker"]["queues"] == ["cpu"]
+    assert workers["test-worker"]["gpus"] == []
+
     version = alice.post("model-versions", json={"job": job_id, "name": "tiny-lora"})
     assert version.status_code == 201, version.text
     version = version.json()
@@ -173,6 +178,20 @@ def test_a_running_job_can_be_cancelled_and_the_worker_carries_on(setup):
     ).json()["id"]
     failed, _ = wait_for(alice, failed_id, {"failed", "succeeded"})
     assert failed["status"] == "failed" and failed["error"]
+
+    # A job needing a GPU that lands on a CPU worker fails with the reason, not on the CPU.
+    gpu_job = dict(FAST_LORA, resources={"gpus": 1, "queue": "cpu"})
+    gpu_id = alice.post(
+        "jobs",
+        json={
+            "project": "demo",
+            "base_model": setup["base"],
+            "dataset_version": setup["dataset"],
+            "config": gpu_job,
+        },
+    ).json()["id"]
+    refused, _ = wait_for(alice, gpu_id, {"failed", "succeeded"})
+    assert refused["status"] == "failed" and "needs 1 GPU(s); this worker has 0" in refused["error"]
 
 
 def test_bad_job_submissions_are_400s_that_store_nothing(setup):
