@@ -42,6 +42,8 @@ class Target(models.TextChoices):
 
 class PromotionStatus(models.TextChoices):
     REQUESTED = "requested"
+    # Claimed by one approver while the MLflow alias moves; then APPROVED, or back to REQUESTED.
+    APPROVING = "approving"
     APPROVED = "approved"
     REJECTED = "rejected"
 

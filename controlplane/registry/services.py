@@ -6,6 +6,7 @@ An approval moves the MLflow alias and records the deployment: both or neither.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from django.db import IntegrityError, transaction
@@ -14,7 +15,7 @@ from django.utils import timezone
 from controlplane import tracking
 from controlplane.accounts.models import Role
 from controlplane.accounts.selectors import project_role_check
-from controlplane.errors import Conflict, Forbidden, ValidationFailed
+from controlplane.errors import Conflict, Forbidden, ServiceUnavailable, ValidationFailed
 from controlplane.naming import name_check
 from controlplane.registry.models import (
     Deployment,
@@ -25,6 +26,8 @@ from controlplane.registry.models import (
     Target,
 )
 from controlplane.training.models import Job, JobStatus
+
+log = logging.getLogger(__name__)
 
 
 def model_version_create(*, job: Job, user, name: str) -> ModelVersion:
@@ -109,19 +112,31 @@ def _decider_check(promotion: Promotion, user) -> None:
 def promotion_approve(*, promotion: Promotion, user, comment: str = "") -> Deployment:
     """Approve: point the MLflow alias at the version and record the deployment, both or neither.
 
-    The alias is moved first (a network call, outside any transaction); if the
-    database side then fails or loses a race, the alias is put back.
+    The decision is claimed first (REQUESTED -> APPROVING, committed), so of two
+    approvals racing only one ever touches MLflow. Then the alias moves (a
+    network call, outside any transaction), then APPROVED and the deployment
+    row commit together. If anything after the claim fails, the request is
+    reopened and the alias is made to agree with the committed deployment.
     """
     _decider_check(promotion, user)
     version = promotion.model_version
-    previous = tracking.alias_get(name=version.mlflow_name, alias=promotion.target)
-    tracking.alias_set(name=version.mlflow_name, alias=promotion.target, version=version.version)
-    now = timezone.now()
+    claimed = promotion_transition(
+        promotion_id=promotion.pk,
+        from_status=PromotionStatus.REQUESTED,
+        to=PromotionStatus.APPROVING,
+        actor=user,
+        comment=comment,
+    )
+    if not claimed:
+        raise Conflict("This promotion was decided by someone else a moment ago.")
     try:
+        tracking.alias_set(name=version.mlflow_name, alias=promotion.target, version=version.version)
+        now = timezone.now()
         with transaction.atomic():
-            won = promotion_transition(
+            # Cannot lose: no one else moves a promotion out of APPROVING.
+            promotion_transition(
                 promotion_id=promotion.pk,
-                from_status=PromotionStatus.REQUESTED,
+                from_status=PromotionStatus.APPROVING,
                 to=PromotionStatus.APPROVED,
                 actor=user,
                 comment=comment,
@@ -129,8 +144,6 @@ def promotion_approve(*, promotion: Promotion, user, comment: str = "") -> Deplo
                 decided_at=now,
                 decision_comment=comment,
             )
-            if not won:
-                raise Conflict("This promotion was decided by someone else a moment ago.")
             deployment, _ = Deployment.objects.update_or_create(
                 project=version.project,
                 model_name=version.name,
@@ -143,17 +156,41 @@ def promotion_approve(*, promotion: Promotion, user, comment: str = "") -> Deplo
                 },
             )
     except Exception:
-        _alias_restore(version.mlflow_name, promotion.target, previous)
+        promotion_transition(
+            promotion_id=promotion.pk,
+            from_status=PromotionStatus.APPROVING,
+            to=PromotionStatus.REQUESTED,
+            actor=user,
+            comment="the approval failed; the request is open again",
+        )
+        _alias_sync(version)
         raise
+    # Again from the committed row: narrows the window in which a concurrent
+    # approval of another version could leave MLflow pointing elsewhere.
+    _alias_sync(version)
     promotion.refresh_from_db()
     return deployment
 
 
-def _alias_restore(mlflow_name: str, alias: str, previous: int | None) -> None:
-    if previous is None:
-        tracking.alias_delete(name=mlflow_name, alias=alias)
-    else:
-        tracking.alias_set(name=mlflow_name, alias=alias, version=previous)
+def _alias_sync(version: ModelVersion) -> None:
+    """Point the MLflow aliases of ``version``'s model at what the database says is deployed."""
+    deployed = {
+        d.target: d.model_version.version
+        for d in Deployment.objects.filter(project=version.project, model_name=version.name).select_related(
+            "model_version"
+        )
+    }
+    for target in Target.values:
+        try:
+            if target in deployed:
+                tracking.alias_set(name=version.mlflow_name, alias=target, version=deployed[target])
+            elif tracking.alias_get(name=version.mlflow_name, alias=target) is not None:
+                tracking.alias_delete(name=version.mlflow_name, alias=target)
+        except ServiceUnavailable:
+            # Never hide the error that brought us here; the mismatch is logged loudly.
+            log.error(
+                "MLflow alias %s@%s could not be synced with the deployments", version.mlflow_name, target
+            )
 
 
 def promotion_reject(*, promotion: Promotion, user, comment: str = "") -> Promotion:

@@ -64,6 +64,7 @@ def test_approval_moves_the_alias_and_records_the_deployment(people, trained_job
         PromotionEvent.objects.filter(promotion=promotion).values_list("to_status", "actor__username")
     ) == [
         ("requested", "alice"),
+        ("approving", "carol"),
         ("approved", "carol"),
     ]
     with pytest.raises(Conflict):
@@ -97,30 +98,80 @@ def test_a_rejected_request_cannot_then_be_approved(people, trained_job):
     assert _alias(version.mlflow_name, "production") is None
 
 
-def test_an_approval_that_loses_the_race_puts_the_alias_back(people, trained_job, monkeypatch):
+def test_of_two_approvals_racing_only_one_touches_mlflow(people, trained_job, monkeypatch):
+    from controlplane.accounts.models import Role
+    from controlplane.accounts.services import member_add
+
+    dana = member_add(project=people["demo"], username="dana", role=Role.APPROVER)
     version = model_version_create(job=trained_job, user=people["alice"], name="m4")
-    first = promotion_request(model_version=version, user=people["alice"], target="production")
-    services.promotion_approve(promotion=first, user=people["carol"])
-    second_version = model_version_create(job=trained_job, user=people["alice"], name="m4")
-    second = promotion_request(model_version=second_version, user=people["alice"], target="production")
+    promotion = promotion_request(model_version=version, user=people["alice"], target="production")
+    real_alias_set = tracking.alias_set
+    rival: list[Exception] = []
 
-    real = services.promotion_transition
+    def alias_set_while_a_rival_approves(**kwargs):
+        # The second approval arrives while the first one is talking to MLflow.
+        if not rival:
+            try:
+                services.promotion_approve(promotion=Promotion.objects.get(pk=promotion.pk), user=dana)
+            except Conflict as exc:
+                rival.append(exc)
+        return real_alias_set(**kwargs)
 
-    def rival_rejects_first(**kwargs):
-        real(
-            promotion_id=second.pk,
-            from_status=PromotionStatus.REQUESTED,
-            to=PromotionStatus.REJECTED,
-            actor=people["bob"],
-        )
-        return real(**kwargs)
-
-    monkeypatch.setattr(services, "promotion_transition", rival_rejects_first)
-    with pytest.raises(Conflict):
-        services.promotion_approve(promotion=second, user=people["carol"])
-    # Both or neither: the alias points at the version deployed before.
+    monkeypatch.setattr(tracking, "alias_set", alias_set_while_a_rival_approves)
+    deployment = services.promotion_approve(promotion=promotion, user=people["carol"])
+    assert "already approving" in str(rival[0])  # refused before it could call MLflow
+    assert deployment.approved_by == people["carol"]
+    monkeypatch.undo()
     assert _alias(version.mlflow_name, "production") == version.version
-    assert Deployment.objects.get().model_version == version
+
+
+def test_an_approval_whose_database_step_fails_reopens_the_request_and_restores_the_alias(
+    people, trained_job, monkeypatch
+):
+    from django.db import DatabaseError
+
+    first = model_version_create(job=trained_job, user=people["alice"], name="m6")
+    services.promotion_approve(
+        promotion=promotion_request(model_version=first, user=people["alice"], target="production"),
+        user=people["carol"],
+    )
+    second = model_version_create(job=trained_job, user=people["alice"], name="m6")
+    promotion = promotion_request(model_version=second, user=people["alice"], target="production")
+
+    def broken(**kwargs):
+        raise DatabaseError("the database went away")
+
+    monkeypatch.setattr(Deployment.objects, "update_or_create", broken)
+    with pytest.raises(DatabaseError):
+        services.promotion_approve(promotion=promotion, user=people["carol"])
+    monkeypatch.undo()
+    # Both or neither: MLflow points at what the database says is deployed, and the request is open.
+    assert _alias(first.mlflow_name, "production") == first.version
+    assert Deployment.objects.get(model_name="m6").model_version == first
+    promotion.refresh_from_db()
+    assert promotion.status == PromotionStatus.REQUESTED
+    # ... so it can be approved once the database is back.
+    services.promotion_approve(promotion=promotion, user=people["carol"])
+    assert _alias(first.mlflow_name, "production") == second.version
+
+
+def test_an_approval_mlflow_refuses_changes_nothing(people, trained_job, monkeypatch):
+    from controlplane.errors import ServiceUnavailable
+
+    version = model_version_create(job=trained_job, user=people["alice"], name="m7")
+    promotion = promotion_request(model_version=version, user=people["alice"], target="staging")
+
+    def down(**kwargs):
+        raise ServiceUnavailable("MLflow could not set the alias: connection refused")
+
+    monkeypatch.setattr(tracking, "alias_set", down)
+    with pytest.raises(ServiceUnavailable):
+        services.promotion_approve(promotion=promotion, user=people["carol"])
+    monkeypatch.undo()
+    promotion.refresh_from_db()
+    assert promotion.status == PromotionStatus.REQUESTED
+    assert not Deployment.objects.exists()
+    assert _alias(version.mlflow_name, "staging") is None
 
 
 def test_a_second_open_request_and_an_unknown_target_are_refused(people, trained_job):
