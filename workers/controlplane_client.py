@@ -10,6 +10,8 @@ import httpx
 
 from workers.spec import ClaimRequest, Heartbeat, HeartbeatReply, JobResult, JobSpec, WorkerHeartbeat
 
+FINISH_TRIES = 30  # about five minutes with the backoff capped at 10 s
+
 
 class ClaimRefused(Exception):
     """The control plane refuses this attempt to this worker (claimed, cancelled, gone)."""
@@ -35,17 +37,18 @@ class ControlPlaneClient:
     def close(self) -> None:
         self._http.close()
 
-    def _post(self, path: str, body: dict[str, Any]) -> httpx.Response:
+    def _post(self, path: str, body: dict[str, Any], *, tries: int | None = None) -> httpx.Response:
         # Network blips and a restarting web process are transient: retry with backoff.
         # Every event is idempotent on the server, so a repeat is harmless.
-        for attempt in range(self._tries):
+        tries = tries or self._tries
+        for attempt in range(tries):
             try:
                 response = self._http.post(path, json=body)
             except httpx.TransportError:
-                if attempt == self._tries - 1:
+                if attempt == tries - 1:
                     raise
             else:
-                if response.status_code < 500 or attempt == self._tries - 1:
+                if response.status_code < 500 or attempt == tries - 1:
                     return response
             time.sleep(min(2**attempt * 0.5, 10))
         raise AssertionError("unreachable")
@@ -66,7 +69,8 @@ class ControlPlaneClient:
 
     def finish(self, *, job_id: int, result: JobResult) -> bool:
         """Report the end; False when the control plane refused it (the attempt was superseded)."""
-        response = self._post(f"jobs/{job_id}/finish", result.model_dump(mode="json"))
+        # An attempt's result is worth minutes of retrying: losing it means training again.
+        response = self._post(f"jobs/{job_id}/finish", result.model_dump(mode="json"), tries=FINISH_TRIES)
         if response.status_code == 409:
             return False
         response.raise_for_status()

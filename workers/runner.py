@@ -8,6 +8,7 @@ imports torch (forking after torch initialises OpenMP deadlocks children).
 from __future__ import annotations
 
 import logging
+import math
 import os
 import queue
 import signal
@@ -28,7 +29,7 @@ from workers import tracking
 from workers.controlplane_client import ClaimRefused, ControlPlaneClient
 from workers.engine.protocol import parse
 from workers.gpus import gpu_inventory, visible_devices
-from workers.spec import Heartbeat, JobOutcome, JobResult, JobSpec
+from workers.spec import LOG_LINE_MAX_CHARS, Heartbeat, HeartbeatReply, JobOutcome, JobResult, JobSpec
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +57,19 @@ class _Progress:
         elif kind == "progress":
             self.step = int(event["step"])
             self.total_steps = int(event.get("total_steps") or self.total_steps)
-            for name, value in (event.get("metrics") or {}).items():
-                self.pending_metrics.setdefault(name, []).append((self.step, float(value)))
+            for name, value in _finite(event.get("metrics"), self).items():
+                self.pending_metrics.setdefault(name, []).append((self.step, value))
         elif kind == "result":
-            self.result = event
+            self.result = event | {"metrics": _finite(event.get("metrics"), self)}
+
+    def log_line(self, line: str, *, from_stderr: bool = False) -> None:
+        # What the control plane stores must fit its columns: no NUL, bounded length.
+        line = line.replace("\x00", "")[:LOG_LINE_MAX_CHARS]
+        self.pending_logs.append(line)
+        if self.log_file is not None:
+            self.log_file.write(line + "\n")
+        if from_stderr:
+            self.stderr_tail.append(line)
 
     def heartbeat(self, spec: JobSpec, worker: str) -> Heartbeat:
         progress = min(self.step / self.total_steps, 1.0) if self.total_steps else 0.0
@@ -79,9 +89,26 @@ class _Progress:
         self.pending_logs = []
 
 
+def _finite(metrics: dict | None, progress: _Progress) -> dict[str, float]:
+    """The metrics that are numbers; a NaN or infinite loss is reported as a log line instead."""
+    kept = {}
+    for name, value in (metrics or {}).items():
+        number = float(value)
+        if math.isfinite(number):
+            kept[str(name)] = number
+        else:
+            progress.log_line(
+                f"tuneyard: {name} is {number} at step {progress.step}; not recorded as a metric"
+            )
+    return kept
+
+
 def _pump(stream: IO[str], source: str, lines: queue.Queue[tuple[str, str]]) -> None:
-    for line in stream:
-        lines.put((source, line.rstrip("\n")))
+    try:
+        for line in stream:
+            lines.put((source, line.rstrip("\n")))
+    except (OSError, ValueError) as exc:  # a closed pipe; never let the pipe fill unread
+        lines.put(("err", f"tuneyard: reading the trainer's {source} failed: {exc}"))
 
 
 def _kill_group(proc: subprocess.Popen[str]) -> None:
@@ -128,29 +155,58 @@ def job_run(
         workdir = Path(tmp)
         log_path = workdir / f"attempt-{spec.attempt}.log"
         progress.log_file = log_path.open("w", encoding="utf-8")
-        spec_path = workdir / "spec.json"
-        spec_path.write_text(spec.model_dump_json())
-        # Whole GPUs: the job sees exactly its devices ("" hides every GPU from a CPU job).
-        env = dict(
-            os.environ, PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false", CUDA_VISIBLE_DEVICES=devices
-        )
-        proc = subprocess.Popen(
-            _trainer_command(spec_path, workdir / "work"),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-            cwd=workdir,  # whatever the trainer writes by accident stays in the job's folder
-            start_new_session=True,  # its own process group, killed as a whole
-        )
-        lines: queue.Queue[tuple[str, str]] = queue.Queue()
-        readers = [
-            threading.Thread(target=_pump, args=(proc.stdout, "out", lines), daemon=True),
-            threading.Thread(target=_pump, args=(proc.stderr, "err", lines), daemon=True),
-        ]
-        for reader in readers:
-            reader.start()
+        try:
+            returncode, stop_reason = _supervise(
+                spec, client, worker, workdir, devices, progress, heartbeat_seconds
+            )
+        except Exception as exc:  # the supervisor itself broke: the job must still end, with the reason
+            log.exception("supervising job %s failed", spec.job_id)
+            returncode, stop_reason = None, ""
+            progress.log_line(f"tuneyard: the worker's supervisor failed: {exc}", from_stderr=True)
+        progress.log_file.close()
+        log_uri = _log_store(progress.run_id, log_path)
+        result = _result(spec, worker, returncode, progress, stop_reason, log_uri)
+    if not client.finish(job_id=spec.job_id, result=result):
+        log.warning("job %s attempt %s: the control plane refused the result", spec.job_id, spec.attempt)
+    return result.outcome
 
+
+def _supervise(
+    spec: JobSpec,
+    client: ControlPlaneClient,
+    worker: str,
+    workdir: Path,
+    devices: str,
+    progress: _Progress,
+    heartbeat_seconds: float,
+) -> tuple[int | None, str]:
+    """Run the trainer to its end or its stop; returns (exit code, stop reason).
+
+    Whatever happens here, the trainer's process group does not outlive it.
+    """
+    spec_path = workdir / "spec.json"
+    spec_path.write_text(spec.model_dump_json())
+    env = dict(os.environ, PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false")
+    # Whole GPUs: the job sees exactly its devices ("" hides every GPU from a CPU job).
+    env["CUDA_VISIBLE_DEVICES"] = devices
+    proc = subprocess.Popen(
+        _trainer_command(spec_path, workdir / "work"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        encoding="utf-8",
+        errors="replace",  # a stray byte from a C library must not stop the log readers
+        env=env,
+        cwd=workdir,  # whatever the trainer writes by accident stays in the job's folder
+        start_new_session=True,  # its own process group, killed as a whole
+    )
+    lines: queue.Queue[tuple[str, str]] = queue.Queue()
+    readers = [
+        threading.Thread(target=_pump, args=(proc.stdout, "out", lines), daemon=True),
+        threading.Thread(target=_pump, args=(proc.stderr, "err", lines), daemon=True),
+    ]
+    for reader in readers:
+        reader.start()
+    try:
         stop_reason = ""
         next_beat = time.monotonic()
         while True:
@@ -168,15 +224,11 @@ def job_run(
                     reader.join(timeout=5)
                 _drain(lines, progress)
                 _send_heartbeat(client, spec, worker, progress)
-                break
+                return proc.returncode, stop_reason
             time.sleep(0.1)
-
-        progress.log_file.close()
-        log_uri = _log_store(progress.run_id, log_path)
-        result = _result(spec, worker, proc.returncode, progress, stop_reason, log_uri)
-    if not client.finish(job_id=spec.job_id, result=result):
-        log.warning("job %s attempt %s: the control plane refused the result", spec.job_id, spec.attempt)
-    return result.outcome
+    finally:
+        if proc.poll() is None:
+            _kill_group(proc)
 
 
 def _drain(lines: queue.Queue[tuple[str, str]], progress: _Progress) -> None:
@@ -190,19 +242,25 @@ def _drain(lines: queue.Queue[tuple[str, str]], progress: _Progress) -> None:
         event = parse(line) if source == "out" else None
         if event is not None:
             progress.take(event)
-            continue
-        progress.pending_logs.append(line)
-        if progress.log_file is not None:
-            progress.log_file.write(line + "\n")
-        if source == "err":
-            progress.stderr_tail.append(line)
+        else:
+            progress.log_line(line, from_stderr=source == "err")
 
 
-def _send_heartbeat(client: ControlPlaneClient, spec: JobSpec, worker: str, progress: _Progress):
+def _send_heartbeat(
+    client: ControlPlaneClient, spec: JobSpec, worker: str, progress: _Progress
+) -> HeartbeatReply | None:
+    """Send what is pending; kept for the next beat if the control plane could not take it now."""
     try:
         reply = client.heartbeat(job_id=spec.job_id, heartbeat=progress.heartbeat(spec, worker))
-    except httpx.HTTPError:
-        # Keep the pending points; the next heartbeat carries them.
+    except httpx.HTTPStatusError as exc:
+        status = exc.response.status_code
+        if status >= 500:
+            log.warning("heartbeat for job %s failed (%s); will retry", spec.job_id, status)
+            return None
+        # Refused as it is: the same points sent again would be refused forever.
+        log.error("heartbeat for job %s refused, points dropped: %s", spec.job_id, exc.response.text[:500])
+        reply = None
+    except httpx.TransportError:
         log.warning("heartbeat for job %s failed; will retry", spec.job_id, exc_info=True)
         return None
     progress.sent()

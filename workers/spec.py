@@ -15,7 +15,7 @@ import re
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 SCHEMA_VERSION = 1
 
@@ -158,16 +158,26 @@ class ClaimRequest(_Frozen):
     worker: str = Field(min_length=1, max_length=200)
 
 
+# Bounds that match the control plane's columns, so a bad event is a 400, never a database error.
+Step = Annotated[int, Field(ge=0, le=2**31 - 1)]
+MetricName = Annotated[str, StringConstraints(min_length=1, max_length=100)]
+MetricValue = Annotated[float, Field(allow_inf_nan=False)]
+RunId = Annotated[str, StringConstraints(max_length=64)]
+LOG_LINE_MAX_CHARS = 2000
+
+
 class Heartbeat(_Frozen):
     attempt: int = Field(ge=1)
     worker: str = Field(min_length=1, max_length=200)
     progress: float = Field(0.0, ge=0.0, le=1.0)
-    step: int = Field(0, ge=0)
-    total_steps: int = Field(0, ge=0)
+    step: Step = 0
+    total_steps: Step = 0
     # Metric points since the last heartbeat, by name, as (step, value) pairs.
-    metrics: dict[str, list[tuple[int, float]]] = Field(default_factory=dict)
-    mlflow_run_id: str | None = None
-    log_lines: list[str] = Field(default_factory=list, max_length=1000)
+    metrics: dict[MetricName, list[tuple[Step, MetricValue]]] = Field(default_factory=dict, max_length=100)
+    mlflow_run_id: RunId | None = None
+    log_lines: list[Annotated[str, StringConstraints(max_length=LOG_LINE_MAX_CHARS)]] = Field(
+        default_factory=list, max_length=1000
+    )
 
 
 class HeartbeatReply(_Frozen):
@@ -185,10 +195,12 @@ class JobResult(_Frozen):
     attempt: int = Field(ge=1)
     worker: str = Field(min_length=1, max_length=200)
     outcome: JobOutcome
-    metrics: dict[str, float] = Field(default_factory=dict)
-    # Artifact name -> URI a machine elsewhere can read ("adapter", "model").
-    artifacts: dict[str, str] = Field(default_factory=dict)
-    mlflow_run_id: str | None = None
+    metrics: dict[MetricName, MetricValue] = Field(default_factory=dict, max_length=100)
+    # Artifact name -> URI a machine elsewhere can read ("adapter", "model", "log").
+    artifacts: dict[
+        Annotated[str, StringConstraints(max_length=100)], Annotated[str, StringConstraints(max_length=2000)]
+    ] = Field(default_factory=dict, max_length=20)
+    mlflow_run_id: RunId | None = None
     error: str = Field("", max_length=20_000)
 
     @model_validator(mode="after")

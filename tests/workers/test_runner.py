@@ -1,0 +1,120 @@
+"""The runner against the live control plane, with stand-in trainers that misbehave the way
+real ones do: NaN losses, stray bytes, huge lines, hanging, and a supervisor that breaks."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+
+import pytest
+
+from controlplane.training.models import Job, JobStatus
+from controlplane.training.services import job_cancel
+from tests.factories import job_make
+from workers import runner
+from workers.controlplane_client import ControlPlaneClient
+from workers.spec import JobSpec
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+NOISY = r"""
+import json, sys
+P = "@@tuneyard "
+def emit(e): print(P + json.dumps(e), flush=True)
+nan = float("nan")
+emit({"event": "progress", "step": 1, "total_steps": 2, "metrics": {"loss": nan, "learning_rate": 0.1}})
+sys.stdout.buffer.write(b"bad byte \xff here\n"); sys.stdout.flush()
+print("x" * 5000 + "\0tail", flush=True)
+emit({"event": "progress", "step": 2, "total_steps": 2, "metrics": {"loss": 1.5}})
+metrics = {"train_loss": float("inf"), "train_runtime": 1.0}
+emit({"event": "result", "metrics": metrics, "artifacts": {"model": "runs:/x/model"}})
+"""
+
+HANGS = r"""
+import os, sys, time, pathlib
+pathlib.Path(sys.argv[1]).write_text(str(os.getpid()))
+event = '{"event": "progress", "step": 1, "total_steps": 100, "metrics": {"loss": 2.0}}'
+print("@@tuneyard " + event, flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.fixture
+def client(live_server, settings):
+    client = ControlPlaneClient(live_server.url, settings.WORKER_TOKEN, tries=2)
+    yield client
+    client.close()
+
+
+def _spec(job: Job) -> JobSpec:
+    from controlplane.training.services import job_spec_build
+
+    return job_spec_build(
+        Job.objects.select_related("project", "base_model", "dataset_version").get(pk=job.pk)
+    )
+
+
+def test_nan_metrics_stray_bytes_and_huge_lines_do_not_break_the_job(people, client, monkeypatch):
+    monkeypatch.setattr(runner, "_trainer_command", lambda spec_path, workdir: [sys.executable, "-c", NOISY])
+    job = job_make(people["demo"], people["alice"])
+    assert runner.job_run(_spec(job), client=client, worker="w1", heartbeat_seconds=0.2) == "succeeded"
+    job.refresh_from_db()
+    assert job.status == JobStatus.SUCCEEDED
+    assert job.metrics == {"train_runtime": 1.0}  # the infinite loss is not a metric
+    points = set(job.metric_points.values_list("name", "step", "value"))
+    assert points == {("learning_rate", 1, 0.1), ("loss", 2, 1.5)}
+    lines = list(job.log_lines.values_list("text", flat=True))
+    assert any("loss is nan at step 1" in line for line in lines)
+    assert any("bad byte \ufffd here" in line for line in lines)
+    long = next(line for line in lines if line.startswith("xxx"))
+    assert len(long) == 2000 and "\0" not in long
+
+
+def test_a_cancel_kills_the_trainer_and_its_whole_process_group(people, client, monkeypatch, tmp_path):
+    pid_file = tmp_path / "pid"
+    monkeypatch.setattr(
+        runner, "_trainer_command", lambda spec_path, workdir: [sys.executable, "-c", HANGS, str(pid_file)]
+    )
+    job = job_make(people["demo"], people["alice"])
+    outcome: list[str] = []
+    thread = threading.Thread(
+        target=lambda: outcome.append(
+            runner.job_run(_spec(job), client=client, worker="w1", heartbeat_seconds=0.2)
+        )
+    )
+    thread.start()
+    deadline = time.monotonic() + 30
+    while Job.objects.get(pk=job.pk).step < 1:
+        assert time.monotonic() < deadline, "the trainer never reported"
+        time.sleep(0.1)
+    job_cancel(job=Job.objects.get(pk=job.pk), user=people["alice"])
+    thread.join(timeout=30)
+    assert outcome == ["cancelled"]
+    assert Job.objects.get(pk=job.pk).status == JobStatus.CANCELLED
+    with pytest.raises(ProcessLookupError):
+        os.kill(int(pid_file.read_text()), 0)
+
+
+def test_a_broken_supervisor_still_kills_the_trainer_and_fails_the_job(people, client, monkeypatch, tmp_path):
+    pid_file = tmp_path / "pid"
+    monkeypatch.setattr(
+        runner, "_trainer_command", lambda spec_path, workdir: [sys.executable, "-c", HANGS, str(pid_file)]
+    )
+    real_drain = runner._drain
+    calls = []
+
+    def drain_then_break(lines, progress):
+        real_drain(lines, progress)
+        calls.append(1)
+        if progress.step >= 1:
+            raise RuntimeError("supervisor bug")
+
+    monkeypatch.setattr(runner, "_drain", drain_then_break)
+    job = job_make(people["demo"], people["alice"])
+    assert runner.job_run(_spec(job), client=client, worker="w1", heartbeat_seconds=0.2) == "failed"
+    job.refresh_from_db()
+    assert job.status == JobStatus.FAILED and "supervisor failed: supervisor bug" in job.error
+    with pytest.raises(ProcessLookupError):
+        os.kill(int(pid_file.read_text()), 0)
