@@ -1,8 +1,9 @@
 """Refuses text that no database column can hold, before any view sees it.
 
-PostgreSQL text cannot contain NUL characters; a NUL in a query parameter, a
-form field or a JSON body would otherwise surface as a 500 deep inside a
-query. One check here covers every view, page and API alike.
+PostgreSQL text cannot contain NUL characters, and no UTF-8 column can hold a
+lone surrogate (JSON allows "\\ud800"); either in a query parameter, a form
+field or a JSON body would otherwise surface as a 500 deep inside a query.
+One check here covers every view, page and API alike.
 """
 
 from __future__ import annotations
@@ -13,40 +14,49 @@ from typing import Any
 
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
 
-MESSAGE = "Text may not contain NUL (\\0) characters."
+MESSAGE = "Text may not contain NUL (\\0) characters or unpaired surrogates."
 
 
-def _has_nul(value: Any) -> bool:
+def _storable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return "\x00" not in text
+
+
+def _unstorable(value: Any) -> bool:
+    """True if any text in ``value`` (a string, or lists, tuples and dicts of them) cannot be stored."""
     if isinstance(value, str):
-        return "\x00" in value
+        return not _storable(value)
     if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_has_nul(item) for item in value)
+        return any(_unstorable(k) or _unstorable(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_unstorable(item) for item in value)
     return False
 
 
-def _request_has_nul(request: HttpRequest) -> bool:
-    if "\x00" in request.path or any(_has_nul(v) for v in request.GET.lists()):
+def _request_unstorable(request: HttpRequest) -> bool:
+    if not _storable(request.path) or _unstorable(list(request.GET.lists())):
         return True
     if request.method not in ("POST", "PUT", "PATCH"):
         return False
     if request.content_type == "application/json":
         try:
-            return _has_nul(json.loads(request.body or b"null"))
+            return _unstorable(json.loads(request.body or b"null"))
         except (ValueError, UnicodeDecodeError):
             return False  # malformed JSON: the parser's own 400 says so
     if request.content_type in ("multipart/form-data", "application/x-www-form-urlencoded"):
-        return any(_has_nul(key) or _has_nul(values) for key, values in request.POST.lists())
+        return _unstorable(list(request.POST.lists()))
     return False
 
 
-class NulCharacterGuard:
+class UnstorableTextGuard:
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        if _request_has_nul(request):
+        if _request_unstorable(request):
             if request.path.startswith(("/api/", "/internal/")):
                 return JsonResponse({"error": "validation_failed", "message": MESSAGE}, status=400)
             return HttpResponseBadRequest(MESSAGE)

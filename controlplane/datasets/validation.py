@@ -27,9 +27,15 @@ class InstructionFileSummary:
     errors: list[str] = field(default_factory=list)
 
 
-def _row_error(line_number: int, raw: bytes) -> str | None:
+BOM = b"\xef\xbb\xbf"
+
+
+def _row_parse(line_number: int, raw: bytes) -> InstructionRow | str:
+    """The row on this line, or a sentence saying what is wrong with it."""
+    if line_number == 1 and raw.startswith(BOM):
+        raw = raw[len(BOM) :]  # editors on Windows start UTF-8 files with a byte-order mark
     try:
-        data = json.loads(raw)
+        data = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
         return f"line {line_number}: is not UTF-8 text"
     except json.JSONDecodeError as exc:
@@ -37,13 +43,12 @@ def _row_error(line_number: int, raw: bytes) -> str | None:
     if not isinstance(data, dict):
         return f"line {line_number}: must be a JSON object with 'instruction' and 'output'"
     try:
-        InstructionRow.model_validate(data)
+        return InstructionRow.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "row"
         reason = "is missing" if first["type"] == "missing" else first["msg"].lower()
         return f"line {line_number}: '{where}' {reason}"
-    return None
 
 
 def instruction_file_check(stream: IO[bytes]) -> InstructionFileSummary:
@@ -54,17 +59,17 @@ def instruction_file_check(stream: IO[bytes]) -> InstructionFileSummary:
     for line_number, raw in enumerate(stream, start=1):
         if not raw.strip():
             continue
-        error = _row_error(line_number, raw)
-        if error:
+        row = _row_parse(line_number, raw)
+        if isinstance(row, str):
             error_count += 1
             if len(summary.errors) < MAX_REPORTED_ERRORS:
-                summary.errors.append(error)
+                summary.errors.append(row)
             continue
-        row = InstructionRow.model_validate_json(raw)
         digest.update(row.model_dump_json().encode() + b"\n")
         summary.row_count += 1
     if error_count:
-        more = f" (and {error_count - len(summary.errors)} more)" if error_count > len(summary.errors) else ""
+        hidden = error_count - len(summary.errors)
+        more = f" (and {hidden} more)" if hidden else ""
         raise ValidationFailed(
             f"{error_count} bad line(s); nothing was stored. {summary.errors[0]}{more}",
             details={"errors": summary.errors, "error_count": error_count},

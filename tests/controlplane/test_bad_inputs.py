@@ -64,7 +64,12 @@ def test_nul_characters_are_refused_everywhere(api_for, job, people):
     from django.test import Client
 
     api = api_for("alice")
-    _check(api.get("/api/v1/jobs?project=de\x00mo"))
+    nul_query = api.get("/api/v1/jobs?project=demo&x=\x00")
+    assert nul_query.status_code == 400 and "NUL" in nul_query.json()["message"]
+    surrogate = api.post(
+        "/api/v1/jobs", b'{"project": "demo", "name": "\\ud800"}', content_type="application/json"
+    )
+    assert surrogate.status_code == 400 and "surrogates" in surrogate.json()["message"]
     _check(api.post("/api/v1/jobs", {"project": "demo", "name": "a\x00b"}, format="json"))
     _check(api.post("/api/v1/jobs", {"project": "demo", "config": {"k\x00": 1}}, format="json"))
     _check(

@@ -95,3 +95,16 @@ def test_a_good_file_becomes_version_one_in_mlflow_and_the_same_content_is_not_s
     changed = _upload(api_for("bob"), GOOD + b'{"instruction": "new", "output": "row"}\n')
     assert changed.json()["version"] == 2
     assert DatasetVersion.objects.count() == 2
+
+
+def test_a_byte_order_mark_is_accepted_and_does_not_change_the_content(api_for, mlflow_server, tmp_path):
+    from workers.engine.data import read_instruction_rows
+
+    plain = _upload(api_for("alice"), GOOD)
+    with_bom = _upload(api_for("alice"), b"\xef\xbb\xbf" + GOOD)
+    assert with_bom.status_code == 201, with_bom.content
+    assert with_bom.json()["id"] == plain.json()["id"]
+    # ... and the worker reads such a file the same way.
+    path = tmp_path / "bom.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + GOOD)
+    assert [row.output for row in read_instruction_rows([path])] == ["hi", "3"]

@@ -55,7 +55,7 @@ def read_instruction_rows(files: Iterable[Path]) -> list[InstructionRow]:
     """
     rows: list[InstructionRow] = []
     for file in files:
-        with file.open(encoding="utf-8") as lines:
+        with file.open(encoding="utf-8-sig") as lines:
             for number, line in enumerate(lines, start=1):
                 if line.strip():
                     rows.append(_parse_row(line, number, file.name))
