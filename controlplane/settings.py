@@ -22,13 +22,13 @@ env = environ.Env(
 
 DEBUG = env("DEBUG")
 _DEV_SECRET = "dev-only-secret-key-not-for-production"
+_DEV_WORKER_TOKEN = "dev-worker-token"
 SECRET_KEY = env.str("SECRET_KEY", default=_DEV_SECRET)
 # Workers authenticate to the internal API with this shared token.
-WORKER_TOKEN = env.str("WORKER_TOKEN", default="dev-worker-token")
-if not DEBUG and env.bool("TUNEYARD_REQUIRE_SECRETS", default=False):
-    # Loud rather than silently insecure: a deployment must set real secrets.
-    if SECRET_KEY == _DEV_SECRET or WORKER_TOKEN == "dev-worker-token":
-        raise environ.ImproperlyConfigured("set SECRET_KEY and WORKER_TOKEN for a deployment")
+WORKER_TOKEN = env.str("WORKER_TOKEN", default=_DEV_WORKER_TOKEN)
+# controlplane/wsgi.py refuses to serve with these outside DEBUG (tests and
+# management commands may use them).
+USES_DEV_SECRETS = SECRET_KEY == _DEV_SECRET or WORKER_TOKEN == _DEV_WORKER_TOKEN
 
 ALLOWED_HOSTS = env("ALLOWED_HOSTS")
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])

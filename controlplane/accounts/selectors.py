@@ -11,7 +11,7 @@ from controlplane.accounts.models import Membership, Project, Role
 from controlplane.errors import Forbidden, NotFound
 
 User = AbstractBaseUser | AnonymousUser
-SLUG = re.compile(r"^[-a-zA-Z0-9_]{1,64}$")
+SLUG = re.compile(r"[-a-zA-Z0-9_]{1,64}")
 
 
 def project_list(*, user: User) -> QuerySet[Project]:
@@ -41,7 +41,7 @@ def project_role_check(*, user: User, project: Project, role: Role) -> Role:
 
 
 def project_get(*, user: User, slug: str, role: Role = Role.VIEWER) -> Project:
-    if not SLUG.match(slug):
+    if not SLUG.fullmatch(slug):
         raise NotFound(f"No project {slug[:100]!r}.")
     project = Project.objects.filter(slug=slug).first()
     if project is None:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django.contrib import admin
 
+from controlplane.admin import ReadOnlyAdmin
 from controlplane.datasets.models import Dataset, DatasetVersion
 
 
@@ -11,6 +12,6 @@ class DatasetAdmin(admin.ModelAdmin):
 
 
 @admin.register(DatasetVersion)
-class DatasetVersionAdmin(admin.ModelAdmin):
+class DatasetVersionAdmin(ReadOnlyAdmin):
+    # Immutable: a version's content lives at its URI, addressed by its hash.
     list_display = ["dataset", "version", "row_count", "sha256", "created_by", "created_at"]
-    readonly_fields = [f.name for f in DatasetVersion._meta.fields]

@@ -44,15 +44,23 @@ def model_version_create(*, job: Job, user, name: str) -> ModelVersion:
         name=mlflow_name, source=source, run_id=job.mlflow_run_id or None
     )
     # MLflow numbers versions atomically; we keep its number.
-    return ModelVersion.objects.create(
-        project=job.project,
-        name=name,
-        version=version,
-        job=job,
-        source_uri=source,
-        mlflow_name=mlflow_name,
-        created_by=user,
-    )
+    try:
+        with transaction.atomic():
+            return ModelVersion.objects.create(
+                project=job.project,
+                name=name,
+                version=version,
+                job=job,
+                source_uri=source,
+                mlflow_name=mlflow_name,
+                created_by=user,
+            )
+    except IntegrityError as exc:
+        # Our registry already has this number: MLflow's registry was reset or is shared.
+        raise Conflict(
+            f"MLflow numbered this {mlflow_name} version {version}, which Tuneyard already has; "
+            "its model registry does not match this control plane."
+        ) from exc
 
 
 def promotion_request(*, model_version: ModelVersion, user, target: str, comment: str = "") -> Promotion:

@@ -2,7 +2,8 @@ from __future__ import annotations
 
 from django.contrib import admin
 
-from controlplane.training.models import BaseModel, Job, JobEvent
+from controlplane.admin import ReadOnlyAdmin
+from controlplane.training.models import BaseModel, Job, JobEvent, Worker
 
 
 @admin.register(BaseModel)
@@ -26,9 +27,13 @@ class JobEventInline(admin.TabularInline):
 
 
 @admin.register(Job)
-class JobAdmin(admin.ModelAdmin):
+class JobAdmin(ReadOnlyAdmin):
+    # Jobs are created, dispatched and moved only by the training services.
     list_display = ["pk", "name", "project", "status", "attempt", "worker", "created_at"]
     list_filter = ["status", "queue"]
-    # Status changes go through services.job_transition, never the admin form.
-    readonly_fields = ["status", "attempt"]
     inlines = [JobEventInline]
+
+
+@admin.register(Worker)
+class WorkerAdmin(ReadOnlyAdmin):
+    list_display = ["name", "host", "queues", "last_seen"]

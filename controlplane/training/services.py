@@ -354,6 +354,20 @@ def jobs_recover_lost() -> dict[str, int]:
     cutoff = timezone.now() - timedelta(seconds=settings.JOB_HEARTBEAT_TIMEOUT_SECONDS)
     silent = Job.objects.filter(status__in=[S.RUNNING, S.CANCELLING], heartbeat_at__lt=cutoff)
     counts = {"retried": 0, "failed": 0, "cancelled": 0}
+    heard_lately = (
+        Job.objects.filter(heartbeat_at__gte=cutoff).exists()
+        or Worker.objects.filter(last_seen__gte=cutoff).exists()
+    )
+    if not heard_lately:
+        # Every worker silent at once is far likelier a deaf control plane (a web
+        # outage, a slow deploy) than every worker dying: retrying now would kill
+        # attempts that are fine. Once any worker is heard again, the sweep runs.
+        if silent.exists():
+            log.warning(
+                "no worker heard for %ss; silent jobs are not retried yet",
+                settings.JOB_HEARTBEAT_TIMEOUT_SECONDS,
+            )
+        return counts
     for job_id, status, attempt in silent.values_list("pk", "status", "attempt"):
         silence = f"no heartbeat for {settings.JOB_HEARTBEAT_TIMEOUT_SECONDS}s from attempt {attempt}"
         if status == S.CANCELLING:

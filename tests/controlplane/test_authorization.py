@@ -118,7 +118,22 @@ def test_the_outsider_gets_404_from_every_page(objects, people):
     assert _state(objects) == before
 
 
-def test_the_outsider_sees_no_deployments_of_other_projects(objects, api_for):
+def test_the_outsider_sees_no_deployments_of_other_projects(objects, api_for, people):
+    from django.utils import timezone
+
+    from controlplane.registry.models import Deployment
+
+    Deployment.objects.create(
+        project=people["demo"],
+        model_name="tiny-lora",
+        target="production",
+        model_version=objects["mv"],
+        promotion=objects["pr"],
+        approved_by=people["carol"],
+        approved_at=timezone.now(),
+    )
+    seen_by_alice = api_for("alice").get("/api/v1/deployments/production").json()["results"]
+    assert [d["model_name"] for d in seen_by_alice] == ["tiny-lora"]
     response = api_for("charlie").get("/api/v1/deployments/production")
     assert response.status_code == 200 and response.json()["results"] == []
 

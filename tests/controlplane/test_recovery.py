@@ -8,7 +8,7 @@ import pytest
 from django.utils import timezone
 
 from controlplane.errors import Conflict, Forbidden
-from controlplane.training.models import Job, JobStatus
+from controlplane.training.models import Job, JobStatus, Worker
 from controlplane.training.services import (
     job_cancel,
     job_claim,
@@ -31,6 +31,12 @@ def _silence(job: Job, seconds: int = 3600) -> None:
 
 
 @pytest.fixture
+def another_worker_is_heard():
+    """Some worker heartbeats now, so the silence of one is its own, not the control plane's."""
+    Worker.objects.create(name="healthy", host="h", queues=["cpu"], last_seen=timezone.now())
+
+
+@pytest.fixture
 def running(people):
     job = job_make(people["demo"], people["alice"], config=CONFIG)
     job_claim(job_id=job.pk, attempt=1, worker="w1")
@@ -45,7 +51,7 @@ def test_a_live_attempt_is_left_alone(running):
 
 
 def test_a_silent_attempt_is_retried_as_a_new_attempt_that_fences_the_old(
-    running, django_capture_on_commit_callbacks
+    running, another_worker_is_heard, django_capture_on_commit_callbacks
 ):
     _silence(running)
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
@@ -69,7 +75,7 @@ def test_a_silent_attempt_is_retried_as_a_new_attempt_that_fences_the_old(
     assert spec.attempt == 2
 
 
-def test_the_last_allowed_attempt_fails_with_the_reason(running, settings):
+def test_the_last_allowed_attempt_fails_with_the_reason(running, another_worker_is_heard, settings):
     settings.JOB_MAX_ATTEMPTS = 1
     _silence(running)
     assert jobs_recover_lost()["failed"] == 1
@@ -78,7 +84,7 @@ def test_the_last_allowed_attempt_fails_with_the_reason(running, settings):
     assert "no heartbeat" in running.error and "last of 1 attempts" in running.error
 
 
-def test_a_silent_cancelling_job_ends_cancelled(running, people):
+def test_a_silent_cancelling_job_ends_cancelled(running, another_worker_is_heard, people):
     job_cancel(job=running, user=people["alice"])
     _silence(running)
     assert jobs_recover_lost()["cancelled"] == 1
@@ -141,3 +147,15 @@ def test_logs_are_followed_with_a_cursor(running, api_for):
     assert follow["lines"] == ["three"]
     bad = client.get(f"/api/v1/jobs/{running.pk}/logs", {"after": "-1"})
     assert bad.status_code == 400
+
+
+def test_no_job_is_retried_while_no_worker_at_all_is_heard(running, people):
+    # Every worker silent at once: the control plane was deaf, not the workers dead.
+    _silence(running)
+    assert jobs_recover_lost()["retried"] == 0
+    running.refresh_from_db()
+    assert running.status == JobStatus.RUNNING
+    # Once any worker is heard again, the silent job is retried.
+    other = job_make(people["demo"], people["alice"], config=CONFIG)
+    job_claim(job_id=other.pk, attempt=1, worker="w2")
+    assert jobs_recover_lost()["retried"] == 1
