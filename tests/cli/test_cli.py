@@ -1,0 +1,101 @@
+"""The `tuneyard` command line, run as a process against the live control plane."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from controlplane.demo import demo_jsonl
+from tests.conftest import PASSWORD
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def tuneyard(*args: str, url: str, token: str | None = None, password: str | None = None):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TUNEYARD_")}
+    env |= {"TUNEYARD_URL": url}
+    if token:
+        env["TUNEYARD_TOKEN"] = token
+    if password:
+        env["TUNEYARD_PASSWORD"] = password
+    return subprocess.run(
+        [sys.executable, "-m", "tuneyard_cli", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_without_a_token_or_a_server_it_says_so():
+    no_token = tuneyard("projects", url="http://127.0.0.1:9")
+    assert no_token.returncode == 2 and "no token" in no_token.stderr
+    unreachable = tuneyard("projects", url="http://127.0.0.1:9", token="t")
+    assert unreachable.returncode == 3 and "cannot reach" in unreachable.stderr
+
+
+@pytest.mark.e2e
+@pytest.mark.django_db(transaction=True)
+def test_ci_drives_the_whole_path_from_the_shell(people, live_server, worker, tiny_model_uri, tmp_path):
+    from controlplane.training.models import BaseModel
+
+    base = BaseModel.objects.create(project=people["demo"], name="tiny", uri=tiny_model_uri)
+    url = live_server.url
+    token = tuneyard("token", "alice", url=url, password=PASSWORD).stdout.strip()
+    carol = tuneyard("token", "carol", url=url, password=PASSWORD).stdout.strip()
+    assert len(token) == 40 and len(carol) == 40
+
+    data = tmp_path / "data.jsonl"
+    data.write_bytes(demo_jsonl(32))
+    uploaded = tuneyard("upload", str(data), "--project", "demo", "--name", "cli-data", url=url, token=token)
+    assert uploaded.returncode == 0, uploaded.stderr
+    dataset = json.loads(uploaded.stdout)["id"]
+
+    config = tmp_path / "config.yaml"
+    config.write_text("method: {name: lora, r: 4}\nhyperparameters: {max_steps: 6, max_seq_length: 64}\n")
+    submitted = tuneyard(
+        "submit", "--project", "demo", "--base-model", str(base.pk), "--dataset-version", str(dataset),
+        "--config", str(config), "--wait", url=url, token=token,
+    )  # fmt: skip
+    assert submitted.returncode == 0, submitted.stderr
+    job = json.loads(submitted.stdout)
+    assert job["status"] == "succeeded" and job["config"]["method"]["r"] == 4
+    assert "100.0%" in submitted.stderr  # the progress bar reached its end
+
+    logs = tuneyard("logs", str(job["id"]), url=url, token=token)
+    assert logs.returncode == 0 and logs.stdout.strip()
+
+    version = json.loads(
+        tuneyard("register", str(job["id"]), "--name", "cli-lora", url=url, token=token).stdout
+    )
+    promotion = json.loads(tuneyard("promote", str(version["id"]), url=url, token=token).stdout)
+    refused = tuneyard("approve", str(promotion["id"]), url=url, token=token)
+    assert refused.returncode == 2 and "approver" in refused.stderr
+    assert tuneyard("approve", str(promotion["id"]), url=url, token=carol).returncode == 0
+    deployed = json.loads(
+        tuneyard("deployed", "production", "--model", "cli-lora", url=url, token=token).stdout
+    )
+    assert [(d["model_name"], d["approved_by"]) for d in deployed["results"]] == [("cli-lora", "carol")]
+
+    # Cancel, retry and clone, each twice where it should be idempotent.
+    clone = json.loads(tuneyard("clone", str(job["id"]), url=url, token=token).stdout)
+    assert clone["id"] != job["id"]
+    for _ in range(2):
+        cancelled = tuneyard("cancel", str(clone["id"]), url=url, token=token)
+        assert cancelled.returncode == 0 and json.loads(cancelled.stdout)["status"] in (
+            "cancelled",
+            "cancelling",
+        )
+    assert tuneyard("wait", str(clone["id"]), url=url, token=token).returncode == 1  # ended, not succeeded
+    for _ in range(2):
+        retried = json.loads(tuneyard("retry", str(clone["id"]), url=url, token=token).stdout)
+        assert retried["attempt"] == 2
+    assert tuneyard("wait", str(clone["id"]), url=url, token=token).returncode == 0
+    bad = tuneyard("retry", str(job["id"]), url=url, token=token)
+    assert bad.returncode == 2 and "clone it" in bad.stderr

@@ -1,0 +1,1 @@
+"""``tuneyard``: the command line for people and CI/CD, over the REST API."""

@@ -1,0 +1,216 @@
+"""tuneyard: drive Tuneyard from a shell or a CI pipeline, over the REST API.
+
+The server and credentials come from ``--url`` / ``TUNEYARD_URL`` and
+``--token`` / ``TUNEYARD_TOKEN`` (``tuneyard token`` prints one). Exit codes:
+0 done, 1 the job ended other than succeeded, 2 refused (a sentence says why),
+3 the server could not be reached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+EXIT_JOB_FAILED, EXIT_REFUSED, EXIT_UNREACHABLE = 1, 2, 3
+FINISHED = {"succeeded", "failed", "cancelled"}
+
+
+class Refused(Exception):
+    """The server said no; the message is its sentence."""
+
+
+class Api:
+    def __init__(self, url: str, token: str | None) -> None:
+        headers = {"Authorization": f"Token {token}"} if token else {}
+        self.http = httpx.Client(base_url=url.rstrip("/") + "/api/v1/", headers=headers, timeout=60)
+
+    def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self.http.request(method, path, **kwargs)
+        if response.status_code >= 400:
+            try:
+                message = response.json().get("message") or response.text
+            except ValueError:
+                message = response.text[:300]
+            raise Refused(f"{response.status_code}: {message}")
+        return response.json()
+
+
+def _print(data: Any) -> None:
+    print(json.dumps(data, indent=2, sort_keys=True))
+
+
+def _config(path: str | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    text = Path(path).read_text(encoding="utf-8")
+    if path.endswith((".yaml", ".yml")):
+        import yaml
+
+        return yaml.safe_load(text) or {}
+    return json.loads(text)
+
+
+def _bar(job: dict[str, Any]) -> str:
+    done = int(job["progress"] * 30)
+    return f"\rjob {job['id']} {job['status']:<10} [{'#' * done}{'.' * (30 - done)}] {job['progress']:6.1%}"
+
+
+def job_wait(api: Api, job_id: int, *, interval: float = 2.0) -> dict[str, Any]:
+    """Poll until the job ends, drawing a progress bar on stderr."""
+    started = time.monotonic()
+    while True:
+        job = api.call("GET", f"jobs/{job_id}")
+        eta = ""
+        if 0 < job["progress"] < 1:
+            left = (time.monotonic() - started) * (1 - job["progress"]) / job["progress"]
+            eta = f"  ETA {int(left) // 60}m{int(left) % 60:02d}s"
+        print(_bar(job) + eta, end="", file=sys.stderr, flush=True)
+        if job["status"] in FINISHED:
+            print(file=sys.stderr)
+            return job
+        time.sleep(interval)
+
+
+def _ended(job: dict[str, Any]) -> int:
+    _print(job)
+    return 0 if job["status"] == "succeeded" else EXIT_JOB_FAILED
+
+
+def run(args: argparse.Namespace, api: Api) -> int:  # noqa: C901 - one branch per command
+    command = args.command
+    if command == "token":
+        password = os.environ.get("TUNEYARD_PASSWORD") or getpass.getpass(f"password for {args.username}: ")
+        body = api.call("POST", "auth/token", data={"username": args.username, "password": password})
+        print(body["token"])
+    elif command == "projects":
+        _print(api.call("GET", "projects"))
+    elif command == "upload":
+        with open(args.file, "rb") as handle:
+            _print(
+                api.call(
+                    "POST",
+                    "datasets",
+                    data={"project": args.project, "name": args.name},
+                    files={"file": handle},
+                )
+            )
+    elif command == "submit":
+        body = {
+            "project": args.project,
+            "base_model": args.base_model,
+            "dataset_version": args.dataset_version,
+            "config": _config(args.config),
+            "name": args.name or "",
+        }
+        job = api.call("POST", "jobs", json=body)
+        if not args.wait:
+            _print(job)
+            return 0
+        return _ended(job_wait(api, job["id"]))
+    elif command in ("get", "cancel", "retry", "clone"):
+        path = f"jobs/{args.job}" if command == "get" else f"jobs/{args.job}/{command}"
+        _print(api.call("GET" if command == "get" else "POST", path))
+    elif command == "wait":
+        return _ended(job_wait(api, args.job))
+    elif command == "logs":
+        after = 0
+        while True:
+            page = api.call("GET", f"jobs/{args.job}/logs", params={"after": after})
+            for line in page["lines"]:
+                print(line)
+            after = page["next"]
+            if not args.follow or (page["finished"] and not page["lines"]):
+                return 0
+            time.sleep(1.0)
+    elif command == "register":
+        _print(api.call("POST", "model-versions", json={"job": args.job, "name": args.name}))
+    elif command == "promote":
+        body = {"model_version": args.model_version, "target": args.target, "comment": args.comment}
+        _print(api.call("POST", "promotions", json=body))
+    elif command in ("approve", "reject"):
+        _print(api.call("POST", f"promotions/{args.promotion}/{command}", json={"comment": args.comment}))
+    elif command == "deployed":
+        params = {key: value for key, value in (("project", args.project), ("model", args.model)) if value}
+        _print(api.call("GET", f"deployments/{args.target}", params=params))
+    return 0
+
+
+def parser_build() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tuneyard", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--url", default=os.environ.get("TUNEYARD_URL", "http://127.0.0.1:8000"))
+    parser.add_argument("--token", default=os.environ.get("TUNEYARD_TOKEN"))
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    token = commands.add_parser(
+        "token", help="print an API token (password from TUNEYARD_PASSWORD or a prompt)"
+    )
+    token.add_argument("username")
+    commands.add_parser("projects", help="the projects you belong to")
+    upload = commands.add_parser("upload", help="upload a JSONL instruction dataset")
+    upload.add_argument("file")
+    upload.add_argument("--project", required=True)
+    upload.add_argument("--name", required=True)
+    submit = commands.add_parser("submit", help="launch a fine-tune")
+    submit.add_argument("--project", required=True)
+    submit.add_argument("--base-model", type=int, required=True)
+    submit.add_argument("--dataset-version", type=int, required=True)
+    submit.add_argument("--config", help="a JSON or YAML file: method, hyperparameters, resources")
+    submit.add_argument("--name")
+    submit.add_argument("--wait", action="store_true", help="wait for the end; exit 1 unless it succeeded")
+    for name, text in (
+        ("get", "show a job"),
+        ("wait", "wait for a job to end, with a progress bar; exit 1 unless it succeeded"),
+        ("cancel", "cancel a job (idempotent)"),
+        ("retry", "run a failed or cancelled job again (idempotent)"),
+        ("clone", "launch a new job like this one"),
+    ):
+        sub = commands.add_parser(name, help=text)
+        sub.add_argument("job", type=int)
+    logs = commands.add_parser("logs", help="print a job's log")
+    logs.add_argument("job", type=int)
+    logs.add_argument("--follow", "-f", action="store_true")
+    register = commands.add_parser("register", help="register a succeeded job's result as a model version")
+    register.add_argument("job", type=int)
+    register.add_argument("--name", required=True)
+    promote = commands.add_parser("promote", help="ask for a model version's promotion")
+    promote.add_argument("model_version", type=int)
+    promote.add_argument("--target", default="production")
+    promote.add_argument("--comment", default="")
+    for name in ("approve", "reject"):
+        decide = commands.add_parser(name, help=f"{name} a promotion request (approvers)")
+        decide.add_argument("promotion", type=int)
+        decide.add_argument("--comment", default="")
+    deployed = commands.add_parser("deployed", help="what is deployed to a target")
+    deployed.add_argument("target", nargs="?", default="production")
+    deployed.add_argument("--project")
+    deployed.add_argument("--model")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser_build().parse_args(argv)
+    if args.command != "token" and not args.token:
+        print(
+            "tuneyard: no token; set TUNEYARD_TOKEN or pass --token (tuneyard token USER prints one)",
+            file=sys.stderr,
+        )
+        return EXIT_REFUSED
+    try:
+        return run(args, Api(args.url, args.token))
+    except Refused as exc:
+        print(f"tuneyard: refused: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    except httpx.TransportError as exc:
+        print(f"tuneyard: cannot reach {args.url}: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    except (OSError, ValueError) as exc:
+        print(f"tuneyard: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
