@@ -53,6 +53,19 @@ def wait_for(
     raise AssertionError(f"job {job_id} stayed {seen[-1]} (seen {seen})")
 
 
+def submit(setup: dict, config: dict, *, base_model: int | None = None) -> int:
+    """Launch a job as alice on the setup's dataset; returns its id."""
+    body = {
+        "project": "demo",
+        "base_model": base_model or setup["base"],
+        "dataset_version": setup["dataset"],
+        "config": config,
+    }
+    response = setup["alice"].post("jobs", json=body)
+    assert response.status_code == 201, response.text
+    return response.json()["id"]
+
+
 @pytest.fixture
 def setup(people, live_server, worker, tiny_model_uri):
     alice = api(live_server, "alice")
@@ -69,17 +82,7 @@ def setup(people, live_server, worker, tiny_model_uri):
 
 def test_dataset_to_approved_deployment_through_the_api(setup, live_server, mlflow_server):
     alice = setup["alice"]
-    submitted = alice.post(
-        "jobs",
-        json={
-            "project": "demo",
-            "base_model": setup["base"],
-            "dataset_version": setup["dataset"],
-            "config": FAST_LORA,
-        },
-    )
-    assert submitted.status_code == 201, submitted.text
-    job_id = submitted.json()["id"]
+    job_id = submit(setup, FAST_LORA)
     job, seen = wait_for(alice, job_id, {"succeeded", "failed"})
     assert job["status"] == "succeeded", job["error"]
     assert seen[-1] == "succeeded" and "queued" not in seen[1:]
@@ -144,15 +147,7 @@ def test_dataset_to_approved_deployment_through_the_api(setup, live_server, mlfl
 def test_a_running_job_can_be_cancelled_and_the_worker_carries_on(setup):
     alice = setup["alice"]
     long = dict(FAST_LORA, hyperparameters={**FAST_LORA["hyperparameters"], "max_steps": 100_000})
-    job_id = alice.post(
-        "jobs",
-        json={
-            "project": "demo",
-            "base_model": setup["base"],
-            "dataset_version": setup["dataset"],
-            "config": long,
-        },
-    ).json()["id"]
+    job_id = submit(setup, long)
     wait_for(alice, job_id, {"running"})
     # Wait for real training steps, so the cancel hits a busy trainer.
     deadline = time.monotonic() + 120
@@ -167,29 +162,13 @@ def test_a_running_job_can_be_cancelled_and_the_worker_carries_on(setup):
     bad_base = alice.post(
         "base-models", json={"project": "demo", "name": "missing", "uri": "/nonexistent/model"}
     ).json()
-    failed_id = alice.post(
-        "jobs",
-        json={
-            "project": "demo",
-            "base_model": bad_base["id"],
-            "dataset_version": setup["dataset"],
-            "config": FAST_LORA,
-        },
-    ).json()["id"]
+    failed_id = submit(setup, FAST_LORA, base_model=bad_base["id"])
     failed, _ = wait_for(alice, failed_id, {"failed", "succeeded"})
     assert failed["status"] == "failed" and failed["error"]
 
     # A job needing a GPU that lands on a CPU worker fails with the reason, not on the CPU.
     gpu_job = dict(FAST_LORA, resources={"gpus": 1, "queue": "cpu"})
-    gpu_id = alice.post(
-        "jobs",
-        json={
-            "project": "demo",
-            "base_model": setup["base"],
-            "dataset_version": setup["dataset"],
-            "config": gpu_job,
-        },
-    ).json()["id"]
+    gpu_id = submit(setup, gpu_job)
     refused, _ = wait_for(alice, gpu_id, {"failed", "succeeded"})
     assert refused["status"] == "failed" and "needs 1 GPU(s); this worker has 0" in refused["error"]
 
