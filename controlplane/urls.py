@@ -26,6 +26,7 @@ from controlplane.training.api import (
     JobLogsApi,
     JobMetricsApi,
     JobRetryApi,
+    UsageApi,
     WorkerHeartbeatApi,
     WorkerListApi,
 )
@@ -57,6 +58,7 @@ api_v1 = [
     ),
     path("deployments/<str:target>", DeploymentListApi.as_view(), name="api-deployments"),
     path("workers", WorkerListApi.as_view(), name="api-workers"),
+    path("usage", UsageApi.as_view(), name="api-usage"),
     path("schema", SpectacularAPIView.as_view(), name="api-schema"),
     path("docs", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
 ]

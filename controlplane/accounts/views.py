@@ -9,7 +9,9 @@ from controlplane.accounts.selectors import membership_role, project_get, projec
 from controlplane.datasets.selectors import dataset_version_list
 from controlplane.errors import page_errors
 from controlplane.registry.selectors import deployment_list, model_version_list, promotion_list
-from controlplane.training.selectors import base_model_list, job_list
+from controlplane.training.selectors import base_model_list, job_list, usage_by_user
+
+USAGE_DAYS = 30
 
 
 @login_required
@@ -39,5 +41,7 @@ def project_overview(request: HttpRequest, slug: str) -> HttpResponse:
             "model_versions": model_version_list(project=project),
             "promotions": promotion_list(project=project)[:50],
             "deployments": deployment_list(user=request.user, project=project),
+            "usage": usage_by_user(project=project, days=USAGE_DAYS),
+            "usage_days": USAGE_DAYS,
         },
     )

@@ -46,6 +46,9 @@ class JobSerializer(serializers.Serializer):
     metrics = serializers.JSONField()
     artifacts = serializers.JSONField()
     error = serializers.CharField()
+    gpus = serializers.IntegerField()
+    run_seconds = serializers.FloatField()
+    gpu_hours = serializers.FloatField()
     created_by = serializers.CharField(source="created_by.username")
     created_at = serializers.DateTimeField()
     started_at = serializers.DateTimeField()
@@ -214,3 +217,16 @@ class WorkerListApi(APIView):
                 ]
             }
         )
+
+
+class UsageApi(APIView):
+    """Run-hours and GPU-hours per person in a project, over the last ``days`` days (default 30)."""
+
+    def get(self, request: Request) -> Response:
+        project = project_from_request(request)
+        days = _query_int(request, "days", default=30)
+        if not 1 <= days <= 3660:
+            raise ValidationFailed("'days' is between 1 and 3660.")
+        rows = selectors.usage_by_user(project=project, days=days)
+        total = {key: round(sum(row[key] for row in rows), 4) for key in ("jobs", "run_hours", "gpu_hours")}
+        return Response({"project": project.slug, "days": days, "by_user": rows, "total": total})

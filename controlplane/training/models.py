@@ -50,6 +50,8 @@ class Job(models.Model):
     # A validated workers.spec.TrainingConfig, as JSON.
     config = models.JSONField()
     queue = models.CharField(max_length=64)
+    # Whole GPUs the job holds while it runs (from its config's resources).
+    gpus = models.PositiveIntegerField(default=0)
 
     # Only training.services.job_transition writes status and attempt.
     status = models.CharField(max_length=16, choices=JobStatus.choices, default=JobStatus.QUEUED)
@@ -64,6 +66,8 @@ class Job(models.Model):
     metrics = models.JSONField(default=dict, blank=True)
     artifacts = models.JSONField(default=dict, blank=True)
     error = models.TextField(blank=True)
+    # Wall-clock seconds of all its attempts' running time; GPU-hours are gpus x this.
+    run_seconds = models.FloatField(default=0.0)
 
     created_at = models.DateTimeField(auto_now_add=True)
     dispatched_at = models.DateTimeField(null=True, blank=True)
@@ -89,6 +93,10 @@ class Job(models.Model):
     @property
     def config_json(self) -> str:
         return json.dumps(self.config, sort_keys=True)
+
+    @property
+    def gpu_hours(self) -> float:
+        return self.gpus * self.run_seconds / 3600
 
     @property
     def progress_percent(self) -> int:

@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from django.conf import settings
-from django.db.models import QuerySet
+from django.db.models import Count, F, FloatField, QuerySet, Sum
 from django.utils import timezone
 
 from controlplane.accounts.models import Project, Role
@@ -71,4 +71,28 @@ def worker_list(*, user) -> list[dict]:
             "hidden_jobs": sum(1 for i in worker.running_job_ids if i not in visible),
         }
         for worker in workers
+    ]
+
+
+def usage_by_user(*, project: Project, days: int) -> list[dict]:
+    """Jobs, run-hours and GPU-hours per person in the last ``days`` days, largest first."""
+    since = timezone.now() - timedelta(days=days)
+    rows = (
+        Job.objects.filter(project=project, created_at__gte=since)
+        .values("created_by__username")
+        .annotate(
+            jobs=Count("pk"),
+            total_run_seconds=Sum("run_seconds"),
+            total_gpu_seconds=Sum(F("gpus") * F("run_seconds"), output_field=FloatField()),
+        )
+        .order_by("-total_gpu_seconds", "-total_run_seconds", "created_by__username")
+    )
+    return [
+        {
+            "user": row["created_by__username"],
+            "jobs": row["jobs"],
+            "run_hours": round((row["total_run_seconds"] or 0) / 3600, 4),
+            "gpu_hours": round((row["total_gpu_seconds"] or 0) / 3600, 4),
+        }
+        for row in rows
     ]

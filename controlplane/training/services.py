@@ -8,6 +8,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from controlplane.accounts.models import Project, Role
@@ -88,12 +89,16 @@ def job_transition(
     events of the old attempt are then refused, which fences a worker that was
     only presumed lost.
     """
-    current = Job.objects.filter(pk=job_id).values_list("status", "attempt").first()
+    current = Job.objects.filter(pk=job_id).values_list("status", "attempt", "started_at").first()
     if current is None:
         return False
-    status, current_attempt = JobStatus(current[0]), current[1]
+    status, current_attempt, started_at = JobStatus(current[0]), current[1], current[2]
     if current_attempt != attempt or to not in TRANSITIONS[status]:
         return False
+    live = (S.RUNNING, S.CANCELLING)
+    if status in live and to not in live and started_at is not None:
+        # The attempt stops running here: account its time (GPU-hours are gpus x run time).
+        fields["run_seconds"] = F("run_seconds") + (timezone.now() - started_at).total_seconds()
     if to == S.QUEUED:
         fields |= _fresh_attempt_fields(attempt)
     with transaction.atomic():
@@ -157,6 +162,7 @@ def job_create(
             dataset_version=dataset_version,
             config=training_config.model_dump(mode="json"),
             queue=training_config.resources.queue_name,
+            gpus=training_config.resources.gpus,
             mlflow_experiment=f"tuneyard/{project.slug}",
         )
         JobEvent.objects.create(job=job, actor=user, attempt=1, to_status=S.QUEUED)

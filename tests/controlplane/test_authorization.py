@@ -51,6 +51,7 @@ def api_endpoints(o):
         ("post", f"/api/v1/promotions/{pr}/approve", {}),
         ("post", f"/api/v1/promotions/{pr}/reject", {}),
         ("get", "/api/v1/deployments/production?project=demo", None),
+        ("get", "/api/v1/usage?project=demo", None),
     ]
 
 

@@ -132,6 +132,9 @@ def test_a_person_clicks_from_dataset_to_approved_deployment(
     expect(deployed).to_contain_text("clicked-lora")
     expect(deployed).to_contain_text("carol")
     expect(deployed).to_contain_text("models:/demo.clicked-lora/")
+    # Managers compare usage on a chart: one job's run-hours, for alice.
+    expect(page.locator("#usage-chart .main-svg").first).to_be_visible()
+    expect(page.locator("#usage")).to_contain_text("alice")
     if shot := os.environ.get("TUNEYARD_SCREENSHOT_DIR"):
         page.screenshot(path=str(Path(shot) / "project.png"), full_page=True)
     context.close()
