@@ -31,13 +31,14 @@ def dataset_version_make(project, user, *, uri: str = "runs:/0/dataset/d.jsonl")
     )
 
 
-def job_make(project, user, *, config: dict | None = None) -> Job:
+def job_make(project, user, *, config: dict | None = None, priority: int = 0) -> Job:
     return job_create(
         project=project,
         user=user,
         base_model_id=base_model_make(project).pk,
         dataset_version_id=dataset_version_make(project, user).pk,
         config=config or {},
+        priority=priority,
     )
 
 

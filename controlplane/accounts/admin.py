@@ -12,5 +12,5 @@ class MembershipInline(admin.TabularInline):
 
 @admin.register(Project)
 class ProjectAdmin(admin.ModelAdmin):
-    list_display = ["slug", "name", "created_at"]
+    list_display = ["slug", "name", "max_concurrent_gpus", "gpu_hours_quota", "quota_period_days"]
     inlines = [MembershipInline]

@@ -24,6 +24,10 @@ class Project(models.Model):
     slug = models.SlugField(max_length=64, unique=True)
     name = models.CharField(max_length=200)
     created_at = models.DateTimeField(auto_now_add=True)
+    # Quotas, checked before a GPU job is dispatched; empty means no limit.
+    max_concurrent_gpus = models.PositiveIntegerField(null=True, blank=True)
+    gpu_hours_quota = models.FloatField(null=True, blank=True)
+    quota_period_days = models.PositiveIntegerField(default=30)
 
     class Meta:
         ordering = ["slug"]

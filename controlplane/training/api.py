@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -47,6 +49,8 @@ class JobSerializer(serializers.Serializer):
     artifacts = serializers.JSONField()
     error = serializers.CharField()
     gpus = serializers.IntegerField()
+    priority = serializers.IntegerField()
+    waiting_reason = serializers.CharField()
     run_seconds = serializers.FloatField()
     gpu_hours = serializers.FloatField()
     created_by = serializers.CharField(source="created_by.username")
@@ -91,6 +95,7 @@ class JobListApi(APIView):
             dataset_version_id=int_field(request_body(request), "dataset_version"),
             config=config,
             name=str(request_body(request).get("name", "")),
+            priority=_body_int(request_body(request), "priority", default=0),
         )
         return Response(JobSerializer(job).data, status=status.HTTP_201_CREATED)
 
@@ -98,7 +103,16 @@ class JobListApi(APIView):
 class JobDetailApi(APIView):
     def get(self, request: Request, job_id: int) -> Response:
         job = selectors.job_get(user=request.user, job_id=job_id)
-        return Response(JobSerializer(job).data)
+        return Response(JobSerializer(job).data | {"queue_position": selectors.job_queue_position(job=job)})
+
+
+def _body_int(body: Any, name: str, *, default: int) -> int:
+    value = body.get(name, default)
+    if isinstance(value, str) and value.lstrip("-").isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationFailed(f"'{name}' must be an integer.")
+    return value
 
 
 class JobCancelApi(APIView):

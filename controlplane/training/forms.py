@@ -30,6 +30,9 @@ class JobLaunchForm(forms.Form):
     max_seq_length = forms.IntegerField(initial=_HP.max_seq_length, min_value=8)
     seed = forms.IntegerField(initial=_HP.seed, min_value=0)
     gpus = forms.IntegerField(initial=0, min_value=0)
+    priority = forms.IntegerField(
+        initial=0, min_value=-100, max_value=100, help_text="higher goes first among jobs waiting for quota"
+    )
 
     def __init__(self, *args: Any, project: Project, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

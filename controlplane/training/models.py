@@ -52,6 +52,10 @@ class Job(models.Model):
     queue = models.CharField(max_length=64)
     # Whole GPUs the job holds while it runs (from its config's resources).
     gpus = models.PositiveIntegerField(default=0)
+    # Among a project's jobs waiting for quota, higher goes first.
+    priority = models.SmallIntegerField(default=0)
+    # Why a queued job is not yet sent to a worker (empty once it is).
+    waiting_reason = models.CharField(max_length=300, blank=True)
 
     # Only training.services.job_transition writes status and attempt.
     status = models.CharField(max_length=16, choices=JobStatus.choices, default=JobStatus.QUEUED)

@@ -3,13 +3,13 @@ from __future__ import annotations
 from datetime import timedelta
 
 from django.conf import settings
-from django.db.models import Count, F, FloatField, QuerySet, Sum
+from django.db.models import Count, F, FloatField, Q, QuerySet, Sum
 from django.utils import timezone
 
 from controlplane.accounts.models import Project, Role
 from controlplane.accounts.selectors import project_list, project_role_check
 from controlplane.errors import NotFound
-from controlplane.training.models import BaseModel, Job, Worker
+from controlplane.training.models import BaseModel, Job, JobStatus, Worker
 
 
 def job_list(*, project: Project) -> QuerySet[Job]:
@@ -28,6 +28,16 @@ def job_get(*, user, job_id: int, role: Role = Role.VIEWER) -> Job:
         raise NotFound("No such job.")
     project_role_check(user=user, project=job.project, role=role)
     return job
+
+
+def job_queue_position(*, job: Job) -> int | None:
+    """1 for the next queued job of its queue to go; None once it is claimed."""
+    if job.status != JobStatus.QUEUED:
+        return None
+    ahead = Job.objects.filter(status=JobStatus.QUEUED, queue=job.queue).filter(
+        Q(priority__gt=job.priority) | Q(priority=job.priority, created_at__lt=job.created_at)
+    )
+    return ahead.count() + 1
 
 
 def job_metric_series(*, job: Job) -> dict[str, dict[str, list[float]]]:

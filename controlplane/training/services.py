@@ -8,7 +8,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import F, FloatField, Q, Sum
 from django.utils import timezone
 
 from controlplane.accounts.models import Project, Role
@@ -89,10 +89,14 @@ def job_transition(
     events of the old attempt are then refused, which fences a worker that was
     only presumed lost.
     """
-    current = Job.objects.filter(pk=job_id).values_list("status", "attempt", "started_at").first()
+    current = (
+        Job.objects.filter(pk=job_id)
+        .values_list("status", "attempt", "started_at", "gpus", "project_id")
+        .first()
+    )
     if current is None:
         return False
-    status, current_attempt, started_at = JobStatus(current[0]), current[1], current[2]
+    status, current_attempt, started_at, gpus, project_id = JobStatus(current[0]), *current[1:]
     if current_attempt != attempt or to not in TRANSITIONS[status]:
         return False
     live = (S.RUNNING, S.CANCELLING)
@@ -114,6 +118,9 @@ def job_transition(
             to_status=to,
             message=message[:5000],
         )
+        if gpus and (to.is_finished() or to == S.QUEUED):
+            # GPUs (or a reservation) were freed: jobs waiting for the quota may go now.
+            transaction.on_commit(lambda: jobs_schedule(project_id=project_id))
     return True
 
 
@@ -139,8 +146,11 @@ def job_create(
     dataset_version_id: int,
     config: dict[str, Any] | None = None,
     name: str = "",
+    priority: int = 0,
 ) -> Job:
     project_role_check(user=user, project=project, role=Role.MEMBER)
+    if not -100 <= priority <= 100:
+        raise ValidationFailed("'priority' is between -100 and 100 (higher goes first).")
     training_config = pydantic_parse(TrainingConfig, config or {}, field="config")
     base_model = BaseModel.objects.filter(pk=base_model_id, project=project).first()
     if base_model is None:
@@ -163,6 +173,7 @@ def job_create(
             config=training_config.model_dump(mode="json"),
             queue=training_config.resources.queue_name,
             gpus=training_config.resources.gpus,
+            priority=priority,
             mlflow_experiment=f"tuneyard/{project.slug}",
         )
         JobEvent.objects.create(job=job, actor=user, attempt=1, to_status=S.QUEUED)
@@ -184,26 +195,82 @@ def job_spec_build(job: Job) -> JobSpec:
     )
 
 
+def _quota_block(job: Job) -> str:
+    """Why the project's quotas keep this job waiting now, or "" if they do not."""
+    project = job.project
+    if job.gpus == 0:
+        return ""
+    if project.max_concurrent_gpus is not None:
+        # Running jobs, and queued ones already sent, hold their GPUs.
+        holding = Job.objects.filter(project=project).filter(
+            Q(status__in=[S.RUNNING, S.CANCELLING]) | Q(status=S.QUEUED, dispatched_at__isnull=False)
+        )
+        in_use = holding.exclude(pk=job.pk).aggregate(n=Sum("gpus"))["n"] or 0
+        if in_use + job.gpus > project.max_concurrent_gpus:
+            return (
+                f"quota: {in_use} of {project.max_concurrent_gpus} GPUs of project {project.slug} "
+                f"are in use; this job needs {job.gpus}"
+            )
+    if project.gpu_hours_quota is not None:
+        since = timezone.now() - timedelta(days=project.quota_period_days)
+        used_seconds = Job.objects.filter(project=project, finished_at__gte=since).aggregate(
+            s=Sum(F("gpus") * F("run_seconds"), output_field=FloatField())
+        )["s"]
+        used = (used_seconds or 0) / 3600
+        if used >= project.gpu_hours_quota:
+            return (
+                f"quota: {used:.1f} of {project.gpu_hours_quota:g} GPU-hours of project {project.slug} "
+                f"used in the last {project.quota_period_days} days"
+            )
+    return ""
+
+
 def job_dispatch(*, job_id: int) -> bool:
-    """Send a queued job to its queue. Safe to call twice: the claim lets only one run."""
+    """Send a queued job to its queue if its project's quotas allow; else record why it waits.
+
+    The quota check and the reservation (``dispatched_at``) happen under a lock
+    on the project row, so two dispatches cannot both take the last GPU. Safe to
+    call twice: the claim lets only one attempt run.
+    """
     # Imported here: the Celery app reads Django settings, which must be ready.
     from controlplane.celery import app
 
-    job = (
-        Job.objects.select_related("project", "base_model", "dataset_version")
-        .filter(pk=job_id, status=S.QUEUED)
-        .first()
-    )
-    if job is None:
+    with transaction.atomic():
+        job = (
+            Job.objects.select_related("project", "base_model", "dataset_version")
+            .filter(pk=job_id, status=S.QUEUED)
+            .first()
+        )
+        if job is None:
+            return False
+        Project.objects.select_for_update().filter(pk=job.project_id).first()
+        reason = _quota_block(job)
+        Job.objects.filter(pk=job_id, status=S.QUEUED, attempt=job.attempt).update(
+            waiting_reason=reason, dispatched_at=None if reason else timezone.now()
+        )
+    if reason:
         return False
     spec = job_spec_build(job)
     try:
         app.send_task("tuneyard.run_job", args=[spec.model_dump(mode="json")], queue=job.queue)
     except Exception:  # noqa: BLE001 - any broker failure is transient here
         log.exception("dispatch of job %s failed; the reconciler will resend it", job_id)
+        Job.objects.filter(pk=job_id, status=S.QUEUED).update(dispatched_at=None)
         return False
-    Job.objects.filter(pk=job_id, status=S.QUEUED).update(dispatched_at=timezone.now())
     return True
+
+
+def jobs_schedule(*, project_id: int) -> int:
+    """Send a project's jobs waiting for quota, highest priority first, while the quotas allow."""
+    waiting = Job.objects.filter(project_id=project_id, status=S.QUEUED, dispatched_at__isnull=True).exclude(
+        waiting_reason=""
+    )
+    sent = 0
+    for job_id in waiting.order_by("-priority", "created_at").values_list("pk", flat=True):
+        if not job_dispatch(job_id=job_id):
+            break  # the first that does not fit keeps its place; lower ones wait behind it
+        sent += 1
+    return sent
 
 
 def jobs_redispatch_unclaimed() -> int:
@@ -348,6 +415,7 @@ def job_clone(*, job: Job, user) -> Job:
         dataset_version_id=job.dataset_version_id,
         config=job.config,
         name=f"{job.name} (clone of {job.pk})"[:200],
+        priority=job.priority,
     )
 
 

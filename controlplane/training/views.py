@@ -27,6 +27,7 @@ def job_new(request: HttpRequest, slug: str) -> HttpResponse:
             dataset_version_id=form.cleaned_data["dataset_version"].pk,
             config=form.config(),
             name=form.cleaned_data["name"],
+            priority=form.cleaned_data["priority"],
         )
         messages.success(request, f"Job {job.pk} is queued.")
         return redirect("job", job_id=job.pk)
@@ -41,6 +42,7 @@ def _job_context(request: HttpRequest, job_id: int) -> dict:
         "project": job.project,
         "can_edit": role is not None and role.includes(Role.MEMBER),
         "log_lines": selectors.job_log_tail(job=job, limit=50),
+        "queue_position": selectors.job_queue_position(job=job),
     }
 
 

@@ -22,9 +22,10 @@ CONFIG = {"resources": {"queue": QUEUE}}
 
 
 def _messages(redis_url: str) -> list[JobSpec]:
-    """The JobSpecs waiting on the queue, read from kombu's envelopes in Redis."""
+    """The JobSpecs waiting on the queue, oldest first, read from kombu's envelopes in Redis."""
     specs = []
-    for raw in redis.Redis.from_url(redis_url).lrange(QUEUE, 0, -1):
+    # kombu pushes on the left and workers pop from the right.
+    for raw in reversed(redis.Redis.from_url(redis_url).lrange(QUEUE, 0, -1)):
         envelope = json.loads(raw)
         args, _kwargs, _embed = json.loads(base64.b64decode(envelope["body"]))
         specs.append(JobSpec.model_validate(args[0]))
