@@ -149,6 +149,8 @@ JOB_HEARTBEAT_TIMEOUT_SECONDS = env.int("JOB_HEARTBEAT_TIMEOUT_SECONDS", default
 JOB_MAX_ATTEMPTS = env.int("JOB_MAX_ATTEMPTS", default=3)
 # A worker silent this long is shown offline (workers heartbeat every 10 s).
 WORKER_OFFLINE_AFTER_SECONDS = env.int("WORKER_OFFLINE_AFTER_SECONDS", default=60)
+# A running job whose GPUs all show 0% utilization this long is flagged as idle.
+GPU_IDLE_FLAG_SECONDS = env.int("GPU_IDLE_FLAG_SECONDS", default=600)
 
 MLFLOW_TRACKING_URI = env.str("MLFLOW_TRACKING_URI", default="http://127.0.0.1:5000")
 # The address a person's browser uses for MLflow links (may differ from the internal one).

@@ -41,6 +41,7 @@ class _Progress:
     """What the trainer has said so far, and what is not yet sent to the control plane."""
 
     run_id: str | None = None
+    gpu_indices: list[int] = field(default_factory=list)
     step: int = 0
     total_steps: int = 0
     result: dict | None = None
@@ -81,6 +82,7 @@ class _Progress:
             total_steps=self.total_steps,
             metrics=self.pending_metrics,
             mlflow_run_id=self.run_id,
+            gpu_indices=self.gpu_indices,
             log_lines=self.pending_logs[-1000:],
         )
 
@@ -150,7 +152,7 @@ def job_run(
         )
         return JobOutcome.FAILED
 
-    progress = _Progress()
+    progress = _Progress(gpu_indices=[int(i) for i in devices.split(",") if i])
     with tempfile.TemporaryDirectory(prefix=f"tuneyard-job-{spec.job_id}-") as tmp:
         workdir = Path(tmp)
         log_path = workdir / f"attempt-{spec.attempt}.log"

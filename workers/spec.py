@@ -175,6 +175,8 @@ class Heartbeat(_Frozen):
     # Metric points since the last heartbeat, by name, as (step, value) pairs.
     metrics: dict[MetricName, list[tuple[Step, MetricValue]]] = Field(default_factory=dict, max_length=100)
     mlflow_run_id: RunId | None = None
+    # The host's GPU indices this attempt holds (its CUDA_VISIBLE_DEVICES).
+    gpu_indices: list[Annotated[int, Field(ge=0, le=1023)]] = Field(default_factory=list, max_length=64)
     log_lines: list[Annotated[str, StringConstraints(max_length=LOG_LINE_MAX_CHARS)]] = Field(
         default_factory=list, max_length=1000
     )

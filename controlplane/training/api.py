@@ -50,6 +50,8 @@ class JobSerializer(serializers.Serializer):
     error = serializers.CharField()
     gpus = serializers.IntegerField()
     priority = serializers.IntegerField()
+    gpu_indices = serializers.JSONField()
+    gpu_idle_minutes = serializers.IntegerField(allow_null=True)
     waiting_reason = serializers.CharField()
     run_seconds = serializers.FloatField()
     gpu_hours = serializers.FloatField()

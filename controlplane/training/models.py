@@ -4,6 +4,7 @@ import json
 
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
 
 from controlplane.accounts.models import Project
 from controlplane.datasets.models import DatasetVersion
@@ -56,6 +57,9 @@ class Job(models.Model):
     priority = models.SmallIntegerField(default=0)
     # Why a queued job is not yet sent to a worker (empty once it is).
     waiting_reason = models.CharField(max_length=300, blank=True)
+    # The worker's GPU indices the running attempt holds, and since when they all show 0% use.
+    gpu_indices = models.JSONField(default=list, blank=True)
+    gpu_idle_since = models.DateTimeField(null=True, blank=True)
 
     # Only training.services.job_transition writes status and attempt.
     status = models.CharField(max_length=16, choices=JobStatus.choices, default=JobStatus.QUEUED)
@@ -97,6 +101,14 @@ class Job(models.Model):
     @property
     def config_json(self) -> str:
         return json.dumps(self.config, sort_keys=True)
+
+    @property
+    def gpu_idle_minutes(self) -> int | None:
+        """Minutes its GPUs have shown no use, once past the flag threshold; else None."""
+        if self.gpu_idle_since is None or self.is_finished:
+            return None
+        idle = (timezone.now() - self.gpu_idle_since).total_seconds()
+        return int(idle // 60) if idle >= settings.GPU_IDLE_FLAG_SECONDS else None
 
     @property
     def gpu_hours(self) -> float:

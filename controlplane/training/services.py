@@ -333,6 +333,8 @@ def job_heartbeat(*, job_id: int, heartbeat: Heartbeat) -> HeartbeatReply:
     }
     if heartbeat.mlflow_run_id:
         fields["mlflow_run_id"] = heartbeat.mlflow_run_id
+    if heartbeat.gpu_indices:
+        fields["gpu_indices"] = heartbeat.gpu_indices
     with transaction.atomic():
         if not live.update(**fields):
             return HeartbeatReply(stop=True, reason="this attempt no longer runs")
@@ -477,4 +479,20 @@ def worker_heartbeat_record(*, heartbeat: WorkerHeartbeat) -> Worker:
             "last_seen": timezone.now(),
         },
     )
+    _gpu_idleness_record(heartbeat)
     return worker
+
+
+def _gpu_idleness_record(heartbeat: WorkerHeartbeat) -> None:
+    """Start or stop the idle clock of each running job whose GPUs this worker measured."""
+    utilization = {gpu.index: gpu.utilization_percent for gpu in heartbeat.gpus}
+    jobs = Job.objects.filter(
+        pk__in=heartbeat.running_job_ids, worker=heartbeat.name, status__in=[S.RUNNING, S.CANCELLING]
+    ).exclude(gpu_indices=[])
+    for job_id, indices in jobs.values_list("pk", "gpu_indices"):
+        # Unknown utilization (None) is not idleness.
+        idle = all(utilization.get(index) == 0 for index in indices)
+        if idle:
+            Job.objects.filter(pk=job_id, gpu_idle_since__isnull=True).update(gpu_idle_since=timezone.now())
+        else:
+            Job.objects.filter(pk=job_id).exclude(gpu_idle_since=None).update(gpu_idle_since=None)

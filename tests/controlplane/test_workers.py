@@ -82,3 +82,34 @@ def test_a_bad_worker_heartbeat_is_refused(people, change):
 def test_only_workers_may_heartbeat(people, api_for):
     assert api_for("alice").post("/internal/v1/workers/heartbeat", _body(), format="json").status_code == 403
     assert not Worker.objects.exists()
+
+
+def test_a_job_whose_gpus_show_no_use_is_flagged(people, api_for):
+    from controlplane.training.models import Job
+    from controlplane.training.services import job_claim, job_heartbeat
+    from workers.spec import Heartbeat
+
+    job = job_make(people["demo"], people["alice"], config={"resources": {"gpus": 1, "queue": "idle-test"}})
+    job_claim(job_id=job.pk, attempt=1, worker="gpu-1")
+    job_heartbeat(job_id=job.pk, heartbeat=Heartbeat(attempt=1, worker="gpu-1", gpu_indices=[0]))
+
+    def gpu(util):
+        return [{"index": 0, "name": "H200", "utilization_percent": util}]
+
+    _beat(_body(running_job_ids=[job.pk], gpus=gpu(0)))
+    job.refresh_from_db()
+    assert job.gpu_indices == [0] and job.gpu_idle_since is not None
+    assert job.gpu_idle_minutes is None  # not yet long enough to flag
+    Job.objects.filter(pk=job.pk).update(gpu_idle_since=timezone.now() - timedelta(minutes=25))
+    assert api_for("alice").get(f"/api/v1/jobs/{job.pk}").json()["gpu_idle_minutes"] == 25
+    page = Client()
+    page.force_login(people["alice"])
+    assert "have shown no use for 25 minutes" in page.get(f"/jobs/{job.pk}/").content.decode()
+    assert "GPUs idle 25 min" in page.get("/workers/").content.decode()
+
+    _beat(_body(running_job_ids=[job.pk], gpus=gpu(87)))  # busy again: the clock stops
+    job.refresh_from_db()
+    assert job.gpu_idle_since is None
+    _beat(_body(running_job_ids=[job.pk], gpus=gpu(None)))  # unknown is not idle
+    job.refresh_from_db()
+    assert job.gpu_idle_since is None

@@ -118,3 +118,27 @@ def test_a_broken_supervisor_still_kills_the_trainer_and_fails_the_job(people, c
     assert job.status == JobStatus.FAILED and "supervisor failed: supervisor bug" in job.error
     with pytest.raises(ProcessLookupError):
         os.kill(int(pid_file.read_text()), 0)
+
+
+SHOWS_DEVICES = r"""
+import os
+print("devices=" + repr(os.environ.get("CUDA_VISIBLE_DEVICES")), flush=True)
+print("@@tuneyard " + '{"event": "result", "metrics": {}, "artifacts": {}}', flush=True)
+"""
+
+
+def test_a_job_sees_exactly_its_gpus(people, client, monkeypatch):
+    monkeypatch.setenv("TUNEYARD_GPUS", "4")  # a simulated 4-GPU host
+    monkeypatch.setenv("TUNEYARD_GPU_IDS", "2,3")  # of which this worker has two
+    monkeypatch.setattr(
+        runner, "_trainer_command", lambda spec_path, workdir: [sys.executable, "-c", SHOWS_DEVICES]
+    )
+    job = job_make(people["demo"], people["alice"], config={"resources": {"gpus": 1, "queue": "runner-test"}})
+    assert runner.job_run(_spec(job), client=client, worker="w1", heartbeat_seconds=0.2) == "succeeded"
+    job.refresh_from_db()
+    assert job.gpu_indices == [2]
+    assert "devices='2'" in job.log_lines.values_list("text", flat=True)
+
+    cpu_job = job_make(people["demo"], people["alice"], config={"resources": {"queue": "runner-test"}})
+    runner.job_run(_spec(cpu_job), client=client, worker="w1", heartbeat_seconds=0.2)
+    assert "devices=''" in cpu_job.log_lines.values_list("text", flat=True)
