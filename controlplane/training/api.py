@@ -105,7 +105,15 @@ class JobListApi(APIView):
 class JobDetailApi(APIView):
     def get(self, request: Request, job_id: int) -> Response:
         job = selectors.job_get(user=request.user, job_id=job_id)
-        return Response(JobSerializer(job).data | {"queue_position": selectors.job_queue_position(job=job)})
+        position = selectors.job_queue_position(job=job)
+        estimate = selectors.job_start_estimate(job=job, position=position)
+        return Response(
+            JobSerializer(job).data
+            | {
+                "queue_position": position,
+                "start_estimate_seconds": round(estimate.total_seconds()) if estimate is not None else None,
+            }
+        )
 
 
 def _body_int(body: Any, name: str, *, default: int) -> int:

@@ -40,6 +40,31 @@ def job_queue_position(*, job: Job) -> int | None:
     return ahead.count() + 1
 
 
+def job_start_estimate(*, job: Job, position: int | None) -> timedelta | None:
+    """When a queued job may start, from the progress of the jobs it waits behind.
+
+    Each running job of the same queue (of the same project, when the job
+    waits for its project's quota) is expected to need as long again as its
+    elapsed time scaled by what is left, (1 - p) / p. The job at position N
+    starts when the N-th of them ends. None when nothing running says enough.
+    """
+    if position is None:
+        return None
+    running = Job.objects.filter(
+        status=JobStatus.RUNNING, queue=job.queue, progress__gt=0, started_at__isnull=False
+    )
+    if job.waiting_reason:
+        running = running.filter(project=job.project)
+    now = timezone.now()
+    remaining = sorted(
+        (now - started) * ((1 - progress) / progress)
+        for started, progress in running.values_list("started_at", "progress")
+    )
+    if len(remaining) < position:
+        return None
+    return remaining[position - 1]
+
+
 def job_metric_series(*, job: Job) -> dict[str, dict[str, list[float]]]:
     """Each metric of the job's current attempt as {"steps": [...], "values": [...]}, for charts."""
     series: dict[str, dict[str, list[float]]] = {}

@@ -37,12 +37,14 @@ def job_new(request: HttpRequest, slug: str) -> HttpResponse:
 def _job_context(request: HttpRequest, job_id: int) -> dict:
     job = selectors.job_get(user=request.user, job_id=job_id)
     role = membership_role(user=request.user, project=job.project)
+    position = selectors.job_queue_position(job=job)
     return {
         "job": job,
         "project": job.project,
         "can_edit": role is not None and role.includes(Role.MEMBER),
         "log_lines": selectors.job_log_tail(job=job, limit=50),
-        "queue_position": selectors.job_queue_position(job=job),
+        "queue_position": position,
+        "start_estimate": selectors.job_start_estimate(job=job, position=position),
     }
 
 

@@ -116,3 +116,21 @@ def test_the_reason_and_position_show_on_the_page_and_the_api(
         format="json",
     )  # fmt: skip
     assert bad.status_code == 400 and "priority" in bad.json()["message"]
+
+
+def test_a_waiting_job_estimates_its_start_from_the_progress_of_the_jobs_ahead(
+    people, quota, api_for, broker, django_capture_on_commit_callbacks
+):
+    from controlplane.training.services import job_heartbeat
+    from workers.spec import Heartbeat
+
+    running = launch(people, gpus(2), django_capture_on_commit_callbacks)
+    waiting = launch(people, gpus(2), django_capture_on_commit_callbacks)
+    assert api_for("alice").get(f"/api/v1/jobs/{waiting.pk}").json()["start_estimate_seconds"] is None
+    job_claim(job_id=running.pk, attempt=1, worker="w1")
+    job_heartbeat(job_id=running.pk, heartbeat=Heartbeat(attempt=1, worker="w1", progress=0.25))
+    # A quarter done in 10 minutes: about 30 minutes left.
+    Job.objects.filter(pk=running.pk).update(started_at=timezone.now() - timedelta(minutes=10))
+    body = api_for("alice").get(f"/api/v1/jobs/{waiting.pk}").json()
+    assert body["queue_position"] == 1
+    assert body["start_estimate_seconds"] == pytest.approx(1800, abs=5)
