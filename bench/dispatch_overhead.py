@@ -1,0 +1,221 @@
+"""Dispatch overhead, side by side on one machine and one Redis.
+
+1. Latency from the API call that submits a job to the worker's accepted
+   claim (the job's started_at), against a raw Celery round trip: send_task
+   to the moment a bare task starts on a solo worker.
+2. A whole trivial job through Tuneyard (API call to finished_at) against the
+   same training run started directly (python -m workers.engine), alternating.
+
+Run from the repository root: .venv/bin/python -m bench.dispatch_overhead [--jobs 12]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from infra import processes  # noqa: E402
+
+
+def _start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
+                            start_new_session=True)  # fmt: skip
+
+
+def _wait_ready(log: Path, process: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while "ready." not in log.read_text(errors="replace"):
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(log.read_text()[-2000:])
+        time.sleep(0.1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--jobs", type=int, default=12)
+    parser.add_argument("--pings", type=int, default=200)
+    args = parser.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="tuneyard-bench-"))
+    redis_port, web_port = processes.free_port(), processes.free_port()
+    broker = f"redis://127.0.0.1:{redis_port}/0"
+    env = dict(
+        os.environ,
+        DATABASE_URL=f"sqlite:///{tmp / 'bench.sqlite3'}",
+        TUNEYARD_VAR_DIR=str(tmp),
+        DEBUG="true",
+        CELERY_BROKER_URL=broker,
+        REDIS_URL=broker,
+        MLFLOW_TRACKING_URI=f"sqlite:///{tmp / 'mlflow.db'}",
+        CONTROLPLANE_URL=f"http://127.0.0.1:{web_port}",
+        DJANGO_SETTINGS_MODULE="controlplane.settings",
+        PYTHONUNBUFFERED="1",
+    )
+    os.environ.update(env)
+    children: list[subprocess.Popen] = []
+    try:
+        (tmp / "redis").mkdir()
+        children.append(
+            _start(processes.redis_command(port=redis_port, workdir=tmp / "redis"), env, tmp / "redis.log")
+        )
+        processes.wait_for_port(redis_port)
+
+        import django
+
+        django.setup()
+        from django.core.management import call_command
+
+        call_command("migrate", verbosity=0)
+        from rest_framework.authtoken.models import Token
+
+        from controlplane.accounts.models import Role
+        from controlplane.accounts.services import member_add, project_create
+        from controlplane.datasets.models import Dataset, DatasetVersion
+        from controlplane.demo import demo_instruction_rows, demo_jsonl
+        from controlplane.training.models import BaseModel, Job
+        from workers.tinymodel import build_tiny_model
+
+        project = project_create(slug="bench", name="Bench")
+        user = member_add(project=project, username="bench", role=Role.MEMBER)
+        token = Token.objects.create(user=user).key
+        corpus = [f"{r['instruction']} {r['input']} {r['output']}" for r in demo_instruction_rows(256)]
+        model_dir = build_tiny_model(tmp / "model", corpus)
+        data = tmp / "data.jsonl"
+        data.write_bytes(demo_jsonl(16))
+        base = BaseModel.objects.create(project=project, name="tiny", uri=str(model_dir))
+        dataset = Dataset.objects.create(project=project, name="d")
+        version = DatasetVersion.objects.create(
+            dataset=dataset, version=1, format="instruction", sha256="0" * 64, uri=str(data),
+            filename="data.jsonl", row_count=16, size_bytes=data.stat().st_size, created_by=user,
+        )  # fmt: skip
+
+        # One artifact folder for every run, wherever the process that logs it runs.
+        from mlflow import MlflowClient
+
+        MlflowClient(env["MLFLOW_TRACKING_URI"]).create_experiment(
+            "tuneyard/bench", artifact_location=str(tmp / "mlartifacts")
+        )
+        web = _start(processes.web_command(port=web_port), env, tmp / "web.log")
+        children.append(web)
+        processes.wait_for_http(f"http://127.0.0.1:{web_port}/login/", process=web)
+        worker_log = tmp / "worker.log"
+        worker = _start(processes.worker_command(queues=["bench"], name="bench@%h"), env, worker_log)
+        children.append(worker)
+        raw_log = tmp / "raw.log"
+        raw = _start(
+            [str(processes.BIN / "celery"), "-A", "bench.raw_celery", "worker", "-Q", "raw", "--pool=solo",
+             "--without-gossip", "--without-mingle", "--loglevel=INFO", "-n", "raw@%h"], env, raw_log,
+        )  # fmt: skip
+        children.append(raw)
+        _wait_ready(worker_log, worker)
+        _wait_ready(raw_log, raw)
+
+        import httpx
+        import redis
+
+        from bench.raw_celery import app as raw_app
+        from controlplane.training.services import job_spec_build
+
+        # -- 1. raw Celery round trips
+        r = redis.Redis.from_url(broker)
+        raw_latencies = []
+        for i in range(args.pings + 10):
+            key = f"ping-{i}"
+            sent = time.time()
+            raw_app.send_task("raw.ping", args=[key], queue="raw")
+            started = float(r.blpop(key, timeout=30)[1])
+            if i >= 10:  # warm-up
+                raw_latencies.append(started - sent)
+
+        # -- 2. Tuneyard jobs, alternating with the same training run started directly
+        config = {
+            "hyperparameters": {"max_steps": 4, "batch_size": 4, "max_seq_length": 32},
+            "resources": {"queue": "bench"},
+        }
+        api = httpx.Client(
+            base_url=f"http://127.0.0.1:{web_port}/api/v1/", headers={"Authorization": f"Token {token}"}
+        )
+        claim_latencies, api_latencies, tuneyard_walls, direct_walls = [], [], [], []
+        for i in range(args.jobs + 1):
+            sent = time.time()
+            response = api.post(
+                "jobs",
+                json={
+                    "project": "bench",
+                    "base_model": base.pk,
+                    "dataset_version": version.pk,
+                    "config": config,
+                },
+            )
+            answered = time.time()
+            job_id = response.json()["id"]
+            while True:
+                job = Job.objects.filter(pk=job_id).values("started_at", "finished_at", "status").get()
+                if job["finished_at"]:
+                    break
+                time.sleep(0.002 if job["started_at"] is None else 0.05)
+            assert job["status"] == "succeeded", Job.objects.get(pk=job_id).error
+            direct_dir = tmp / f"direct-{i}"
+            direct_dir.mkdir()
+            spec = job_spec_build(
+                Job.objects.select_related("project", "base_model", "dataset_version").get(pk=job_id)
+            )
+            (direct_dir / "spec.json").write_text(spec.model_dump_json())
+            begin = time.time()
+            command = [
+                sys.executable,
+                "-m",
+                "workers.engine",
+                str(direct_dir / "spec.json"),
+                str(direct_dir / "work"),
+            ]
+            direct_env = env | {"CUDA_VISIBLE_DEVICES": ""}
+            subprocess.run(command, cwd=direct_dir, env=direct_env, check=True, capture_output=True)
+            direct = time.time() - begin
+            if i == 0:
+                continue  # warm-up: first imports, first MLflow schema
+            claim_latencies.append(job["started_at"].timestamp() - sent)
+            api_latencies.append(answered - sent)
+            tuneyard_walls.append(job["finished_at"].timestamp() - sent)
+            direct_walls.append(direct)
+
+        def median_ms(values: list[float]) -> float:
+            return statistics.median(values) * 1000
+
+        result = {
+            "raw_celery_round_trip_ms_p50": round(median_ms(raw_latencies), 2),
+            "api_call_to_claim_ms_p50": round(median_ms(claim_latencies), 2),
+            "of_which_api_answer_ms_p50": round(median_ms(api_latencies), 2),
+            "claim_vs_raw_ratio": round(
+                statistics.median(claim_latencies) / statistics.median(raw_latencies), 2
+            ),
+            "tuneyard_job_s_p50": round(statistics.median(tuneyard_walls), 3),
+            "direct_run_s_p50": round(statistics.median(direct_walls), 3),
+            "whole_job_ratio": round(statistics.median(tuneyard_walls) / statistics.median(direct_walls), 3),
+            "jobs": args.jobs,
+            "pings": args.pings,
+        }
+        print(json.dumps(result, indent=2))
+    finally:
+        for child in reversed(children):
+            if child.poll() is None:
+                os.killpg(child.pid, 15)
+        for child in children:
+            try:
+                child.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(child.pid, 9)
+
+
+if __name__ == "__main__":
+    main()
