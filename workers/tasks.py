@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from typing import Any
@@ -16,6 +17,13 @@ from workers.spec import JobSpec
 
 log = logging.getLogger(__name__)
 _presence_stop = None
+
+
+@functools.cache
+def _control_plane() -> ControlPlaneClient:
+    # One client for the process's life: building one (its TLS context) costs
+    # ~50 ms, which would be most of a job's dispatch latency.
+    return ControlPlaneClient.from_env()
 
 
 def _worker_name(hostname: str | None) -> str:
@@ -38,11 +46,9 @@ def _presence_end(**kwargs: Any) -> None:
 @app.task(name="tuneyard.run_job", bind=True)
 def run_job(self, spec: dict[str, Any]) -> str | None:  # type: ignore[no-untyped-def]
     job_spec = JobSpec.model_validate(spec)
-    client = ControlPlaneClient.from_env()
     presence.running_job_ids.add(job_spec.job_id)
     try:
-        outcome = job_run(job_spec, client=client, worker=_worker_name(self.request.hostname))
+        outcome = job_run(job_spec, client=_control_plane(), worker=_worker_name(self.request.hostname))
     finally:
         presence.running_job_ids.discard(job_spec.job_id)
-        client.close()
     return outcome.value if outcome else None
