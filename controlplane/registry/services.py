@@ -6,7 +6,9 @@ An approval moves the MLflow alias and records the deployment: both or neither.
 
 from __future__ import annotations
 
+import itertools
 import logging
+from datetime import timedelta
 from typing import Any
 
 from django.db import IntegrityError, transaction
@@ -217,3 +219,34 @@ def promotion_reject(*, promotion: Promotion, user, comment: str = "") -> Promot
         raise Conflict("This promotion was decided by someone else a moment ago.")
     promotion.refresh_from_db()
     return promotion
+
+
+def registry_reconcile(*, stuck_after_seconds: int = 300) -> dict[str, int]:
+    """Heal what a crash in the middle of an approval can leave behind.
+
+    An approval stuck in APPROVING (its process died between claiming and
+    committing) is reopened, and every deployed model's MLflow aliases are set
+    from the committed deployments, closing the window in which two approvals
+    of different versions could leave the alias pointing at the older one.
+    """
+    cutoff = timezone.now() - timedelta(seconds=stuck_after_seconds)
+    reopened = 0
+    stuck = PromotionEvent.objects.filter(
+        to_status=PromotionStatus.APPROVING, at__lt=cutoff, promotion__status=PromotionStatus.APPROVING
+    ).select_related("actor")
+    for event in stuck:
+        reopened += promotion_transition(
+            promotion_id=event.promotion_id,
+            from_status=PromotionStatus.APPROVING,
+            to=PromotionStatus.REQUESTED,
+            actor=event.actor,
+            comment="the approval did not finish; the request is open again",
+        )
+    synced = 0
+    deployments = Deployment.objects.select_related("model_version__project").order_by(
+        "project", "model_name"
+    )
+    for _, group in itertools.groupby(deployments, key=lambda d: (d.project_id, d.model_name)):
+        _alias_sync(next(group).model_version)
+        synced += 1
+    return {"reopened": reopened, "models_synced": synced}

@@ -189,3 +189,34 @@ def test_only_a_succeeded_job_can_be_registered(people, api_for):
     response = api_for("alice").post("/api/v1/model-versions", {"job": job.pk, "name": "x"}, format="json")
     assert response.status_code == 409 and "queued" in response.json()["message"]
     assert job.status == JobStatus.QUEUED
+
+
+def test_the_reconciler_heals_a_drifted_alias_and_a_stuck_approval(people, trained_job):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    first = model_version_create(job=trained_job, user=people["alice"], name="m8")
+    services.promotion_approve(
+        promotion=promotion_request(model_version=first, user=people["alice"], target="production"),
+        user=people["carol"],
+    )
+    second = model_version_create(job=trained_job, user=people["alice"], name="m8")
+    # Someone (or a lost race) points the alias elsewhere behind the registry's back.
+    tracking.alias_set(name=first.mlflow_name, alias="production", version=second.version)
+    # An approval whose process died after claiming the decision.
+    stuck = promotion_request(model_version=second, user=people["alice"], target="staging")
+    services.promotion_transition(
+        promotion_id=stuck.pk,
+        from_status=PromotionStatus.REQUESTED,
+        to=PromotionStatus.APPROVING,
+        actor=people["carol"],
+    )
+    assert services.registry_reconcile()["reopened"] == 0  # too recent to call stuck
+    PromotionEvent.objects.filter(promotion=stuck).update(at=timezone.now() - timedelta(minutes=10))
+
+    assert services.registry_reconcile() == {"reopened": 1, "models_synced": 1}
+    assert _alias(first.mlflow_name, "production") == first.version
+    stuck.refresh_from_db()
+    assert stuck.status == PromotionStatus.REQUESTED
+    assert stuck.events.last().actor == people["carol"]
