@@ -11,7 +11,7 @@ from controlplane.errors import NotFound
 def dataset_version_list(*, project: Project) -> QuerySet[DatasetVersion]:
     return (
         DatasetVersion.objects.filter(dataset__project=project)
-        .select_related("dataset", "created_by")
+        .select_related("dataset__project", "created_by")
         .order_by("dataset__name", "-version")
     )
 

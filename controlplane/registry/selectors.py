@@ -9,7 +9,7 @@ from controlplane.registry.models import Deployment, ModelVersion, Promotion
 
 
 def model_version_list(*, project: Project) -> QuerySet[ModelVersion]:
-    return ModelVersion.objects.filter(project=project).select_related("job", "created_by")
+    return ModelVersion.objects.filter(project=project).select_related("project", "job", "created_by")
 
 
 def model_version_get(*, user, model_version_id: int, role: Role = Role.VIEWER) -> ModelVersion:

@@ -14,7 +14,7 @@ from controlplane.training.models import BaseModel, Job, JobStatus, Worker
 
 def job_list(*, project: Project) -> QuerySet[Job]:
     return Job.objects.filter(project=project).select_related(
-        "created_by", "base_model", "dataset_version__dataset"
+        "project", "created_by", "base_model", "dataset_version__dataset"
     )
 
 
@@ -88,7 +88,7 @@ def job_log_page(*, job: Job, attempt: int, after: int = 0, limit: int = 1000) -
 
 
 def base_model_list(*, project: Project) -> QuerySet[BaseModel]:
-    return BaseModel.objects.filter(project=project)
+    return BaseModel.objects.filter(project=project).select_related("project")
 
 
 def worker_list(*, user) -> list[dict]:
