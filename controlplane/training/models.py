@@ -39,9 +39,6 @@ class JobStatus(models.TextChoices):
         return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
 
 
-FINISHED_STATUSES = [s for s in JobStatus if s.is_finished()]
-
-
 class Job(models.Model):
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="jobs")
     name = models.CharField(max_length=200)
