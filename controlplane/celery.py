@@ -15,8 +15,3 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "controlplane.settings")
 app = Celery("controlplane")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
-app.conf.beat_schedule = {
-    "jobs-redispatch-unclaimed": {"task": "training.jobs_redispatch_unclaimed", "schedule": 60.0},
-    "jobs-recover-lost": {"task": "training.jobs_recover_lost", "schedule": 30.0},
-    "registry-reconcile": {"task": "registry.reconcile", "schedule": 300.0},
-}

@@ -12,6 +12,8 @@ from pathlib import Path
 import environ
 import plotly
 
+from workers.spec import BROKER_PRIORITY_OPTIONS
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(environ.Env().str("TUNEYARD_VAR_DIR", default=str(BASE_DIR / "var")))
 
@@ -142,6 +144,18 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "control"
+# Jobs carry a broker priority; both sides must agree on the bands (see workers.spec).
+CELERY_BROKER_TRANSPORT_OPTIONS = dict(BROKER_PRIORITY_OPTIONS)
+# How often the reconcilers look for lost messages and silent attempts.
+JOB_RECONCILE_SECONDS = env.float("JOB_RECONCILE_SECONDS", default=30.0)
+CELERY_BEAT_SCHEDULE = {
+    "jobs-redispatch-unclaimed": {
+        "task": "training.jobs_redispatch_unclaimed",
+        "schedule": JOB_RECONCILE_SECONDS * 2,
+    },
+    "jobs-recover-lost": {"task": "training.jobs_recover_lost", "schedule": JOB_RECONCILE_SECONDS},
+    "registry-reconcile": {"task": "registry.reconcile", "schedule": 300.0},
+}
 # A queued job not claimed within this many seconds is dispatched again.
 JOB_REDISPATCH_AFTER_SECONDS = env.int("JOB_REDISPATCH_AFTER_SECONDS", default=300)
 # A running attempt silent this long is presumed lost and retried, up to the limit.

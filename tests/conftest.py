@@ -147,9 +147,9 @@ def worker(live_server, redis_url: str, mlflow_server: str, services_dir: Path) 
         "TUNEYARD_PRESENCE_SECONDS": "1",
     }
     # Messages sent by earlier tests name jobs that no longer exist; start clean.
-    import redis
+    from tests.broker import queue_clear
 
-    redis.Redis.from_url(redis_url).delete("cpu")
+    queue_clear(redis_url, "cpu")
     log = services_dir / "worker.log"
     process = _start(processes.worker_command(queues=["cpu"], name="test-worker@%h"), log, env)
     # Celery prints "ready" once it consumes; wait for it so the first job is not raced.

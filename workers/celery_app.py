@@ -11,6 +11,8 @@ import os
 
 from celery import Celery
 
+from workers.spec import BROKER_PRIORITY_OPTIONS
+
 broker_url = os.environ.get("CELERY_BROKER_URL") or os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 
 # fixups=[]: Celery would otherwise set Django up whenever DJANGO_SETTINGS_MODULE
@@ -21,10 +23,12 @@ app.conf.update(
     task_reject_on_worker_lost=True,
     worker_prefetch_multiplier=1,
     task_default_queue="cpu",
-    # Redis redelivers an unacknowledged message after this long. It must outlast
-    # the longest job, or a second worker would start a job still running.
+    # Redis redelivers an unacknowledged message after this long. A redelivered
+    # job still running elsewhere is refused at the claim, so a short timeout
+    # costs a wasted message, not a second run; 12 h keeps even those rare.
     broker_transport_options={
-        "visibility_timeout": int(os.environ.get("TUNEYARD_VISIBILITY_TIMEOUT", 12 * 3600))
+        **BROKER_PRIORITY_OPTIONS,
+        "visibility_timeout": int(os.environ.get("TUNEYARD_VISIBILITY_TIMEOUT", 12 * 3600)),
     },
     broker_connection_retry_on_startup=True,
     worker_redirect_stdouts=False,

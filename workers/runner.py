@@ -29,7 +29,15 @@ from workers import tracking
 from workers.controlplane_client import ClaimRefused, ControlPlaneClient
 from workers.engine.protocol import parse
 from workers.gpus import gpu_inventory, visible_devices
-from workers.spec import LOG_LINE_MAX_CHARS, Heartbeat, HeartbeatReply, JobOutcome, JobResult, JobSpec
+from workers.spec import (
+    LOG_LINE_MAX_CHARS,
+    Checkpoint,
+    Heartbeat,
+    HeartbeatReply,
+    JobOutcome,
+    JobResult,
+    JobSpec,
+)
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +53,13 @@ class _Progress:
     step: int = 0
     total_steps: int = 0
     result: dict | None = None
+    checkpoint: Checkpoint | None = None  # the newest one not yet sent
     pending_metrics: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
     pending_logs: list[str] = field(default_factory=list)
     # Every log line of the attempt, kept as a file and stored with the run at the end.
     log_file: IO[str] | None = None
     stderr_tail: deque[str] = field(default_factory=lambda: deque(maxlen=40))
+    timed_out: bool = False
 
     def take(self, event: dict) -> None:
         kind = event.get("event")
@@ -60,6 +70,9 @@ class _Progress:
             self.total_steps = int(event.get("total_steps") or self.total_steps)
             for name, value in _finite(event.get("metrics"), self).items():
                 self.pending_metrics.setdefault(name, []).append((self.step, value))
+        elif kind == "checkpoint":
+            self.checkpoint = Checkpoint(step=int(event["step"]), uri=str(event["uri"]))
+            self.log_line(f"tuneyard: checkpoint at step {self.checkpoint.step} stored")
         elif kind == "result":
             self.result = event | {"metrics": _finite(event.get("metrics"), self)}
 
@@ -84,11 +97,13 @@ class _Progress:
             mlflow_run_id=self.run_id,
             gpu_indices=self.gpu_indices,
             log_lines=self.pending_logs[-1000:],
+            checkpoint=self.checkpoint,
         )
 
     def sent(self) -> None:
         self.pending_metrics = {}
         self.pending_logs = []
+        self.checkpoint = None
 
 
 def _finite(metrics: dict | None, progress: _Progress) -> dict[str, float]:
@@ -191,6 +206,9 @@ def _supervise(
     env = dict(os.environ, PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false")
     # Whole GPUs: the job sees exactly its devices ("" hides every GPU from a CPU job).
     env["CUDA_VISIBLE_DEVICES"] = devices
+    # The trainer kills itself if this process dies (see workers.engine.__main__),
+    # so a SIGKILLed worker never leaves an attempt training on unsupervised.
+    env["TUNEYARD_RUNNER_PID"] = str(os.getpid())
     proc = subprocess.Popen(
         _trainer_command(spec_path, workdir / "work"),
         stdout=subprocess.PIPE,
@@ -208,12 +226,19 @@ def _supervise(
     ]
     for reader in readers:
         reader.start()
+    timeout = spec.config.resources.timeout_seconds
+    deadline = time.monotonic() + timeout if timeout else math.inf
     try:
         stop_reason = ""
         next_beat = time.monotonic()
         while True:
             finished = proc.poll() is not None
             _drain(lines, progress)
+            if not finished and time.monotonic() >= deadline:
+                _kill_group(proc)
+                progress.timed_out = True
+                progress.log_line(f"tuneyard: {_timeout_reason(timeout)}", from_stderr=True)
+                finished = True
             if finished or time.monotonic() >= next_beat:
                 reply = _send_heartbeat(client, spec, worker, progress)
                 next_beat = time.monotonic() + heartbeat_seconds
@@ -299,6 +324,13 @@ def _result(
             artifacts=(progress.result.get("artifacts") or {}) | logs,
             **common,
         )
+    if progress.timed_out:
+        reason = _timeout_reason(spec.config.resources.timeout_seconds)
+        return JobResult(outcome=JobOutcome.FAILED, error=reason, artifacts=logs, **common)
     tail = [line for line in progress.stderr_tail if line.strip()]
     reason = tail[-1] if tail else f"the trainer exited with code {returncode} and said nothing"
     return JobResult(outcome=JobOutcome.FAILED, error=reason, artifacts=logs, **common)
+
+
+def _timeout_reason(seconds: int | None) -> str:
+    return f"timed out: the attempt ran past its limit of {seconds} s and was stopped"

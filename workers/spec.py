@@ -21,6 +21,10 @@ SCHEMA_VERSION = 1
 
 QUEUE_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
 
+# Redis keeps one list per priority band of a queue, and a worker takes from
+# band 0 first. The control plane (sender) and the workers must use the same bands.
+BROKER_PRIORITY_OPTIONS = {"priority_steps": list(range(10)), "sep": ":"}
+
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -88,12 +92,19 @@ class Hyperparameters(_Frozen):
     batch_size: int = Field(8, ge=1, le=4096)
     max_seq_length: int = Field(256, ge=8, le=131_072)
     seed: int = Field(42, ge=0, le=2**32 - 1)
+    # A resumable checkpoint (weights, optimizer, scheduler, data position) goes
+    # to the artifact store this often; a retried attempt continues from the
+    # last one instead of from step 0. None: no checkpoints.
+    checkpoint_every_steps: int | None = Field(500, ge=1, le=10_000_000)
 
 
 class Resources(_Frozen):
     gpus: int = Field(0, ge=0, le=64)
     # The Celery queue; by default "gpu" for GPU jobs and "cpu" otherwise.
     queue: str | None = Field(None, pattern=QUEUE_PATTERN)
+    # Wall-clock limit of one attempt; past it the worker kills the trainer and
+    # the job fails with that reason (a timeout is not retried).
+    timeout_seconds: int | None = Field(None, ge=1, le=30 * 24 * 3600)
 
     @property
     def queue_name(self) -> str:
@@ -166,6 +177,13 @@ RunId = Annotated[str, StringConstraints(max_length=64)]
 LOG_LINE_MAX_CHARS = 2000
 
 
+class Checkpoint(_Frozen):
+    """A checkpoint the trainer finished writing to the artifact store."""
+
+    step: Step
+    uri: Annotated[str, StringConstraints(min_length=1, max_length=2000)]
+
+
 class Heartbeat(_Frozen):
     attempt: int = Field(ge=1)
     worker: str = Field(min_length=1, max_length=200)
@@ -180,6 +198,8 @@ class Heartbeat(_Frozen):
     log_lines: list[Annotated[str, StringConstraints(max_length=LOG_LINE_MAX_CHARS)]] = Field(
         default_factory=list, max_length=1000
     )
+    # The newest checkpoint stored since the last heartbeat, if any.
+    checkpoint: Checkpoint | None = None
 
 
 class HeartbeatReply(_Frozen):

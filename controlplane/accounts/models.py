@@ -28,12 +28,21 @@ class Project(models.Model):
     max_concurrent_gpus = models.PositiveIntegerField(null=True, blank=True)
     gpu_hours_quota = models.FloatField(null=True, blank=True)
     quota_period_days = models.PositiveIntegerField(default=30)
+    # While set, none of the project's queued jobs is sent to a worker (running ones go on).
+    dispatch_paused_at = models.DateTimeField(null=True, blank=True)
+    dispatch_paused_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
 
     class Meta:
         ordering = ["slug"]
 
     def __str__(self) -> str:
         return self.slug
+
+    @property
+    def dispatch_paused(self) -> bool:
+        return self.dispatch_paused_at is not None
 
 
 class Membership(models.Model):

@@ -39,6 +39,11 @@ class JobStatus(models.TextChoices):
         return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
 
 
+def broker_priority(priority: int) -> int:
+    """A job's priority (-100..100, higher first) as a Redis message priority (0..9, 0 first)."""
+    return round((100 - priority) * 9 / 200)
+
+
 class Job(models.Model):
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="jobs")
     name = models.CharField(max_length=200)
@@ -71,6 +76,9 @@ class Job(models.Model):
     metrics = models.JSONField(default=dict, blank=True)
     artifacts = models.JSONField(default=dict, blank=True)
     error = models.TextField(blank=True)
+    # The newest checkpoint any attempt stored; the next attempt resumes from it.
+    checkpoint_uri = models.CharField(max_length=2000, blank=True)
+    checkpoint_step = models.PositiveIntegerField(default=0)
     # Wall-clock seconds of all its attempts' running time; GPU-hours are gpus x this.
     run_seconds = models.FloatField(default=0.0)
 

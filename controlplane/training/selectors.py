@@ -3,13 +3,13 @@ from __future__ import annotations
 from datetime import timedelta
 
 from django.conf import settings
-from django.db.models import Count, F, FloatField, Q, QuerySet, Sum
+from django.db.models import Count, F, FloatField, Min, QuerySet, Sum
 from django.utils import timezone
 
 from controlplane.accounts.models import Project, Role
 from controlplane.accounts.selectors import project_list, project_role_check
 from controlplane.errors import NotFound
-from controlplane.training.models import BaseModel, Job, JobStatus, Worker
+from controlplane.training.models import BaseModel, Job, JobStatus, Worker, broker_priority
 
 
 def job_list(*, project: Project) -> QuerySet[Job]:
@@ -31,13 +31,21 @@ def job_get(*, user, job_id: int, role: Role = Role.VIEWER) -> Job:
 
 
 def job_queue_position(*, job: Job) -> int | None:
-    """1 for the next queued job of its queue to go; None once it is claimed."""
+    """1 for the next queued job of its queue to go; None once it is claimed.
+
+    Workers take messages by broker priority band (see ``models.broker_priority``);
+    within a band, jobs held back by the control plane go by priority, then age,
+    and the broker keeps the order they were sent in, which is close to that.
+    """
     if job.status != JobStatus.QUEUED:
         return None
-    ahead = Job.objects.filter(status=JobStatus.QUEUED, queue=job.queue).filter(
-        Q(priority__gt=job.priority) | Q(priority=job.priority, created_at__lt=job.created_at)
+    mine = (broker_priority(job.priority), -job.priority, job.created_at, job.pk)
+    queued = Job.objects.filter(status=JobStatus.QUEUED, queue=job.queue).exclude(pk=job.pk)
+    ahead = sum(
+        (broker_priority(priority), -priority, created_at, pk) < mine
+        for priority, created_at, pk in queued.values_list("priority", "created_at", "pk")
     )
-    return ahead.count() + 1
+    return ahead + 1
 
 
 def job_start_estimate(*, job: Job, position: int | None) -> timedelta | None:
@@ -66,14 +74,30 @@ def job_start_estimate(*, job: Job, position: int | None) -> timedelta | None:
 
 
 def job_metric_series(*, job: Job) -> dict[str, dict[str, list[float]]]:
-    """Each metric of the job's current attempt as {"steps": [...], "values": [...]}, for charts."""
-    series: dict[str, dict[str, list[float]]] = {}
-    points = job.metric_points.filter(attempt=job.attempt).values_list("name", "step", "value")
-    for name, step, value in points.order_by("name", "step"):
-        entry = series.setdefault(name, {"steps": [], "values": []})
-        entry["steps"].append(step)
-        entry["values"].append(value)
-    return series
+    """Each metric as {"steps": [...], "values": [...]}, for charts: one curve across attempts.
+
+    An attempt that resumed from a checkpoint continues the curve of the ones
+    before it; points of earlier attempts from the steps it ran again are replaced.
+    """
+    by_name: dict[str, dict[int, float]] = {}
+    points = job.metric_points.values_list("name", "attempt", "step", "value")
+    first_step = dict(
+        job.metric_points.order_by()
+        .values("attempt")
+        .annotate(first=Min("step"))
+        .values_list("attempt", "first")
+    )
+    for name, attempt, step, value in points.order_by("attempt", "step"):
+        curve = by_name.setdefault(name, {})
+        if attempt > 1 and step == first_step.get(attempt):
+            # A new attempt: drop what earlier attempts reported from this step on.
+            for stale in [s for s in curve if s >= step]:
+                del curve[stale]
+        curve[step] = value
+    return {
+        name: {"steps": sorted(curve), "values": [curve[step] for step in sorted(curve)]}
+        for name, curve in sorted(by_name.items())
+    }
 
 
 def job_log_tail(*, job: Job, limit: int = 200) -> list[str]:

@@ -24,6 +24,7 @@ from controlplane.training.models import (
     JobMetricPoint,
     JobStatus,
     Worker,
+    broker_priority,
 )
 from workers.spec import (
     Heartbeat,
@@ -192,12 +193,18 @@ def job_spec_build(job: Job) -> JobSpec:
         config=TrainingConfig.model_validate(job.config),
         mlflow_experiment=job.mlflow_experiment,
         mlflow_run_id=job.mlflow_run_id or None,
+        resume_checkpoint_uri=job.checkpoint_uri or None,
     )
 
 
-def _quota_block(job: Job) -> str:
-    """Why the project's quotas keep this job waiting now, or "" if they do not."""
+PAUSED_REASON = "paused: the project's dispatch is paused by an admin"
+
+
+def _dispatch_block(job: Job) -> str:
+    """Why the project keeps this job waiting now (paused, over a quota), or "" if it does not."""
     project = job.project
+    if project.dispatch_paused:
+        return PAUSED_REASON
     if job.gpus == 0:
         return ""
     if project.max_concurrent_gpus is not None:
@@ -243,8 +250,9 @@ def job_dispatch(*, job_id: int) -> bool:
         )
         if job is None:
             return False
-        Project.objects.select_for_update().filter(pk=job.project_id).first()
-        reason = _quota_block(job)
+        # Read under the lock: a pause or another dispatch committed a moment ago counts.
+        job.project = Project.objects.select_for_update().get(pk=job.project_id)
+        reason = _dispatch_block(job)
         Job.objects.filter(pk=job_id, status=S.QUEUED, attempt=job.attempt).update(
             waiting_reason=reason, dispatched_at=None if reason else timezone.now()
         )
@@ -252,7 +260,12 @@ def job_dispatch(*, job_id: int) -> bool:
         return False
     spec = job_spec_build(job)
     try:
-        app.send_task("tuneyard.run_job", args=[spec.model_dump(mode="json")], queue=job.queue)
+        app.send_task(
+            "tuneyard.run_job",
+            args=[spec.model_dump(mode="json")],
+            queue=job.queue,
+            priority=broker_priority(job.priority),
+        )
     except Exception:  # noqa: BLE001 - any broker failure is transient here
         log.exception("dispatch of job %s failed; the reconciler will resend it", job_id)
         Job.objects.filter(pk=job_id, status=S.QUEUED).update(dispatched_at=None)
@@ -261,7 +274,7 @@ def job_dispatch(*, job_id: int) -> bool:
 
 
 def jobs_schedule(*, project_id: int) -> int:
-    """Send a project's jobs waiting for quota, highest priority first, while the quotas allow."""
+    """Send a project's held jobs, highest priority first, while pause and quotas allow."""
     waiting = Job.objects.filter(project_id=project_id, status=S.QUEUED, dispatched_at__isnull=True).exclude(
         waiting_reason=""
     )
@@ -278,6 +291,27 @@ def jobs_redispatch_unclaimed() -> int:
     cutoff = timezone.now() - timedelta(seconds=settings.JOB_REDISPATCH_AFTER_SECONDS)
     stale = Job.objects.filter(status=S.QUEUED, created_at__lt=cutoff).exclude(dispatched_at__gte=cutoff)
     return sum(job_dispatch(job_id=job_id) for job_id in stale.values_list("pk", flat=True))
+
+
+def project_dispatch_pause(*, project: Project, user, paused: bool) -> Project:
+    """Hold (or release) every queued job of a project; running jobs go on. Idempotent."""
+    project_role_check(user=user, project=project, role=Role.ADMIN)
+    with transaction.atomic():
+        locked = Project.objects.select_for_update().get(pk=project.pk)
+        if paused and locked.dispatch_paused_at is None:
+            Project.objects.filter(pk=project.pk).update(
+                dispatch_paused_at=timezone.now(), dispatch_paused_by=user
+            )
+        elif not paused and locked.dispatch_paused_at is not None:
+            Project.objects.filter(pk=project.pk).update(dispatch_paused_at=None, dispatch_paused_by=None)
+            transaction.on_commit(lambda: jobs_schedule(project_id=project.pk))
+    if paused:
+        # Jobs sent but not yet claimed are held when a worker tries to claim them.
+        Job.objects.filter(project=project, status=S.QUEUED, dispatched_at__isnull=True).update(
+            waiting_reason=PAUSED_REASON
+        )
+    project.refresh_from_db()
+    return project
 
 
 def job_cancel(*, job: Job, user) -> Job:
@@ -300,11 +334,20 @@ def job_cancel(*, job: Job, user) -> Job:
 def job_claim(*, job_id: int, attempt: int, worker: str) -> JobSpec:
     """A worker takes a queued attempt. A second claim of the same attempt is a Conflict."""
     now = timezone.now()
+    held = Job.objects.filter(
+        pk=job_id, attempt=attempt, status=S.QUEUED, project__dispatch_paused_at__isnull=False
+    )
+    if held.update(dispatched_at=None, waiting_reason=PAUSED_REASON):
+        # Sent before its project was paused: it waits, and is sent again on resume.
+        raise Conflict(f"Job {job_id} is held: its project's dispatch is paused.")
+    checkpoint_step = Job.objects.filter(pk=job_id).values_list("checkpoint_step", flat=True).first()
     won = job_transition(
         job_id=job_id,
         attempt=attempt,
         to=S.RUNNING,
         actor_label=f"worker:{worker}",
+        # What the attempt starts from, for the audit trail.
+        message=f"resumes from the checkpoint at step {checkpoint_step}" if checkpoint_step else "",
         worker=worker,
         started_at=now,
         heartbeat_at=now,
@@ -338,6 +381,11 @@ def job_heartbeat(*, job_id: int, heartbeat: Heartbeat) -> HeartbeatReply:
     with transaction.atomic():
         if not live.update(**fields):
             return HeartbeatReply(stop=True, reason="this attempt no longer runs")
+        if heartbeat.checkpoint is not None:
+            # Only forward: a resent heartbeat must not put an older checkpoint back.
+            live.filter(checkpoint_step__lt=heartbeat.checkpoint.step).update(
+                checkpoint_step=heartbeat.checkpoint.step, checkpoint_uri=heartbeat.checkpoint.uri
+            )
         JobMetricPoint.objects.bulk_create(
             [
                 JobMetricPoint(job_id=job_id, attempt=heartbeat.attempt, name=name, step=step, value=value)

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import base64
-import json
 from datetime import timedelta
 
 import pytest
-import redis
 from django.utils import timezone
 
 from controlplane.training.models import Job
 from controlplane.training.services import jobs_redispatch_unclaimed
+from tests.broker import queue_clear, queued_specs
 from tests.factories import job_make
 from workers.spec import JobSpec
 
@@ -22,21 +20,14 @@ CONFIG = {"resources": {"queue": QUEUE}}
 
 
 def _messages(redis_url: str) -> list[JobSpec]:
-    """The JobSpecs waiting on the queue, oldest first, read from kombu's envelopes in Redis."""
-    specs = []
-    # kombu pushes on the left and workers pop from the right.
-    for raw in reversed(redis.Redis.from_url(redis_url).lrange(QUEUE, 0, -1)):
-        envelope = json.loads(raw)
-        args, _kwargs, _embed = json.loads(base64.b64decode(envelope["body"]))
-        specs.append(JobSpec.model_validate(args[0]))
-    return specs
+    return queued_specs(redis_url, QUEUE)
 
 
 @pytest.fixture
 def broker(redis_url):
-    redis.Redis.from_url(redis_url).delete(QUEUE)
+    queue_clear(redis_url, QUEUE)
     yield redis_url
-    redis.Redis.from_url(redis_url).delete(QUEUE)
+    queue_clear(redis_url, QUEUE)
 
 
 def test_a_job_is_sent_on_commit_as_a_jobspec_on_its_queue(

@@ -5,12 +5,12 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-import redis
 from django.utils import timezone
 
 from controlplane.training.models import Job
 from controlplane.training.selectors import job_queue_position
 from controlplane.training.services import job_cancel, job_claim, job_finish
+from tests.broker import queue_clear
 from tests.controlplane.test_dispatch import QUEUE, _messages
 from tests.factories import job_make
 from workers.spec import JobOutcome, JobResult
@@ -24,9 +24,9 @@ def gpus(n: int) -> dict:
 
 @pytest.fixture
 def broker(redis_url):
-    redis.Redis.from_url(redis_url).delete(QUEUE)
+    queue_clear(redis_url, QUEUE)
     yield redis_url
-    redis.Redis.from_url(redis_url).delete(QUEUE)
+    queue_clear(redis_url, QUEUE)
 
 
 @pytest.fixture

@@ -134,9 +134,22 @@ def engine_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, EngineRun
         "bad_row": _start(base / "bad_row", _spec(3, model, lora, learning_rate=1e-2), bad_rows, store),
     }
     build_tiny_model(model)
-    started["lora"] = _start(base / "lora", _spec(1, model, lora, learning_rate=1e-2), good_rows, store)
+    lora_spec = _spec(1, model, lora, learning_rate=1e-2)
+    lora_spec["config"]["hyperparameters"]["checkpoint_every_steps"] = 10
+    started["lora"] = _start(base / "lora", lora_spec, good_rows, store)
     started["full"] = _start(base / "full", _spec(2, model, full, learning_rate=1e-3), good_rows, store)
-    return {name: _finish(process, base / name) for name, process in started.items()}
+    runs = {name: _finish(process, base / name) for name, process in started.items()}
+    # The same job again, resumed from the LoRA run's checkpoint at step 20 (the
+    # Trainer keeps the newest checkpoint on disk; the artifact store has them all).
+    resumed = {
+        **lora_spec,
+        "attempt": 2,
+        "resume_checkpoint_uri": str(base / "lora/work/trainer/checkpoint-20"),
+    }
+    runs["lora_resumed"] = _finish(
+        _start(base / "lora_resumed", resumed, good_rows, store), base / "lora_resumed"
+    )
+    return runs
 
 
 # --- the protocol ---------------------------------------------------------------
@@ -173,7 +186,7 @@ def test_lora_run_emits_run_then_progress_then_result(engine_runs: dict[str, Eng
     assert run.returncode == EXIT_OK, run.stderr[-3000:]
 
     kinds = [event["event"] for event in run.events()]
-    assert kinds == ["run"] + ["progress"] * 30 + ["result"]
+    assert kinds == ["run"] + (["progress"] * 10 + ["checkpoint"]) * 2 + ["progress"] * 10 + ["result"]
     progress = run.events("progress")
     assert [event["step"] for event in progress] == list(range(1, 31))
     assert {event["total_steps"] for event in progress} == {30}
@@ -226,6 +239,50 @@ def test_lora_run_is_recorded_in_mlflow_with_the_adapter(
     # Names the spec's base model, not the worker's download directory.
     spec = json.loads((run.workdir.parent / "spec.json").read_text())
     assert config["base_model_name_or_path"] == spec["base_model_uri"]
+
+
+def test_a_checkpoint_is_announced_only_once_stored_in_the_artifact_store(
+    engine_runs: dict[str, EngineRun],
+) -> None:
+    run = engine_runs["lora"]
+    checkpoints = run.events("checkpoint")
+    assert [event["step"] for event in checkpoints] == [10, 20]
+    (run_id,) = {event["mlflow_run_id"] for event in run.events("run")}
+    assert [event["uri"] for event in checkpoints] == [
+        f"runs:/{run_id}/checkpoints/step-10",
+        f"runs:/{run_id}/checkpoints/step-20",
+    ]
+    stored = MlflowClient(tracking_uri=run.tracking_uri).list_artifacts(run_id, "checkpoints/step-20")
+    names = {Path(entry.path).name for entry in stored}
+    # Weights, optimizer, scheduler, RNG states and the data position: all a resume needs.
+    assert {"adapter_model.safetensors", "optimizer.pt", "scheduler.pt", "rng_state.pth"} <= names
+    assert "trainer_state.json" in names
+
+
+def test_a_resumed_run_continues_the_same_loss_curve_step_for_step(engine_runs: dict[str, EngineRun]) -> None:
+    whole, resumed = engine_runs["lora"], engine_runs["lora_resumed"]
+    assert resumed.returncode == EXIT_OK, resumed.stderr[-3000:]
+    assert "resuming from the checkpoint at step 20" in resumed.stdout
+    steps = [event["step"] for event in resumed.events("progress")]
+    assert steps == list(range(21, 31))
+    # On the CPU the continuation is exact: same weights, optimizer state, RNG and data order.
+    assert resumed.losses() == pytest.approx(whole.losses()[20:], abs=1e-6)
+
+
+def test_resuming_from_a_missing_checkpoint_fails_instead_of_starting_over(tmp_path: Path) -> None:
+    spec = {
+        "job_id": 9,
+        "attempt": 2,
+        "project": "demo",
+        "base_model_uri": str(tmp_path / "no-model"),
+        "mlflow_experiment": "tests/engine",
+        "config": {},
+        "resume_checkpoint_uri": str(tmp_path / "no-such-checkpoint"),
+    }
+    store = _empty_store(tmp_path / "empty-mlflow.db")
+    run = _finish(_start(tmp_path / "run", spec, [json.dumps(ROWS[0])], store), tmp_path / "run")
+    assert run.returncode == EXIT_INVALID_INPUT
+    assert "is not a readable checkpoint directory" in run.stderr.splitlines()[-1]
 
 
 # --- full fine-tuning ----------------------------------------------------------------

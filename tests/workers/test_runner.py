@@ -142,3 +142,86 @@ def test_a_job_sees_exactly_its_gpus(people, client, monkeypatch):
     cpu_job = job_make(people["demo"], people["alice"], config={"resources": {"queue": "runner-test"}})
     runner.job_run(_spec(cpu_job), client=client, worker="w1", heartbeat_seconds=0.2)
     assert "devices=''" in cpu_job.log_lines.values_list("text", flat=True)
+
+
+def test_an_attempt_past_its_time_limit_is_killed_and_fails_with_the_reason(
+    people, client, monkeypatch, tmp_path
+):
+    pid_file = tmp_path / "pid"
+    monkeypatch.setattr(
+        runner, "_trainer_command", lambda spec_path, workdir: [sys.executable, "-c", HANGS, str(pid_file)]
+    )
+    job = job_make(people["demo"], people["alice"], config={"resources": {"timeout_seconds": 2}})
+    assert runner.job_run(_spec(job), client=client, worker="w1", heartbeat_seconds=0.2) == "failed"
+    job.refresh_from_db()
+    assert job.status == JobStatus.FAILED
+    assert job.error == "timed out: the attempt ran past its limit of 2 s and was stopped"
+    with pytest.raises(ProcessLookupError):
+        os.kill(int(pid_file.read_text()), 0)
+
+
+CHECKPOINTS = r"""
+import json
+P = "@@tuneyard "
+def emit(e): print(P + json.dumps(e), flush=True)
+for step in (1, 2, 3):
+    emit({"event": "progress", "step": step, "total_steps": 3, "metrics": {"loss": 1.0 / step}})
+    if step == 2:
+        emit({"event": "checkpoint", "step": 2, "uri": "runs:/r1/checkpoints/step-2"})
+emit({"event": "result", "metrics": {}, "artifacts": {}})
+"""
+
+
+def test_a_stored_checkpoint_reaches_the_job_and_the_next_attempt_resumes_from_it(
+    people, client, monkeypatch
+):
+    from controlplane.training.services import job_claim, job_retry
+
+    monkeypatch.setattr(
+        runner, "_trainer_command", lambda spec_path, workdir: [sys.executable, "-c", CHECKPOINTS]
+    )
+    job = job_make(people["demo"], people["alice"])
+    assert runner.job_run(_spec(job), client=client, worker="w1", heartbeat_seconds=0.2) == "succeeded"
+    job.refresh_from_db()
+    assert (job.checkpoint_step, job.checkpoint_uri) == (2, "runs:/r1/checkpoints/step-2")
+    assert any("checkpoint at step 2 stored" in line for line in job.log_lines.values_list("text", flat=True))
+
+    # Made to fail so it can be retried: the new attempt is handed the checkpoint.
+    Job.objects.filter(pk=job.pk).update(status=JobStatus.FAILED)
+    job_retry(job=job, user=people["alice"])
+    spec = job_claim(job_id=job.pk, attempt=2, worker="w2")
+    assert spec.resume_checkpoint_uri == "runs:/r1/checkpoints/step-2"
+    assert job.events.filter(attempt=2, to_status=JobStatus.RUNNING).get().message == (
+        "resumes from the checkpoint at step 2"
+    )
+
+
+RUNNER_THEN_TRAINER = r"""
+import os, subprocess, sys, time
+code = "from workers.engine.__main__ import _die_with_runner as d; d(); import time; time.sleep(600)"
+env = dict(os.environ, TUNEYARD_RUNNER_PID=str(os.getpid()))
+trainer = subprocess.Popen([sys.executable, "-c", code], env=env, start_new_session=True)
+print(trainer.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_trainer_dies_with_its_runner_even_when_the_runner_is_killed_outright():
+    import signal
+    import subprocess
+
+    parent = subprocess.Popen([sys.executable, "-c", RUNNER_THEN_TRAINER], stdout=subprocess.PIPE, text=True)
+    trainer_pid = int(parent.stdout.readline())
+    time.sleep(1.0)  # let the trainer make its request to the kernel
+    os.kill(trainer_pid, 0)  # alive while its runner is
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            os.kill(trainer_pid, 0)
+        except ProcessLookupError:
+            break
+        # A zombie still answers kill(0); it is dead once reaped by init.
+        assert time.monotonic() < deadline, "the trainer outlived its SIGKILLed runner"
+        time.sleep(0.1)

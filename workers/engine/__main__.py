@@ -6,6 +6,7 @@ See ``workers.engine.protocol`` for what goes to stdout and what each exit code 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
 import signal
 import sys
@@ -19,6 +20,8 @@ from workers.engine import JobInputError
 from workers.engine.job import run_job
 from workers.engine.protocol import EXIT_CANCELLED, EXIT_FAILED, EXIT_INVALID_INPUT, EXIT_OK
 from workers.spec import JobSpec
+
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 # Some exceptions carry whole server responses; the traceback printed before keeps them.
 MAX_REASON_CHARS = 1000
@@ -37,6 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # A cancel arrives as SIGTERM; as KeyboardInterrupt it unwinds through the
     # MLflow run's context manager, which then ends the run KILLED.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
+    _die_with_runner()
     _quiet_progress_bars()
     try:
         spec = _load_spec(args.spec)
@@ -71,6 +75,24 @@ def _fail(reason: str, code: int) -> int:
     sentence = " ".join(reason.split())[:MAX_REASON_CHARS] or "failed"
     print(f"error: {sentence}", file=sys.stderr, flush=True)
     return code
+
+
+def _die_with_runner() -> None:
+    """Ask Linux to SIGKILL this process when the runner that started it dies.
+
+    A worker killed with SIGKILL cannot stop its trainer; without this the
+    trainer would train on, unsupervised, while the control plane hands the job
+    to another worker: two attempts at once.
+    """
+    runner_pid = os.environ.get("TUNEYARD_RUNNER_PID")
+    if runner_pid is None or not sys.platform.startswith("linux"):
+        return  # run by hand, or on a system without prctl
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    # The runner may have died before the request was made: then nobody is left to signal us.
+    if os.getppid() != int(runner_pid):
+        os._exit(EXIT_FAILED)
 
 
 def _quiet_progress_bars() -> None:

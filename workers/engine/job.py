@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -35,14 +36,12 @@ def run_job(spec: JobSpec, workdir: Path) -> None:
         run_id=spec.mlflow_run_id,
     ) as run:
         emit({"event": "run", "mlflow_run_id": run.run_id})
-        if spec.resume_checkpoint_uri is not None:
-            # Training from scratch instead would look like success and waste the earlier steps.
-            raise JobInputError("resuming from a checkpoint is not supported yet")
         run.log_params(training_params(spec))
         # The data first: it is small, and a bad row should not wait for a
         # many-gigabyte base model to download.
         rows = _read_rows(spec.dataset_uris, workdir / "inputs")
         base_model = download(spec.base_model_uri, workdir / "inputs" / "base-model")
+        resume_from = _checkpoint_fetch(spec.resume_checkpoint_uri, workdir / "inputs" / "checkpoint")
 
         def on_step(step: int, total_steps: int, metrics: Mapping[str, float]) -> None:
             run.log_metrics(metrics, step)
@@ -55,11 +54,17 @@ def run_job(spec: JobSpec, workdir: Path) -> None:
                 }
             )
 
+        def on_checkpoint(step: int, local: Path) -> None:
+            # Named to the control plane only once every file is stored: a
+            # trainer killed mid-upload leaves the previous checkpoint in force.
+            uri = run.log_artifacts(local, f"checkpoints/step-{step}")
+            emit({"event": "checkpoint", "step": step, "uri": uri})
+
         # Imported only now: torch and transformers take seconds to load, and
         # a bad dataset should fail before that.
         from workers.engine.train import train
 
-        trained = train(spec, base_model, rows, workdir, on_step)
+        trained = train(spec, base_model, rows, workdir, on_step, on_checkpoint, resume_from)
         run.log_metrics(trained.metrics, trained.steps)
         artifact_uri = run.log_artifacts(trained.path, trained.artifact_name)
     emit(
@@ -92,3 +97,16 @@ def _read_rows(uris: list[str], inputs: Path) -> list[InstructionRow]:
             raise DatasetError(f"dataset URI {uri!r} is not a local path or an MLflow artifact URI")
         files.extend(dataset_files(local))
     return read_instruction_rows(files)
+
+
+def _checkpoint_fetch(uri: str | None, dst: Path) -> Path | None:
+    """The checkpoint to resume from, downloaded; None to start from step 0."""
+    if uri is None:
+        return None
+    local = download(uri, dst)
+    if isinstance(local, str) or not (local / "trainer_state.json").is_file():
+        # Training from scratch instead would look like success and waste the earlier steps.
+        raise JobInputError(f"the checkpoint {uri!r} to resume from is not a readable checkpoint directory")
+    step = json.loads((local / "trainer_state.json").read_text())["global_step"]
+    print(f"tuneyard: resuming from the checkpoint at step {step} ({uri})", flush=True)
+    return local

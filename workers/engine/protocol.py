@@ -7,6 +7,9 @@ exactly ``PREFIX``; every other line on stdout or stderr is log text. Events:
 * ``{"event": "progress", "step": int, "total_steps": int, "metrics": {name: float}}``
   at every logged optimizer step (``metrics`` has at least ``loss`` and
   ``learning_rate``);
+* ``{"event": "checkpoint", "step": int, "uri": str}`` each time a resumable
+  checkpoint has been completely stored at ``uri`` (only then, so a
+  half-uploaded checkpoint is never named);
 * ``{"event": "result", "metrics": {name: float}, "artifacts": {name: uri}}``,
   once, last, before a zero exit.
 

@@ -26,6 +26,7 @@ from transformers import (
     TrainingArguments,
     set_seed,
 )
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from workers.engine import JobInputError
 from workers.engine.data import InstructionRow, format_example, tokenize
@@ -33,6 +34,8 @@ from workers.spec import FullMethod, JobSpec, LoraMethod
 
 # (step, total_steps, metrics at that step)
 StepListener = Callable[[int, int, Mapping[str, float]], None]
+# (step, local directory of the checkpoint the Trainer has just finished writing)
+CheckpointListener = Callable[[int, Path], None]
 
 IGNORE_INDEX = -100  # label value the loss skips (padding)
 
@@ -55,7 +58,14 @@ def train(
     rows: list[InstructionRow],
     workdir: Path,
     on_step: StepListener,
+    on_checkpoint: CheckpointListener | None = None,
+    resume_from: Path | None = None,
 ) -> TrainedModel:
+    """Train; with ``resume_from`` (a checkpoint directory), continue where it stopped.
+
+    A resumed run restores weights, optimizer, scheduler, RNG states and the
+    position in the data, so it continues the same loss curve.
+    """
     hyper = spec.config.hyperparameters
     # Seeded before the adapter exists: LoRA's initial weights are random too.
     set_seed(hyper.seed)
@@ -68,9 +78,9 @@ def train(
         train_dataset=examples,
         data_collator=CausalLMCollator(_pad_id(tokenizer)),
         processing_class=tokenizer,
-        callbacks=[_StepReporter(on_step)],
+        callbacks=[_StepReporter(on_step), _CheckpointReporter(on_checkpoint)],
     )
-    output = trainer.train()
+    output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     artifact_name = "adapter" if isinstance(spec.config.method, LoraMethod) else "model"
     saved = _save(model, tokenizer, workdir / artifact_name, spec.base_model_uri)
     metrics = {
@@ -122,7 +132,10 @@ def _training_arguments(spec: JobSpec, output_dir: Path) -> TrainingArguments:
         seed=hyper.seed,
         logging_strategy="steps",
         logging_steps=1,
-        save_strategy="no",
+        save_strategy="steps" if hyper.checkpoint_every_steps else "no",
+        save_steps=hyper.checkpoint_every_steps or 500,
+        # The artifact store keeps every checkpoint; locally only the newest is needed.
+        save_total_limit=1,
         eval_strategy="no",
         report_to="none",
         # Progress bars are noise in forwarded log lines; progress events carry the numbers.
@@ -189,6 +202,30 @@ class _StepReporter(TrainerCallback):
             if key != "epoch" and isinstance(value, int | float) and not isinstance(value, bool)
         }
         self.on_step(state.global_step, state.max_steps, metrics)
+
+
+class _CheckpointReporter(TrainerCallback):
+    """Hands every checkpoint the Trainer has finished writing to ``on_checkpoint``."""
+
+    def __init__(self, on_checkpoint: CheckpointListener | None) -> None:
+        self.on_checkpoint = on_checkpoint
+
+    def on_step_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        # The Trainer also checkpoints the last step; the trained model is saved
+        # moments later anyway, so that upload would only cost time.
+        if state.global_step >= state.max_steps:
+            control.should_save = False
+
+    def on_save(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        if self.on_checkpoint is None:
+            return
+        # The Trainer calls on_save after the checkpoint directory is complete.
+        path = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+        self.on_checkpoint(state.global_step, path)
 
 
 def _save(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out_dir: Path, base_uri: str) -> Path:
