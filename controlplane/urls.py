@@ -26,6 +26,7 @@ from controlplane.training.api import (
     JobLogsApi,
     JobMetricsApi,
     JobRetryApi,
+    ProjectDispatchApi,
     UsageApi,
     WorkerHeartbeatApi,
     WorkerListApi,
@@ -34,6 +35,8 @@ from controlplane.training.api import (
 api_v1 = [
     path("auth/token", obtain_auth_token, name="api-token"),
     path("projects", ProjectListApi.as_view(), name="api-projects"),
+    path("projects/<str:slug>/pause", ProjectDispatchApi.as_view(paused=True), name="api-project-pause"),
+    path("projects/<str:slug>/resume", ProjectDispatchApi.as_view(paused=False), name="api-project-resume"),
     path("datasets", DatasetVersionListApi.as_view(), name="api-datasets"),
     path("datasets/<int:version_id>", DatasetVersionDetailApi.as_view(), name="api-dataset"),
     path("base-models", BaseModelListApi.as_view(), name="api-base-models"),

@@ -137,6 +137,8 @@ def run(args: argparse.Namespace, api: Api) -> int:  # noqa: C901 - one branch p
         _print(api.call("POST", "promotions", json=body))
     elif command in ("approve", "reject"):
         _print(api.call("POST", f"promotions/{args.promotion}/{command}", json={"comment": args.comment}))
+    elif command in ("pause", "resume"):
+        _print(api.call("POST", f"projects/{args.project}/{command}"))
     elif command == "deployed":
         params = {key: value for key, value in (("project", args.project), ("model", args.model)) if value}
         _print(api.call("GET", f"deployments/{args.target}", params=params))
@@ -188,6 +190,11 @@ def parser_build() -> argparse.ArgumentParser:
         decide = commands.add_parser(name, help=f"{name} a promotion request (approvers)")
         decide.add_argument("promotion", type=int)
         decide.add_argument("--comment", default="")
+    for name, text in (
+        ("pause", "hold a project's queued jobs; running jobs go on (admins)"),
+        ("resume", "send a paused project's queued jobs again (admins)"),
+    ):
+        commands.add_parser(name, help=text).add_argument("--project", required=True)
     deployed = commands.add_parser("deployed", help="what is deployed to a target")
     deployed.add_argument("target", nargs="?", default="production")
     deployed.add_argument("--project")

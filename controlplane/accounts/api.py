@@ -13,12 +13,14 @@ class ProjectSerializer(serializers.Serializer):
     slug = serializers.CharField()
     name = serializers.CharField()
     role = serializers.CharField()
+    dispatch_paused = serializers.BooleanField()
 
 
 class ProjectListApi(APIView):
     def get(self, request: Request) -> Response:
         roles = dict(Membership.objects.filter(user=request.user).values_list("project_id", "role"))
         rows = [
-            {"slug": p.slug, "name": p.name, "role": roles[p.pk]} for p in project_list(user=request.user)
+            {"slug": p.slug, "name": p.name, "role": roles[p.pk], "dispatch_paused": p.dispatch_paused}
+            for p in project_list(user=request.user)
         ]
         return Response({"results": ProjectSerializer(rows, many=True).data})

@@ -35,6 +35,7 @@ def project_overview(request: HttpRequest, slug: str) -> HttpResponse:
             "role": role,
             "can_edit": role is not None and role.includes(Role.MEMBER),
             "can_approve": role is not None and role.includes(Role.APPROVER),
+            "can_admin": role is not None and role.includes(Role.ADMIN),
             "jobs": job_list(project=project)[:50],
             "dataset_versions": dataset_version_list(project=project),
             "base_models": base_model_list(project=project),

@@ -8,6 +8,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from controlplane.accounts.models import Role
+from controlplane.accounts.selectors import project_get
 from controlplane.api_common import (
     MAX_ID,
     IsWorker,
@@ -53,6 +54,8 @@ class JobSerializer(serializers.Serializer):
     gpu_indices = serializers.JSONField()
     gpu_idle_minutes = serializers.IntegerField(allow_null=True)
     waiting_reason = serializers.CharField()
+    checkpoint_step = serializers.IntegerField()
+    checkpoint_uri = serializers.CharField()
     run_seconds = serializers.FloatField()
     gpu_hours = serializers.FloatField()
     created_by = serializers.CharField(source="created_by.username")
@@ -123,6 +126,20 @@ def _body_int(body: Any, name: str, *, default: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValidationFailed(f"'{name}' must be an integer.")
     return value
+
+
+class ProjectDispatchApi(APIView):
+    """``POST projects/<slug>/pause`` or ``/resume``: hold or release a project's queued jobs (admins)."""
+
+    paused = True
+
+    def post(self, request: Request, slug: str) -> Response:
+        project = project_get(user=request.user, slug=slug)
+        project = services.project_dispatch_pause(project=project, user=request.user, paused=self.paused)
+        by = project.dispatch_paused_by.username if project.dispatch_paused_by else None
+        return Response(
+            {"project": project.slug, "dispatch_paused": project.dispatch_paused, "paused_by": by}
+        )
 
 
 class JobCancelApi(APIView):

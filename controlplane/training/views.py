@@ -79,6 +79,17 @@ def job_live(request: HttpRequest, job_id: int) -> HttpResponse:
 @login_required
 @require_POST
 @page_errors
+def project_dispatch(request: HttpRequest, slug: str, paused: bool) -> HttpResponse:
+    project = project_get(user=request.user, slug=slug)
+    project = services.project_dispatch_pause(project=project, user=request.user, paused=paused)
+    state = "paused: queued jobs are held" if project.dispatch_paused else "resumed"
+    messages.info(request, f"Dispatch of {project.slug} is {state}.")
+    return redirect("project", slug=project.slug)
+
+
+@login_required
+@require_POST
+@page_errors
 def job_cancel(request: HttpRequest, job_id: int) -> HttpResponse:
     job = selectors.job_get(user=request.user, job_id=job_id)
     job = services.job_cancel(job=job, user=request.user)

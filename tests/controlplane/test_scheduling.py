@@ -1,0 +1,88 @@
+"""Priorities reach the broker as bands workers take in order; an admin can pause a project's dispatch."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import Client
+
+from controlplane.errors import Conflict
+from controlplane.training.models import Job, JobStatus
+from controlplane.training.selectors import job_queue_position
+from controlplane.training.services import job_claim, project_dispatch_pause
+from tests.broker import queue_clear, queued_specs
+from tests.factories import job_make
+
+pytestmark = pytest.mark.django_db
+
+QUEUE = "scheduling-test"  # no worker listens here
+CONFIG = {"resources": {"queue": QUEUE}}
+
+
+@pytest.fixture
+def broker(redis_url):
+    queue_clear(redis_url, QUEUE)
+    yield redis_url
+    queue_clear(redis_url, QUEUE)
+
+
+def launch(people, capture, priority: int = 0) -> Job:
+    with capture(execute=True):
+        return job_make(people["demo"], people["alice"], config=CONFIG, priority=priority)
+
+
+def test_a_worker_takes_the_most_urgent_job_first_whatever_the_order_sent(
+    people, broker, django_capture_on_commit_callbacks
+):
+    low = launch(people, django_capture_on_commit_callbacks, priority=-50)
+    normal = launch(people, django_capture_on_commit_callbacks)
+    urgent = launch(people, django_capture_on_commit_callbacks, priority=100)
+    later_normal = launch(people, django_capture_on_commit_callbacks)
+    order = [urgent.pk, normal.pk, later_normal.pk, low.pk]
+    assert [spec.job_id for spec in queued_specs(broker, QUEUE)] == order
+    assert [job_queue_position(job=Job.objects.get(pk=pk)) for pk in order] == [1, 2, 3, 4]
+
+
+@pytest.fixture
+def dana(people):
+    """An admin of project demo (pausing dispatch is for admins)."""
+    from controlplane.accounts.models import Role
+    from controlplane.accounts.services import member_add
+
+    people["dana"] = member_add(project=people["demo"], username="dana", role=Role.ADMIN)
+    return people["dana"]
+
+
+def test_pausing_holds_queued_jobs_with_the_reason_and_resuming_sends_them(
+    people, dana, api_for, broker, django_capture_on_commit_callbacks
+):
+    sent_before = launch(people, django_capture_on_commit_callbacks)
+    assert api_for("charlie").post("/api/v1/projects/demo/pause").status_code == 404
+    refused = api_for("alice").post("/api/v1/projects/demo/pause")
+    assert refused.status_code == 403 and "admin" in refused.json()["message"]
+
+    with django_capture_on_commit_callbacks(execute=True):
+        project_dispatch_pause(project=people["demo"], user=dana, paused=True)
+    held = launch(people, django_capture_on_commit_callbacks)
+    held.refresh_from_db()
+    assert held.dispatched_at is None and held.waiting_reason.startswith("paused:")
+    assert [spec.job_id for spec in queued_specs(broker, QUEUE)] == [sent_before.pk]
+    # The one sent before the pause is held when a worker comes for it.
+    with pytest.raises(Conflict, match="paused"):
+        job_claim(job_id=sent_before.pk, attempt=1, worker="w1")
+    sent_before.refresh_from_db()
+    assert sent_before.status == JobStatus.QUEUED and sent_before.waiting_reason.startswith("paused:")
+    queue_clear(broker, QUEUE)  # the worker dropped the refused message
+
+    page = Client()
+    page.force_login(people["bob"])
+    assert "Dispatch is paused by dana" in page.get("/p/demo/").content.decode()
+    assert "paused" in page.get(f"/jobs/{held.pk}/").content.decode()
+
+    with django_capture_on_commit_callbacks(execute=True):
+        body = api_for("dana").post("/api/v1/projects/demo/resume").json()
+    assert body == {"project": "demo", "dispatch_paused": False, "paused_by": None}
+    assert sorted(spec.job_id for spec in queued_specs(broker, QUEUE)) == [sent_before.pk, held.pk]
+    assert not Job.objects.exclude(waiting_reason="").exists()
+    # Resuming again changes nothing.
+    assert api_for("dana").post("/api/v1/projects/demo/resume").status_code == 200
+    assert len(queued_specs(broker, QUEUE)) == 2
