@@ -327,7 +327,7 @@ def _model_picks(model, tokenizer, examples: list[MultipleChoiceExample]) -> lis
     return picks
 
 
-def test_zero_shot_accuracy_is_an_independent_per_choice_loops(tiny):
+def test_zero_shot_accuracy_equals_an_independent_per_choice_loop(tiny):
     model, tokenizer = tiny
 
     result = multiple_choice_accuracy(model, tokenizer, QUESTIONS, batch_size=4)
@@ -366,7 +366,7 @@ def test_k_shot_prompts_are_solved_pool_examples_drawn_with_the_seed():
     assert fewshot_contexts(QUESTIONS, FEWSHOT_POOL, num_fewshot=2, seed=8) != contexts
 
 
-def test_k_shot_accuracy_is_the_independent_loops_on_the_k_shot_prompts(tiny):
+def test_k_shot_accuracy_equals_the_independent_loop_on_the_k_shot_prompts(tiny):
     model, tokenizer = tiny
     contexts = fewshot_contexts(QUESTIONS, FEWSHOT_POOL, num_fewshot=3, seed=1234)
 
