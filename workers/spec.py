@@ -230,3 +230,46 @@ class JobResult(_Frozen):
         if self.outcome is JobOutcome.FAILED and not self.error:
             raise ValueError("a failed job must say why in 'error'")
         return self
+
+
+# --- evaluation: what an evaluate job (or the end of training) computes -------
+
+
+class EvaluationMetric(StrEnum):
+    PERPLEXITY = "perplexity"  # on validation texts
+    BLEU = "bleu"  # generation against references
+    ROUGE = "rouge"  # ROUGE-1, ROUGE-2 and ROUGE-L of generation against references
+    EXACT_MATCH = "exact_match"  # generation against references
+    MULTIPLE_CHOICE = "multiple_choice"  # accuracy by log-likelihood
+
+
+class EvaluationConfig(_Frozen):
+    """Which metrics an evaluation computes and how; the data it runs on travels beside it."""
+
+    metrics: list[EvaluationMetric] = Field(
+        default_factory=lambda: [EvaluationMetric.PERPLEXITY], min_length=1, max_length=len(EvaluationMetric)
+    )
+    batch_size: int = Field(8, ge=1, le=4096)
+    # Validation texts are cut as training cuts them, so perplexity and training loss compare.
+    max_seq_length: int = Field(256, ge=8, le=131_072)
+    # Generation is greedy and stops at end-of-sequence or after this many tokens.
+    max_new_tokens: int = Field(64, ge=1, le=4096)
+    exact_match_ignore_case: bool = False
+    rouge_use_stemmer: bool = False
+    num_fewshot: int = Field(0, ge=0, le=64)
+    # lm-evaluation-harness's default few-shot seed, so that its k-shot prompts and ours agree.
+    seed: int = Field(1234, ge=0, le=2**32 - 1)
+
+    @field_validator("metrics")
+    @classmethod
+    def _no_repeats(cls, value: list[EvaluationMetric]) -> list[EvaluationMetric]:
+        if len(set(value)) != len(value):
+            raise ValueError("a metric is listed twice")
+        return value
+
+    @property
+    def generates(self) -> bool:
+        """Whether any chosen metric scores generated text."""
+        return bool(
+            {EvaluationMetric.BLEU, EvaluationMetric.ROUGE, EvaluationMetric.EXACT_MATCH} & set(self.metrics)
+        )
