@@ -156,8 +156,13 @@ CELERY_BEAT_SCHEDULE = {
     "jobs-recover-lost": {"task": "training.jobs_recover_lost", "schedule": JOB_RECONCILE_SECONDS},
     "registry-reconcile": {"task": "registry.reconcile", "schedule": 300.0},
 }
-# A queued job not claimed within this many seconds is dispatched again.
-JOB_REDISPATCH_AFTER_SECONDS = env.int("JOB_REDISPATCH_AFTER_SECONDS", default=300)
+# A job committed but not published within this many seconds is sent again
+# (the web process died in between, or the broker refused it).
+JOB_PUBLISH_GRACE_SECONDS = env.int("JOB_PUBLISH_GRACE_SECONDS", default=10)
+# A published job not claimed within this many seconds is sent again (its
+# message may have died with a worker before the claim). Messages lost with a
+# broker restart are resent at once, found by the broker's run id.
+JOB_REDISPATCH_AFTER_SECONDS = env.int("JOB_REDISPATCH_AFTER_SECONDS", default=1800)
 # A running attempt silent this long is presumed lost and retried, up to the limit.
 JOB_HEARTBEAT_TIMEOUT_SECONDS = env.int("JOB_HEARTBEAT_TIMEOUT_SECONDS", default=120)
 JOB_MAX_ATTEMPTS = env.int("JOB_MAX_ATTEMPTS", default=3)

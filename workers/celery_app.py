@@ -7,6 +7,7 @@ claim on the control plane makes a redelivered message harmless.
 
 from __future__ import annotations
 
+import json
 import os
 
 from celery import Celery
@@ -29,6 +30,8 @@ app.conf.update(
     broker_transport_options={
         **BROKER_PRIORITY_OPTIONS,
         "visibility_timeout": int(os.environ.get("TUNEYARD_VISIBILITY_TIMEOUT", 12 * 3600)),
+        # Any other kombu Redis option, as JSON (e.g. how often unacked messages are swept).
+        **json.loads(os.environ.get("TUNEYARD_BROKER_TRANSPORT_OPTIONS") or "{}"),
     },
     broker_connection_retry_on_startup=True,
     worker_redirect_stdouts=False,

@@ -83,7 +83,11 @@ class Job(models.Model):
     run_seconds = models.FloatField(default=0.0)
 
     created_at = models.DateTimeField(auto_now_add=True)
+    # dispatched_at: the job was let through (quota reserved) and its message is being sent;
+    # published_at: the broker took the message, while the broker process was broker_epoch.
     dispatched_at = models.DateTimeField(null=True, blank=True)
+    published_at = models.DateTimeField(null=True, blank=True)
+    broker_epoch = models.CharField(max_length=64, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)

@@ -15,6 +15,7 @@ from controlplane.accounts.models import Project, Role
 from controlplane.accounts.selectors import project_role_check
 from controlplane.datasets.models import DatasetVersion
 from controlplane.errors import Conflict, NotFound, ValidationFailed, pydantic_parse
+from controlplane.faults import DISPATCH_BEFORE_PUBLISH, fault_point
 from controlplane.naming import name_check
 from controlplane.training.models import (
     BaseModel,
@@ -65,6 +66,8 @@ def _fresh_attempt_fields(attempt: int) -> dict[str, Any]:
         "artifacts": {},
         "error": "",
         "dispatched_at": None,
+        "published_at": None,
+        "broker_epoch": "",
         "started_at": None,
         "heartbeat_at": None,
         "finished_at": None,
@@ -254,11 +257,15 @@ def job_dispatch(*, job_id: int) -> bool:
         job.project = Project.objects.select_for_update().get(pk=job.project_id)
         reason = _dispatch_block(job)
         Job.objects.filter(pk=job_id, status=S.QUEUED, attempt=job.attempt).update(
-            waiting_reason=reason, dispatched_at=None if reason else timezone.now()
+            waiting_reason=reason, dispatched_at=None if reason else timezone.now(), published_at=None
         )
     if reason:
         return False
     spec = job_spec_build(job)
+    # The job is committed and marked sent; dying here loses only the message,
+    # which the reconciler sees as never published.
+    fault_point(DISPATCH_BEFORE_PUBLISH)
+    epoch = broker_epoch()
     try:
         app.send_task(
             "tuneyard.run_job",
@@ -268,9 +275,32 @@ def job_dispatch(*, job_id: int) -> bool:
         )
     except Exception:  # noqa: BLE001 - any broker failure is transient here
         log.exception("dispatch of job %s failed; the reconciler will resend it", job_id)
-        Job.objects.filter(pk=job_id, status=S.QUEUED).update(dispatched_at=None)
         return False
+    Job.objects.filter(pk=job_id, status=S.QUEUED, attempt=job.attempt).update(
+        published_at=timezone.now(), broker_epoch=epoch
+    )
     return True
+
+
+_broker_client = None
+
+
+def broker_epoch() -> str:
+    """Which run of the broker process this is (Redis's run_id, new at every start); "" if unknown.
+
+    Redis here keeps nothing on disk, so a message published under another
+    epoch is gone. Read before publishing: if the broker restarts in between,
+    the job looks lost and is sent again, a duplicate the claim refuses, never a loss.
+    """
+    global _broker_client
+    import redis
+
+    try:
+        if _broker_client is None:
+            _broker_client = redis.Redis.from_url(settings.CELERY_BROKER_URL, socket_timeout=2)
+        return str(_broker_client.info("server")["run_id"])
+    except (redis.RedisError, ValueError, KeyError):
+        return ""
 
 
 def jobs_schedule(*, project_id: int) -> int:
@@ -287,10 +317,26 @@ def jobs_schedule(*, project_id: int) -> int:
 
 
 def jobs_redispatch_unclaimed() -> int:
-    """Resend queued jobs no worker claimed in time (a lost message, a broker restart)."""
-    cutoff = timezone.now() - timedelta(seconds=settings.JOB_REDISPATCH_AFTER_SECONDS)
-    stale = Job.objects.filter(status=S.QUEUED, created_at__lt=cutoff).exclude(dispatched_at__gte=cutoff)
-    return sum(job_dispatch(job_id=job_id) for job_id in stale.values_list("pk", flat=True))
+    """Send again each queued job whose message was lost; each test below is one way to lose it.
+
+    * never published: the web process died between the commit and the publish,
+      or the broker refused the message (after a grace for sends in flight);
+    * published to an earlier run of the broker: it restarted without persistence;
+    * published long ago and still not claimed: a worker took the message and
+      died before claiming it (a slow path; a waiting message is sent again
+      then too, and the duplicate is refused at the claim).
+    """
+    now = timezone.now()
+    queued = Job.objects.filter(status=S.QUEUED, waiting_reason="")
+    grace = now - timedelta(seconds=settings.JOB_PUBLISH_GRACE_SECONDS)
+    lost = Q(published_at__isnull=True, created_at__lt=grace) & (
+        Q(dispatched_at__isnull=True) | Q(dispatched_at__lt=grace)
+    )
+    lost |= Q(published_at__lt=now - timedelta(seconds=settings.JOB_REDISPATCH_AFTER_SECONDS))
+    epoch = broker_epoch()
+    if epoch:
+        lost |= Q(published_at__isnull=False) & ~Q(broker_epoch=epoch)
+    return sum(job_dispatch(job_id=job_id) for job_id in queued.filter(lost).values_list("pk", flat=True))
 
 
 def project_dispatch_pause(*, project: Project, user, paused: bool) -> Project:

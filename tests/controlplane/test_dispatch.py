@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 
 import pytest
 from django.utils import timezone
 
 from controlplane.training.models import Job
-from controlplane.training.services import jobs_redispatch_unclaimed
+from controlplane.training.services import broker_epoch, jobs_redispatch_unclaimed
 from tests.broker import queue_clear, queued_specs
 from tests.factories import job_make
 from workers.spec import JobSpec
@@ -45,14 +46,59 @@ def test_a_job_is_sent_on_commit_as_a_jobspec_on_its_queue(
     assert job.dispatched_at is not None
 
 
-def test_the_reconciler_resends_a_queued_job_whose_message_was_lost(people, broker, settings):
+def test_the_reconciler_resends_a_committed_job_that_was_never_published(people, broker):
     job = job_make(people["demo"], people["alice"], config=CONFIG)  # never sent: on_commit did not run
-    assert jobs_redispatch_unclaimed() == 0  # too young to be called lost
-    Job.objects.filter(pk=job.pk).update(created_at=timezone.now() - timedelta(hours=1))
+    assert jobs_redispatch_unclaimed() == 0  # within the grace for sends in flight
+    Job.objects.filter(pk=job.pk).update(created_at=timezone.now() - timedelta(minutes=1))
     assert jobs_redispatch_unclaimed() == 1
     assert [spec.job_id for spec in _messages(broker)] == [job.pk]
-    # Just resent: not again until the interval has passed.
+    job.refresh_from_db()
+    assert job.published_at is not None and job.broker_epoch == broker_epoch() != ""
+    # Published now: not sent again while the broker holds it.
     assert jobs_redispatch_unclaimed() == 0
+
+
+def test_the_reconciler_resends_what_a_broker_restart_lost_and_only_that(
+    people, broker, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        lost = job_make(people["demo"], people["alice"], config=CONFIG)
+        kept = job_make(people["demo"], people["alice"], config=CONFIG)
+    # As if ``lost`` had been published to the broker's previous run.
+    Job.objects.filter(pk=lost.pk).update(broker_epoch="an-earlier-run-of-redis")
+    queue_clear(broker, QUEUE)
+    assert jobs_redispatch_unclaimed() == 1
+    assert [spec.job_id for spec in _messages(broker)] == [lost.pk]
+    assert Job.objects.get(pk=kept.pk).published_at is not None
+
+
+def test_a_message_published_long_ago_and_never_claimed_is_sent_again(
+    people, broker, settings, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        job = job_make(people["demo"], people["alice"], config=CONFIG)
+    queue_clear(broker, QUEUE)  # taken by a worker that died before claiming it
+    assert jobs_redispatch_unclaimed() == 0
+    old = timezone.now() - timedelta(seconds=settings.JOB_REDISPATCH_AFTER_SECONDS + 1)
+    Job.objects.filter(pk=job.pk).update(published_at=old)
+    assert jobs_redispatch_unclaimed() == 1
+    assert [spec.job_id for spec in _messages(broker)] == [job.pk]
+
+
+def test_the_web_process_dying_between_commit_and_publish_loses_only_the_message(tmp_path):
+    """The fault point kills the process that passes it, once per trigger file."""
+    import subprocess
+    import sys
+
+    code = "from controlplane.faults import fault_point; fault_point('p'); fault_point('p'); print('alive')"
+    env = {**os.environ, "TUNEYARD_FAULT_DIR": str(tmp_path)}
+    assert (
+        subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True).stdout
+        == "alive\n"
+    )
+    (tmp_path / "p").touch()
+    died = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert died.returncode == -9 and died.stdout == "" and not (tmp_path / "p").exists()
 
 
 def test_the_reconciler_leaves_claimed_and_finished_jobs_alone(people, broker):
