@@ -160,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - one scenario, to
     parser.add_argument("--report", type=Path, default=None, help="also write the JSON report here")
     args = parser.parse_args(argv)
     rng = random.Random(args.seed)
+    # Stopped from outside (a timeout): still take the whole stack down on the way out.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("stopped by SIGTERM"))
 
     tmp = Path(tempfile.mkdtemp(prefix="tuneyard-faults-"))
     (tmp / "faults").mkdir()

@@ -89,7 +89,7 @@ def web_command(*, port: int, host: str = "127.0.0.1") -> list[str]:
 
 
 def worker_command(*, queues: list[str], name: str) -> list[str]:
-    # --pool=solo: the worker process itself runs the job's supervisor loop; the
+    # The pool (threads, one per GPU) is set in workers.celery_app: each job's
     # training runs in a subprocess, so the pool needs no forked children.
     return [
         str(BIN / "celery"),
@@ -100,8 +100,6 @@ def worker_command(*, queues: list[str], name: str) -> list[str]:
         ",".join(queues),
         "-n",
         name,
-        "--pool=solo",
-        "--concurrency=1",
         "--loglevel=INFO",
         "--without-gossip",
         "--without-mingle",

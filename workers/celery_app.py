@@ -1,7 +1,7 @@
 """The GPU workers' Celery app. It never imports Django (nor torch: training runs in a subprocess).
 
 Settings fit long GPU jobs: a message is acknowledged only after the job ends
-and is put back if the worker dies, one message at a time per process; the
+and is put back if the worker dies, one message at a time per job slot; the
 claim on the control plane makes a redelivered message harmless.
 """
 
@@ -12,6 +12,7 @@ import os
 
 from celery import Celery
 
+from workers.gpus import gpu_inventory
 from workers.spec import BROKER_PRIORITY_OPTIONS
 
 broker_url = os.environ.get("CELERY_BROKER_URL") or os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -23,6 +24,11 @@ app.conf.update(
     task_acks_late=True,
     task_reject_on_worker_lost=True,
     worker_prefetch_multiplier=1,
+    # A thread per job a host can run at once: one per GPU (each job takes whole
+    # GPUs from the worker's pool), one on a host without GPUs. Threads, not
+    # processes: a job thread only supervises its training subprocess.
+    worker_pool="threads",
+    worker_concurrency=int(os.environ.get("TUNEYARD_WORKER_CONCURRENCY") or max(1, len(gpu_inventory()))),
     task_default_queue="cpu",
     # Redis redelivers an unacknowledged message after this long. A redelivered
     # job still running elsewhere is refused at the claim, so a short timeout

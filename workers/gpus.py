@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import threading
 
 from workers.spec import GpuState
 
@@ -65,12 +66,32 @@ def gpu_inventory() -> list[GpuState]:
     return gpus
 
 
-def visible_devices(gpus_needed: int, inventory: list[GpuState]) -> str:
-    """CUDA_VISIBLE_DEVICES for a job: whole GPUs, the first free ones of this worker.
+class GpuPool:
+    """The worker's GPUs, lent whole to the jobs it runs at once; a job waits until enough are free."""
 
-    A worker runs one job at a time, so its first ``gpus_needed`` devices are free.
-    Raises ValueError when the worker has too few.
-    """
-    if gpus_needed > len(inventory):
-        raise ValueError(f"the job needs {gpus_needed} GPU(s); this worker has {len(inventory)}")
-    return ",".join(str(gpu.index) for gpu in inventory[:gpus_needed])
+    def __init__(self, indices: list[int]) -> None:
+        self.indices = list(indices)
+        self._free = list(indices)
+        self._changed = threading.Condition()
+
+    def acquire(self, count: int) -> list[int]:
+        """Take ``count`` free GPUs, waiting for running jobs to give theirs back.
+
+        Raises ValueError when the worker has fewer than ``count`` in all.
+        """
+        if count > len(self.indices):
+            raise ValueError(f"the job needs {count} GPU(s); this worker has {len(self.indices)}")
+        with self._changed:
+            self._changed.wait_for(lambda: len(self._free) >= count)
+            taken, self._free = self._free[:count], self._free[count:]
+            return taken
+
+    def release(self, taken: list[int]) -> None:
+        with self._changed:
+            self._free = sorted(self._free + taken)
+            self._changed.notify_all()
+
+
+def visible_devices(indices: list[int]) -> str:
+    """CUDA_VISIBLE_DEVICES for a job holding ``indices`` ("" hides every GPU from a CPU job)."""
+    return ",".join(str(index) for index in indices)

@@ -7,6 +7,7 @@ imports torch (forking after torch initialises OpenMP deadlocks children).
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -28,7 +29,7 @@ from mlflow.exceptions import MlflowException
 from workers import tracking
 from workers.controlplane_client import ClaimRefused, ControlPlaneClient
 from workers.engine.protocol import parse
-from workers.gpus import gpu_inventory, visible_devices
+from workers.gpus import GpuPool, gpu_inventory, visible_devices
 from workers.spec import (
     LOG_LINE_MAX_CHARS,
     Checkpoint,
@@ -42,6 +43,12 @@ from workers.spec import (
 log = logging.getLogger(__name__)
 
 KILL_GRACE_SECONDS = 10.0
+
+
+@functools.cache
+def gpu_pool() -> GpuPool:
+    """This worker process's GPUs, shared by the jobs it runs at once (one per pool thread)."""
+    return GpuPool([gpu.index for gpu in gpu_inventory()])
 
 
 @dataclass
@@ -151,23 +158,41 @@ def job_run(
     worker: str,
     heartbeat_seconds: float = 1.0,
 ) -> JobOutcome | None:
-    """Run one attempt to its end; None when the control plane refused the claim."""
+    """Run one attempt to its end; None when the control plane refused the claim.
+
+    The attempt's GPUs are taken from the worker's pool before the claim, so a
+    job waiting for a GPU here still shows as queued, not running.
+    """
+    pool = gpu_pool()
+    needed = spec.config.resources.gpus
+    try:
+        held = pool.acquire(needed)
+    except ValueError as exc:
+        # This worker can never run it; claim it only to fail it with the reason.
+        try:
+            spec = client.claim(job_id=spec.job_id, attempt=spec.attempt, worker=worker)
+        except ClaimRefused:
+            return None
+        result = JobResult(attempt=spec.attempt, worker=worker, outcome=JobOutcome.FAILED, error=str(exc))
+        client.finish(job_id=spec.job_id, result=result)
+        return JobOutcome.FAILED
+    try:
+        return _claimed_run(spec, client, worker, held, heartbeat_seconds)
+    finally:
+        pool.release(held)
+
+
+def _claimed_run(
+    spec: JobSpec, client: ControlPlaneClient, worker: str, held: list[int], heartbeat_seconds: float
+) -> JobOutcome | None:
     try:
         spec = client.claim(job_id=spec.job_id, attempt=spec.attempt, worker=worker)
     except ClaimRefused as exc:
         log.info("job %s attempt %s not claimed: %s", spec.job_id, spec.attempt, exc)
         return None
 
-    try:
-        devices = visible_devices(spec.config.resources.gpus, gpu_inventory())
-    except ValueError as exc:
-        client.finish(
-            job_id=spec.job_id,
-            result=JobResult(attempt=spec.attempt, worker=worker, outcome=JobOutcome.FAILED, error=str(exc)),
-        )
-        return JobOutcome.FAILED
-
-    progress = _Progress(gpu_indices=[int(i) for i in devices.split(",") if i])
+    devices = visible_devices(held)
+    progress = _Progress(gpu_indices=held)
     with tempfile.TemporaryDirectory(prefix=f"tuneyard-job-{spec.job_id}-") as tmp:
         workdir = Path(tmp)
         log_path = workdir / f"attempt-{spec.attempt}.log"

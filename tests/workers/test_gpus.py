@@ -4,11 +4,12 @@ import os
 import stat
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 
-from workers.gpus import gpu_inventory, visible_devices
+from workers.gpus import GpuPool, gpu_inventory, visible_devices
 from workers.spec import GpuState
 
 FAKE_SMI = """#!/bin/sh
@@ -52,11 +53,25 @@ def test_the_override_simulates_gpus(monkeypatch):
 
 
 def test_a_job_gets_whole_gpus_or_a_clear_refusal():
-    gpus = [GpuState(index=i, name="g") for i in (4, 5, 6)]
-    assert visible_devices(0, gpus) == ""
-    assert visible_devices(2, gpus) == "4,5"
+    pool = GpuPool([4, 5, 6])
+    assert visible_devices(pool.acquire(0)) == ""
+    assert visible_devices(pool.acquire(2)) == "4,5"
     with pytest.raises(ValueError, match="needs 4 GPU"):
-        visible_devices(4, gpus)
+        pool.acquire(4)
+
+
+def test_jobs_share_a_worker_gpu_by_gpu_and_a_big_one_waits_for_enough_free():
+    pool = GpuPool([0, 1, 2])
+    first, second = pool.acquire(1), pool.acquire(1)
+    assert first != second
+    got: list[list[int]] = []
+    waiter = threading.Thread(target=lambda: got.append(pool.acquire(2)))
+    waiter.start()
+    waiter.join(timeout=0.3)
+    assert waiter.is_alive() and got == []  # one GPU free, two needed: it waits
+    pool.release(first)
+    waiter.join(timeout=5)
+    assert got and sorted(got[0]) == sorted({0, 1, 2} - set(second))
 
 
 def test_gpu_discovery_needs_no_torch():

@@ -127,9 +127,11 @@ print("@@tuneyard " + '{"event": "result", "metrics": {}, "artifacts": {}}', flu
 """
 
 
-def test_a_job_sees_exactly_its_gpus(people, client, monkeypatch):
+def test_a_job_sees_exactly_its_gpus(people, client, monkeypatch, request):
     monkeypatch.setenv("TUNEYARD_GPUS", "4")  # a simulated 4-GPU host
     monkeypatch.setenv("TUNEYARD_GPU_IDS", "2,3")  # of which this worker has two
+    runner.gpu_pool.cache_clear()
+    request.addfinalizer(runner.gpu_pool.cache_clear)
     monkeypatch.setattr(
         runner, "_trainer_command", lambda spec_path, workdir: [sys.executable, "-c", SHOWS_DEVICES]
     )
@@ -225,3 +227,41 @@ def test_a_trainer_dies_with_its_runner_even_when_the_runner_is_killed_outright(
         # A zombie still answers kill(0); it is dead once reaped by init.
         assert time.monotonic() < deadline, "the trainer outlived its SIGKILLed runner"
         time.sleep(0.1)
+
+
+SLOW_SHOWS_DEVICES = r"""
+import os, time
+print("devices=" + os.environ["CUDA_VISIBLE_DEVICES"], flush=True)
+time.sleep(2)
+print("@@tuneyard " + '{"event": "result", "metrics": {}, "artifacts": {}}', flush=True)
+"""
+
+
+def test_a_two_gpu_worker_runs_two_one_gpu_jobs_at_once_each_on_its_own_gpu(
+    people, client, monkeypatch, request
+):
+    monkeypatch.setenv("TUNEYARD_GPUS", "2")
+    runner.gpu_pool.cache_clear()
+    request.addfinalizer(runner.gpu_pool.cache_clear)
+    monkeypatch.setattr(
+        runner, "_trainer_command", lambda spec_path, workdir: [sys.executable, "-c", SLOW_SHOWS_DEVICES]
+    )
+    config = {"resources": {"gpus": 1, "queue": "runner-test"}}
+    jobs = [job_make(people["demo"], people["alice"], config=config) for _ in range(2)]
+    threads = [
+        threading.Thread(target=runner.job_run, args=(_spec(job),), kwargs={"client": client, "worker": "w1"})
+        for job in jobs
+    ]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    elapsed = time.monotonic() - started
+    for job in jobs:
+        job.refresh_from_db()
+    assert [job.status for job in jobs] == [JobStatus.SUCCEEDED] * 2
+    assert sorted(index for job in jobs for index in job.gpu_indices) == [0, 1]
+    # Both ran at once: their running times overlap.
+    first, second = sorted(jobs, key=lambda job: job.started_at)
+    assert second.started_at < first.finished_at, elapsed
