@@ -29,9 +29,18 @@ class JobLaunchForm(forms.Form):
     batch_size = forms.IntegerField(initial=_HP.batch_size, min_value=1)
     max_seq_length = forms.IntegerField(initial=_HP.max_seq_length, min_value=8)
     seed = forms.IntegerField(initial=_HP.seed, min_value=0)
+    checkpoint_every_steps = forms.IntegerField(
+        initial=_HP.checkpoint_every_steps,
+        required=False,
+        min_value=1,
+        help_text="a retried attempt resumes from the last checkpoint; empty for none",
+    )
     gpus = forms.IntegerField(initial=0, min_value=0)
+    timeout_seconds = forms.IntegerField(
+        required=False, min_value=1, help_text="an attempt running longer is stopped and fails"
+    )
     priority = forms.IntegerField(
-        initial=0, min_value=-100, max_value=100, help_text="higher goes first among jobs waiting for quota"
+        initial=0, min_value=-100, max_value=100, help_text="higher goes first in its queue"
     )
 
     def __init__(self, *args: Any, project: Project, **kwargs: Any) -> None:
@@ -53,8 +62,8 @@ class JobLaunchForm(forms.Form):
         }
         if data["max_steps"]:
             hyperparameters["max_steps"] = data["max_steps"]
-        return {
-            "method": method,
-            "hyperparameters": hyperparameters,
-            "resources": {"gpus": data["gpus"]},
-        }
+        hyperparameters["checkpoint_every_steps"] = data["checkpoint_every_steps"]
+        resources: dict[str, Any] = {"gpus": data["gpus"]}
+        if data["timeout_seconds"]:
+            resources["timeout_seconds"] = data["timeout_seconds"]
+        return {"method": method, "hyperparameters": hyperparameters, "resources": resources}

@@ -86,3 +86,23 @@ def test_pausing_holds_queued_jobs_with_the_reason_and_resuming_sends_them(
     # Resuming again changes nothing.
     assert api_for("dana").post("/api/v1/projects/demo/resume").status_code == 200
     assert len(queued_specs(broker, QUEUE)) == 2
+
+
+def test_the_launch_form_sets_checkpoints_time_limit_and_priority(people, broker):
+    from tests.factories import base_model_make, dataset_version_make
+
+    base = base_model_make(people["demo"])
+    version = dataset_version_make(people["demo"], people["alice"])
+    page = Client()
+    page.force_login(people["alice"])
+    form = {
+        "base_model": base.pk, "dataset_version": version.pk, "method": "full", "learning_rate": 0.001,
+        "epochs": 1, "batch_size": 4, "max_seq_length": 64, "seed": 0, "gpus": 0, "priority": 7,
+        "checkpoint_every_steps": "", "timeout_seconds": 600,
+        "lora_r": 8, "lora_alpha": 16, "lora_dropout": 0,
+    }  # fmt: skip
+    response = page.post("/p/demo/jobs/new", form)
+    assert response.status_code == 302, response.content.decode()[-2000:]
+    job = Job.objects.get()
+    assert job.priority == 7 and job.config["resources"]["timeout_seconds"] == 600
+    assert job.config["hyperparameters"]["checkpoint_every_steps"] is None
