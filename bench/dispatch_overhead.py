@@ -44,6 +44,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--jobs", type=int, default=12)
     parser.add_argument("--pings", type=int, default=200)
+    parser.add_argument(
+        "--database-url", default=None, help="a PostgreSQL database to create afresh (default: SQLite)"
+    )
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="tuneyard-bench-"))
@@ -51,7 +54,7 @@ def main() -> None:
     broker = f"redis://127.0.0.1:{redis_port}/0"
     env = dict(
         os.environ,
-        DATABASE_URL=f"sqlite:///{tmp / 'bench.sqlite3'}",
+        DATABASE_URL=args.database_url or f"sqlite:///{tmp / 'bench.sqlite3'}",
         TUNEYARD_VAR_DIR=str(tmp),
         DEBUG="true",
         CELERY_BROKER_URL=broker,
@@ -63,6 +66,10 @@ def main() -> None:
     )
     os.environ.update(env)
     children: list[subprocess.Popen] = []
+    if args.database_url:
+        from bench.fault_injection import database_create
+
+        database_create(args.database_url)
     try:
         (tmp / "redis").mkdir()
         children.append(
@@ -202,6 +209,7 @@ def main() -> None:
             "tuneyard_job_s_p50": round(statistics.median(tuneyard_walls), 3),
             "direct_run_s_p50": round(statistics.median(direct_walls), 3),
             "whole_job_ratio": round(statistics.median(tuneyard_walls) / statistics.median(direct_walls), 3),
+            "database": env["DATABASE_URL"].split(":", 1)[0],
             "jobs": args.jobs,
             "pings": args.pings,
         }

@@ -324,7 +324,8 @@ def jobs_redispatch_unclaimed() -> int:
     * published to an earlier run of the broker: it restarted without persistence;
     * published long ago and still not claimed: a worker took the message and
       died before claiming it (a slow path; a waiting message is sent again
-      then too, and the duplicate is refused at the claim).
+      then too, and the duplicate is refused at the claim);
+    * held for quota or a pause that no longer holds it.
     """
     now = timezone.now()
     queued = Job.objects.filter(status=S.QUEUED, waiting_reason="")
@@ -336,7 +337,13 @@ def jobs_redispatch_unclaimed() -> int:
     epoch = broker_epoch()
     if epoch:
         lost |= Q(published_at__isnull=False) & ~Q(broker_epoch=epoch)
-    return sum(job_dispatch(job_id=job_id) for job_id in queued.filter(lost).values_list("pk", flat=True))
+    sent = sum(job_dispatch(job_id=job_id) for job_id in queued.filter(lost).values_list("pk", flat=True))
+    # Held jobs go when quota frees up, on the commit that frees it; if that
+    # process died before sending them, they go from here.
+    held = Job.objects.filter(status=S.QUEUED).exclude(waiting_reason="")
+    for project_id in held.values_list("project_id", flat=True).distinct():
+        sent += jobs_schedule(project_id=project_id)
+    return sent
 
 
 def project_dispatch_pause(*, project: Project, user, paused: bool) -> Project:

@@ -134,3 +134,24 @@ def test_a_waiting_job_estimates_its_start_from_the_progress_of_the_jobs_ahead(
     body = api_for("alice").get(f"/api/v1/jobs/{waiting.pk}").json()
     assert body["queue_position"] == 1
     assert body["start_estimate_seconds"] == pytest.approx(1800, abs=5)
+
+
+def test_a_held_job_whose_release_was_lost_goes_at_the_next_reconcile(
+    people, quota, broker, django_capture_on_commit_callbacks
+):
+    from controlplane.training.services import jobs_redispatch_unclaimed
+
+    capture = django_capture_on_commit_callbacks
+    first = launch(people, gpus(2), capture)
+    second = launch(people, gpus(2), capture)
+    assert second.waiting_reason.startswith("quota:")
+    job_claim(job_id=first.pk, attempt=1, worker="w1")
+    # The finish commits, but the process dies before its on-commit release runs.
+    with capture(execute=False):
+        job_finish(job_id=first.pk, result=JobResult(attempt=1, worker="w1", outcome=JobOutcome.SUCCEEDED))
+    second.refresh_from_db()
+    assert second.waiting_reason.startswith("quota:")
+    assert jobs_redispatch_unclaimed() == 1
+    second.refresh_from_db()
+    assert second.waiting_reason == "" and second.published_at is not None
+    assert jobs_redispatch_unclaimed() == 0
