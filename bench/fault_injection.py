@@ -179,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - one scenario, to
         CONTROLPLANE_URL=web_url,
         DJANGO_SETTINGS_MODULE="controlplane.settings",
         PYTHONUNBUFFERED="1",
+        # Every process runs this checkout's code, the trainers too (they start in a temporary folder).
+        PYTHONPATH=str(ROOT),
         OMP_NUM_THREADS="1",
         # Fast reconcilers, so that recovery takes seconds, not the production minutes.
         JOB_RECONCILE_SECONDS="2",
