@@ -51,6 +51,7 @@ INSTALLED_APPS = [
     "controlplane.datasets",
     "controlplane.training",
     "controlplane.registry",
+    "controlplane.sweeps",
 ]
 
 MIDDLEWARE = [
@@ -155,6 +156,7 @@ CELERY_BEAT_SCHEDULE = {
     },
     "jobs-recover-lost": {"task": "training.jobs_recover_lost", "schedule": JOB_RECONCILE_SECONDS},
     "registry-reconcile": {"task": "registry.reconcile", "schedule": 300.0},
+    "sweeps-reconcile": {"task": "sweeps.reconcile", "schedule": JOB_RECONCILE_SECONDS * 2},
 }
 # A job committed but not published within this many seconds is sent again
 # (the web process died in between, or the broker refused it).
@@ -170,6 +172,10 @@ JOB_MAX_ATTEMPTS = env.int("JOB_MAX_ATTEMPTS", default=3)
 WORKER_OFFLINE_AFTER_SECONDS = env.int("WORKER_OFFLINE_AFTER_SECONDS", default=60)
 # A running job whose GPUs all show 0% utilization this long is flagged as idle.
 GPU_IDLE_FLAG_SECONDS = env.int("GPU_IDLE_FLAG_SECONDS", default=600)
+
+# Where sweeps keep their Optuna studies: by default the control plane's own
+# PostgreSQL database (Optuna's tables beside ours), or a SQLite file in VAR_DIR.
+OPTUNA_STORAGE_URL = env.str("OPTUNA_STORAGE_URL", default="")
 
 MLFLOW_TRACKING_URI = env.str("MLFLOW_TRACKING_URI", default="http://127.0.0.1:5000")
 # The address a person's browser uses for MLflow links (may differ from the internal one).

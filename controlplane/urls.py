@@ -14,6 +14,7 @@ from controlplane.registry.api import (
     PromotionListApi,
     PromotionRejectApi,
 )
+from controlplane.sweeps.api import SweepActionApi, SweepDetailApi, SweepListApi
 from controlplane.training.api import (
     BaseModelListApi,
     JobCancelApi,
@@ -61,6 +62,16 @@ api_v1 = [
     ),
     path("deployments/<str:target>", DeploymentListApi.as_view(), name="api-deployments"),
     path("workers", WorkerListApi.as_view(), name="api-workers"),
+    path("sweeps", SweepListApi.as_view(), name="api-sweeps"),
+    path("sweeps/<int:sweep_id>", SweepDetailApi.as_view(), name="api-sweep"),
+    *(
+        path(
+            f"sweeps/<int:sweep_id>/{action}",
+            SweepActionApi.as_view(action=action),
+            name=f"api-sweep-{action}",
+        )
+        for action in ("pause", "resume", "stop", "add-trials", "rerun-failed")
+    ),
     path("usage", UsageApi.as_view(), name="api-usage"),
     path("schema", SpectacularAPIView.as_view(), name="api-schema"),
     path("docs", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),

@@ -125,7 +125,16 @@ def job_transition(
         if gpus and (to.is_finished() or to == S.QUEUED):
             # GPUs (or a reservation) were freed: jobs waiting for the quota may go now.
             transaction.on_commit(lambda: jobs_schedule(project_id=project_id))
+        if to.is_finished():
+            # A sweep's trial: its study learns the outcome (a no-op for other jobs).
+            transaction.on_commit(lambda: _trial_finish(job_id))
     return True
+
+
+def _trial_finish(job_id: int) -> None:
+    from controlplane.sweeps.services import trial_finish
+
+    trial_finish(job_id=job_id)
 
 
 def base_model_create(*, project: Project, user, name: object, uri: str, description: str = "") -> BaseModel:
@@ -236,7 +245,7 @@ def _dispatch_block(job: Job) -> str:
 
 
 def job_dispatch(*, job_id: int) -> bool:
-    """Send a queued job to its queue if its project's quotas allow; else record why it waits.
+    """Send a queued job to its queue unless its project is paused or over quota; else record why it waits.
 
     The quota check and the reservation (``dispatched_at``) happen under a lock
     on the project row, so two dispatches cannot both take the last GPU. Safe to
@@ -304,15 +313,24 @@ def broker_epoch() -> str:
 
 
 def jobs_schedule(*, project_id: int) -> int:
-    """Send a project's held jobs, highest priority first, while pause and quotas allow."""
+    """Send a project's held jobs, highest priority first, while pause and quotas allow.
+
+    The first GPU job that does not fit keeps its place, and GPU jobs behind it
+    wait too; jobs that take no GPU are not held by GPU quotas and go on.
+    """
     waiting = Job.objects.filter(project_id=project_id, status=S.QUEUED, dispatched_at__isnull=True).exclude(
         waiting_reason=""
     )
-    sent = 0
-    for job_id in waiting.order_by("-priority", "created_at").values_list("pk", flat=True):
-        if not job_dispatch(job_id=job_id):
-            break  # the first that does not fit keeps its place; lower ones wait behind it
-        sent += 1
+    sent, gpu_blocked = 0, False
+    for job_id, gpus in waiting.order_by("-priority", "created_at").values_list("pk", "gpus"):
+        if gpus and gpu_blocked:
+            continue
+        if job_dispatch(job_id=job_id):
+            sent += 1
+        elif Project.objects.filter(pk=project_id, dispatch_paused_at__isnull=False).exists():
+            break  # paused: nothing goes
+        elif gpus:
+            gpu_blocked = True
     return sent
 
 
@@ -341,7 +359,7 @@ def jobs_redispatch_unclaimed() -> int:
     # Held jobs go when quota frees up, on the commit that frees it; if that
     # process died before sending them, they go from here.
     held = Job.objects.filter(status=S.QUEUED).exclude(waiting_reason="")
-    for project_id in held.values_list("project_id", flat=True).distinct():
+    for project_id in held.order_by().values_list("project_id", flat=True).distinct():
         sent += jobs_schedule(project_id=project_id)
     return sent
 
@@ -358,11 +376,13 @@ def project_dispatch_pause(*, project: Project, user, paused: bool) -> Project:
         elif not paused and locked.dispatch_paused_at is not None:
             Project.objects.filter(pk=project.pk).update(dispatch_paused_at=None, dispatch_paused_by=None)
             transaction.on_commit(lambda: jobs_schedule(project_id=project.pk))
-    if paused:
-        # Jobs sent but not yet claimed are held when a worker tries to claim them.
-        Job.objects.filter(project=project, status=S.QUEUED, dispatched_at__isnull=True).update(
-            waiting_reason=PAUSED_REASON
-        )
+        if paused:
+            # Under the lock, so a resume cannot slip in between. Jobs sent but
+            # not yet claimed are held when a worker tries to claim them.
+            Job.objects.filter(project=project, status=S.QUEUED, dispatched_at__isnull=True).update(
+                waiting_reason=PAUSED_REASON
+            )
+    log.info("dispatch of project %s %s by %s", project.slug, "paused" if paused else "resumed", user)
     project.refresh_from_db()
     return project
 
@@ -456,7 +476,23 @@ def job_heartbeat(*, job_id: int, heartbeat: Heartbeat) -> HeartbeatReply:
     status = Job.objects.filter(pk=job_id).values_list("status", flat=True).first()
     if status == S.CANCELLING:
         return HeartbeatReply(stop=True, reason="cancelled")
+    pruned = _trial_report(job_id, heartbeat)
+    if pruned and job_transition(
+        job_id=job_id, attempt=heartbeat.attempt, to=S.CANCELLING, actor_label="sweep", message=pruned
+    ):
+        return HeartbeatReply(stop=True, reason=pruned)
     return HeartbeatReply()
+
+
+def _trial_report(job_id: int, heartbeat: Heartbeat) -> str:
+    """For a sweep's trial: feed its pruner; the reason to stop it now, or ""."""
+    from controlplane.sweeps.models import Trial
+    from controlplane.sweeps.services import trial_report
+
+    metric = Trial.objects.filter(job_id=job_id).values_list("sweep__intermediate_metric", flat=True).first()
+    if metric is None or metric not in heartbeat.metrics:
+        return ""
+    return trial_report(job_id=job_id, points=heartbeat.metrics[metric])
 
 
 _OUTCOME_STATUS = {
@@ -501,6 +537,8 @@ def job_retry(*, job: Job, user) -> Job:
     job.refresh_from_db()
     if job.status == S.SUCCEEDED:
         raise Conflict(f"Job {job.pk} succeeded; clone it to train again.")
+    if hasattr(job, "trial"):
+        raise Conflict(f"Job {job.pk} is a trial of sweep {job.trial.sweep_id}; rerun failed trials there.")
     if job.status in (S.FAILED, S.CANCELLED):
         with transaction.atomic():
             if job_transition(job_id=job.pk, attempt=job.attempt, to=S.QUEUED, actor=user, message="retried"):

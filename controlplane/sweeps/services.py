@@ -1,0 +1,399 @@
+"""Every write to sweeps. The control plane owns each Optuna study; workers never see it.
+
+A sweep asks its study for a trial, runs the trial as an ordinary job, feeds
+the pruner from the job's heartbeats and tells the study how the job ended.
+Optuna's storage lives in the control plane's database (its own tables) and
+is written outside Django's transactions, so neither waits on the other's locks.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import uuid
+from typing import Any
+
+import optuna
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import F, FloatField, Sum
+from django.utils import timezone
+
+from controlplane.accounts.models import Project, Role
+from controlplane.accounts.selectors import project_role_check
+from controlplane.datasets.models import DatasetVersion
+from controlplane.errors import Conflict, DomainError, NotFound, ValidationFailed, pydantic_parse
+from controlplane.sweeps.models import Direction, Pruner, Sampler, Sweep, SweepStatus, Trial, TrialState
+from controlplane.sweeps.space import (
+    CategoricalParam,
+    FloatParam,
+    SearchSpace,
+    config_build,
+    params_suggest,
+    search_space_parse,
+)
+from controlplane.training.models import BaseModel, Job, JobStatus
+from workers.spec import TrainingConfig
+
+log = logging.getLogger(__name__)
+
+PRUNED = "pruned"  # how a pruned trial's job error starts
+MAX_TRIALS = 10_000
+MAX_GRID_POINTS = 10_000
+
+
+# --- the study -------------------------------------------------------------------
+
+
+def storage_url() -> str:
+    """Optuna's storage: the control plane's PostgreSQL database, or a SQLite file beside SQLite's."""
+    if settings.OPTUNA_STORAGE_URL:
+        return settings.OPTUNA_STORAGE_URL
+    db = connection.settings_dict  # read now: under tests it names the test database
+    if db["ENGINE"].endswith("postgresql"):
+        auth = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
+        return f"postgresql+psycopg://{auth}@{db['HOST'] or 'localhost'}:{db['PORT'] or 5432}/{db['NAME']}"
+    return f"sqlite:///{settings.VAR_DIR / 'optuna.sqlite3'}"
+
+
+@functools.cache
+def _storage(url: str) -> optuna.storages.RDBStorage:
+    return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
+
+
+def _study(sweep: Sweep, *, seed_offset: int = 0) -> optuna.Study:
+    # A fresh sampler is built at every load, so its seed moves with each trial
+    # asked; the same seed every time would propose the same first points again.
+    return optuna.load_study(
+        study_name=sweep.study_name,
+        storage=_storage(storage_url()),
+        sampler=_sampler(sweep, sweep.seed + seed_offset),
+        pruner=_pruner(sweep),
+    )
+
+
+def _sampler(sweep: Sweep, seed: int) -> optuna.samplers.BaseSampler:
+    match sweep.sampler:
+        case Sampler.RANDOM:
+            return optuna.samplers.RandomSampler(seed=seed)
+        case Sampler.GRID:
+            return optuna.samplers.GridSampler(
+                _grid(SearchSpace.model_validate(sweep.search_space)), seed=seed
+            )
+        case Sampler.CMAES:
+            return optuna.samplers.CmaEsSampler(seed=seed)
+        case Sampler.QMC:
+            return optuna.samplers.QMCSampler(seed=sweep.seed, scramble=True)  # one sequence for the sweep
+        case _:
+            return optuna.samplers.TPESampler(seed=seed)
+
+
+def _pruner(sweep: Sweep) -> optuna.pruners.BasePruner:
+    match sweep.pruner:
+        case Pruner.MEDIAN:
+            # Small sweeps are the norm: start judging after two finished trials.
+            return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+        case Pruner.SUCCESSIVE_HALVING:
+            return optuna.pruners.SuccessiveHalvingPruner()
+        case Pruner.HYPERBAND:
+            return optuna.pruners.HyperbandPruner()
+        case _:
+            return optuna.pruners.NopPruner()
+
+
+def _trial_id(sweep: Sweep, number: int) -> int:
+    storage = _storage(storage_url())
+    return storage.get_trial_id_from_study_id_trial_number(
+        storage.get_study_id_from_name(sweep.study_name), number
+    )
+
+
+def _grid(space: SearchSpace) -> dict[str, list[Any]]:
+    grid: dict[str, list[Any]] = {}
+    for path, param in space.root.items():
+        if isinstance(param, CategoricalParam):
+            grid[path] = list(param.choices)
+        elif isinstance(param, FloatParam) or param.log:
+            raise ValidationFailed(f"a grid needs categorical or linear integer parameters; {path!r} is not")
+        else:
+            grid[path] = list(range(param.low, param.high + 1, param.step))
+    points = functools.reduce(lambda n, values: n * len(values), grid.values(), 1)
+    if points > MAX_GRID_POINTS:
+        raise ValidationFailed(f"the grid has {points} points; at most {MAX_GRID_POINTS}")
+    return grid
+
+
+# --- creating and steering --------------------------------------------------------
+
+
+def sweep_create(
+    *,
+    project: Project,
+    user,
+    name: str,
+    base_model_id: int,
+    dataset_version_id: int,
+    config: dict[str, Any] | None,
+    search_space: object,
+    objective_metric: str = "train_loss",
+    direction: str = Direction.MINIMIZE,
+    sampler: str = Sampler.TPE,
+    pruner: str = Pruner.MEDIAN,
+    n_trials: int = 10,
+    parallelism: int = 1,
+    gpu_hours_cap: float | None = None,
+    seed: int = 0,
+) -> Sweep:
+    project_role_check(user=user, project=project, role=Role.MEMBER)
+    base_config = pydantic_parse(TrainingConfig, config or {}, field="config").model_dump(mode="json")
+    space = search_space_parse(search_space, base_config)
+    _choice_check("direction", direction, Direction)
+    _choice_check("sampler", sampler, Sampler)
+    _choice_check("pruner", pruner, Pruner)
+    if not 1 <= n_trials <= MAX_TRIALS:
+        raise ValidationFailed(f"'n_trials' is between 1 and {MAX_TRIALS}.")
+    if not 1 <= parallelism <= 100:
+        raise ValidationFailed("'parallelism' is between 1 and 100.")
+    if gpu_hours_cap is not None and not 0 < gpu_hours_cap < 1e6:
+        raise ValidationFailed("'gpu_hours_cap' is a positive number of GPU-hours.")
+    if not objective_metric or len(objective_metric) > 100:
+        raise ValidationFailed("'objective_metric' names a metric the job reports, e.g. train_loss.")
+    if not 0 <= seed < 2**31:
+        raise ValidationFailed("'seed' is between 0 and 2**31 - 1.")
+    if sampler == Sampler.GRID:
+        _grid(space)
+    if not BaseModel.objects.filter(pk=base_model_id, project=project).exists():
+        raise NotFound(f"No base model {base_model_id} in project {project.slug}.")
+    if not DatasetVersion.objects.filter(pk=dataset_version_id, dataset__project=project).exists():
+        raise NotFound(f"No dataset version {dataset_version_id} in project {project.slug}.")
+
+    sweep = Sweep(
+        project=project,
+        name=(name or "sweep").strip()[:200],
+        created_by=user,
+        base_model_id=base_model_id,
+        dataset_version_id=dataset_version_id,
+        base_config=base_config,
+        search_space=space.model_dump(mode="json"),
+        objective_metric=objective_metric,
+        direction=direction,
+        sampler=sampler,
+        pruner=pruner,
+        seed=seed,
+        n_trials=n_trials,
+        parallelism=parallelism,
+        gpu_hours_cap=gpu_hours_cap,
+        study_name=f"tuneyard-{uuid.uuid4().hex}",
+    )
+    # The study first: a sweep row never points at a study that does not exist.
+    optuna.create_study(study_name=sweep.study_name, storage=_storage(storage_url()), direction=direction)
+    sweep.save()
+    transaction.on_commit(lambda: sweep_fill(sweep_id=sweep.pk))
+    return sweep
+
+
+def _choice_check(field: str, value: str, choices: type) -> None:
+    if value not in choices.values:
+        raise ValidationFailed(f"'{field}' is one of {', '.join(choices.values)}, not {value!r}.")
+
+
+def sweep_status_set(*, sweep: Sweep, user, to: SweepStatus) -> Sweep:
+    """Pause, resume or stop a sweep. Stopping cancels its running trials. Idempotent."""
+    project_role_check(user=user, project=sweep.project, role=Role.MEMBER)
+    sweep.refresh_from_db()
+    if sweep.status == to:
+        return sweep
+    if SweepStatus(sweep.status).is_finished():
+        raise Conflict(f"Sweep {sweep.pk} has {sweep.status}; add trials to go on.")
+    Sweep.objects.filter(pk=sweep.pk, status=sweep.status).update(
+        status=to, stop_reason=f"stopped by {user.username}" if to == SweepStatus.STOPPED else ""
+    )
+    if to == SweepStatus.STOPPED:
+        _trials_cancel(sweep, reason=f"its sweep was stopped by {user.username}")
+    elif to == SweepStatus.RUNNING:
+        transaction.on_commit(lambda: sweep_fill(sweep_id=sweep.pk))
+    sweep.refresh_from_db()
+    return sweep
+
+
+def sweep_trials_add(*, sweep: Sweep, user, count: int) -> Sweep:
+    """Raise the budget by ``count`` trials; a finished sweep runs again."""
+    project_role_check(user=user, project=sweep.project, role=Role.MEMBER)
+    if not 1 <= count <= MAX_TRIALS:
+        raise ValidationFailed(f"'count' is between 1 and {MAX_TRIALS}.")
+    Sweep.objects.filter(pk=sweep.pk).update(n_trials=F("n_trials") + count)
+    Sweep.objects.filter(pk=sweep.pk, status=SweepStatus.FINISHED).update(status=SweepStatus.RUNNING)
+    transaction.on_commit(lambda: sweep_fill(sweep_id=sweep.pk))
+    sweep.refresh_from_db()
+    return sweep
+
+
+def sweep_failed_rerun(*, sweep: Sweep, user) -> int:
+    """Run each failed trial's parameters again as a new trial (the budget grows to match)."""
+    project_role_check(user=user, project=sweep.project, role=Role.MEMBER)
+    failed = list(sweep.trials.filter(state=TrialState.FAILED, rerun=False))
+    if not failed:
+        return 0
+    study = _study(sweep)
+    for trial in failed:
+        study.enqueue_trial(trial.params, skip_if_exists=False)
+    Trial.objects.filter(pk__in=[t.pk for t in failed]).update(rerun=True)
+    sweep_trials_add(sweep=sweep, user=user, count=len(failed))
+    return len(failed)
+
+
+# --- the trial loop ---------------------------------------------------------------
+
+
+def sweep_fill(*, sweep_id: int) -> int:
+    """Launch trials until the sweep's parallelism or budget is reached; return how many.
+
+    Safe to call from anywhere, any number of times: each launch first takes a
+    slot by compare-and-set on ``trials_launched``, so the budget is never
+    overrun. Two callers at once may briefly run one trial over the parallelism.
+    """
+    launched = 0
+    while True:
+        sweep = Sweep.objects.select_related("project", "created_by").filter(pk=sweep_id).first()
+        if sweep is None or sweep.status != SweepStatus.RUNNING:
+            return launched
+        reason = _cap_reason(sweep)
+        if reason:
+            if Sweep.objects.filter(pk=sweep_id, status=SweepStatus.RUNNING).update(
+                status=SweepStatus.STOPPED, stop_reason=reason
+            ):
+                _trials_cancel(sweep, reason=f"its sweep stopped: {reason}")
+            return launched
+        active = sweep.trials.filter(state=TrialState.RUNNING).count()
+        slot = sweep.trials_launched
+        if slot >= sweep.n_trials:
+            if active == 0:
+                Sweep.objects.filter(pk=sweep_id, status=SweepStatus.RUNNING, trials_launched=slot).update(
+                    status=SweepStatus.FINISHED, stop_reason=f"its budget of {sweep.n_trials} trials is spent"
+                )
+            return launched
+        if active >= sweep.parallelism:
+            return launched
+        if not Sweep.objects.filter(pk=sweep_id, status=SweepStatus.RUNNING, trials_launched=slot).update(
+            trials_launched=slot + 1
+        ):
+            continue  # another caller took this slot; look again
+        _trial_launch(sweep, slot)
+        launched += 1
+
+
+def _trial_launch(sweep: Sweep, slot: int) -> None:
+    from controlplane.training.services import job_create
+
+    study = _study(sweep, seed_offset=slot)
+    trial = study.ask()
+    space = SearchSpace.model_validate(sweep.search_space)
+    try:
+        params = params_suggest(trial, space, sweep.base_config["method"]["name"])
+        config = config_build(sweep.base_config, params, space)
+        with transaction.atomic():
+            job = job_create(
+                project=sweep.project,
+                user=sweep.created_by,
+                base_model_id=sweep.base_model_id,
+                dataset_version_id=sweep.dataset_version_id,
+                config=config,
+                name=f"{sweep.name} · trial {trial.number}",
+            )
+            Trial.objects.create(
+                sweep=sweep, number=trial.number, optuna_trial_id=_trial_id(sweep, trial.number), job=job,
+                params=params,
+            )  # fmt: skip
+    except DomainError as exc:
+        # The sweep cannot go on as it is (its creator left the project, a base model went away).
+        study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+        Sweep.objects.filter(pk=sweep.pk, status=SweepStatus.RUNNING).update(
+            status=SweepStatus.STOPPED, stop_reason=f"a trial could not be launched: {exc.message}"[:300]
+        )
+
+
+def _cap_reason(sweep: Sweep) -> str:
+    if sweep.gpu_hours_cap is None:
+        return ""
+    jobs = Job.objects.filter(trial__sweep=sweep)
+    finished = jobs.aggregate(s=Sum(F("gpus") * F("run_seconds"), output_field=FloatField()))["s"] or 0.0
+    now = timezone.now()
+    running = sum(
+        gpus * (now - started).total_seconds()
+        for gpus, started in jobs.filter(status__in=[JobStatus.RUNNING, JobStatus.CANCELLING])
+        .exclude(started_at=None)
+        .values_list("gpus", "started_at")
+    )
+    used = (finished + running) / 3600
+    if used >= sweep.gpu_hours_cap:
+        return f"its cap of {sweep.gpu_hours_cap:g} GPU-hours is reached ({used:.2f} used)"
+    return ""
+
+
+def _trials_cancel(sweep: Sweep, *, reason: str) -> None:
+    from controlplane.training.services import job_transition
+
+    for job_id, status, attempt in Job.objects.filter(
+        trial__sweep=sweep, status__in=[JobStatus.QUEUED, JobStatus.RUNNING]
+    ).values_list("pk", "status", "attempt"):
+        if status == JobStatus.QUEUED:
+            job_transition(job_id=job_id, attempt=attempt, to=JobStatus.CANCELLED, actor_label="sweep",
+                           message=reason, finished_at=timezone.now(), error=reason)  # fmt: skip
+        else:
+            job_transition(job_id=job_id, attempt=attempt, to=JobStatus.CANCELLING, actor_label="sweep",
+                           message=reason)  # fmt: skip
+
+
+def trial_report(*, job_id: int, points: list[tuple[int, float]]) -> str:
+    """Feed a running trial's intermediate values to the pruner; the reason to stop it, or ""."""
+    trial = Trial.objects.select_related("sweep").filter(job_id=job_id, state=TrialState.RUNNING).first()
+    if trial is None or not points:
+        return ""
+    study = _study(trial.sweep)
+    live = optuna.Trial(study, trial.optuna_trial_id)
+    reported = _storage(storage_url()).get_trial(trial.optuna_trial_id).intermediate_values
+    for step, value in points:
+        if step not in reported:  # a resent heartbeat repeats points
+            live.report(value, step)
+    if trial.sweep.pruner != Pruner.NONE and live.should_prune():
+        return f"{PRUNED} by the sweep's {trial.sweep.pruner} pruner at step {max(s for s, _ in points)}"
+    return ""
+
+
+def trial_finish(*, job_id: int) -> None:
+    """Tell the study how a trial's job ended, then launch what the sweep has room for."""
+    trial = (
+        Trial.objects.select_related("sweep", "job").filter(job_id=job_id, state=TrialState.RUNNING).first()
+    )
+    if trial is None or not JobStatus(trial.job.status).is_finished():
+        return
+    job, sweep = trial.job, trial.sweep
+    value = None
+    if job.status == JobStatus.SUCCEEDED and job.metrics.get(sweep.objective_metric) is not None:
+        state, value = TrialState.COMPLETE, float(job.metrics[sweep.objective_metric])
+    elif job.status == JobStatus.CANCELLED and job.error.startswith(PRUNED):
+        state = TrialState.PRUNED
+    else:
+        state = TrialState.FAILED
+    optuna_state = {
+        TrialState.COMPLETE: optuna.trial.TrialState.COMPLETE,
+        TrialState.PRUNED: optuna.trial.TrialState.PRUNED,
+        TrialState.FAILED: optuna.trial.TrialState.FAIL,
+    }[state]
+    _study(sweep).tell(trial.number, value, state=optuna_state, skip_if_finished=True)
+    Trial.objects.filter(pk=trial.pk, state=TrialState.RUNNING).update(state=state, value=value)
+    return sweep_fill(sweep_id=sweep.pk)
+
+
+def sweeps_reconcile() -> int:
+    """Catch up after a lost hook or a restart: tell the study of trials whose job ended, then fill.
+
+    Returns how many trials it launched.
+    """
+    finished = [status for status in JobStatus if status.is_finished()]
+    ended = Trial.objects.filter(state=TrialState.RUNNING, job__status__in=finished)
+    launched = sum(trial_finish(job_id=job_id) for job_id in ended.values_list("job_id", flat=True))
+    return launched + sum(
+        sweep_fill(sweep_id=pk)
+        for pk in Sweep.objects.filter(status=SweepStatus.RUNNING).values_list("pk", flat=True)
+    )

@@ -1,0 +1,211 @@
+"""Sweeps: the control plane's Optuna study asks for trials, each an ordinary job; heartbeats feed
+the pruner; a job's end is told to the study. Jobs here go to a queue no worker reads; the tests
+play the worker's part through the same services the internal API calls."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import connection
+
+from controlplane.sweeps.models import Sweep, SweepStatus, Trial, TrialState
+from controlplane.sweeps.services import sweep_fill, sweeps_reconcile
+from controlplane.training.models import Job, JobStatus
+from controlplane.training.services import job_claim, job_finish, job_heartbeat
+from tests.broker import queue_clear
+from tests.factories import base_model_make, dataset_version_make
+from workers.spec import Heartbeat, JobOutcome, JobResult
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+QUEUE = "sweeps-test"
+LR = "hyperparameters.learning_rate"
+SPACE = {
+    "hyperparameters.learning_rate": {"type": "float", "low": 1e-5, "high": 1e-2, "log": True},
+    "method.r": {"type": "categorical", "choices": [4, 8, 16]},
+}
+
+
+@pytest.fixture(autouse=True)
+def optuna_storage(settings, tmp_path, redis_url):
+    if connection.vendor != "postgresql":
+        # SQLite tests keep their database in memory, where Optuna cannot reach it.
+        settings.OPTUNA_STORAGE_URL = f"sqlite:///{tmp_path / 'optuna.sqlite3'}"
+    queue_clear(redis_url, QUEUE)
+    yield
+    queue_clear(redis_url, QUEUE)
+
+
+@pytest.fixture
+def inputs(people):
+    return {
+        "base_model": base_model_make(people["demo"]).pk,
+        "dataset_version": dataset_version_make(people["demo"], people["alice"]).pk,
+    }
+
+
+def sweep_body(inputs, **overrides) -> dict:
+    return {
+        "project": "demo", "name": "lr search", **inputs, "search_space": SPACE,
+        "config": {"resources": {"queue": QUEUE}, "hyperparameters": {"max_steps": 10}},
+        "n_trials": 4, "parallelism": 2, "seed": 7, **overrides,
+    }  # fmt: skip
+
+
+def run_trial(job: Job, *, losses: list[float], outcome=JobOutcome.SUCCEEDED) -> str:
+    """Play a worker: claim, report a loss per step (stopping if told), finish."""
+    job_claim(job_id=job.pk, attempt=1, worker="w1")
+    for step, loss in enumerate(losses, start=1):
+        reply = job_heartbeat(
+            job_id=job.pk,
+            heartbeat=Heartbeat(attempt=1, worker="w1", step=step, total_steps=len(losses),
+                                metrics={"loss": [(step, loss)]}),
+        )  # fmt: skip
+        if reply.stop:
+            job_finish(job_id=job.pk, result=JobResult(attempt=1, worker="w1", outcome=JobOutcome.CANCELLED,
+                                                       error=reply.reason))  # fmt: skip
+            return reply.reason
+    metrics = {"train_loss": losses[-1]} if outcome == JobOutcome.SUCCEEDED else {}
+    error = "" if outcome == JobOutcome.SUCCEEDED else "CUDA error: out of memory"
+    job_finish(job_id=job.pk, result=JobResult(attempt=1, worker="w1", outcome=outcome, metrics=metrics,
+                                               error=error))  # fmt: skip
+    return ""
+
+
+def running_trials(sweep_id: int) -> list[Trial]:
+    return list(Trial.objects.filter(sweep_id=sweep_id, state=TrialState.RUNNING).select_related("job"))
+
+
+def test_a_sweep_runs_its_budget_of_trials_as_jobs_at_its_parallelism(api_for, inputs):
+    body = api_for("alice").post("/api/v1/sweeps", sweep_body(inputs, pruner="none"), format="json")
+    assert body.status_code == 201, body.json()
+    sweep_id = body.json()["id"]
+    trials = running_trials(sweep_id)
+    assert len(trials) == 2  # its parallelism
+    for trial in trials:
+        config = trial.job.config
+        assert config["hyperparameters"]["learning_rate"] == trial.params["hyperparameters.learning_rate"]
+        assert (
+            config["method"]["r"] == trial.params["method.r"] and config["hyperparameters"]["max_steps"] == 10
+        )
+        assert 1e-5 <= trial.params["hyperparameters.learning_rate"] <= 1e-2
+    assert trials[0].params != trials[1].params
+
+    finished = 0
+    while running := running_trials(sweep_id):
+        run_trial(running[0].job, losses=[2.0, 1.5, 1.0 + finished / 10])
+        finished += 1
+    sweep = Sweep.objects.get(pk=sweep_id)
+    assert finished == 4 and sweep.status == SweepStatus.FINISHED
+    detail = api_for("bob").get(f"/api/v1/sweeps/{sweep_id}").json()
+    assert [t["state"] for t in detail["trials"]] == ["complete"] * 4
+    assert detail["best_trial"]["value"] == pytest.approx(1.0)
+    assert api_for("charlie").get(f"/api/v1/sweeps/{sweep_id}").status_code == 404
+
+
+def test_a_trial_worse_than_the_median_is_pruned_through_its_heartbeat(api_for, inputs):
+    sweep_id = (
+        api_for("alice")
+        .post("/api/v1/sweeps", sweep_body(inputs, n_trials=3, parallelism=1), format="json")
+        .json()["id"]
+    )
+    for _ in range(2):  # the pruner judges once two trials have finished
+        run_trial(running_trials(sweep_id)[0].job, losses=[2.0, 1.0, 0.5, 0.4])
+    (third,) = running_trials(sweep_id)
+    reason = run_trial(third.job, losses=[2.0, 3.0, 3.5, 4.0])
+    assert reason.startswith("pruned by the sweep's median pruner")
+    third.refresh_from_db()
+    third.job.refresh_from_db()
+    assert third.state == TrialState.PRUNED and third.job.status == JobStatus.CANCELLED
+    assert Sweep.objects.get(pk=sweep_id).status == SweepStatus.FINISHED
+
+
+def test_failed_trials_can_be_rerun_with_the_same_parameters(api_for, inputs):
+    sweep_id = (
+        api_for("alice")
+        .post("/api/v1/sweeps", sweep_body(inputs, n_trials=2, parallelism=2, pruner="none"), format="json")
+        .json()["id"]
+    )
+    first, second = running_trials(sweep_id)
+    run_trial(first.job, losses=[2.0], outcome=JobOutcome.FAILED)
+    run_trial(second.job, losses=[1.0])
+    assert Sweep.objects.get(pk=sweep_id).status == SweepStatus.FINISHED
+    # Retrying the job itself would leave the study behind: the sweep reruns it.
+    assert api_for("alice").post(f"/api/v1/jobs/{first.job_id}/retry").status_code == 409
+
+    body = api_for("alice").post(f"/api/v1/sweeps/{sweep_id}/rerun-failed").json()
+    assert body["status"] == "running" and body["n_trials"] == 3
+    (rerun,) = running_trials(sweep_id)
+    assert rerun.params == first.params and rerun.number == 2
+    run_trial(rerun.job, losses=[0.5])
+    assert api_for("alice").post(f"/api/v1/sweeps/{sweep_id}/rerun-failed").json()["n_trials"] == 3
+
+
+def test_a_paused_sweep_launches_nothing_until_resumed_and_a_lost_hook_is_caught_up(api_for, inputs):
+    alice = api_for("alice")
+    sweep_id = alice.post(
+        "/api/v1/sweeps", sweep_body(inputs, n_trials=3, parallelism=1), format="json"
+    ).json()["id"]
+    assert alice.post(f"/api/v1/sweeps/{sweep_id}/pause").json()["status"] == "paused"
+    run_trial(running_trials(sweep_id)[0].job, losses=[1.0])
+    assert running_trials(sweep_id) == []  # paused: the finished trial is not replaced
+    assert alice.post(f"/api/v1/sweeps/{sweep_id}/resume").json()["status"] == "running"
+    (second,) = running_trials(sweep_id)
+    # The control plane dies right after a trial's job ends: the reconciler tells the study later.
+    Job.objects.filter(pk=second.job_id).update(status=JobStatus.SUCCEEDED, metrics={"train_loss": 0.9})
+    assert sweeps_reconcile() == 1
+    second.refresh_from_db()
+    assert second.state == TrialState.COMPLETE and second.value == 0.9
+    assert len(running_trials(sweep_id)) == 1
+
+
+def test_the_gpu_hour_cap_stops_the_sweep_and_its_running_trials(api_for, inputs):
+    body = sweep_body(inputs, n_trials=5, parallelism=1, gpu_hours_cap=1.0)
+    body["config"]["resources"]["gpus"] = 1
+    sweep_id = api_for("alice").post("/api/v1/sweeps", body, format="json").json()["id"]
+    (first,) = running_trials(sweep_id)
+    run_trial(first.job, losses=[1.0])
+    Job.objects.filter(pk=first.job_id).update(run_seconds=3600)  # it held its GPU for an hour
+    (second,) = running_trials(sweep_id)
+    job_claim(job_id=second.job_id, attempt=1, worker="w1")
+    sweep_fill(sweep_id=sweep_id)
+    sweep = Sweep.objects.get(pk=sweep_id)
+    assert sweep.status == SweepStatus.STOPPED and "cap of 1 GPU-hours" in sweep.stop_reason
+    assert Job.objects.get(pk=second.job_id).status == JobStatus.CANCELLING
+    assert Trial.objects.filter(sweep_id=sweep_id).count() == 2
+
+
+@pytest.mark.parametrize(
+    "space, message",
+    [
+        ({}, "the search space is empty"),
+        ({LR: {"type": "float", "low": 0.01, "high": 0.01}}, "the range is empty"),
+        ({LR: {"type": "float", "low": -1, "high": 0.1, "log": True}}, "a log scale needs a positive low"),
+        ({"hyperparameters.nonsense": {"type": "int", "low": 1, "high": 4}}, "is not a tunable parameter"),
+        ({LR: {"type": "float", "low": 0.1, "high": 5.0}}, "the value 5.0 is refused"),
+        ({"method.r": {"type": "categorical", "choices": []}}, "search_space"),
+        ({"method.r": {"type": "uniform", "low": 1, "high": 2}}, "search_space"),
+    ],
+)  # fmt: skip
+def test_a_bad_search_space_is_a_400_with_a_message_and_creates_nothing(api_for, inputs, space, message):
+    response = api_for("alice").post("/api/v1/sweeps", sweep_body(inputs, search_space=space), format="json")
+    assert response.status_code == 400 and message in response.json()["message"], response.json()
+    assert not Sweep.objects.exists() and not Job.objects.exists()
+
+
+def test_bad_sweep_settings_are_400s_and_outsiders_get_404(api_for, inputs):
+    alice = api_for("alice")
+    for overrides, message in [
+        ({"sampler": "magic"}, "'sampler' is one of"),
+        ({"n_trials": 0}, "'n_trials' is between"),
+        ({"parallelism": "two"}, "parallelism"),
+        ({"sampler": "grid"}, "a grid needs categorical or linear integer parameters"),
+        ({"unknown": 1}, "unknown"),
+    ]:
+        response = alice.post("/api/v1/sweeps", sweep_body(inputs, **overrides), format="json")
+        assert response.status_code == 400 and message in response.json()["message"], (
+            overrides,
+            response.json(),
+        )
+    assert api_for("charlie").post("/api/v1/sweeps", sweep_body(inputs), format="json").status_code == 404
+    assert api_for("viv").post("/api/v1/sweeps", sweep_body(inputs), format="json").status_code == 403
+    assert not Sweep.objects.exists()
