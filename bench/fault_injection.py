@@ -98,6 +98,9 @@ class TrainerLedger(threading.Thread):
         self.overlaps: list[tuple[int, list[int]]] = []
         self.stop = threading.Event()
 
+    def job_of(self, pid: int) -> int | None:
+        return next((entry["job"] for (p, _), entry in list(self.seen.items()) if p == pid), None)
+
     def run(self) -> None:
         while not self.stop.is_set():
             now = time.monotonic()
@@ -130,6 +133,10 @@ def _trainer_processes() -> list[tuple[int, str]]:
         if len(argv) >= 4 and argv[1:3] == ["-m", "workers.engine"]:
             found.append((int(entry.name), argv[3]))
     return found
+
+
+def _alive_trainer(pid: int) -> bool:
+    return any(p == pid for p, _ in _trainer_processes())
 
 
 def database_create(url: str) -> None:
@@ -288,6 +295,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - one scenario, to
         rng.shuffle(faults)
         done_faults: dict[str, int] = defaultdict(int)
         killed_with_checkpoint = 0
+        orphans: list[int] = []
         deadline = time.monotonic() + args.deadline
         next_fault = time.monotonic() + rng.uniform(3, 8)
         patience_until = next_fault + 20
@@ -305,15 +313,18 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - one scenario, to
             running = list(
                 Job.objects.filter(project=project, status=JobStatus.RUNNING, worker__in=WORKERS)
                 .order_by("-checkpoint_step")
-                .values_list("worker", "checkpoint_step")
+                .values_list("worker", "checkpoint_step", "pk")
             )
             # Mostly wait (up to 20 s) for a victim with a checkpoint, so that resuming is put to the test.
             if not running or (running[0][1] == 0 and time.monotonic() < patience_until):
                 return False
-            worker, checkpoint = running[0]
+            worker, checkpoint, job_id = running[0]
+            trainers = [pid for pid, _ in _trainer_processes() if ledger.job_of(pid) == job_id]
             stack.kill(worker)
             killed_with_checkpoint += checkpoint > 0
             time.sleep(1.0)
+            # Its trainer must die with it (PR_SET_PDEATHSIG), not train on unsupervised.
+            orphans.extend(pid for pid in trainers if _alive_trainer(pid))
             stack.start(worker)
             done_faults["worker_kills"] += 1
             return True
@@ -370,6 +381,8 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - one scenario, to
         checks = {
             "every_job_committed": submitted == args.jobs,
             "every_job_terminal": sum(statuses[s] for s in terminal) == len(jobs),
+            "no_job_failed_as_lost": not [j for j in jobs if j.error.startswith("lost:")],
+            "no_trainer_outlived_its_killed_worker": not orphans,
             "no_overlapping_attempts": not ledger.overlaps,
             "no_attempt_ran_twice": all(n == 1 for n in per_attempt.values()),
             "resumed_at_the_step_after_its_checkpoint": not resumed_wrong,
@@ -385,6 +398,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - one scenario, to
             "attempts_run_twice": [k for k, n in per_attempt.items() if n > 1][:10],
             "resumed_wrong": resumed_wrong[:10],
             "not_terminal": [j.pk for j in jobs if j.status not in terminal][:10],
+            "orphaned_trainers": orphans[:10],
         }
     finally:
         ledger.stop.set()

@@ -74,15 +74,17 @@ class GpuPool:
         self._free = list(indices)
         self._changed = threading.Condition()
 
-    def acquire(self, count: int) -> list[int]:
-        """Take ``count`` free GPUs, waiting for running jobs to give theirs back.
+    def acquire(self, count: int, timeout: float | None = None) -> list[int] | None:
+        """Take ``count`` free GPUs, waiting up to ``timeout`` seconds for running jobs to give
+        theirs back; None if they did not.
 
         Raises ValueError when the worker has fewer than ``count`` in all.
         """
         if count > len(self.indices):
             raise ValueError(f"the job needs {count} GPU(s); this worker has {len(self.indices)}")
         with self._changed:
-            self._changed.wait_for(lambda: len(self._free) >= count)
+            if not self._changed.wait_for(lambda: len(self._free) >= count, timeout=timeout):
+                return None
             taken, self._free = self._free[:count], self._free[count:]
             return taken
 

@@ -7,7 +7,6 @@ imports torch (forking after torch initialises OpenMP deadlocks children).
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 import os
@@ -26,7 +25,7 @@ from typing import IO
 import httpx
 from mlflow.exceptions import MlflowException
 
-from workers import tracking
+from workers import presence, tracking
 from workers.controlplane_client import ClaimRefused, ControlPlaneClient
 from workers.engine.protocol import parse
 from workers.gpus import GpuPool, gpu_inventory, visible_devices
@@ -45,10 +44,30 @@ log = logging.getLogger(__name__)
 KILL_GRACE_SECONDS = 10.0
 
 
-@functools.cache
+_pool_lock = threading.Lock()
+_pool: GpuPool | None = None
+# How long a job waits here for GPUs before going back to the queue for another host.
+GPU_WAIT_SECONDS = 5.0
+
+
+class NoFreeGpu(Exception):
+    """This worker's GPUs are busy: the message should go back to the queue."""
+
+
 def gpu_pool() -> GpuPool:
     """This worker process's GPUs, shared by the jobs it runs at once (one per pool thread)."""
-    return GpuPool([gpu.index for gpu in gpu_inventory()])
+    global _pool
+    with _pool_lock:  # two job threads starting together must not build two pools
+        if _pool is None:
+            _pool = GpuPool([gpu.index for gpu in gpu_inventory()])
+        return _pool
+
+
+def gpu_pool_reset() -> None:
+    """Forget the pool, so the next job reads the GPUs again (tests change them)."""
+    global _pool
+    with _pool_lock:
+        _pool = None
 
 
 @dataclass
@@ -161,12 +180,13 @@ def job_run(
     """Run one attempt to its end; None when the control plane refused the claim.
 
     The attempt's GPUs are taken from the worker's pool before the claim, so a
-    job waiting for a GPU here still shows as queued, not running.
+    job waiting for a GPU still shows as queued, not running; if they stay busy
+    for GPU_WAIT_SECONDS, NoFreeGpu sends the job back for another host.
     """
     pool = gpu_pool()
     needed = spec.config.resources.gpus
     try:
-        held = pool.acquire(needed)
+        held = pool.acquire(needed, timeout=GPU_WAIT_SECONDS)
     except ValueError as exc:
         # This worker can never run it; claim it only to fail it with the reason.
         try:
@@ -176,6 +196,8 @@ def job_run(
         result = JobResult(attempt=spec.attempt, worker=worker, outcome=JobOutcome.FAILED, error=str(exc))
         client.finish(job_id=spec.job_id, result=result)
         return JobOutcome.FAILED
+    if held is None:
+        raise NoFreeGpu(f"job {spec.job_id} needs {needed} GPU(s); none free here")
     try:
         return _claimed_run(spec, client, worker, held, heartbeat_seconds)
     finally:
@@ -190,7 +212,16 @@ def _claimed_run(
     except ClaimRefused as exc:
         log.info("job %s attempt %s not claimed: %s", spec.job_id, spec.attempt, exc)
         return None
+    presence.running_job_ids.add(spec.job_id)
+    try:
+        return _attempt_run(spec, client, worker, held, heartbeat_seconds)
+    finally:
+        presence.running_job_ids.discard(spec.job_id)
 
+
+def _attempt_run(
+    spec: JobSpec, client: ControlPlaneClient, worker: str, held: list[int], heartbeat_seconds: float
+) -> JobOutcome:
     devices = visible_devices(held)
     progress = _Progress(gpu_indices=held)
     with tempfile.TemporaryDirectory(prefix=f"tuneyard-job-{spec.job_id}-") as tmp:
@@ -231,8 +262,9 @@ def _supervise(
     env = dict(os.environ, PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false")
     # Whole GPUs: the job sees exactly its devices ("" hides every GPU from a CPU job).
     env["CUDA_VISIBLE_DEVICES"] = devices
-    # The trainer kills itself if this process dies (see workers.engine.__main__),
-    # so a SIGKILLed worker never leaves an attempt training on unsupervised.
+    # The trainer kills itself when the thread that starts it here ends, as it
+    # does when this process dies (see workers.engine.__main__): a SIGKILLed
+    # worker never leaves an attempt training on unsupervised.
     env["TUNEYARD_RUNNER_PID"] = str(os.getpid())
     proc = subprocess.Popen(
         _trainer_command(spec_path, workdir / "work"),

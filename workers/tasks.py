@@ -7,12 +7,13 @@ import logging
 import os
 from typing import Any
 
+from celery.exceptions import Reject
 from celery.signals import worker_ready, worker_shutdown
 
 from workers import presence
 from workers.celery_app import app
 from workers.controlplane_client import ControlPlaneClient
-from workers.runner import job_run
+from workers.runner import NoFreeGpu, job_run
 from workers.spec import JobSpec
 
 log = logging.getLogger(__name__)
@@ -46,9 +47,9 @@ def _presence_end(**kwargs: Any) -> None:
 @app.task(name="tuneyard.run_job", bind=True)
 def run_job(self, spec: dict[str, Any]) -> str | None:  # type: ignore[no-untyped-def]
     job_spec = JobSpec.model_validate(spec)
-    presence.running_job_ids.add(job_spec.job_id)
     try:
         outcome = job_run(job_spec, client=_control_plane(), worker=_worker_name(self.request.hostname))
-    finally:
-        presence.running_job_ids.discard(job_spec.job_id)
+    except NoFreeGpu as exc:
+        # Back to the queue, where a host with free GPUs (or this one, later) takes it.
+        raise Reject(str(exc), requeue=True) from exc
     return outcome.value if outcome else None

@@ -40,7 +40,10 @@ class JobLaunchForm(forms.Form):
         required=False, min_value=1, help_text="an attempt running longer is stopped and fails"
     )
     priority = forms.IntegerField(
-        initial=0, min_value=-100, max_value=100, help_text="higher goes first in its queue"
+        initial=0,
+        min_value=-100,
+        max_value=100,
+        help_text="higher goes first in its queue, in steps of about 20",
     )
 
     def __init__(self, *args: Any, project: Project, **kwargs: Any) -> None:

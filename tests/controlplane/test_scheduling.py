@@ -106,3 +106,62 @@ def test_the_launch_form_sets_checkpoints_time_limit_and_priority(people, broker
     job = Job.objects.get()
     assert job.priority == 7 and job.config["resources"]["timeout_seconds"] == 600
     assert job.config["hyperparameters"]["checkpoint_every_steps"] is None
+
+
+def test_after_a_resume_cpu_jobs_go_even_behind_a_gpu_job_over_quota(
+    people, dana, broker, django_capture_on_commit_callbacks
+):
+    project = people["demo"]
+    project.max_concurrent_gpus = 1
+    project.save()
+    capture = django_capture_on_commit_callbacks
+    with capture(execute=True):
+        project_dispatch_pause(project=project, user=dana, paused=True)
+    with capture(execute=True):
+        big = job_make(
+            project, people["alice"], config={"resources": {"queue": QUEUE, "gpus": 2}}, priority=50
+        )
+        small = job_make(project, people["alice"], config=CONFIG)
+    with capture(execute=True):
+        project_dispatch_pause(project=project, user=dana, paused=False)
+    big.refresh_from_db()
+    small.refresh_from_db()
+    assert big.waiting_reason.startswith("quota:")
+    assert small.waiting_reason == "" and [s.job_id for s in queued_specs(broker, QUEUE)] == [small.pk]
+
+
+def test_only_the_live_attempt_moves_the_checkpoint_and_only_forward(people):
+    from controlplane.training.services import job_heartbeat, job_transition
+    from workers.spec import Checkpoint, Heartbeat
+
+    job = job_make(people["demo"], people["alice"], config=CONFIG)
+    job_claim(job_id=job.pk, attempt=1, worker="w1")
+
+    def beat(attempt: int, worker: str, step: int) -> None:
+        checkpoint = Checkpoint(step=step, uri=f"runs:/r{attempt}/checkpoints/step-{step}")
+        job_heartbeat(
+            job_id=job.pk, heartbeat=Heartbeat(attempt=attempt, worker=worker, checkpoint=checkpoint)
+        )
+
+    beat(1, "w1", 20)
+    beat(1, "w1", 10)  # a resent, older heartbeat
+    job.refresh_from_db()
+    assert (job.checkpoint_step, job.checkpoint_uri) == (20, "runs:/r1/checkpoints/step-20")
+    # The attempt is presumed lost and retried; the old one, still alive somewhere, is fenced.
+    assert job_transition(job_id=job.pk, attempt=1, to=JobStatus.QUEUED)
+    beat(1, "w1", 30)
+    job.refresh_from_db()
+    assert job.checkpoint_step == 20
+
+
+def test_the_pause_buttons_are_for_admins_and_hidden_from_outsiders(people, dana):
+    outsider, member, admin = Client(), Client(), Client()
+    outsider.force_login(people["charlie"])
+    member.force_login(people["alice"])
+    admin.force_login(dana)
+    assert outsider.post("/p/demo/pause").status_code == 404
+    assert "Pause dispatch" not in member.get("/p/demo/").content.decode()
+    assert member.post("/p/demo/pause").status_code == 403
+    assert "Pause dispatch" in admin.get("/p/demo/").content.decode()
+    assert admin.post("/p/demo/pause").status_code == 302
+    assert "Resume dispatch" in admin.get("/p/demo/").content.decode()

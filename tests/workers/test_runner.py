@@ -130,8 +130,8 @@ print("@@tuneyard " + '{"event": "result", "metrics": {}, "artifacts": {}}', flu
 def test_a_job_sees_exactly_its_gpus(people, client, monkeypatch, request):
     monkeypatch.setenv("TUNEYARD_GPUS", "4")  # a simulated 4-GPU host
     monkeypatch.setenv("TUNEYARD_GPU_IDS", "2,3")  # of which this worker has two
-    runner.gpu_pool.cache_clear()
-    request.addfinalizer(runner.gpu_pool.cache_clear)
+    runner.gpu_pool_reset()
+    request.addfinalizer(runner.gpu_pool_reset)
     monkeypatch.setattr(
         runner, "_trainer_command", lambda spec_path, workdir: [sys.executable, "-c", SHOWS_DEVICES]
     )
@@ -241,8 +241,8 @@ def test_a_two_gpu_worker_runs_two_one_gpu_jobs_at_once_each_on_its_own_gpu(
     people, client, monkeypatch, request
 ):
     monkeypatch.setenv("TUNEYARD_GPUS", "2")
-    runner.gpu_pool.cache_clear()
-    request.addfinalizer(runner.gpu_pool.cache_clear)
+    runner.gpu_pool_reset()
+    request.addfinalizer(runner.gpu_pool_reset)
     monkeypatch.setattr(
         runner, "_trainer_command", lambda spec_path, workdir: [sys.executable, "-c", SLOW_SHOWS_DEVICES]
     )
