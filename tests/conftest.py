@@ -144,6 +144,8 @@ def worker(live_server, redis_url: str, mlflow_server: str, services_dir: Path) 
         "MLFLOW_TRACKING_URI": mlflow_server,
         "CELERY_BROKER_URL": redis_url,
         "TUNEYARD_WORKER_NAME": "test-worker",
+        # Two jobs at once, as a two-GPU host runs them (sweeps run trials in parallel).
+        "TUNEYARD_WORKER_CONCURRENCY": "2",
         "TUNEYARD_PRESENCE_SECONDS": "1",
     }
     # Messages sent by earlier tests name jobs that no longer exist; start clean.
