@@ -8,6 +8,7 @@ from django.urls import path
 from controlplane.accounts import views as account_views
 from controlplane.datasets import views as dataset_views
 from controlplane.registry import views as registry_views
+from controlplane.sweeps import views as sweep_views
 from controlplane.training import views as training_views
 
 urlpatterns = [
@@ -20,6 +21,18 @@ urlpatterns = [
     path("p/<slug:slug>/resume", training_views.project_dispatch, {"paused": False}, name="project-resume"),
     path("p/<slug:slug>/datasets/upload", dataset_views.dataset_upload, name="dataset-upload"),
     path("p/<slug:slug>/jobs/new", training_views.job_new, name="job-new"),
+    path("p/<slug:slug>/sweeps/new", sweep_views.sweep_new, name="sweep-new"),
+    path("sweeps/<int:sweep_id>/", sweep_views.sweep_detail, name="sweep"),
+    path("sweeps/<int:sweep_id>/live", sweep_views.sweep_live, name="sweep-live"),
+    *(
+        path(
+            f"sweeps/<int:sweep_id>/{action}",
+            sweep_views.sweep_action,
+            {"action": action},
+            name=f"sweep-{action}",
+        )
+        for action in ("pause", "resume", "stop", "add-trials", "rerun-failed")
+    ),
     path("jobs/<int:job_id>/", training_views.job_detail, name="job"),
     path("jobs/<int:job_id>/live", training_views.job_live, name="job-live"),
     path("jobs/<int:job_id>/cancel", training_views.job_cancel, name="job-cancel"),

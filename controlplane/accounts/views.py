@@ -9,6 +9,7 @@ from controlplane.accounts.selectors import membership_role, project_get, projec
 from controlplane.datasets.selectors import dataset_version_list
 from controlplane.errors import page_errors
 from controlplane.registry.selectors import deployment_list, model_version_list, promotion_list
+from controlplane.sweeps.selectors import sweep_list
 from controlplane.training.selectors import base_model_list, job_list, usage_by_user
 
 USAGE_DAYS = 30
@@ -37,6 +38,7 @@ def project_overview(request: HttpRequest, slug: str) -> HttpResponse:
             "can_approve": role is not None and role.includes(Role.APPROVER),
             "can_admin": role is not None and role.includes(Role.ADMIN),
             "jobs": job_list(project=project)[:50],
+            "sweeps": sweep_list(project=project)[:20],
             "dataset_versions": dataset_version_list(project=project),
             "base_models": base_model_list(project=project),
             "model_versions": model_version_list(project=project),

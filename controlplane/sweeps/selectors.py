@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+
 from django.db.models import QuerySet
 
 from controlplane.accounts.models import Project, Role
@@ -29,3 +31,28 @@ def sweep_best_trial(*, sweep: Sweep) -> Trial | None:
     return (
         sweep.trials.filter(state=TrialState.COMPLETE).select_related("job").order_by(order, "number").first()
     )
+
+
+def sweep_figures(*, sweep: Sweep) -> dict[str, dict]:
+    """Optuna's own charts of the study, as Plotly figures (plain dicts) by name; a chart its
+    trials cannot draw yet (too few finished, one parameter) is left out."""
+    import optuna.visualization as vis
+
+    from controlplane.sweeps.services import study_load
+
+    study = study_load(sweep)
+    if not any(t.state.is_finished() for t in study.get_trials(deepcopy=False)):
+        return {}
+    charts = {
+        "history": vis.plot_optimization_history,
+        "intermediate": vis.plot_intermediate_values,
+        "parallel": vis.plot_parallel_coordinate,
+        "importance": vis.plot_param_importances,
+    }
+    figures = {}
+    for name, plot in charts.items():
+        try:
+            figures[name] = json.loads(plot(study).to_json())
+        except (ValueError, RuntimeError, ZeroDivisionError):
+            continue  # e.g. importances need two finished trials with different parameters
+    return figures

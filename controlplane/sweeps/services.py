@@ -61,7 +61,7 @@ def _storage(url: str) -> optuna.storages.RDBStorage:
     return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
 
 
-def _study(sweep: Sweep, *, seed_offset: int = 0) -> optuna.Study:
+def study_load(sweep: Sweep, *, seed_offset: int = 0) -> optuna.Study:
     # A fresh sampler is built at every load, so its seed moves with each trial
     # asked; the same seed every time would propose the same first points again.
     return optuna.load_study(
@@ -234,7 +234,7 @@ def sweep_failed_rerun(*, sweep: Sweep, user) -> int:
     failed = list(sweep.trials.filter(state=TrialState.FAILED, rerun=False))
     if not failed:
         return 0
-    study = _study(sweep)
+    study = study_load(sweep)
     for trial in failed:
         study.enqueue_trial(trial.params, skip_if_exists=False)
     Trial.objects.filter(pk__in=[t.pk for t in failed]).update(rerun=True)
@@ -285,7 +285,7 @@ def sweep_fill(*, sweep_id: int) -> int:
 def _trial_launch(sweep: Sweep, slot: int) -> None:
     from controlplane.training.services import job_create
 
-    study = _study(sweep, seed_offset=slot)
+    study = study_load(sweep, seed_offset=slot)
     trial = study.ask()
     space = SearchSpace.model_validate(sweep.search_space)
     try:
@@ -349,7 +349,7 @@ def trial_report(*, job_id: int, points: list[tuple[int, float]]) -> str:
     trial = Trial.objects.select_related("sweep").filter(job_id=job_id, state=TrialState.RUNNING).first()
     if trial is None or not points:
         return ""
-    study = _study(trial.sweep)
+    study = study_load(trial.sweep)
     live = optuna.Trial(study, trial.optuna_trial_id)
     reported = _storage(storage_url()).get_trial(trial.optuna_trial_id).intermediate_values
     for step, value in points:
@@ -380,7 +380,7 @@ def trial_finish(*, job_id: int) -> None:
         TrialState.PRUNED: optuna.trial.TrialState.PRUNED,
         TrialState.FAILED: optuna.trial.TrialState.FAIL,
     }[state]
-    _study(sweep).tell(trial.number, value, state=optuna_state, skip_if_finished=True)
+    study_load(sweep).tell(trial.number, value, state=optuna_state, skip_if_finished=True)
     Trial.objects.filter(pk=trial.pk, state=TrialState.RUNNING).update(state=state, value=value)
     return sweep_fill(sweep_id=sweep.pk)
 

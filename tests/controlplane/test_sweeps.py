@@ -209,3 +209,39 @@ def test_bad_sweep_settings_are_400s_and_outsiders_get_404(api_for, inputs):
     assert api_for("charlie").post("/api/v1/sweeps", sweep_body(inputs), format="json").status_code == 404
     assert api_for("viv").post("/api/v1/sweeps", sweep_body(inputs), format="json").status_code == 403
     assert not Sweep.objects.exists()
+
+
+def test_the_sweep_pages_launch_show_trials_and_charts_and_refuse_outsiders(people, inputs):
+    from django.test import Client
+
+    alice, charlie = Client(), Client()
+    alice.force_login(people["alice"])
+    charlie.force_login(people["charlie"])
+    form = {
+        "name": "from the page", **inputs, "method": "lora", "max_steps": 10, "batch_size": 4,
+        "max_seq_length": 64, "gpus": 0, "search_space": "{not json", "objective_metric": "train_loss",
+        "direction": "minimize", "sampler": "random", "pruner": "none", "n_trials": 3, "parallelism": 1,
+        "seed": 1,
+    }  # fmt: skip
+    page = alice.post("/p/demo/sweeps/new", form).content.decode()
+    assert "not valid JSON" in page and not Sweep.objects.exists()
+    form["search_space"] = '{"hyperparameters.learning_rate": {"type": "float", "low": 1, "high": 0.1}}'
+    page = alice.post("/p/demo/sweeps/new", form).content.decode()
+    assert "the range is empty" in page and not Sweep.objects.exists()
+    form["search_space"] = '{"hyperparameters.learning_rate": {"type": "float", "low": 1e-4, "high": 1e-2}}'
+    response = alice.post("/p/demo/sweeps/new", form)
+    sweep = Sweep.objects.get()
+    assert response.status_code == 302 and response["Location"] == f"/sweeps/{sweep.pk}/"
+    for _ in range(2):
+        run_trial(running_trials(sweep.pk)[0].job, losses=[2.0, 1.0])
+    html = alice.get(f"/sweeps/{sweep.pk}/").content.decode()
+    assert 'id="trials"' in html and "Register as a model version" in html
+    assert 'id="figure-history"' in html and 'id="figure-parallel"' in html
+    assert "from the page" in alice.get("/p/demo/").content.decode()
+    assert alice.post(f"/sweeps/{sweep.pk}/pause").status_code == 302
+    assert Sweep.objects.get().status == SweepStatus.PAUSED
+    assert charlie.get(f"/sweeps/{sweep.pk}/").status_code == 404
+    assert charlie.post(f"/sweeps/{sweep.pk}/stop").status_code == 404
+    assert charlie.get("/p/demo/sweeps/new").status_code == 404
+    alice.post(f"/sweeps/{sweep.pk}/add-trials", {"count": "lots"})  # refused, with a message
+    assert Sweep.objects.get().n_trials == 3

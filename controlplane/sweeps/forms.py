@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django import forms
+
+from controlplane.accounts.models import Project
+from controlplane.datasets.selectors import dataset_version_list
+from controlplane.sweeps.models import Direction, Pruner, Sampler
+from controlplane.training.selectors import base_model_list
+
+DEFAULT_SPACE = {
+    "hyperparameters.learning_rate": {"type": "float", "low": 1e-5, "high": 1e-2, "log": True},
+    "method.r": {"type": "categorical", "choices": [4, 8, 16], "when_method": "lora"},
+}
+
+
+class SweepLaunchForm(forms.Form):
+    """The new-sweep form; the service checks the search space and every bound again."""
+
+    name = forms.CharField(max_length=200, required=False)
+    base_model = forms.ModelChoiceField(queryset=None, empty_label=None)
+    dataset_version = forms.ModelChoiceField(queryset=None, empty_label=None)
+    method = forms.ChoiceField(choices=[("lora", "LoRA"), ("full", "Full fine-tuning")])
+    max_steps = forms.IntegerField(initial=100, min_value=1, help_text="per trial")
+    batch_size = forms.IntegerField(initial=8, min_value=1)
+    max_seq_length = forms.IntegerField(initial=256, min_value=8)
+    gpus = forms.IntegerField(initial=0, min_value=0, help_text="per trial")
+    search_space = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 8, "spellcheck": "false", "class": "code"}),
+        initial=json.dumps(DEFAULT_SPACE, indent=2),
+        help_text=(
+            "config path → {type: float|int|categorical, low, high, log, step, choices, when_method}; "
+            "paths: hyperparameters.* and method.* (e.g. method.r, method.name)"
+        ),
+    )
+    objective_metric = forms.CharField(initial="train_loss", max_length=100)
+    direction = forms.ChoiceField(choices=Direction.choices)
+    sampler = forms.ChoiceField(choices=Sampler.choices)
+    pruner = forms.ChoiceField(choices=Pruner.choices, initial=Pruner.MEDIAN)
+    n_trials = forms.IntegerField(initial=12, min_value=1, label="Trials")
+    parallelism = forms.IntegerField(initial=2, min_value=1)
+    gpu_hours_cap = forms.FloatField(required=False, min_value=0.001, label="GPU-hour cap")
+    seed = forms.IntegerField(initial=0, min_value=0)
+
+    def __init__(self, *args: Any, project: Project, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["base_model"].queryset = base_model_list(project=project)
+        self.fields["dataset_version"].queryset = dataset_version_list(project=project)
+
+    def clean_search_space(self) -> object:
+        try:
+            return json.loads(self.cleaned_data["search_space"])
+        except ValueError as exc:
+            raise forms.ValidationError(f"The search space is not valid JSON: {exc}") from exc
+
+    def config(self) -> dict[str, Any]:
+        data = self.cleaned_data
+        return {
+            "method": {"name": data["method"]},
+            "hyperparameters": {key: data[key] for key in ("max_steps", "batch_size", "max_seq_length")},
+            "resources": {"gpus": data["gpus"]},
+        }
