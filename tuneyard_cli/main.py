@@ -137,12 +137,58 @@ def run(args: argparse.Namespace, api: Api) -> int:  # noqa: C901 - one branch p
         _print(api.call("POST", "promotions", json=body))
     elif command in ("approve", "reject"):
         _print(api.call("POST", f"promotions/{args.promotion}/{command}", json={"comment": args.comment}))
+    elif command == "sweep":
+        return _sweep(args, api)
     elif command in ("pause", "resume"):
         _print(api.call("POST", f"projects/{args.project}/{command}"))
     elif command == "deployed":
         params = {key: value for key, value in (("project", args.project), ("model", args.model)) if value}
         _print(api.call("GET", f"deployments/{args.target}", params=params))
     return 0
+
+
+def _sweep(args: argparse.Namespace, api: Api) -> int:
+    """``tuneyard sweep create FILE`` (YAML or JSON), ``get``, and the steering actions."""
+    action = args.sweep_command
+    if action == "create":
+        body = _config(args.file)
+        if not isinstance(body, dict):
+            raise ValueError(f"{args.file} must hold a mapping of sweep settings")
+        if args.project:
+            body["project"] = args.project
+        sweep = api.call("POST", "sweeps", json=body)
+        if not args.wait:
+            _print(sweep)
+            return 0
+        return _sweep_ended(_sweep_wait(api, sweep["id"]))
+    if action == "get":
+        _print(api.call("GET", f"sweeps/{args.sweep}"))
+    elif action == "wait":
+        return _sweep_ended(_sweep_wait(api, args.sweep))
+    elif action == "add-trials":
+        _print(api.call("POST", f"sweeps/{args.sweep}/add-trials", json={"count": args.count}))
+    else:
+        _print(api.call("POST", f"sweeps/{args.sweep}/{action}"))
+    return 0
+
+
+def _sweep_wait(api: Api, sweep_id: int, *, interval: float = 3.0) -> dict[str, Any]:
+    """Poll until the sweep ends, showing how many trials have ended on stderr."""
+    while True:
+        sweep = api.call("GET", f"sweeps/{sweep_id}")
+        ended = sum(trial["state"] != "running" for trial in sweep["trials"])
+        best = sweep["best_trial"]["value"] if sweep["best_trial"] else None
+        status = f"{sweep['status']:<9} {ended}/{sweep['n_trials']} trials ended, best {best}"
+        print(f"\rsweep {sweep_id} {status}", end="", file=sys.stderr, flush=True)
+        if sweep["status"] not in ("running", "paused"):
+            print(file=sys.stderr)
+            return sweep
+        time.sleep(interval)
+
+
+def _sweep_ended(sweep: dict[str, Any]) -> int:
+    _print(sweep)
+    return 0 if sweep["status"] == "finished" and sweep["best_trial"] else EXIT_JOB_FAILED
 
 
 def parser_build() -> argparse.ArgumentParser:
@@ -190,6 +236,24 @@ def parser_build() -> argparse.ArgumentParser:
         decide = commands.add_parser(name, help=f"{name} a promotion request (approvers)")
         decide.add_argument("promotion", type=int)
         decide.add_argument("--comment", default="")
+    sweep = commands.add_parser("sweep", help="hyper-parameter sweeps")
+    sweeps = sweep.add_subparsers(dest="sweep_command", required=True)
+    create = sweeps.add_parser("create", help="start a sweep from a YAML or JSON file of its settings")
+    create.add_argument("file")
+    create.add_argument("--project", help="overrides the file's project")
+    create.add_argument("--wait", action="store_true", help="wait for it to end; exit 1 unless it finished")
+    for name, text in (
+        ("get", "a sweep, its trials and its best trial"),
+        ("wait", "wait for a sweep to end"),
+        ("pause", "launch no new trial; running ones go on"),
+        ("resume", "launch trials again"),
+        ("stop", "stop a sweep and cancel its running trials"),
+        ("rerun-failed", "run each failed trial's parameters again"),
+    ):
+        sweeps.add_parser(name, help=text).add_argument("sweep", type=int)
+    add = sweeps.add_parser("add-trials", help="raise a sweep's trial budget")
+    add.add_argument("sweep", type=int)
+    add.add_argument("--count", type=int, required=True)
     for name, text in (
         ("pause", "hold a project's queued jobs; running jobs go on (admins)"),
         ("resume", "send a paused project's queued jobs again (admins)"),

@@ -99,3 +99,39 @@ def test_ci_drives_the_whole_path_from_the_shell(people, live_server, worker, ti
     assert tuneyard("wait", str(clone["id"]), url=url, token=token).returncode == 0
     bad = tuneyard("retry", str(job["id"]), url=url, token=token)
     assert bad.returncode == 2 and "clone it" in bad.stderr
+
+
+def test_a_sweep_from_a_yaml_file_runs_to_its_end(
+    people, live_server, worker, tiny_model_uri, tmp_path, settings
+):
+    from django.db import connection
+
+    from controlplane.training.models import BaseModel
+    from tests.factories import dataset_version_make
+
+    if connection.vendor != "postgresql":
+        settings.OPTUNA_STORAGE_URL = f"sqlite:///{tmp_path / 'optuna.sqlite3'}"
+    data = tmp_path / "data.jsonl"
+    data.write_bytes(demo_jsonl(32))
+    base = BaseModel.objects.create(project=people["demo"], name="tiny", uri=tiny_model_uri)
+    dataset = dataset_version_make(people["demo"], people["alice"], uri=str(data))
+    url = live_server.url
+    token = tuneyard("token", "alice", url=url, password=PASSWORD).stdout.strip()
+    spec = tmp_path / "sweep.yaml"
+    spec.write_text(
+        f"name: cli sweep\nbase_model: {base.pk}\ndataset_version: {dataset.pk}\n"
+        "config: {hyperparameters: {max_steps: 6, max_seq_length: 64, checkpoint_every_steps: null}}\n"
+        "search_space:\n  hyperparameters.learning_rate: {type: float, low: 0.0001, high: 0.01, log: true}\n"
+        "n_trials: 3\nparallelism: 2\npruner: none\nsampler: random\n"
+    )
+    done = tuneyard("sweep", "create", str(spec), "--project", "demo", "--wait", url=url, token=token)
+    assert done.returncode == 0, done.stderr[-2000:]
+    sweep = json.loads(done.stdout)
+    assert sweep["status"] == "finished" and [t["state"] for t in sweep["trials"]] == ["complete"] * 3
+    assert "3/3 trials ended" in done.stderr
+
+    spec.write_text(spec.read_text().replace("hyperparameters.learning_rate", "hyperparameters.nonsense"))
+    refused = tuneyard("sweep", "create", str(spec), "--project", "demo", url=url, token=token)
+    assert refused.returncode == 2 and "is not a tunable parameter" in refused.stderr
+    again = tuneyard("sweep", "add-trials", str(sweep["id"]), "--count", "0", url=url, token=token)
+    assert again.returncode == 2 and "'count' is between" in again.stderr
