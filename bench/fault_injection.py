@@ -193,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - one scenario, to
         JOB_RECONCILE_SECONDS="2",
         JOB_HEARTBEAT_TIMEOUT_SECONDS="8",
         JOB_PUBLISH_GRACE_SECONDS="5",
+        JOB_UNCLAIMED_SECONDS="10",
         JOB_MAX_ATTEMPTS="6",
         CELERY_BEAT_SCHEDULE=str(tmp / "beat"),
         TUNEYARD_PRESENCE_SECONDS="2",

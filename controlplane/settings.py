@@ -161,9 +161,11 @@ CELERY_BEAT_SCHEDULE = {
 # A job committed but not published within this many seconds is sent again
 # (the web process died in between, or the broker refused it).
 JOB_PUBLISH_GRACE_SECONDS = env.int("JOB_PUBLISH_GRACE_SECONDS", default=10)
-# A published job not claimed within this many seconds is sent again (its
-# message may have died with a worker before the claim). Messages lost with a
-# broker restart are resent at once, found by the broker's run id.
+# A published job not claimed within JOB_UNCLAIMED_SECONDS whose message no
+# longer waits in its queue was taken by a worker that died before claiming it:
+# it is sent again. If the queue cannot be read, after JOB_REDISPATCH_AFTER_SECONDS.
+# Messages lost with a broker restart are resent at once, found by the broker's run id.
+JOB_UNCLAIMED_SECONDS = env.int("JOB_UNCLAIMED_SECONDS", default=60)
 JOB_REDISPATCH_AFTER_SECONDS = env.int("JOB_REDISPATCH_AFTER_SECONDS", default=1800)
 # A running attempt silent this long is presumed lost and retried, up to the limit.
 JOB_HEARTBEAT_TIMEOUT_SECONDS = env.int("JOB_HEARTBEAT_TIMEOUT_SECONDS", default=120)

@@ -2,20 +2,10 @@
 
 from __future__ import annotations
 
-import base64
-import json
-
 import redis
 
-from workers.spec import BROKER_PRIORITY_OPTIONS, JobSpec
-
-
-def queue_keys(queue: str) -> list[str]:
-    """The Redis lists of ``queue``, in the order workers take from them (band 0 first)."""
-    sep = BROKER_PRIORITY_OPTIONS["sep"]
-    return [
-        queue if band == 0 else f"{queue}{sep}{band}" for band in BROKER_PRIORITY_OPTIONS["priority_steps"]
-    ]
+from controlplane.training.broker import queue_keys, queue_specs
+from workers.spec import JobSpec
 
 
 def queue_clear(redis_url: str, queue: str) -> None:
@@ -24,12 +14,4 @@ def queue_clear(redis_url: str, queue: str) -> None:
 
 def queued_specs(redis_url: str, queue: str) -> list[JobSpec]:
     """The JobSpecs waiting on ``queue``, in the order a worker would take them."""
-    client = redis.Redis.from_url(redis_url)
-    specs = []
-    for key in queue_keys(queue):
-        # kombu pushes on the left and workers pop from the right.
-        for raw in reversed(client.lrange(key, 0, -1)):
-            envelope = json.loads(raw)
-            args, _kwargs, _embed = json.loads(base64.b64decode(envelope["body"]))
-            specs.append(JobSpec.model_validate(args[0]))
-    return specs
+    return [JobSpec.model_validate(spec) for spec in queue_specs(redis.Redis.from_url(redis_url), queue)]

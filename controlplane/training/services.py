@@ -17,6 +17,7 @@ from controlplane.datasets.models import DatasetVersion
 from controlplane.errors import Conflict, NotFound, ValidationFailed, pydantic_parse
 from controlplane.faults import DISPATCH_BEFORE_PUBLISH, fault_point
 from controlplane.naming import name_check
+from controlplane.training import broker
 from controlplane.training.models import (
     BaseModel,
     Job,
@@ -274,7 +275,7 @@ def job_dispatch(*, job_id: int) -> bool:
     # The job is committed and marked sent; dying here loses only the message,
     # which the reconciler sees as never published.
     fault_point(DISPATCH_BEFORE_PUBLISH)
-    epoch = broker_epoch()
+    epoch = broker.broker_epoch()
     try:
         app.send_task(
             "tuneyard.run_job",
@@ -289,27 +290,6 @@ def job_dispatch(*, job_id: int) -> bool:
         published_at=timezone.now(), broker_epoch=epoch
     )
     return True
-
-
-_broker_client = None
-
-
-def broker_epoch() -> str:
-    """Which run of the broker process this is (Redis's run_id, new at every start); "" if unknown.
-
-    Redis here keeps nothing on disk, so a message published under another
-    epoch is gone. Read before publishing: if the broker restarts in between,
-    the job looks lost and is sent again, a duplicate the claim refuses, never a loss.
-    """
-    global _broker_client
-    import redis
-
-    try:
-        if _broker_client is None:
-            _broker_client = redis.Redis.from_url(settings.CELERY_BROKER_URL, socket_timeout=2)
-        return str(_broker_client.info("server")["run_id"])
-    except (redis.RedisError, ValueError, KeyError):
-        return ""
 
 
 def jobs_schedule(*, project_id: int) -> int:
@@ -340,9 +320,9 @@ def jobs_redispatch_unclaimed() -> int:
     * never published: the web process died between the commit and the publish,
       or the broker refused the message (after a grace for sends in flight);
     * published to an earlier run of the broker: it restarted without persistence;
-    * published long ago and still not claimed: a worker took the message and
-      died before claiming it (a slow path; a waiting message is sent again
-      then too, and the duplicate is refused at the claim);
+    * published a while ago, not claimed, and no longer waiting in its queue: a
+      worker took the message and died before claiming it (when the queue
+      cannot be read, only after JOB_REDISPATCH_AFTER_SECONDS);
     * held for quota or a pause that no longer holds it.
     """
     now = timezone.now()
@@ -352,10 +332,17 @@ def jobs_redispatch_unclaimed() -> int:
         Q(dispatched_at__isnull=True) | Q(dispatched_at__lt=grace)
     )
     lost |= Q(published_at__lt=now - timedelta(seconds=settings.JOB_REDISPATCH_AFTER_SECONDS))
-    epoch = broker_epoch()
+    epoch = broker.broker_epoch()
     if epoch:
         lost |= Q(published_at__isnull=False) & ~Q(broker_epoch=epoch)
-    sent = sum(job_dispatch(job_id=job_id) for job_id in queued.filter(lost).values_list("pk", flat=True))
+    ids = set(queued.filter(lost).values_list("pk", flat=True))
+    unclaimed = queued.filter(published_at__lt=now - timedelta(seconds=settings.JOB_UNCLAIMED_SECONDS))
+    candidates = list(unclaimed.values_list("pk", "attempt", "queue"))
+    if candidates:
+        waiting = broker.queued_attempts(queue for _, _, queue in candidates)
+        if waiting is not None:
+            ids |= {pk for pk, attempt, _ in candidates if (pk, attempt) not in waiting}
+    sent = sum(job_dispatch(job_id=job_id) for job_id in sorted(ids))
     # Held jobs go when quota frees up, on the commit that frees it; if that
     # process died before sending them, they go from here.
     held = Job.objects.filter(status=S.QUEUED).exclude(waiting_reason="")

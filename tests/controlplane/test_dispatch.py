@@ -8,8 +8,9 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from controlplane.training.broker import broker_epoch
 from controlplane.training.models import Job
-from controlplane.training.services import broker_epoch, jobs_redispatch_unclaimed
+from controlplane.training.services import jobs_redispatch_unclaimed
 from tests.broker import queue_clear, queued_specs
 from tests.factories import job_make
 from workers.spec import JobSpec
@@ -72,17 +73,24 @@ def test_the_reconciler_resends_what_a_broker_restart_lost_and_only_that(
     assert Job.objects.get(pk=kept.pk).published_at is not None
 
 
-def test_a_message_published_long_ago_and_never_claimed_is_sent_again(
+def test_a_message_taken_by_a_worker_that_died_before_claiming_is_sent_again(
     people, broker, settings, django_capture_on_commit_callbacks
 ):
+    from controlplane.training.services import job_dispatch
+
     with django_capture_on_commit_callbacks(execute=True):
-        job = job_make(people["demo"], people["alice"], config=CONFIG)
-    queue_clear(broker, QUEUE)  # taken by a worker that died before claiming it
-    assert jobs_redispatch_unclaimed() == 0
-    old = timezone.now() - timedelta(seconds=settings.JOB_REDISPATCH_AFTER_SECONDS + 1)
-    Job.objects.filter(pk=job.pk).update(published_at=old)
-    assert jobs_redispatch_unclaimed() == 1
-    assert [spec.job_id for spec in _messages(broker)] == [job.pk]
+        waiting = job_make(people["demo"], people["alice"], config=CONFIG)
+        taken = job_make(people["demo"], people["alice"], config=CONFIG)
+    # A worker takes ``taken``'s message off the queue and dies before its claim;
+    # ``waiting``'s message is still in the queue.
+    queue_clear(broker, QUEUE)
+    job_dispatch(job_id=waiting.pk)
+    assert jobs_redispatch_unclaimed() == 0  # both published just now
+    Job.objects.update(published_at=timezone.now() - timedelta(seconds=settings.JOB_UNCLAIMED_SECONDS + 1))
+    assert jobs_redispatch_unclaimed() == 1  # only the one no longer waiting
+    assert sorted(spec.job_id for spec in _messages(broker)) == [waiting.pk, taken.pk]
+    Job.objects.update(published_at=timezone.now() - timedelta(seconds=settings.JOB_UNCLAIMED_SECONDS + 1))
+    assert jobs_redispatch_unclaimed() == 0  # both wait their turn: nothing is sent twice
 
 
 def test_the_web_process_dying_between_commit_and_publish_loses_only_the_message(tmp_path):
