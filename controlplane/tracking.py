@@ -15,6 +15,9 @@ from pathlib import Path
 # MLflow retries a dead server for minutes by default; a web request must not hang that long.
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+# No usage reports from our servers (there may be no way out anyway), and MLflow
+# 3's telemetry thread races on its own environment variable, failing calls.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 from django.conf import settings  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402

@@ -27,7 +27,7 @@ from mlflow.exceptions import MlflowException
 
 from workers import presence, tracking
 from workers.controlplane_client import ClaimRefused, ControlPlaneClient
-from workers.engine.protocol import parse
+from workers.engine.protocol import EXIT_INVALID_INPUT, parse
 from workers.gpus import GpuPool, gpu_inventory, visible_devices
 from workers.spec import (
     LOG_LINE_MAX_CHARS,
@@ -386,7 +386,9 @@ def _result(
         return JobResult(outcome=JobOutcome.FAILED, error=reason, artifacts=logs, **common)
     tail = [line for line in progress.stderr_tail if line.strip()]
     reason = tail[-1] if tail else f"the trainer exited with code {returncode} and said nothing"
-    return JobResult(outcome=JobOutcome.FAILED, error=reason, artifacts=logs, **common)
+    # A bad input fails the same way every time; anything else may pass on another try.
+    retryable = returncode != EXIT_INVALID_INPUT
+    return JobResult(outcome=JobOutcome.FAILED, error=reason, artifacts=logs, retryable=retryable, **common)
 
 
 def _timeout_reason(seconds: int | None) -> str:

@@ -224,6 +224,9 @@ class JobResult(_Frozen):
     ] = Field(default_factory=dict, max_length=20)
     mlflow_run_id: RunId | None = None
     error: str = Field("", max_length=20_000)
+    # A failure another attempt may not repeat (a crash, a lost server), as opposed
+    # to one in the job itself (a bad row, a time limit): the control plane retries it.
+    retryable: bool = False
 
     @model_validator(mode="after")
     def _failure_has_reason(self) -> JobResult:

@@ -12,6 +12,7 @@ torch loaded before a fork deadlocks the child (see ENVIRONMENT.md).
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Mapping
 from enum import StrEnum
@@ -19,11 +20,16 @@ from pathlib import Path
 from types import TracebackType
 from urllib.parse import unquote, urlparse
 
-import mlflow.artifacts
-from mlflow.entities import Metric, Param, RunStatus, RunTag
-from mlflow.exceptions import MlflowException
-from mlflow.protos.databricks_pb2 import INVALID_STATE, RESOURCE_ALREADY_EXISTS, ErrorCode
-from mlflow.tracking import MlflowClient
+# Before MLflow loads (here and in every trainer, which inherits it): no usage
+# reports from GPU hosts, and MLflow 3's telemetry thread races on its own
+# environment variable, failing a tracking call now and then.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+import mlflow.artifacts  # noqa: E402
+from mlflow.entities import Metric, Param, RunStatus, RunTag  # noqa: E402
+from mlflow.exceptions import MlflowException  # noqa: E402
+from mlflow.protos.databricks_pb2 import INVALID_STATE, RESOURCE_ALREADY_EXISTS, ErrorCode  # noqa: E402
+from mlflow.tracking import MlflowClient  # noqa: E402
 
 # URIs that only MLflow can resolve; they are fetched into a local directory.
 MLFLOW_SCHEMES = frozenset({"runs", "models", "mlflow-artifacts"})

@@ -490,7 +490,26 @@ _OUTCOME_STATUS = {
 
 
 def job_finish(*, job_id: int, result: JobResult) -> Job:
-    """Record an attempt's end. Reporting the same end twice is harmless."""
+    """Record an attempt's end. Reporting the same end twice is harmless.
+
+    A retryable failure of a running attempt starts the next attempt instead
+    (from the last checkpoint), up to JOB_MAX_ATTEMPTS.
+    """
+    if (
+        result.outcome is JobOutcome.FAILED
+        and result.retryable
+        and result.attempt < settings.JOB_MAX_ATTEMPTS
+    ):
+        with transaction.atomic():
+            if job_transition(
+                job_id=job_id,
+                attempt=result.attempt,
+                to=S.QUEUED,
+                actor_label=f"worker:{result.worker}",
+                message=f"attempt {result.attempt} failed, trying again: {result.error}",
+            ):
+                transaction.on_commit(lambda: job_dispatch(job_id=job_id))
+                return Job.objects.get(pk=job_id)
     to = _OUTCOME_STATUS[result.outcome]
     fields: dict[str, Any] = {
         "finished_at": timezone.now(),

@@ -97,7 +97,10 @@ def test_a_cancel_kills_the_trainer_and_its_whole_process_group(people, client, 
         os.kill(int(pid_file.read_text()), 0)
 
 
-def test_a_broken_supervisor_still_kills_the_trainer_and_fails_the_job(people, client, monkeypatch, tmp_path):
+def test_a_broken_supervisor_still_kills_the_trainer_and_fails_the_job(
+    people, client, monkeypatch, tmp_path, settings
+):
+    settings.JOB_MAX_ATTEMPTS = 1  # on the last attempt, a retryable failure fails the job
     pid_file = tmp_path / "pid"
     monkeypatch.setattr(
         runner, "_trainer_command", lambda spec_path, workdir: [sys.executable, "-c", HANGS, str(pid_file)]
@@ -265,3 +268,35 @@ def test_a_two_gpu_worker_runs_two_one_gpu_jobs_at_once_each_on_its_own_gpu(
     # Both ran at once: their running times overlap.
     first, second = sorted(jobs, key=lambda job: job.started_at)
     assert second.started_at < first.finished_at, elapsed
+
+
+CRASHES = r"""
+import sys
+print("Traceback (most recent call last): ...", file=sys.stderr)
+print("error: MlflowException: the tracking server went away", file=sys.stderr)
+sys.exit(1)
+"""
+
+
+def test_a_crash_is_retried_as_a_new_attempt_and_a_bad_input_is_not(people, client, monkeypatch):
+    monkeypatch.setattr(
+        runner, "_trainer_command", lambda spec_path, workdir: [sys.executable, "-c", CRASHES]
+    )
+    job = job_make(people["demo"], people["alice"])
+    assert runner.job_run(_spec(job), client=client, worker="w1", heartbeat_seconds=0.2) == "failed"
+    job.refresh_from_db()
+    assert (job.status, job.attempt) == (JobStatus.QUEUED, 2)
+    assert "attempt 1 failed, trying again: error: MlflowException" in job.events.last().message
+
+    bad_input = r"import sys; print('error: dataset row 3 has no output', file=sys.stderr); sys.exit(2)"
+    monkeypatch.setattr(
+        runner, "_trainer_command", lambda spec_path, workdir: [sys.executable, "-c", bad_input]
+    )
+    other = job_make(people["demo"], people["alice"])
+    runner.job_run(_spec(other), client=client, worker="w1", heartbeat_seconds=0.2)
+    other.refresh_from_db()
+    assert (other.status, other.attempt, other.error) == (
+        JobStatus.FAILED,
+        1,
+        "error: dataset row 3 has no output",
+    )
