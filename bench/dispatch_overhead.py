@@ -24,6 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.seed import database_create, project_seed  # noqa: E402
 from infra import processes  # noqa: E402
 
 
@@ -67,8 +68,6 @@ def main() -> None:
     os.environ.update(env)
     children: list[subprocess.Popen] = []
     if args.database_url:
-        from bench.fault_injection import database_create
-
         database_create(args.database_url)
     try:
         (tmp / "redis").mkdir()
@@ -77,37 +76,12 @@ def main() -> None:
         )
         processes.wait_for_port(redis_port)
 
-        import django
-
-        django.setup()
-        from django.core.management import call_command
-
-        call_command("migrate", verbosity=0)
-        from rest_framework.authtoken.models import Token
-
-        from controlplane.accounts.models import Role
-        from controlplane.accounts.services import member_add, project_create
-        from controlplane.datasets.models import Dataset, DatasetVersion
-        from controlplane.demo import demo_instruction_rows, demo_jsonl
-        from controlplane.training.models import BaseModel, Job
-        from workers.tinymodel import build_tiny_model
-
-        project = project_create(slug="bench", name="Bench")
-        user = member_add(project=project, username="bench", role=Role.MEMBER)
-        token = Token.objects.create(user=user).key
-        corpus = [f"{r['instruction']} {r['input']} {r['output']}" for r in demo_instruction_rows(256)]
-        model_dir = build_tiny_model(tmp / "model", corpus)
-        data = tmp / "data.jsonl"
-        data.write_bytes(demo_jsonl(16))
-        base = BaseModel.objects.create(project=project, name="tiny", uri=str(model_dir))
-        dataset = Dataset.objects.create(project=project, name="d")
-        version = DatasetVersion.objects.create(
-            dataset=dataset, version=1, format="instruction", sha256="0" * 64, uri=str(data),
-            filename="data.jsonl", row_count=16, size_bytes=data.stat().st_size, created_by=user,
-        )  # fmt: skip
-
+        seeded = project_seed(tmp, slug="bench", rows=16)
+        token, base, version = seeded["token"], seeded["base"], seeded["version"]
         # One artifact folder for every run, wherever the process that logs it runs.
         from mlflow import MlflowClient
+
+        from controlplane.training.models import Job
 
         MlflowClient(env["MLFLOW_TRACKING_URI"]).create_experiment(
             "tuneyard/bench", artifact_location=str(tmp / "mlartifacts")

@@ -45,6 +45,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.seed import database_create, project_seed  # noqa: E402
 from infra import processes  # noqa: E402
 
 QUEUE = "faults"
@@ -139,16 +140,6 @@ def _alive_trainer(pid: int) -> bool:
     return any(p == pid for p, _ in _trainer_processes())
 
 
-def database_create(url: str) -> None:
-    import psycopg
-
-    name = url.rsplit("/", 1)[1]
-    admin = url.rsplit("/", 1)[0] + "/postgres"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
-
-
 def main(argv: list[str] | None = None) -> int:  # noqa: C901 - one scenario, top to bottom
     parser = argparse.ArgumentParser()
     parser.add_argument("--jobs", type=int, default=100)
@@ -216,34 +207,9 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - one scenario, to
             ),
             processes.MLFLOW_ENV,
         )
-        import django
-
-        django.setup()
-        from django.core.management import call_command
-
-        call_command("migrate", verbosity=0)
-        from rest_framework.authtoken.models import Token
-
-        from controlplane.accounts.models import Role
-        from controlplane.accounts.services import member_add, project_create
-        from controlplane.datasets.models import Dataset, DatasetVersion
-        from controlplane.demo import demo_instruction_rows, demo_jsonl
-        from controlplane.training.models import BaseModel, Job, JobEvent, JobMetricPoint, JobStatus
-        from workers.tinymodel import build_tiny_model
-
-        project = project_create(slug="faults", name="Faults")
-        user = member_add(project=project, username="faults", role=Role.MEMBER)
-        token = Token.objects.create(user=user).key
-        corpus = [f"{r['instruction']} {r['input']} {r['output']}" for r in demo_instruction_rows(256)]
-        model_dir = build_tiny_model(tmp / "model", corpus)
-        data = tmp / "data.jsonl"
-        data.write_bytes(demo_jsonl(32))
-        base = BaseModel.objects.create(project=project, name="tiny", uri=str(model_dir))
-        dataset = Dataset.objects.create(project=project, name="d")
-        version = DatasetVersion.objects.create(
-            dataset=dataset, version=1, format="instruction", sha256="0" * 64, uri=str(data),
-            filename="data.jsonl", row_count=32, size_bytes=data.stat().st_size, created_by=user,
-        )  # fmt: skip
+        seeded = project_seed(tmp, slug="faults", rows=32)
+        project, token, base, version = seeded["project"], seeded["token"], seeded["base"], seeded["version"]
+        from controlplane.training.models import Job, JobEvent, JobMetricPoint, JobStatus
 
         stack.start("web", processes.web_command(port=web_port), {"TUNEYARD_FAULT_DIR": str(tmp / "faults")})
         stack.start("control", processes.control_worker_command())
