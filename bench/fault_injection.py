@@ -149,6 +149,10 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - one scenario, to
     parser.add_argument("--steps", type=int, default=16, help="training steps per job")
     parser.add_argument("--checkpoint-every", type=int, default=4)
     parser.add_argument("--visibility-timeout", type=int, default=None)
+    parser.add_argument("--sweep-trials", type=int, default=0, help="also run a sweep of this many trials")
+    parser.add_argument(
+        "--control-restarts", type=int, default=0, help="kill the web process and the control worker together"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--deadline", type=float, default=3600, help="seconds for every job to end")
     parser.add_argument(
@@ -209,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - one scenario, to
         )
         seeded = project_seed(tmp, slug="faults", rows=32)
         project, token, base, version = seeded["project"], seeded["token"], seeded["base"], seeded["version"]
+        from controlplane.sweeps.models import Sweep
         from controlplane.training.models import Job, JobEvent, JobMetricPoint, JobStatus
 
         stack.start("web", processes.web_command(port=web_port), {"TUNEYARD_FAULT_DIR": str(tmp / "faults")})
@@ -254,11 +259,23 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - one scenario, to
                 api.post("jobs", json=body).raise_for_status()
             except httpx.HTTPError:
                 submit_errors += 1  # the web process died under the request; was the job committed?
-        submitted = Job.objects.filter(project=project).count()
+        submitted = Job.objects.filter(project=project, trial__isnull=True).count()
+        sweep_id = None
+        if args.sweep_trials:
+            sweep_body = {
+                "project": "faults", "name": "under fire", "base_model": base.pk,
+                "dataset_version": version.pk, "config": config, "n_trials": args.sweep_trials,
+                "parallelism": 2, "pruner": "none", "sampler": "random", "seed": args.seed,
+                "search_space": {
+                    "hyperparameters.learning_rate": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}
+                },
+            }  # fmt: skip
+            sweep_id = api.post("sweeps", json=sweep_body).raise_for_status().json()["id"]
         report["submit"] = {"requests_cut_by_web_kills": submit_errors, "jobs_committed": submitted}
 
         # --- faults while the jobs run -----------------------------------------
         faults = ["worker"] * args.worker_kills + ["redis"] * args.redis_restarts
+        faults += ["control"] * args.control_restarts
         rng.shuffle(faults)
         done_faults: dict[str, int] = defaultdict(int)
         killed_with_checkpoint = 0
@@ -276,6 +293,15 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - one scenario, to
                 time.sleep(1.0)
                 stack.start("redis")  # empty: it keeps nothing on disk
                 done_faults["redis_restarts"] += 1
+                return True
+            if fault == "control":
+                # The whole control plane at once: the web process and the reconcilers.
+                stack.kill("web")
+                stack.kill("control")
+                time.sleep(3.0)
+                stack.start("web")
+                stack.start("control")
+                done_faults["control_restarts"] += 1
                 return True
             running = list(
                 Job.objects.filter(project=project, status=JobStatus.RUNNING, worker__in=WORKERS)
@@ -298,7 +324,8 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - one scenario, to
 
         while time.monotonic() < deadline:
             open_jobs = Job.objects.filter(project=project).exclude(status__in=terminal).count()
-            if open_jobs == 0:
+            sweep_open = sweep_id is not None and Sweep.objects.get(pk=sweep_id).status == "running"
+            if open_jobs == 0 and not sweep_open:
                 break
             if faults and time.monotonic() >= next_fault and _fire(faults[0]):
                 faults.pop(0)

@@ -36,17 +36,20 @@ def _run(tmp_path: Path, *args: str) -> dict:
     return result
 
 
-def test_jobs_survive_killed_workers_a_restarted_broker_and_a_web_process_killed_before_publish(tmp_path):
+def test_jobs_and_a_sweep_survive_killed_workers_broker_web_process_and_control_plane(tmp_path):
     report = _run(
-        tmp_path, "--jobs", "10", "--worker-kills", "3", "--redis-restarts", "1", "--web-kills", "1"
-    )
+        tmp_path, "--jobs", "10", "--worker-kills", "3", "--redis-restarts", "1", "--web-kills", "1",
+        "--sweep-trials", "4", "--control-restarts", "1",
+    )  # fmt: skip
     assert all(report["checks"].values())
-    assert report["faults"]["worker_kills"] == 3 and report["faults"]["redis_restarts"] == 1
-    assert report["faults"]["web_kills"] == 1 and report["submit"]["requests_cut_by_web_kills"] == 1
-    assert report["statuses"].get("succeeded") == 10
+    faults = report["faults"]
+    assert (faults["worker_kills"], faults["redis_restarts"], faults["control_restarts"]) == (3, 1, 1)
+    assert faults["web_kills"] == 1 and report["submit"]["requests_cut_by_web_kills"] == 1
+    assert report["statuses"].get("succeeded") == 14  # ten jobs and four trials
+    assert report["sweep"] == {"status": "finished", "trials": 4, "states": ["complete"]}
     # At least one victim had a checkpoint, so resuming was exercised, not just retrying.
-    assert report["faults"]["worker_kills_with_a_checkpoint_to_resume"] >= 1
-    assert report["resumed_attempts"] >= report["faults"]["worker_kills_with_a_checkpoint_to_resume"]
+    assert faults["worker_kills_with_a_checkpoint_to_resume"] >= 1
+    assert report["resumed_attempts"] >= faults["worker_kills_with_a_checkpoint_to_resume"]
 
 
 def test_a_visibility_timeout_shorter_than_the_jobs_runs_no_job_twice(tmp_path):
