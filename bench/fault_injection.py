@@ -70,10 +70,14 @@ class Stack:
             start_new_session=True,
         )  # fmt: skip
 
-    def kill(self, name: str) -> None:
-        """SIGKILL the process itself, not its group: what dies with it must do so on its own."""
+    def kill(self, name: str, *, group: bool = False) -> None:
+        """SIGKILL the process itself, so what dies with it must do so on its own; or, with
+        ``group``, all of it at once (gunicorn's workers too), as when its machine goes."""
         proc = self.procs[name]
-        proc.send_signal(signal.SIGKILL)
+        if group:
+            os.killpg(proc.pid, signal.SIGKILL)
+        else:
+            proc.send_signal(signal.SIGKILL)
         proc.wait()
 
     def stop_all(self) -> None:
@@ -122,18 +126,24 @@ class TrainerLedger(threading.Thread):
 
 
 def _trainer_processes() -> list[tuple[int, str]]:
-    """(pid, spec path) of each live ``python -m workers.engine SPEC WORKDIR`` (a zombie has no cmdline)."""
-    found = []
+    """(pid, spec path) of each live ``python -m workers.engine SPEC WORKDIR`` (a zombie has no cmdline).
+
+    A process the trainer forks carries the trainer's command line until it
+    execs something else; it is the trainer's child, not another attempt, and is left out.
+    """
+    found: dict[int, tuple[int, str]] = {}  # pid -> (parent pid, spec path)
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
-        except OSError:
+            # The parent pid is the 4th field of /proc/PID/stat, after the ")" closing the name.
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
             continue
         if len(argv) >= 4 and argv[1:3] == ["-m", "workers.engine"]:
-            found.append((int(entry.name), argv[3]))
-    return found
+            found[int(entry.name)] = (parent, argv[3])
+    return [(pid, spec) for pid, (parent, spec) in found.items() if parent not in found]
 
 
 def _alive_trainer(pid: int) -> bool:
@@ -296,8 +306,8 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - one scenario, to
                 return True
             if fault == "control":
                 # The whole control plane at once: the web process and the reconcilers.
-                stack.kill("web")
-                stack.kill("control")
+                stack.kill("web", group=True)
+                stack.kill("control", group=True)
                 time.sleep(3.0)
                 stack.start("web")
                 stack.start("control")
@@ -382,10 +392,16 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - one scenario, to
             "resumed_at_the_step_after_its_checkpoint": not resumed_wrong,
             "every_attempt_killed_after_a_checkpoint_resumed": resumed >= killed_with_checkpoint,
         }
-        if args.visibility_timeout:
-            checks["no_job_ran_twice"] = all(job.attempt == 1 for job in jobs) and len(per_attempt) == len(
-                jobs
+        if sweep_id is not None:
+            sweep = Sweep.objects.get(pk=sweep_id)
+            states = list(sweep.trials.values_list("state", flat=True))
+            report["sweep"] = {"status": sweep.status, "trials": len(states), "states": sorted(set(states))}
+            checks["sweep_finished_every_trial"] = (
+                sweep.status == "finished" and len(states) == args.sweep_trials and "running" not in states
             )
+        if args.visibility_timeout:
+            one_run_each = all(job.attempt == 1 for job in jobs) and len(per_attempt) == len(jobs)
+            checks["no_job_ran_twice"] = one_run_each
         report["checks"] = checks
         report["problems"] = {
             "overlaps": ledger.overlaps[:10],
