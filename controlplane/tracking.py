@@ -68,6 +68,19 @@ def artifact_upload(
     return uri
 
 
+def artifact_download(uri: str, *, dst: Path) -> Path:
+    """A local copy of the artifact at ``uri``, downloaded under ``dst``."""
+    import mlflow.artifacts
+
+    with _mlflow_errors("fetch the artifact"):
+        dst.mkdir(parents=True, exist_ok=True)
+        return Path(
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=uri, dst_path=str(dst), tracking_uri=settings.MLFLOW_TRACKING_URI
+            )
+        )
+
+
 def model_version_register(*, name: str, source: str, run_id: str | None) -> int:
     """Register ``source`` as a new version of the registered model ``name``; returns its number."""
     with _mlflow_errors("register the model version"):

@@ -6,7 +6,12 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.authtoken.views import obtain_auth_token
 
 from controlplane.accounts.api import ProjectListApi
-from controlplane.datasets.api import DatasetVersionDetailApi, DatasetVersionListApi
+from controlplane.datasets.api import (
+    DatasetIngestDetailApi,
+    DatasetVersionDetailApi,
+    DatasetVersionListApi,
+    DatasetVersionRowsApi,
+)
 from controlplane.registry.api import (
     DeploymentListApi,
     ModelVersionListApi,
@@ -36,6 +41,8 @@ api_v1 = [
     path("projects", ProjectListApi.as_view(), name="api-projects"),
     path("datasets", DatasetVersionListApi.as_view(), name="api-datasets"),
     path("datasets/<int:version_id>", DatasetVersionDetailApi.as_view(), name="api-dataset"),
+    path("datasets/<int:version_id>/rows", DatasetVersionRowsApi.as_view(), name="api-dataset-rows"),
+    path("dataset-ingests/<int:ingest_id>", DatasetIngestDetailApi.as_view(), name="api-dataset-ingest"),
     path("base-models", BaseModelListApi.as_view(), name="api-base-models"),
     path("jobs", JobListApi.as_view(), name="api-jobs"),
     path("jobs/<int:job_id>", JobDetailApi.as_view(), name="api-job"),

@@ -273,6 +273,14 @@ def test_a_tar_with_a_link_is_refused(tmp_path):
     assert "link" in _refused(tmp_path, "saved.tar", sink.getvalue()).message
 
 
+@pytest.mark.parametrize("name", ["../evil.jsonl", "a/b.jsonl", "..\\evil.jsonl", "..", ""])
+def test_a_file_name_that_is_a_path_is_refused(name):
+    from controlplane.datasets.ingest.sources import filename_check
+
+    with pytest.raises(IngestRefused, match="is a path; send a plain file name"):
+        filename_check(name)
+
+
 def test_a_file_named_parquet_that_is_not_is_refused(tmp_path):
     assert "is not" in _refused(tmp_path, "a.parquet", GOOD).message
 

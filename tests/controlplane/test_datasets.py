@@ -1,21 +1,37 @@
 from __future__ import annotations
 
+import gzip
 import json
+import time
+from pathlib import Path
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import Client
 
-from controlplane.datasets.models import Dataset, DatasetVersion
+from controlplane.datasets.models import Dataset, DatasetIngest, DatasetVersion, IngestStatus
+from tests.conftest import PASSWORD
 
 pytestmark = pytest.mark.django_db
 
 
-def _upload(client, content: bytes, *, name: str = "chat-data", filename: str = "d.jsonl"):
+@pytest.fixture(autouse=True)
+def staging(settings, tmp_path) -> Path:
+    settings.DATASET_STAGING_DIR = tmp_path / "uploads"
+    settings.VAR_DIR = tmp_path / "var"
+    return settings.DATASET_STAGING_DIR
+
+
+def _upload(client, content: bytes, *, name: str = "chat-data", filename: str = "d.jsonl", **fields):
     return client.post(
         "/api/v1/datasets",
-        {"project": "demo", "name": name, "file": SimpleUploadedFile(filename, content)},
+        {"project": "demo", "name": name, "file": SimpleUploadedFile(filename, content), **fields},
         format="multipart",
     )
+
+
+def _staged_files(staging: Path) -> list[Path]:
+    return [p for p in staging.rglob("*") if p.is_file()] if staging.exists() else []
 
 
 GOOD = b'{"instruction": "Say hi", "output": "hi"}\n{"instruction": "Add", "input": "1 2", "output": "3"}\n'
@@ -26,40 +42,32 @@ GOOD = b'{"instruction": "Say hi", "output": "hi"}\n{"instruction": "Add", "inpu
     [
         (GOOD + b"{not json\n", "line 3: is not valid JSON"),
         (GOOD + b'{"instruction": "x"}\n', "line 3: 'output' is missing"),
-        (
-            b'{"instruction": "", "output": "y"}\n',
-            "line 1: 'instruction' string should have at least 1 character",
-        ),
-        (
-            b'{"instruction": "   ", "output": "y"}\n',
-            "line 1: 'instruction' value error, must not be blank",
-        ),
-        (
-            b'{"instruction": 5, "output": "y"}\n',
-            "line 1: 'instruction' input should be a valid string",
-        ),
-        (b'["a list"]\n', "line 1: must be a JSON object"),
-        (
-            b'{"instruction": "x", "output": "y", "extra": 1}\n',
-            "line 1: 'extra' extra inputs are not permitted",
-        ),
+        (b'{"instruction": "", "output": "y"}\n', "line 1: 'instruction' is empty"),
+        (b'{"instruction": "   ", "output": "y"}\n', "line 1: 'instruction' is empty"),
+        (b'{"instruction": 5, "output": "y"}\n', "line 1: 'instruction' must be text, not a number"),
+        (b'["a list"]\n', "line 1: must be an object"),
+        (b'{"instruction": "x", "output": "y", "extra": 1}\n', "line 1: 'extra' is not a field"),
         (b'{"instruction": "\xff\xfe", "output": "y"}\n', "line 1: is not UTF-8 text"),
+        (b'{"messages": [{"role": "robot", "content": "y"}]}\n', "line 1: 'messages[0].role' is 'robot'"),
         (b"\n\n", "The file has no rows"),
+        (gzip.compress(b" " * 60_000_000), "compression bomb"),
     ],
 )
-def test_a_bad_file_is_refused_naming_the_line_and_nothing_is_stored(api_for, content, message):
+def test_a_bad_file_is_refused_naming_the_line_and_nothing_is_stored(api_for, staging, content, message):
     response = _upload(api_for("alice"), content)
     assert response.status_code == 400, response.content
     assert message in response.json()["message"]
     assert not Dataset.objects.exists() and not DatasetVersion.objects.exists()
+    assert DatasetIngest.objects.get().status == IngestStatus.FAILED
+    assert _staged_files(staging) == []
 
 
 def test_every_bad_line_is_counted_and_the_first_ones_listed(api_for):
     content = b"".join(b"nope\n" for _ in range(30))
     body = _upload(api_for("alice"), content).json()
     assert body["details"]["error_count"] == 30
-    assert len(body["details"]["errors"]) == 20
-    assert "(and 10 more)" in body["message"]
+    assert len(body["details"]["examples"]["syntax"]) == 20
+    assert "(and 29 more)" in body["message"]
 
 
 def test_a_bad_dataset_name_is_refused(api_for):
@@ -72,29 +80,56 @@ def test_a_missing_file_is_refused(api_for):
     assert response.status_code == 400 and "'file'" in response.json()["message"]
 
 
-def test_a_good_file_becomes_version_one_in_mlflow_and_the_same_content_is_not_stored_twice(
+@pytest.mark.parametrize("sent", ["../../etc/passwd", "..\\..\\passwd"])
+def test_a_path_traversal_filename_never_leaves_the_staging_folder(api_for, staging, mlflow_server, sent):
+    # Django's upload parser keeps only the last part of a sent name (the ingest refuses any
+    # other path it is handed); the file is read under that name and nothing else is written.
+    stored = _upload(api_for("alice"), GOOD, filename=sent)
+    assert stored.status_code == 201 and stored.json()["filename"] == "passwd"
+    assert _staged_files(staging) == [] and not Path("/etc/passwd.parquet").exists()
+
+
+def test_a_bad_mapping_or_schema_is_refused(api_for):
+    assert "mapping" in _upload(api_for("alice"), GOOD, mapping="[1]").json()["message"]
+    assert "Unknown schema" in _upload(api_for("alice"), GOOD, schema="poetry").json()["message"]
+
+
+def test_a_good_file_becomes_version_one_as_parquet_in_mlflow_and_the_same_content_is_not_stored_twice(
     api_for, mlflow_server, tmp_path
 ):
+    import pyarrow.parquet as pq
     from mlflow.artifacts import download_artifacts
 
-    first = _upload(api_for("alice"), GOOD, filename="../../etc/passwd")
+    first = _upload(api_for("alice"), GOOD, filename="train.jsonl")
     assert first.status_code == 201, first.content
     body = first.json()
-    assert (body["version"], body["row_count"]) == (1, 2)
-    # The path-traversal filename was reduced to its last component.
-    assert body["filename"] == "passwd" and "/etc/" not in body["uri"]
+    assert (body["version"], body["row_count"], body["format"], body["source_format"]) == (
+        1,
+        2,
+        "instruction",
+        "jsonl",
+    )
+    assert body["filename"] == "train.jsonl" and body["uri"].endswith("/data.parquet")
     local = download_artifacts(artifact_uri=body["uri"], dst_path=str(tmp_path), tracking_uri=mlflow_server)
-    assert open(local, "rb").read() == GOOD
+    assert pq.read_table(local).to_pylist() == [
+        {"instruction": "Say hi", "input": "", "output": "hi"},
+        {"instruction": "Add", "input": "1 2", "output": "3"},
+    ]
 
-    # The same rows with other key order and spacing are the same content.
+    # The same rows with other key order and spacing, even as CSV, are the same content.
     rows = [json.loads(line) for line in GOOD.splitlines()]
     same = b"".join(json.dumps(dict(reversed(list(r.items()))), indent=None).encode() + b"\n\n" for r in rows)
     again = _upload(api_for("bob"), same)
     assert again.status_code == 201 and again.json()["id"] == body["id"]
+    as_csv = b"instruction,input,output\nSay hi,,hi\nAdd,1 2,3\n"
+    assert _upload(api_for("bob"), as_csv, filename="d.csv").json()["id"] == body["id"]
 
-    changed = _upload(api_for("bob"), GOOD + b'{"instruction": "new", "output": "row"}\n')
+    changed = _upload(api_for("bob"), GOOD + b'{"instruction": "new", "input": "", "output": "row"}\n')
     assert changed.json()["version"] == 2
     assert DatasetVersion.objects.count() == 2
+
+    detail = api_for("viv").get(f"/api/v1/datasets/{body['id']}").json()
+    assert detail["stats"]["row_count"] == 2 and detail["stats"]["fill_rates"]["input"] == 0.5
 
 
 def test_a_byte_order_mark_is_accepted_and_does_not_change_the_content(api_for, mlflow_server, tmp_path):
@@ -108,3 +143,172 @@ def test_a_byte_order_mark_is_accepted_and_does_not_change_the_content(api_for, 
     path = tmp_path / "bom.jsonl"
     path.write_bytes(b"\xef\xbb\xbf" + GOOD)
     assert [row.output for row in read_instruction_rows([path])] == ["hi", "3"]
+
+
+def test_a_column_mapping_and_a_named_schema_are_applied(api_for, mlflow_server):
+    content = b"q,a\nSay hi,hi\n"
+    response = _upload(
+        api_for("alice"), content, filename="d.csv", mapping='{"instruction": "q", "output": "a"}'
+    )
+    assert response.status_code == 201, response.content
+    assert response.json()["format"] == "instruction"
+    as_text = _upload(api_for("alice"), b'{"text": "hello"}\n', name="notes", schema="text")
+    assert as_text.json()["format"] == "text"
+
+
+# --- large files: staged by the request, ingested by the control worker ---------------
+
+
+def _large(rows: int = 3000) -> bytes:
+    return b"".join(
+        json.dumps({"instruction": f"question {i}", "output": f"answer {i}"}).encode() + b"\n"
+        for i in range(rows)
+    )
+
+
+def test_a_large_upload_is_staged_and_queued_on_the_control_queue_not_parsed_in_the_request(
+    api_for, settings, staging, redis_url, django_capture_on_commit_callbacks
+):
+    import redis
+
+    settings.DATASET_INLINE_MAX_BYTES = 1000
+    broker = redis.Redis.from_url(redis_url)
+    broker.delete("control")
+    with django_capture_on_commit_callbacks(execute=True):
+        response = _upload(api_for("alice"), _large())
+    assert response.status_code == 202, response.content
+    body = response.json()
+    assert (body["status"], body["progress"], body["dataset_version"]) == ("queued", 0.0, None)
+    assert len(_staged_files(staging)) == 1 and not DatasetVersion.objects.exists()
+    # The message on the broker names the ingest, for the control worker.
+    messages = [json.loads(m) for m in broker.lrange("control", 0, -1)]
+    assert [(m["headers"]["task"], m["headers"]["argsrepr"]) for m in messages] == [
+        ("datasets.ingest_run", f"[{body['id']}]")
+    ]
+    assert api_for("viv").get(f"/api/v1/dataset-ingests/{body['id']}").json()["status"] == "queued"
+
+
+def test_the_ingest_task_stores_the_version_once_even_when_run_twice(
+    api_for, settings, staging, mlflow_server
+):
+    from controlplane.datasets.tasks import dataset_ingest_run
+
+    settings.DATASET_INLINE_MAX_BYTES = 1000
+    ingest_id = _upload(api_for("alice"), _large()).json()["id"]
+    # What the control worker runs; a redelivered message finds the ingest taken.
+    assert dataset_ingest_run(ingest_id) == "succeeded"
+    assert dataset_ingest_run(ingest_id) == "succeeded"
+    body = api_for("alice").get(f"/api/v1/dataset-ingests/{ingest_id}").json()
+    assert body["progress"] == 1.0 and body["dataset_version"] is not None
+    assert DatasetVersion.objects.get().row_count == 3000
+    assert _staged_files(staging) == []
+
+
+def test_a_failed_ingest_keeps_its_report_and_stores_nothing(api_for, settings, staging):
+    from controlplane.datasets.tasks import dataset_ingest_run
+
+    settings.DATASET_INLINE_MAX_BYTES = 1000
+    ingest_id = _upload(api_for("alice"), _large() + b'{"instruction": "x"}\n').json()["id"]
+    assert dataset_ingest_run(ingest_id) == "failed"
+    body = api_for("alice").get(f"/api/v1/dataset-ingests/{ingest_id}").json()
+    assert body["report"]["examples"] == {"missing": ["line 3001: 'output' is missing"]}
+    assert not Dataset.objects.exists() and _staged_files(staging) == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_control_worker_ingests_a_large_upload_while_the_page_shows_its_progress(
+    people, settings, staging, mlflow_server, redis_url
+):
+    """The real path: the browser's upload, Redis, a Celery worker on the control queue."""
+    from celery.contrib.testing.worker import start_worker
+
+    from controlplane.celery import app
+
+    settings.DATASET_INLINE_MAX_BYTES = 1000
+    browser = Client()
+    assert browser.login(username="alice", password=PASSWORD)
+    page = browser.post(
+        "/p/demo/datasets/upload",
+        {"name": "big", "file": SimpleUploadedFile("big.jsonl.gz", gzip.compress(_large(20_000)))},
+    )
+    assert page.status_code == 302 and "/dataset-ingests/" in page["Location"]
+    ingest = DatasetIngest.objects.get()
+    waiting = browser.get(page["Location"]).content.decode()
+    assert 'hx-get="/dataset-ingests/' in waiting and "queued" in waiting
+
+    with start_worker(app, queues=["control"], pool="solo", perform_ping_check=False, shutdown_timeout=30):
+        deadline = time.monotonic() + 60
+        while not DatasetIngest.objects.get(pk=ingest.pk).is_finished and time.monotonic() < deadline:
+            time.sleep(0.2)
+    ingest.refresh_from_db()
+    assert ingest.status == IngestStatus.SUCCEEDED, ingest.message
+    live = browser.get(f"/dataset-ingests/{ingest.pk}/live").content.decode()
+    assert "hx-get" not in live and f"/datasets/{ingest.version_id}/" in live
+    assert ingest.version.row_count == 20_000 and ingest.version.source_format == "jsonl"
+
+
+def test_a_failure_on_the_page_shows_the_report(people, settings, staging):
+    from controlplane.datasets.tasks import dataset_ingest_run
+
+    settings.DATASET_INLINE_MAX_BYTES = 1000
+    browser = Client()
+    assert browser.login(username="alice", password=PASSWORD)
+    bad = _large() + b"oops\n" + b'{"instruction": "x"}\n'
+    page = browser.post(
+        "/p/demo/datasets/upload", {"name": "big", "file": SimpleUploadedFile("b.jsonl", bad)}
+    )
+    dataset_ingest_run(DatasetIngest.objects.get().pk)
+    html = browser.get(page["Location"]).content.decode()
+    assert "2 bad row(s); nothing was stored." in html
+    assert "line 3001: is not valid JSON" in html and "line 3002: &#x27;output&#x27; is missing" in html
+
+
+# --- the version page: stats, lineage, a preview that never runs a row's HTML -------------
+
+
+def test_the_version_page_escapes_html_in_rows_and_pages_through_them(api_for, people, mlflow_server):
+    rows = [{"text": "<script>alert(1)</script>"}] + [{"text": f"row {i}"} for i in range(2, 46)]
+    content = b"".join(json.dumps(r).encode() + b"\n" for r in rows)
+    version = _upload(api_for("alice"), content, name="notes").json()["id"]
+    browser = Client()
+    assert browser.login(username="viv", password=PASSWORD)
+    html = browser.get(f"/datasets/{version}/").content.decode()
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "<script>alert(1)" not in html
+    assert "Rows 1–20" in html and "?offset=20" in html
+    assert 'id="chart-chars"' in html
+    last = browser.get(f"/datasets/{version}/?offset=40").content.decode()
+    assert "row 45" in last and "row 2<" not in last and "?offset=60" not in last
+
+    api_rows = api_for("viv").get(f"/api/v1/datasets/{version}/rows?offset=1&limit=2").json()["rows"]
+    assert api_rows == [{"text": "row 2"}, {"text": "row 3"}]
+
+
+def test_the_version_page_lists_the_jobs_and_model_versions_built_from_it(api_for, people, mlflow_server):
+    from controlplane.training.services import job_create
+    from tests.factories import base_model_make, model_version_make
+
+    version = _upload(api_for("alice"), GOOD).json()["id"]
+    job = job_create(
+        project=people["demo"],
+        user=people["alice"],
+        base_model_id=base_model_make(people["demo"]).pk,
+        dataset_version_id=version,
+        name="lineage-job",
+    )
+    model_version_make(job, people["alice"], name="from-lineage")
+    browser = Client()
+    assert browser.login(username="alice", password=PASSWORD)
+    html = browser.get(f"/datasets/{version}/").content.decode()
+    assert "lineage-job" in html and "from-lineage v1" in html
+
+
+def test_the_outsider_gets_404_from_the_rows_and_ingests_of_another_project(api_for, mlflow_server):
+    version = _upload(api_for("alice"), GOOD).json()["id"]
+    ingest = DatasetIngest.objects.get().pk
+    charlie = api_for("charlie")
+    for url in (f"/api/v1/datasets/{version}/rows", f"/api/v1/dataset-ingests/{ingest}"):
+        assert charlie.get(url).status_code == 404
+    browser = Client()
+    assert browser.login(username="charlie", password=PASSWORD)
+    for url in (f"/datasets/{version}/", f"/dataset-ingests/{ingest}/", f"/dataset-ingests/{ingest}/live"):
+        assert browser.get(url).status_code == 404

@@ -69,7 +69,7 @@ def test_a_person_clicks_from_dataset_to_approved_deployment(
     bad = tmp_path / "bad.jsonl"
     bad.write_bytes(demo_jsonl(3) + b'{"instruction": "no output here"}\n')
     page.get_by_label("Name").fill("arithmetic")
-    page.get_by_label("JSONL file").set_input_files(str(bad))
+    page.get_by_label("Dataset file").set_input_files(str(bad))
     page.get_by_role("button", name="Upload dataset").click()
     expect(page.locator(".msg.error")).to_contain_text("line 4: 'output' is missing")
     assert not DatasetVersion.objects.exists()
@@ -77,7 +77,7 @@ def test_a_person_clicks_from_dataset_to_approved_deployment(
     good = tmp_path / "arithmetic.jsonl"
     good.write_bytes(demo_jsonl(64))
     page.get_by_label("Name").fill("arithmetic")
-    page.get_by_label("JSONL file").set_input_files(str(good))
+    page.get_by_label("Dataset file").set_input_files(str(good))
     page.get_by_role("button", name="Upload dataset").click()
     expect(page.locator(".msg.success")).to_contain_text("64 rows")
 

@@ -194,7 +194,8 @@ def source_open(path: Path, *, filename: str, limits: Limits, unpack_dir: Path) 
         except (OSError, EOFError, pa.ArrowException) as exc:
             raise IngestRefused(f"The {codec} file could not be decompressed: {exc}") from exc
     file_format = _stem_format(filename)
-    if file_format in (None, FileFormat.JSONL, FileFormat.JSON):
+    if file_format in (None, FileFormat.JSON):
+        # Many ".json" files hold one object per line; a ".jsonl" name is taken at its word.
         file_format = text_format_sniff(text_head)
     if file_format in (FileFormat.PARQUET, FileFormat.HF_DATASET):
         stream.close()

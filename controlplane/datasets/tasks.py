@@ -1,0 +1,12 @@
+"""Celery entry points of the datasets app, run by the control worker: thin, each calls one service."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+from controlplane.datasets import services
+
+
+@shared_task(name="datasets.ingest_run")
+def dataset_ingest_run(ingest_id: int) -> str:
+    return services.dataset_ingest_run(ingest_id=ingest_id).status
