@@ -96,7 +96,7 @@ def version_detail(request: HttpRequest, version_id: int) -> HttpResponse:
             "preview_error": preview_error,
             "chart": {
                 name: version.stats[name]["histogram"]
-                for name in ("chars", "tokens", "turns")
+                for name in ("bytes", "tokens", "turns")
                 if isinstance(version.stats.get(name), dict) and "histogram" in version.stats[name]
             },
         },

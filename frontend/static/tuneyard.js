@@ -45,7 +45,7 @@
   loop();
 })();
 
-// The length histograms on a dataset version page (characters, tokens, chat turns).
+// The length histograms on a dataset version page (UTF-8 bytes, tokens, chat turns).
 (function () {
   "use strict";
   const data = document.getElementById("dataset-charts");

@@ -225,7 +225,7 @@ def test_a_large_file_is_written_in_row_groups_with_its_stats(tmp_path):
     assert stats["row_count"] == 300_000
     assert stats["fill_rates"] == {"instruction": 1.0, "input": 0.0, "output": 1.0}
     lengths = [len(f"{row['instruction']}\n\n{row['output']}") for row in rows]
-    assert (stats["chars"]["min"], stats["chars"]["max"]) == (min(lengths), max(lengths))
+    assert (stats["bytes"]["min"], stats["bytes"]["max"]) == (min(lengths), max(lengths))
     assert stats["tokens"]["sampled_rows"] <= 20_000 and stats["tokens"]["p50"] > 0
 
 

@@ -275,7 +275,7 @@ def test_the_version_page_escapes_html_in_rows_and_pages_through_them(api_for, p
     html = browser.get(f"/datasets/{version}/").content.decode()
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "<script>alert(1)" not in html
     assert "Rows 1–20" in html and "?offset=20" in html
-    assert 'id="chart-chars"' in html
+    assert 'id="chart-bytes"' in html
     last = browser.get(f"/datasets/{version}/?offset=40").content.decode()
     assert "row 45" in last and "row 2<" not in last and "?offset=60" not in last
 

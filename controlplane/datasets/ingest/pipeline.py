@@ -8,8 +8,10 @@ the report counts every problem; the caller then throws the output away.
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,6 +61,66 @@ class IngestResult:
     parquet_bytes: int
 
 
+class RowSink:
+    """Hashes, counts and writes good rows on a thread of its own, in the order they come.
+
+    Parsing (on the calling thread and Arrow's pool) then overlaps hashing,
+    statistics and Parquet compression: hashlib and Arrow release the GIL for
+    large buffers. At most a few batches wait in the queue, which bounds the
+    memory this adds; rows are gathered into row groups of ROW_GROUP_ROWS.
+    """
+
+    def __init__(self, path: Path, schema: Schema, *, token_counter: TokenCounter | None) -> None:
+        self.hasher = ContentHash(schema)
+        self.stats = StatsBuilder(schema, token_counter=token_counter)
+        self._writer = pq.ParquetWriter(path, ARROW_SCHEMAS[schema], compression="snappy")
+        self._pending: list[pa.Table] = []
+        self._pending_rows = 0
+        self._queue: queue.Queue[pa.Table | None] = queue.Queue(maxsize=4)
+        self._error: BaseException | None = None
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="ingest-sink", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (table := self._queue.get()) is not None:
+            if self._error is not None:
+                continue
+            try:
+                self.hasher.add(table)
+                self.stats.add(table)
+                self._pending.append(table)
+                self._pending_rows += table.num_rows
+                if self._pending_rows >= ROW_GROUP_ROWS:
+                    self._flush()
+            except BaseException as exc:  # handed to the ingest's own thread by add() or close()
+                self._error = exc
+
+    def _flush(self) -> None:
+        if self._pending:
+            self._writer.write_table(pa.concat_tables(self._pending), row_group_size=ROW_GROUP_ROWS)
+            self._pending, self._pending_rows = [], 0
+
+    def add(self, table: pa.Table) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put(table)
+
+    def close(self, *, raise_error: bool = True) -> None:
+        """Finish what is queued and close the file; closing twice is a no-op."""
+        if not self._closed:
+            self._closed = True
+            self._queue.put(None)
+            self._thread.join()
+            try:
+                if self._error is None:
+                    self._flush()
+            finally:
+                self._writer.close()
+        if raise_error and self._error is not None:
+            raise self._error
+
+
 def ingest(
     path: Path,
     *,
@@ -92,57 +154,37 @@ def _first_columns(batch: RawBatch) -> list[str]:
 def _ingest_source(
     source: OpenedSource, *, output: Path, options: IngestOptions, on_progress: ProgressCallback | None
 ) -> IngestResult:
-    batches: Iterator[RawBatch] = batches_read(source)
     label = row_label(source.format)
     report = ProblemReport(examples_per_kind=options.examples_per_kind)
     layout: Layout | None = None
-    writer: pq.ParquetWriter | None = None
-    pending: list[pa.Table] = []
-    pending_rows = 0
-    hasher: ContentHash | None = None
-    stats: StatsBuilder | None = None
+    sink: RowSink | None = None
     last_report = 0.0
-
-    for batch in batches:
-        if layout is None:
-            columns = _first_columns(batch)
-            if not columns and not batch.table:
-                # Nothing parseable yet (all bad lines): still count them, under the file's only hope.
-                layout = Layout(
-                    schema=options.schema or Schema.INSTRUCTION, mapping=dict(options.mapping or {})
-                )
-            else:
-                layout = layout_choose(columns, schema=options.schema, mapping=options.mapping or {})
-            hasher = ContentHash(layout.schema)
-            stats = StatsBuilder(layout.schema, token_counter=options.token_counter)
-            writer = pq.ParquetWriter(output, ARROW_SCHEMAS[layout.schema], compression="snappy")
-        assert hasher is not None and stats is not None and writer is not None
-
-        table = _batch_normalize(batch, layout, report, label)
-        if table is not None and options.max_tokens and options.token_counter is not None:
-            table = _long_rows_drop(table, batch, layout, options, report, label)
-        if table is not None and table.num_rows and not report.total:
+    try:
+        for batch in batches_read(source):
+            if layout is None:
+                layout = _layout_of_first(batch, options)
+                sink = RowSink(output, layout.schema, token_counter=options.token_counter)
+            assert sink is not None
+            table = _batch_normalize(batch, layout, report, label)
+            if table is not None and options.max_tokens and options.token_counter is not None:
+                _long_rows_report(table, batch, layout, options, report, label)
             # Once a row has failed the file will not be stored: keep counting problems, stop writing.
-            hasher.add(table)
-            stats.add(table)
-            pending.append(table)
-            pending_rows += table.num_rows
-            if pending_rows >= ROW_GROUP_ROWS:
-                writer.write_table(pa.concat_tables(pending), row_group_size=ROW_GROUP_ROWS)
-                pending, pending_rows = [], 0
-        now = time.monotonic()
-        if on_progress is not None and now - last_report > 0.5:
-            on_progress(min(source.consumed() / max(source.total_bytes, 1), 0.999))
-            last_report = now
+            if table is not None and table.num_rows and not report.total:
+                sink.add(table)
+            now = time.monotonic()
+            if on_progress is not None and now - last_report > 0.5:
+                on_progress(min(source.consumed() / max(source.total_bytes, 1), 0.999))
+                last_report = now
+        if sink is not None:
+            sink.close()
+    finally:
+        # On any failure the sink's thread must still end, or it would wait forever.
+        if sink is not None:
+            sink.close(raise_error=False)
 
-    if writer is None or layout is None or hasher is None or stats is None:
-        raise RowsInvalid("The file has no rows; nothing was stored.")
-    if pending and not report.total:
-        writer.write_table(pa.concat_tables(pending), row_group_size=ROW_GROUP_ROWS)
-    writer.close()
     if report.total:
         raise RowsInvalid(report.summary(), report=report.as_dict())
-    if stats.rows == 0:
+    if layout is None or sink is None or sink.stats.rows == 0:
         raise RowsInvalid("The file has no rows; nothing was stored.")
     if on_progress is not None:
         on_progress(1.0)
@@ -150,12 +192,21 @@ def _ingest_source(
         schema=layout.schema,
         file_format=source.format.value,
         compression=source.compression.value,
-        row_count=stats.rows,
-        sha256=hasher.hexdigest(),
-        stats=stats.result(),
+        row_count=sink.stats.rows,
+        sha256=sink.hasher.hexdigest(),
+        stats=sink.stats.result(),
         parquet_path=output,
         parquet_bytes=output.stat().st_size,
     )
+
+
+def _layout_of_first(batch: RawBatch, options: IngestOptions) -> Layout:
+    columns = _first_columns(batch)
+    if not columns and not batch.table:
+        # Nothing parseable in the first batch (all bad lines): count them against the named
+        # schema, or the most common one.
+        return Layout(schema=options.schema or Schema.INSTRUCTION, mapping=dict(options.mapping or {}))
+    return layout_choose(columns, schema=options.schema, mapping=options.mapping or {})
 
 
 def _batch_normalize(batch: RawBatch, layout: Layout, report: ProblemReport, label: str) -> pa.Table | None:
@@ -189,15 +240,15 @@ def _batch_normalize(batch: RawBatch, layout: Layout, report: ProblemReport, lab
     return pa.Table.from_pylist(good, schema=ARROW_SCHEMAS[layout.schema])
 
 
-def _long_rows_drop(
+def _long_rows_report(
     table: pa.Table,
     batch: RawBatch,
     layout: Layout,
     options: IngestOptions,
     report: ProblemReport,
     label: str,
-) -> pa.Table:
-    """Refuse rows over the token limit. Only whole, good batches get here, so row numbers line up."""
+) -> None:
+    """Report rows over the token limit. Only whole, good batches get here, so row numbers line up."""
     assert options.token_counter is not None and options.max_tokens is not None
     counts = options.token_counter(row_texts(table, layout.schema).to_pylist())
     numbers = (
@@ -212,4 +263,3 @@ def _long_rows_drop(
                 f"{label} {number}",
                 f"is {count} tokens long; the limit is {options.max_tokens}",
             )
-    return table

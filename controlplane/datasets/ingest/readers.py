@@ -100,22 +100,35 @@ def _line_parse(line: bytes) -> Any:
         return (ProblemKind.SYNTAX, f"is not valid JSON ({exc.msg})")
 
 
+# Arrow parses a block's sub-blocks on all cores; a row longer than one sub-block makes
+# it fail, and the block is then parsed whole on one core.
+PARSE_BLOCK_BYTES = 1024 * 1024
+
+
+def _jsonl_parse(block: bytes) -> pa.Table | None:
+    """The block's rows as a table, or None when Arrow cannot vouch for every line."""
+    for block_size in (PARSE_BLOCK_BYTES, len(block) + 1):
+        try:
+            table = pa_json.read_json(
+                pa.BufferReader(block), read_options=pa_json.ReadOptions(block_size=block_size)
+            )
+            # Arrow's JSON parser lets bad UTF-8 through inside strings; the full check catches it.
+            table.validate(full=True)
+            return table
+        except pa.ArrowException:
+            if block_size > len(block):
+                return None
+    return None
+
+
 def _jsonl_batches(stream: IO[bytes]) -> Iterator[RawBatch]:
     line_number = 1
     for block in _jsonl_blocks(stream):
         lines = block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
-        table = None
-        try:
-            parsed = pa_json.read_json(
-                pa.BufferReader(block), read_options=pa_json.ReadOptions(block_size=len(block) + 1)
-            )
-            # Arrow's JSON parser lets bad UTF-8 through inside strings; the full check catches it.
-            parsed.validate(full=True)
-            table = parsed
-        except pa.ArrowException:
-            pass  # a bad line somewhere in the block: the slow path below names it
+        table = _jsonl_parse(block)
         # Arrow skips blank lines silently, which would shift row numbers: only a
-        # block with one row per line takes the fast path.
+        # block with one row per line takes the fast path. Otherwise the slow path
+        # below names every bad line.
         if table is not None and table.num_rows == lines:
             yield RawBatch(first_row=line_number, table=table)
         else:

@@ -171,7 +171,10 @@ def table_normalize(table: pa.Table, layout: Layout) -> pa.Table | None:
 
 
 def _blank_any(strings: pa.ChunkedArray | pa.Array) -> bool:
-    return bool(pc.any(pc.equal(pc.utf8_trim_whitespace(strings), "")).as_py())
+    # utf8_is_space is false for "", so empty strings are checked on their own; both kernels
+    # read the strings in place, where trimming would copy them all.
+    blank = pc.or_(pc.equal(pc.binary_length(strings), 0), pc.utf8_is_space(strings))
+    return bool(pc.any(blank).as_py())
 
 
 def _values_check(name: str, column: pa.ChunkedArray | pa.Array, schema: Schema) -> bool:

@@ -153,7 +153,11 @@ class OpenedSource:
 
     def consumed(self) -> int:
         """Bytes of the stored file read so far, for progress."""
-        return self.counter.count if self.counter is not None else self.total_bytes
+        if self.counter is not None:
+            return self.counter.count
+        if self.stream is not None:
+            return self.stream.tell()
+        return self.total_bytes
 
     def close(self) -> None:
         if self.stream is not None:
@@ -179,12 +183,14 @@ def source_open(path: Path, *, filename: str, limits: Limits, unpack_dir: Path) 
     if head.startswith(PARQUET_MAGIC):
         return OpenedSource(FileFormat.PARQUET, Compression.NONE, None, path, None, total)
     compression = compression_sniff(head)
-    counter = ByteCounter(path.open("rb"))
+    counter: ByteCounter | None = None
     stream: IO[bytes]
     if compression is Compression.NONE:
-        stream = io.BufferedReader(counter, buffer_size=1024 * 1024)
+        # Read straight from the file (no counting layer to copy through); progress is its position.
+        stream = path.open("rb")
         text_head = head
     else:
+        counter = ByteCounter(path.open("rb"))
         codec = "gzip" if compression is Compression.GZIP else "zstd"
         decompressed = pa.CompressedInputStream(pa.PythonFile(counter, mode="r"), codec)
         guard = ExpansionGuard(decompressed, compressed_size=total, limits=limits)

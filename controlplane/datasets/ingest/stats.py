@@ -39,6 +39,21 @@ def row_texts(table: pa.Table, schema: Schema) -> pa.ChunkedArray:
     return pc.binary_join_element_wise(*columns, "\n")
 
 
+def _text_lengths(table: pa.Table, schema: Schema) -> np.ndarray:
+    """The length in UTF-8 bytes of each row's text, without building the texts when it can.
+
+    Bytes, not characters: Arrow knows a string's byte length from its offsets,
+    where counting characters reads every byte.
+    """
+    if schema in (Schema.CHAT, Schema.MULTIPLE_CHOICE):
+        return pc.binary_length(row_texts(table, schema)).to_numpy()
+    names = ARROW_SCHEMAS[schema].names
+    total = np.full(table.num_rows, len(names) - 1, dtype=np.int64)  # the separators
+    for name in names:
+        total += pc.binary_length(table.column(name)).to_numpy()
+    return total
+
+
 class LengthHistogram:
     """Exact counts of integer lengths up to LENGTH_CAP."""
 
@@ -110,7 +125,7 @@ class StatsBuilder:
         self.schema = schema
         self.rows = 0
         self._filled = dict.fromkeys(ARROW_SCHEMAS[schema].names, 0)
-        self._chars = LengthHistogram()
+        self._bytes = LengthHistogram()
         self._turns = LengthHistogram()
         self._roles: dict[str, int] = {}
         self._token_counter = token_counter
@@ -127,9 +142,9 @@ class StatsBuilder:
             else:
                 filled = table.num_rows - column.null_count
             self._filled[name] += filled
-        texts = row_texts(table, self.schema)
-        self._chars.add(pc.utf8_length(texts).to_numpy())
-        self._sample.add(texts)
+        self._bytes.add(_text_lengths(table, self.schema))
+        if self._sample.size:
+            self._sample.add(row_texts(table, self.schema))
         if self.schema is Schema.CHAT:
             messages = table.column("messages")
             self._turns.add(pc.list_value_length(messages).to_numpy())
@@ -141,7 +156,7 @@ class StatsBuilder:
         stats: dict[str, Any] = {
             "row_count": self.rows,
             "fill_rates": {name: (n / self.rows if self.rows else 0.0) for name, n in self._filled.items()},
-            "chars": self._chars.summary(),
+            "bytes": self._bytes.summary(),
         }
         if self._token_counter is not None and self._sample.texts:
             tokens = LengthHistogram()
