@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.contrib import admin
 
 from controlplane.admin import ReadOnlyAdmin
-from controlplane.datasets.models import Dataset, DatasetIngest, DatasetVersion
+from controlplane.datasets.models import Dataset, DatasetOperation, DatasetVersion
 
 
 @admin.register(Dataset)
@@ -17,6 +17,6 @@ class DatasetVersionAdmin(ReadOnlyAdmin):
     list_display = ["dataset", "version", "row_count", "sha256", "created_by", "created_at"]
 
 
-@admin.register(DatasetIngest)
-class DatasetIngestAdmin(ReadOnlyAdmin):
+@admin.register(DatasetOperation)
+class DatasetOperationAdmin(ReadOnlyAdmin):
     list_display = ["pk", "project", "name", "filename", "status", "progress", "created_by", "created_at"]

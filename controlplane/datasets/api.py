@@ -9,7 +9,7 @@ from rest_framework.views import APIView
 from controlplane.accounts.models import Role
 from controlplane.api_common import project_from_request, request_body
 from controlplane.datasets import selectors, services
-from controlplane.datasets.models import IngestStatus
+from controlplane.datasets.models import OperationStatus
 from controlplane.datasets.preview import PREVIEW_MAX_ROWS, version_rows
 from controlplane.errors import ValidationFailed
 
@@ -32,12 +32,18 @@ class DatasetVersionSerializer(serializers.Serializer):
 
 class DatasetVersionDetailSerializer(DatasetVersionSerializer):
     stats = serializers.JSONField()
+    parent = serializers.IntegerField(source="parent_id", allow_null=True)
+    derivation = serializers.JSONField()
 
 
-class DatasetIngestSerializer(serializers.Serializer):
+class DatasetOperationSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     project = serializers.CharField(source="project.slug")
+    kind = serializers.CharField()
     name = serializers.CharField()
+    source_version = serializers.IntegerField(source="source_version_id", allow_null=True)
+    options = serializers.JSONField()
+    result = serializers.JSONField()
     filename = serializers.CharField()
     size_bytes = serializers.IntegerField()
     schema = serializers.CharField()
@@ -59,13 +65,13 @@ class DatasetVersionListApi(APIView):
         return Response({"results": DatasetVersionSerializer(versions, many=True).data})
 
     def post(self, request: Request) -> Response:
-        """A small file answers 201 with its version; a large one 202 with the ingest to follow."""
+        """A small file answers 201 with its version; a large one 202 with the operation to follow."""
         project = project_from_request(request, role=Role.MEMBER)
         upload = request.FILES.get("file")
         if upload is None:
             raise ValidationFailed("Attach the dataset file as the 'file' field.")
         body = request_body(request)
-        ingest = services.dataset_ingest_create(
+        operation = services.dataset_ingest_create(
             project=project,
             user=request.user,
             name=body.get("name", ""),
@@ -73,9 +79,9 @@ class DatasetVersionListApi(APIView):
             schema=body.get("schema", ""),
             mapping=body.get("mapping"),
         )
-        if ingest.status == IngestStatus.QUEUED:
-            return Response(DatasetIngestSerializer(ingest).data, status=status.HTTP_202_ACCEPTED)
-        version = services.dataset_ingest_version(ingest)
+        if operation.status == OperationStatus.QUEUED:
+            return Response(DatasetOperationSerializer(operation).data, status=status.HTTP_202_ACCEPTED)
+        version = services.dataset_operation_version(operation)
         return Response(DatasetVersionSerializer(version).data, status=status.HTTP_201_CREATED)
 
 
@@ -93,10 +99,25 @@ class DatasetVersionRowsApi(APIView):
         return Response({"offset": offset, "rows": version_rows(version=version, offset=offset, limit=limit)})
 
 
-class DatasetIngestDetailApi(APIView):
-    def get(self, request: Request, ingest_id: int) -> Response:
-        ingest = selectors.dataset_ingest_get(user=request.user, ingest_id=ingest_id)
-        return Response(DatasetIngestSerializer(ingest).data)
+class DatasetVersionOperationsApi(APIView):
+    """Start dedup, a split, a contamination check or a PII scan; answers 202 with the operation."""
+
+    def post(self, request: Request, version_id: int) -> Response:
+        version = selectors.dataset_version_get(user=request.user, version_id=version_id)
+        body = request_body(request)
+        operation = services.dataset_operation_start(
+            version=version,
+            user=request.user,
+            kind=str(body.get("kind", "")),
+            options={k: v for k, v in body.items() if k != "kind"},
+        )
+        return Response(DatasetOperationSerializer(operation).data, status=status.HTTP_202_ACCEPTED)
+
+
+class DatasetOperationDetailApi(APIView):
+    def get(self, request: Request, operation_id: int) -> Response:
+        operation = selectors.dataset_operation_get(user=request.user, operation_id=operation_id)
+        return Response(DatasetOperationSerializer(operation).data)
 
 
 def _int_param(request: Request, name: str, default: int, *, maximum: int) -> int:

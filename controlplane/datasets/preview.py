@@ -15,7 +15,7 @@ from controlplane.errors import ValidationFailed
 PREVIEW_MAX_ROWS = 100
 
 
-def _local_copy(version: DatasetVersion) -> Path:
+def version_parquet_path(version: DatasetVersion) -> Path:
     """The version's Parquet file on this machine; versions never change, so a copy never goes stale."""
     folder = Path(settings.VAR_DIR) / "cache" / "datasets" / version.sha256
     found = sorted(folder.rglob("*.parquet")) if folder.exists() else []
@@ -31,7 +31,7 @@ def version_rows(*, version: DatasetVersion, offset: int, limit: int) -> list[di
             "This version was stored before previews existed; upload it again to preview it."
         )
     limit = min(limit, PREVIEW_MAX_ROWS)
-    parquet = pq.ParquetFile(_local_copy(version))
+    parquet = pq.ParquetFile(version_parquet_path(version))
     rows: list[dict[str, Any]] = []
     start = 0
     for group in range(parquet.num_row_groups):

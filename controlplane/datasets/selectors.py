@@ -3,8 +3,8 @@ from __future__ import annotations
 from django.db.models import QuerySet
 
 from controlplane.accounts.models import Project, Role
-from controlplane.accounts.selectors import project_role_check
-from controlplane.datasets.models import DatasetIngest, DatasetVersion
+from controlplane.accounts.selectors import membership_role, project_role_check
+from controlplane.datasets.models import DatasetOperation, DatasetVersion
 from controlplane.errors import NotFound
 
 
@@ -37,21 +37,35 @@ def dataset_version_lineage(*, version: DatasetVersion) -> dict[str, list]:
     return {"jobs": jobs, "model_versions": model_versions}
 
 
-def dataset_ingest_get(*, user, ingest_id: int) -> DatasetIngest:
-    ingest = (
-        DatasetIngest.objects.select_related("project", "created_by", "version__dataset")
-        .filter(pk=ingest_id)
+def dataset_operation_get(*, user, operation_id: int) -> DatasetOperation:
+    operation = (
+        DatasetOperation.objects.select_related("project", "created_by", "version__dataset")
+        .filter(pk=operation_id)
         .first()
     )
-    if ingest is None:
-        raise NotFound("No such ingest.")
-    project_role_check(user=user, project=ingest.project, role=Role.VIEWER)
-    return ingest
+    if operation is None:
+        raise NotFound("No such operation.")
+    project_role_check(user=user, project=operation.project, role=Role.VIEWER)
+    return operation
 
 
-def dataset_ingest_list(*, project: Project, limit: int = 10) -> list[DatasetIngest]:
+def dataset_operation_list(*, project: Project, limit: int = 10) -> list[DatasetOperation]:
     return list(
-        DatasetIngest.objects.filter(project=project)
+        DatasetOperation.objects.filter(project=project)
         .select_related("created_by", "version__dataset")
         .order_by("-created_at")[:limit]
     )
+
+
+def dataset_version_operations(*, version: DatasetVersion, limit: int = 20) -> list[DatasetOperation]:
+    """The latest operations run on this version (dedup, splits, checks), newest first."""
+    return list(
+        DatasetOperation.objects.filter(source_version=version)
+        .select_related("created_by", "version__dataset")
+        .order_by("-created_at")[:limit]
+    )
+
+
+def dataset_version_editable(*, user, version: DatasetVersion) -> bool:
+    role = membership_role(user=user, project=version.dataset.project)
+    return role is not None and role.includes(Role.MEMBER)

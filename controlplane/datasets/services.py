@@ -16,12 +16,21 @@ from django.utils import timezone
 from controlplane import tracking
 from controlplane.accounts.models import Project, Role
 from controlplane.accounts.selectors import project_role_check
+from controlplane.datasets.ingest import curation
 from controlplane.datasets.ingest.pipeline import IngestOptions, IngestResult, ingest
 from controlplane.datasets.ingest.problems import IngestRefused
 from controlplane.datasets.ingest.schemas import Schema
 from controlplane.datasets.ingest.sources import Limits, filename_check
-from controlplane.datasets.models import Dataset, DatasetFormat, DatasetIngest, DatasetVersion, IngestStatus
-from controlplane.errors import DomainError, ValidationFailed
+from controlplane.datasets.models import (
+    Dataset,
+    DatasetFormat,
+    DatasetOperation,
+    DatasetVersion,
+    OperationKind,
+    OperationStatus,
+)
+from controlplane.datasets.preview import version_parquet_path
+from controlplane.errors import DomainError, NotFound, ValidationFailed
 from controlplane.naming import name_check
 
 
@@ -67,7 +76,7 @@ def dataset_ingest_create(
     upload: UploadedFile,
     schema: str = "",
     mapping: Any = None,
-) -> DatasetIngest:
+) -> DatasetOperation:
     """Stage an uploaded file and start its ingest.
 
     A small file is ingested at once, within this call; a larger one by the
@@ -89,7 +98,7 @@ def dataset_ingest_create(
         )
     staged = _stage(upload, filename)
     size = staged.stat().st_size
-    ingest_row = DatasetIngest.objects.create(
+    operation = DatasetOperation.objects.create(
         project=project,
         name=name,
         filename=filename,
@@ -100,77 +109,192 @@ def dataset_ingest_create(
         created_by=user,
     )
     if size <= settings.DATASET_INLINE_MAX_BYTES:
-        return dataset_ingest_run(ingest_id=ingest_row.pk)
-    transaction.on_commit(lambda: dataset_ingest_send(ingest_id=ingest_row.pk))
-    return ingest_row
+        return dataset_operation_run(operation_id=operation.pk)
+    transaction.on_commit(lambda: dataset_operation_send(operation_id=operation.pk))
+    return operation
 
 
-def dataset_ingest_send(*, ingest_id: int) -> None:
+def dataset_operation_send(*, operation_id: int) -> None:
     from controlplane.celery import app
 
-    app.send_task("datasets.ingest_run", args=[ingest_id], queue="control")
+    app.send_task("datasets.operation_run", args=[operation_id], queue="control")
 
 
-def _progress_set(ingest_id: int, fraction: float) -> None:
-    DatasetIngest.objects.filter(pk=ingest_id, status=IngestStatus.RUNNING).update(progress=fraction)
+def _progress_set(operation_id: int, fraction: float) -> None:
+    DatasetOperation.objects.filter(pk=operation_id, status=OperationStatus.RUNNING).update(progress=fraction)
 
 
-def _finish(ingest_row: DatasetIngest, **fields: Any) -> DatasetIngest:
+def _finish(operation: DatasetOperation, **fields: Any) -> DatasetOperation:
     fields.setdefault("finished_at", timezone.now())
     fields.setdefault("staged_path", "")
-    DatasetIngest.objects.filter(pk=ingest_row.pk, status=IngestStatus.RUNNING).update(**fields)
-    ingest_row.refresh_from_db()
-    return ingest_row
+    DatasetOperation.objects.filter(pk=operation.pk, status=OperationStatus.RUNNING).update(**fields)
+    operation.refresh_from_db()
+    return operation
 
 
-def dataset_ingest_run(*, ingest_id: int) -> DatasetIngest:
-    """Do the ingest: check every row, normalize to Parquet, store it and record the version.
+def dataset_operation_run(*, operation_id: int) -> DatasetOperation:
+    """Do the operation's work and record its outcome; what the control worker runs.
 
     Safe to run twice: only the run that moves the row from queued to running
     does the work; a redelivered message finds it taken and returns.
     """
-    claimed = DatasetIngest.objects.filter(pk=ingest_id, status=IngestStatus.QUEUED).update(
-        status=IngestStatus.RUNNING, started_at=timezone.now()
+    claimed = DatasetOperation.objects.filter(pk=operation_id, status=OperationStatus.QUEUED).update(
+        status=OperationStatus.RUNNING, started_at=timezone.now()
     )
-    ingest_row = DatasetIngest.objects.select_related("project", "created_by").get(pk=ingest_id)
+    operation = DatasetOperation.objects.select_related(
+        "project", "created_by", "source_version__dataset"
+    ).get(pk=operation_id)
     if not claimed:
-        return ingest_row
-    staged = Path(ingest_row.staged_path)
+        return operation
+    runner = {
+        OperationKind.UPLOAD: _upload_run,
+        OperationKind.DEDUP: _dedup_run,
+        OperationKind.SPLIT: _split_run,
+        OperationKind.CONTAMINATION: _contamination_run,
+        OperationKind.PII_SCAN: _pii_run,
+    }[OperationKind(operation.kind)]
+    staged = operation.staged_path
     try:
-        with tempfile.TemporaryDirectory(prefix="tuneyard-ingest-") as tmp:
-            try:
-                result = ingest(
-                    staged,
-                    filename=ingest_row.filename,
-                    output=Path(tmp) / "data.parquet",
-                    workdir=Path(tmp),
-                    options=IngestOptions(
-                        schema=Schema(ingest_row.schema) if ingest_row.schema else None,
-                        mapping=ingest_row.mapping or {},
-                        limits=Limits(max_expansion_ratio=settings.DATASET_MAX_EXPANSION_RATIO),
-                    ),
-                    on_progress=lambda fraction: _progress_set(ingest_id, fraction),
-                )
-            except IngestRefused as exc:
-                return _finish(ingest_row, status=IngestStatus.FAILED, message=exc.message, report=exc.report)
-            try:
-                version = _version_store(ingest_row, result)
-            except DomainError as exc:
-                return _finish(ingest_row, status=IngestStatus.FAILED, message=exc.message)
+        with tempfile.TemporaryDirectory(prefix="tuneyard-dataset-") as tmp:
+            fields = runner(operation, Path(tmp))
+    except IngestRefused as exc:
+        return _finish(operation, status=OperationStatus.FAILED, message=exc.message, report=exc.report)
+    except DomainError as exc:
+        return _finish(operation, status=OperationStatus.FAILED, message=exc.message)
     finally:
-        shutil.rmtree(staged.parent, ignore_errors=True)
-    return _finish(ingest_row, status=IngestStatus.SUCCEEDED, progress=1.0, version=version)
+        if staged:
+            shutil.rmtree(Path(staged).parent, ignore_errors=True)
+    return _finish(operation, status=OperationStatus.SUCCEEDED, progress=1.0, **fields)
 
 
-def _version_store(ingest_row: DatasetIngest, result: IngestResult) -> DatasetVersion:
+def _progress(operation: DatasetOperation):  # type: ignore[no-untyped-def]
+    return lambda fraction: _progress_set(operation.pk, fraction)
+
+
+def _upload_run(operation: DatasetOperation, tmp: Path) -> dict[str, Any]:
+    result = ingest(
+        Path(operation.staged_path),
+        filename=operation.filename,
+        output=tmp / "data.parquet",
+        workdir=tmp,
+        options=IngestOptions(
+            schema=Schema(operation.schema) if operation.schema else None,
+            mapping=operation.mapping or {},
+            limits=Limits(max_expansion_ratio=settings.DATASET_MAX_EXPANSION_RATIO),
+        ),
+        on_progress=_progress(operation),
+    )
+    version = _version_store(
+        project=operation.project,
+        user=operation.created_by,
+        name=operation.name,
+        result=result,
+        filename=operation.filename,
+    )
+    return {"version": version}
+
+
+def _dedup_run(operation: DatasetOperation, tmp: Path) -> dict[str, Any]:
+    source = operation.source_version
+    assert source is not None
+    threshold = float(operation.options["threshold"])
+    outcome = curation.dedup(
+        version_parquet_path(source),
+        tmp / "data.parquet",
+        schema=Schema(source.format),
+        threshold=threshold,
+        on_progress=_progress(operation),
+    )
+    summary = {
+        "kind": "dedup",
+        "threshold": threshold,
+        "removed_exact": outcome.removed_exact,
+        "removed_near": outcome.removed_near,
+        "kept": outcome.kept.row_count,
+        "rows_per_second": outcome.rows_per_second,
+        "examples": outcome.examples,
+    }
+    version = _version_store(
+        project=operation.project,
+        user=operation.created_by,
+        name=source.dataset.name,
+        result=outcome.kept,
+        filename=source.filename,
+        parent=source,
+        derivation=summary,
+    )
+    return {"version": version, "result": summary}
+
+
+def _split_run(operation: DatasetOperation, tmp: Path) -> dict[str, Any]:
+    source = operation.source_version
+    assert source is not None
+    fractions, seed = operation.options["fractions"], int(operation.options["seed"])
+    parts = curation.split(
+        version_parquet_path(source),
+        {name: tmp / f"{name}.parquet" for name in fractions},
+        schema=Schema(source.format),
+        fractions=fractions,
+        seed=seed,
+    )
+    made = {}
+    for part, result in parts.items():
+        if not result.row_count:
+            continue  # a part too small to hold a row makes no version
+        version = _version_store(
+            project=operation.project,
+            user=operation.created_by,
+            name=f"{source.dataset.name[:88]}-{part}",
+            result=result,
+            filename=source.filename,
+            parent=source,
+            derivation={"kind": "split", "part": part, "fractions": fractions, "seed": seed},
+        )
+        made[part] = {"version": version.pk, "rows": version.row_count, "name": str(version)}
+    return {"result": {"kind": "split", "seed": seed, "parts": made}}
+
+
+def _contamination_run(operation: DatasetOperation, tmp: Path) -> dict[str, Any]:
+    source = operation.source_version
+    assert source is not None
+    train = DatasetVersion.objects.get(pk=operation.options["train_version"])
+    found = curation.contamination(
+        version_parquet_path(source),
+        version_parquet_path(train),
+        eval_schema=Schema(source.format),
+        train_schema=Schema(train.format),
+        n=int(operation.options.get("n", 8)),
+        on_progress=_progress(operation),
+    )
+    return {"result": {"kind": "contamination", "train_version": train.pk, "train": str(train), **found}}
+
+
+def _pii_run(operation: DatasetOperation, tmp: Path) -> dict[str, Any]:
+    source = operation.source_version
+    assert source is not None
+    found = curation.pii_scan(
+        version_parquet_path(source), schema=Schema(source.format), on_progress=_progress(operation)
+    )
+    return {"result": {"kind": "pii_scan", **found}}
+
+
+def _version_store(
+    *,
+    project: Project,
+    user,
+    name: str,
+    result: IngestResult,
+    filename: str,
+    parent: DatasetVersion | None = None,
+    derivation: dict[str, Any] | None = None,
+) -> DatasetVersion:
     """The version with this content: the existing one, or a new one stored in MLflow first."""
-    project, name = ingest_row.project, ingest_row.name
     existing = DatasetVersion.objects.filter(
         dataset__project=project, dataset__name=name, sha256=result.sha256
     ).first()
     if existing is not None:
         return existing
-    # Stored before the rows exist: a failed upload leaves no row pointing nowhere.
+    # Stored before the rows exist: a failure leaves no row pointing nowhere.
     uri = tracking.artifact_upload(
         result.parquet_path,
         experiment=f"tuneyard/{project.slug}/datasets",
@@ -180,21 +304,31 @@ def _version_store(ingest_row: DatasetIngest, result: IngestResult) -> DatasetVe
     )
     return dataset_version_record(
         project=project,
-        user=ingest_row.created_by,
+        user=user,
         name=name,
         result=result,
         uri=uri,
-        filename=ingest_row.filename,
+        filename=filename,
+        parent=parent,
+        derivation=derivation,
     )
 
 
 def dataset_version_record(
-    *, project: Project, user, name: str, result: IngestResult, uri: str, filename: str
+    *,
+    project: Project,
+    user,
+    name: str,
+    result: IngestResult,
+    uri: str,
+    filename: str,
+    parent: DatasetVersion | None = None,
+    derivation: dict[str, Any] | None = None,
 ) -> DatasetVersion:
     """The dataset's next version for content already stored at ``uri`` (or the same content's version)."""
     with transaction.atomic():
         dataset, _ = Dataset.objects.get_or_create(project=project, name=name)
-        # Lock the dataset row so two uploads cannot take the same version number.
+        # Lock the dataset row so two writers cannot take the same version number.
         Dataset.objects.select_for_update().filter(pk=dataset.pk).first()
         existing = dataset.versions.filter(sha256=result.sha256).first()
         if existing is not None:
@@ -211,8 +345,86 @@ def dataset_version_record(
             row_count=result.row_count,
             size_bytes=result.parquet_bytes,
             stats=result.stats,
+            parent=parent,
+            derivation=derivation or {},
             created_by=user,
         )
+
+
+# --- operations on a stored version ------------------------------------------------------
+
+SPLIT_PARTS = ("train", "validation", "test")
+
+
+def _options_check(
+    *, kind: OperationKind, version: DatasetVersion, options: dict[str, Any]
+) -> dict[str, Any]:
+    """The options a kind needs, checked and in their stored form."""
+    if kind is OperationKind.DEDUP:
+        threshold = _number(options.get("threshold", 0.8), "threshold")
+        if not 0.5 <= threshold <= 1.0:
+            raise ValidationFailed("'threshold' is a similarity from 0.5 to 1.0 (0.8 is usual).")
+        return {"threshold": threshold}
+    if kind is OperationKind.SPLIT:
+        fractions = {part: _number(options.get(part, 0), part) for part in SPLIT_PARTS}
+        if any(not 0 <= f <= 1 for f in fractions.values()) or abs(sum(fractions.values()) - 1) > 1e-6:
+            raise ValidationFailed(
+                "'train', 'validation' and 'test' are fractions from 0 to 1 that add up to 1."
+            )
+        seed = options.get("seed", 42)
+        if isinstance(seed, str) and seed.isdigit():
+            seed = int(seed)
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+            raise ValidationFailed("'seed' is a whole number from 0 to 4294967295.")
+        return {"fractions": {p: f for p, f in fractions.items() if f > 0}, "seed": seed}
+    if kind is OperationKind.CONTAMINATION:
+        train_id = options.get("train_version")
+        if isinstance(train_id, str) and train_id.isdigit():
+            train_id = int(train_id)
+        train = (
+            DatasetVersion.objects.filter(pk=train_id, dataset__project=version.dataset.project).first()
+            if isinstance(train_id, int) and 0 < train_id < 2**63
+            else None
+        )
+        if train is None:
+            raise NotFound("Name the training version to check against ('train_version', in this project).")
+        if train.pk == version.pk:
+            raise ValidationFailed("Check an eval version against another version, not itself.")
+        return {"train_version": train.pk, "n": 8}
+    return {}
+
+
+def _number(value: Any, name: str) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValidationFailed(f"'{name}' must be a number.") from None
+    if number != number:  # NaN
+        raise ValidationFailed(f"'{name}' must be a number.")
+    return number
+
+
+def dataset_operation_start(
+    *, version: DatasetVersion, user, kind: str, options: dict[str, Any]
+) -> DatasetOperation:
+    """Queue dedup, a split, a contamination check or a PII scan of a stored version."""
+    project_role_check(user=user, project=version.dataset.project, role=Role.MEMBER)
+    if kind not in OperationKind.values or kind == OperationKind.UPLOAD:
+        raise ValidationFailed("'kind' is one of dedup, split, contamination, pii_scan.")
+    if not version.uri.endswith(".parquet"):
+        raise ValidationFailed("This version was stored before Parquet; upload it again to work on it.")
+    checked = _options_check(kind=OperationKind(kind), version=version, options=options)
+    with transaction.atomic():
+        operation = DatasetOperation.objects.create(
+            project=version.dataset.project,
+            kind=kind,
+            name=version.dataset.name,
+            source_version=version,
+            options=checked,
+            created_by=user,
+        )
+        transaction.on_commit(lambda: dataset_operation_send(operation_id=operation.pk))
+    return operation
 
 
 def dataset_version_create(
@@ -222,16 +434,16 @@ def dataset_version_create(
 
     For callers that need the version now (the demo seed, small API uploads).
     """
-    ingest_row = dataset_ingest_create(
+    operation = dataset_ingest_create(
         project=project, user=user, name=name, upload=upload, schema=schema, mapping=mapping
     )
-    if not ingest_row.is_finished:
+    if not operation.is_finished:
         raise ValidationFailed("The file is too large to ingest within a request; follow its ingest instead.")
-    return dataset_ingest_version(ingest_row)
+    return dataset_operation_version(operation)
 
 
-def dataset_ingest_version(ingest_row: DatasetIngest) -> DatasetVersion:
+def dataset_operation_version(operation: DatasetOperation) -> DatasetVersion:
     """The version a finished ingest made, or its failure as a ValidationFailed with the report."""
-    if ingest_row.status == IngestStatus.SUCCEEDED and ingest_row.version is not None:
-        return ingest_row.version
-    raise ValidationFailed(ingest_row.message or "The ingest failed.", details=ingest_row.report)
+    if operation.status == OperationStatus.SUCCEEDED and operation.version is not None:
+        return operation.version
+    raise ValidationFailed(operation.message or "The ingest failed.", details=operation.report)

@@ -7,6 +7,6 @@ from celery import shared_task
 from controlplane.datasets import services
 
 
-@shared_task(name="datasets.ingest_run")
-def dataset_ingest_run(ingest_id: int) -> str:
-    return services.dataset_ingest_run(ingest_id=ingest_id).status
+@shared_task(name="datasets.operation_run")
+def dataset_operation_run(operation_id: int) -> str:
+    return services.dataset_operation_run(operation_id=operation_id).status

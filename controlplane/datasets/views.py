@@ -9,7 +9,7 @@ from django.views.decorators.http import require_POST
 from controlplane.accounts.models import Role
 from controlplane.accounts.selectors import project_get
 from controlplane.datasets import selectors, services
-from controlplane.datasets.models import IngestStatus
+from controlplane.datasets.models import OperationStatus
 from controlplane.datasets.preview import version_rows
 from controlplane.errors import DomainError, ValidationFailed, page_errors
 
@@ -24,7 +24,7 @@ def dataset_upload(request: HttpRequest, slug: str) -> HttpResponse:
     upload = request.FILES.get("file")
     if upload is None:
         raise ValidationFailed("Choose a dataset file to upload.")
-    ingest = services.dataset_ingest_create(
+    operation = services.dataset_ingest_create(
         project=project,
         user=request.user,
         name=request.POST.get("name", ""),
@@ -32,32 +32,44 @@ def dataset_upload(request: HttpRequest, slug: str) -> HttpResponse:
         schema=request.POST.get("schema", ""),
         mapping=request.POST.get("mapping", ""),
     )
-    if ingest.status == IngestStatus.SUCCEEDED and ingest.version is not None:
-        messages.success(request, f"Stored {ingest.version} ({ingest.version.row_count} rows).")
+    if operation.status == OperationStatus.SUCCEEDED and operation.version is not None:
+        messages.success(request, f"Stored {operation.version} ({operation.version.row_count} rows).")
         return redirect("project", slug=slug)
     # Still running, or failed with a report: its page shows either.
-    return redirect("dataset-ingest", ingest_id=ingest.pk)
+    return redirect("dataset-operation", operation_id=operation.pk)
 
 
-def _ingest_context(ingest) -> dict:  # type: ignore[no-untyped-def]
-    report = ingest.report or {}
+def _operation_context(operation) -> dict:  # type: ignore[no-untyped-def]
+    report = operation.report or {}
     examples = report.get("examples", {})
     rows = [(kind, count, examples.get(kind, [])) for kind, count in report.get("counts", {}).items()]
-    return {"ingest": ingest, "project": ingest.project, "report_rows": rows}
+    return {"operation": operation, "project": operation.project, "report_rows": rows}
 
 
 @login_required
 @page_errors
-def ingest_detail(request: HttpRequest, ingest_id: int) -> HttpResponse:
-    ingest = selectors.dataset_ingest_get(user=request.user, ingest_id=ingest_id)
-    return render(request, "dataset_ingest.html", _ingest_context(ingest))
+def operation_detail(request: HttpRequest, operation_id: int) -> HttpResponse:
+    operation = selectors.dataset_operation_get(user=request.user, operation_id=operation_id)
+    return render(request, "dataset_operation.html", _operation_context(operation))
 
 
 @login_required
 @page_errors
-def ingest_live(request: HttpRequest, ingest_id: int) -> HttpResponse:
-    ingest = selectors.dataset_ingest_get(user=request.user, ingest_id=ingest_id)
-    return render(request, "_dataset_ingest_live.html", _ingest_context(ingest))
+def operation_live(request: HttpRequest, operation_id: int) -> HttpResponse:
+    operation = selectors.dataset_operation_get(user=request.user, operation_id=operation_id)
+    return render(request, "_dataset_operation_live.html", _operation_context(operation))
+
+
+@login_required
+@require_POST
+@page_errors
+def version_operation_start(request: HttpRequest, version_id: int) -> HttpResponse:
+    version = selectors.dataset_version_get(user=request.user, version_id=version_id, role=Role.MEMBER)
+    options = {k: v for k, v in request.POST.items() if k not in ("kind", "csrfmiddlewaretoken")}
+    operation = services.dataset_operation_start(
+        version=version, user=request.user, kind=request.POST.get("kind", ""), options=options
+    )
+    return redirect("dataset-operation", operation_id=operation.pk)
 
 
 def _page_offset(request: HttpRequest) -> int:
@@ -85,6 +97,11 @@ def version_detail(request: HttpRequest, version_id: int) -> HttpResponse:
             "project": version.dataset.project,
             "stats": version.stats,
             "lineage": selectors.dataset_version_lineage(version=version),
+            "operations": selectors.dataset_version_operations(version=version),
+            "other_versions": selectors.dataset_version_list(project=version.dataset.project).exclude(
+                pk=version.pk
+            ),
+            "can_edit": selectors.dataset_version_editable(user=request.user, version=version),
             "columns": columns,
             "rows": [[row[c] for c in columns] for row in rows],
             "offset": offset,

@@ -9,7 +9,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
-from controlplane.datasets.models import Dataset, DatasetIngest, DatasetVersion, IngestStatus
+from controlplane.datasets.models import Dataset, DatasetOperation, DatasetVersion, OperationStatus
 from tests.conftest import PASSWORD
 
 pytestmark = pytest.mark.django_db
@@ -58,7 +58,7 @@ def test_a_bad_file_is_refused_naming_the_line_and_nothing_is_stored(api_for, st
     assert response.status_code == 400, response.content
     assert message in response.json()["message"]
     assert not Dataset.objects.exists() and not DatasetVersion.objects.exists()
-    assert DatasetIngest.objects.get().status == IngestStatus.FAILED
+    assert DatasetOperation.objects.get().status == OperationStatus.FAILED
     assert _staged_files(staging) == []
 
 
@@ -183,34 +183,34 @@ def test_a_large_upload_is_staged_and_queued_on_the_control_queue_not_parsed_in_
     # The message on the broker names the ingest, for the control worker.
     messages = [json.loads(m) for m in broker.lrange("control", 0, -1)]
     assert [(m["headers"]["task"], m["headers"]["argsrepr"]) for m in messages] == [
-        ("datasets.ingest_run", f"[{body['id']}]")
+        ("datasets.operation_run", f"[{body['id']}]")
     ]
-    assert api_for("viv").get(f"/api/v1/dataset-ingests/{body['id']}").json()["status"] == "queued"
+    assert api_for("viv").get(f"/api/v1/dataset-operations/{body['id']}").json()["status"] == "queued"
 
 
 def test_the_ingest_task_stores_the_version_once_even_when_run_twice(
     api_for, settings, staging, mlflow_server
 ):
-    from controlplane.datasets.tasks import dataset_ingest_run
+    from controlplane.datasets.tasks import dataset_operation_run
 
     settings.DATASET_INLINE_MAX_BYTES = 1000
     ingest_id = _upload(api_for("alice"), _large()).json()["id"]
     # What the control worker runs; a redelivered message finds the ingest taken.
-    assert dataset_ingest_run(ingest_id) == "succeeded"
-    assert dataset_ingest_run(ingest_id) == "succeeded"
-    body = api_for("alice").get(f"/api/v1/dataset-ingests/{ingest_id}").json()
+    assert dataset_operation_run(ingest_id) == "succeeded"
+    assert dataset_operation_run(ingest_id) == "succeeded"
+    body = api_for("alice").get(f"/api/v1/dataset-operations/{ingest_id}").json()
     assert body["progress"] == 1.0 and body["dataset_version"] is not None
     assert DatasetVersion.objects.get().row_count == 3000
     assert _staged_files(staging) == []
 
 
 def test_a_failed_ingest_keeps_its_report_and_stores_nothing(api_for, settings, staging):
-    from controlplane.datasets.tasks import dataset_ingest_run
+    from controlplane.datasets.tasks import dataset_operation_run
 
     settings.DATASET_INLINE_MAX_BYTES = 1000
     ingest_id = _upload(api_for("alice"), _large() + b'{"instruction": "x"}\n').json()["id"]
-    assert dataset_ingest_run(ingest_id) == "failed"
-    body = api_for("alice").get(f"/api/v1/dataset-ingests/{ingest_id}").json()
+    assert dataset_operation_run(ingest_id) == "failed"
+    body = api_for("alice").get(f"/api/v1/dataset-operations/{ingest_id}").json()
     assert body["report"]["examples"] == {"missing": ["line 3001: 'output' is missing"]}
     assert not Dataset.objects.exists() and _staged_files(staging) == []
 
@@ -231,24 +231,24 @@ def test_a_control_worker_ingests_a_large_upload_while_the_page_shows_its_progre
         "/p/demo/datasets/upload",
         {"name": "big", "file": SimpleUploadedFile("big.jsonl.gz", gzip.compress(_large(20_000)))},
     )
-    assert page.status_code == 302 and "/dataset-ingests/" in page["Location"]
-    ingest = DatasetIngest.objects.get()
+    assert page.status_code == 302 and "/dataset-operations/" in page["Location"]
+    ingest = DatasetOperation.objects.get()
     waiting = browser.get(page["Location"]).content.decode()
-    assert 'hx-get="/dataset-ingests/' in waiting and "queued" in waiting
+    assert 'hx-get="/dataset-operations/' in waiting and "queued" in waiting
 
     with start_worker(app, queues=["control"], pool="solo", perform_ping_check=False, shutdown_timeout=30):
         deadline = time.monotonic() + 60
-        while not DatasetIngest.objects.get(pk=ingest.pk).is_finished and time.monotonic() < deadline:
+        while not DatasetOperation.objects.get(pk=ingest.pk).is_finished and time.monotonic() < deadline:
             time.sleep(0.2)
     ingest.refresh_from_db()
-    assert ingest.status == IngestStatus.SUCCEEDED, ingest.message
-    live = browser.get(f"/dataset-ingests/{ingest.pk}/live").content.decode()
+    assert ingest.status == OperationStatus.SUCCEEDED, ingest.message
+    live = browser.get(f"/dataset-operations/{ingest.pk}/live").content.decode()
     assert "hx-get" not in live and f"/datasets/{ingest.version_id}/" in live
     assert ingest.version.row_count == 20_000 and ingest.version.source_format == "jsonl"
 
 
 def test_a_failure_on_the_page_shows_the_report(people, settings, staging):
-    from controlplane.datasets.tasks import dataset_ingest_run
+    from controlplane.datasets.tasks import dataset_operation_run
 
     settings.DATASET_INLINE_MAX_BYTES = 1000
     browser = Client()
@@ -257,7 +257,7 @@ def test_a_failure_on_the_page_shows_the_report(people, settings, staging):
     page = browser.post(
         "/p/demo/datasets/upload", {"name": "big", "file": SimpleUploadedFile("b.jsonl", bad)}
     )
-    dataset_ingest_run(DatasetIngest.objects.get().pk)
+    dataset_operation_run(DatasetOperation.objects.get().pk)
     html = browser.get(page["Location"]).content.decode()
     assert "2 bad row(s); nothing was stored." in html
     assert "line 3001: is not valid JSON" in html and "line 3002: &#x27;output&#x27; is missing" in html
@@ -304,11 +304,114 @@ def test_the_version_page_lists_the_jobs_and_model_versions_built_from_it(api_fo
 
 def test_the_outsider_gets_404_from_the_rows_and_ingests_of_another_project(api_for, mlflow_server):
     version = _upload(api_for("alice"), GOOD).json()["id"]
-    ingest = DatasetIngest.objects.get().pk
+    ingest = DatasetOperation.objects.get().pk
     charlie = api_for("charlie")
-    for url in (f"/api/v1/datasets/{version}/rows", f"/api/v1/dataset-ingests/{ingest}"):
+    for url in (f"/api/v1/datasets/{version}/rows", f"/api/v1/dataset-operations/{ingest}"):
         assert charlie.get(url).status_code == 404
     browser = Client()
     assert browser.login(username="charlie", password=PASSWORD)
-    for url in (f"/datasets/{version}/", f"/dataset-ingests/{ingest}/", f"/dataset-ingests/{ingest}/live"):
+    for url in (
+        f"/datasets/{version}/",
+        f"/dataset-operations/{ingest}/",
+        f"/dataset-operations/{ingest}/live",
+    ):
         assert browser.get(url).status_code == 404
+
+
+# --- operations on a stored version: dedup, split, contamination, PII -----------------------
+
+
+def _text_rows(texts: list[str]) -> bytes:
+    return b"".join(json.dumps({"text": t}).encode() + b"\n" for t in texts)
+
+
+def _run_operation(client, version: int, **body) -> dict:
+    from controlplane.datasets.tasks import dataset_operation_run
+
+    started = client.post(f"/api/v1/datasets/{version}/operations", body, format="json")
+    assert started.status_code == 202, started.content
+    assert dataset_operation_run(started.json()["id"]) == "succeeded"
+    return client.get(f"/api/v1/dataset-operations/{started.json()['id']}").json()
+
+
+def test_dedup_makes_the_next_version_with_its_report_and_lineage(api_for, mlflow_server):
+    texts = [f"sentence number {i} about nothing in particular" for i in range(40)]
+    version = _upload(api_for("alice"), _text_rows(texts + texts[:5]), name="notes").json()["id"]
+    done = _run_operation(api_for("bob"), version, kind="dedup", threshold=0.9)
+    assert (done["result"]["removed_exact"], done["result"]["kept"]) == (5, 40)
+    deduped = DatasetVersion.objects.get(pk=done["dataset_version"])
+    assert (deduped.version, deduped.parent_id, deduped.row_count) == (2, version, 40)
+    detail = api_for("viv").get(f"/api/v1/datasets/{deduped.pk}").json()
+    assert detail["parent"] == version and detail["derivation"]["removed_exact"] == 5
+    # Dedup of rows with no duplicates is the same content: the same version, not a new one.
+    again = _run_operation(api_for("bob"), deduped.pk, kind="dedup")
+    assert again["dataset_version"] == deduped.pk and DatasetVersion.objects.count() == 2
+
+
+def test_a_split_from_the_page_makes_train_validation_and_test_versions(api_for, people, mlflow_server):
+    from controlplane.datasets.tasks import dataset_operation_run
+
+    version = _upload(api_for("alice"), _text_rows([f"row {i}" for i in range(200)]), name="notes").json()[
+        "id"
+    ]
+    browser = Client()
+    assert browser.login(username="alice", password=PASSWORD)
+    page = browser.post(
+        f"/datasets/{version}/operations",
+        {"kind": "split", "train": "0.8", "validation": "0.1", "test": "0.1", "seed": "7"},
+    )
+    assert page.status_code == 302
+    dataset_operation_run(DatasetOperation.objects.get(kind="split").pk)
+    html = browser.get(page["Location"]).content.decode()
+    assert "notes-train" in html and "notes-validation" in html and "Seed 7" in html
+    parts = {v.dataset.name: v for v in DatasetVersion.objects.filter(parent_id=version)}
+    assert set(parts) == {"notes-train", "notes-validation", "notes-test"}
+    assert sum(v.row_count for v in parts.values()) == 200
+
+
+def test_the_contamination_check_and_the_pii_scan_report_on_the_version_page(api_for, people, mlflow_server):
+    train = [f"the quick brown fox number {i} jumps over the lazy dog again" for i in range(30)]
+    evals = [f"an unrelated question {i} with several words in it" for i in range(10)]
+    evals[3] = "quote: the quick brown fox number 7 jumps over the lazy dog again, mail me at a@b.io"
+    train_id = _upload(api_for("alice"), _text_rows(train), name="train-set").json()["id"]
+    eval_id = _upload(api_for("alice"), _text_rows(evals), name="eval-set").json()["id"]
+    found = _run_operation(api_for("alice"), eval_id, kind="contamination", train_version=train_id)
+    assert found["result"]["contaminated_rows"] == 1 and found["result"]["examples"][0]["eval_row"] == 4
+    pii = _run_operation(api_for("alice"), eval_id, kind="pii_scan")
+    assert pii["result"]["kinds"]["email"]["examples"] == [{"row": 4, "match": "a@b.io"}]
+    browser = Client()
+    assert browser.login(username="viv", password=PASSWORD)
+    html = browser.get(f"/datasets/{eval_id}/").content.decode()
+    assert "1 of 10 rows overlap demo/train-set@v1" in html and "Scan for personal data" not in html
+
+
+@pytest.mark.parametrize(
+    "body, status, message",
+    [
+        ({"kind": "dedup", "threshold": 0.2}, 400, "'threshold' is a similarity"),
+        ({"kind": "dedup", "threshold": "x"}, 400, "'threshold' must be a number"),
+        ({"kind": "split", "train": 0.9, "validation": 0.9, "test": 0}, 400, "add up to 1"),
+        ({"kind": "split", "train": 1, "seed": -1}, 400, "'seed' is a whole number"),
+        ({"kind": "contamination"}, 404, "Name the training version"),
+        ({"kind": "upload"}, 400, "'kind' is one of"),
+    ],
+)
+def test_bad_operation_options_are_refused_and_start_nothing(api_for, mlflow_server, body, status, message):
+    version = _upload(api_for("alice"), GOOD).json()["id"]
+    response = api_for("alice").post(f"/api/v1/datasets/{version}/operations", body, format="json")
+    assert response.status_code == status and message in response.json()["message"]
+    assert not DatasetOperation.objects.exclude(kind="upload").exists()
+
+
+def test_a_viewer_cannot_start_an_operation_and_the_outsider_gets_404(api_for, mlflow_server, people):
+    version = _upload(api_for("alice"), GOOD).json()["id"]
+    url = f"/api/v1/datasets/{version}/operations"
+    assert api_for("viv").post(url, {"kind": "pii_scan"}, format="json").status_code == 403
+    assert api_for("charlie").post(url, {"kind": "pii_scan"}, format="json").status_code == 404
+    browser = Client()
+    assert browser.login(username="charlie", password=PASSWORD)
+    assert browser.post(f"/datasets/{version}/operations", {"kind": "pii_scan"}).status_code == 404
+    # A training version from another project is not found either.
+    other = _upload(api_for("charlie"), GOOD, name="theirs")
+    assert other.status_code == 404
+    assert not DatasetOperation.objects.exclude(kind="upload").exists()
