@@ -19,4 +19,5 @@ app.conf.beat_schedule = {
     "jobs-redispatch-unclaimed": {"task": "training.jobs_redispatch_unclaimed", "schedule": 60.0},
     "jobs-recover-lost": {"task": "training.jobs_recover_lost", "schedule": 30.0},
     "registry-reconcile": {"task": "registry.reconcile", "schedule": 300.0},
+    "datasets-operations-reconcile": {"task": "datasets.operations_reconcile", "schedule": 60.0},
 }

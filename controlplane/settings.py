@@ -119,6 +119,10 @@ DATASET_MAX_UPLOAD_BYTES = env.int("DATASET_MAX_UPLOAD_BYTES", default=20 * 1024
 DATASET_STAGING_DIR = Path(env.str("DATASET_STAGING_DIR", default=str(VAR_DIR / "uploads")))
 # Files up to this size are ingested within the request; larger ones by the control worker.
 DATASET_INLINE_MAX_BYTES = env.int("DATASET_INLINE_MAX_BYTES", default=2 * 1024 * 1024)
+# A dataset operation still queued after this long is sent again; one running but silent this
+# long (no progress report) lost its control worker and is failed.
+DATASET_OPERATION_REDISPATCH_SECONDS = env.int("DATASET_OPERATION_REDISPATCH_SECONDS", default=300)
+DATASET_OPERATION_SILENT_SECONDS = env.int("DATASET_OPERATION_SILENT_SECONDS", default=900)
 # A compressed upload expanding more than this many times is refused as a bomb.
 DATASET_MAX_EXPANSION_RATIO = env.float("DATASET_MAX_EXPANSION_RATIO", default=100.0)
 

@@ -4,6 +4,7 @@ import json
 import shutil
 import tempfile
 import uuid
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -121,7 +122,9 @@ def dataset_operation_send(*, operation_id: int) -> None:
 
 
 def _progress_set(operation_id: int, fraction: float) -> None:
-    DatasetOperation.objects.filter(pk=operation_id, status=OperationStatus.RUNNING).update(progress=fraction)
+    DatasetOperation.objects.filter(pk=operation_id, status=OperationStatus.RUNNING).update(
+        progress=fraction, heartbeat_at=timezone.now()
+    )
 
 
 def _finish(operation: DatasetOperation, **fields: Any) -> DatasetOperation:
@@ -138,8 +141,9 @@ def dataset_operation_run(*, operation_id: int) -> DatasetOperation:
     Safe to run twice: only the run that moves the row from queued to running
     does the work; a redelivered message finds it taken and returns.
     """
+    now = timezone.now()
     claimed = DatasetOperation.objects.filter(pk=operation_id, status=OperationStatus.QUEUED).update(
-        status=OperationStatus.RUNNING, started_at=timezone.now()
+        status=OperationStatus.RUNNING, started_at=now, heartbeat_at=now
     )
     operation = DatasetOperation.objects.select_related(
         "project", "created_by", "source_version__dataset"
@@ -165,6 +169,40 @@ def dataset_operation_run(*, operation_id: int) -> DatasetOperation:
         if staged:
             shutil.rmtree(Path(staged).parent, ignore_errors=True)
     return _finish(operation, status=OperationStatus.SUCCEEDED, progress=1.0, **fields)
+
+
+def dataset_operations_reconcile() -> dict[str, int]:
+    """Resend queued operations whose message was lost; fail running ones whose worker died.
+
+    A resent message is harmless: only one run claims the operation. A failed
+    one is final: if its old worker was only slow, its own finish is then a
+    no-op, because finishing needs the operation still running.
+    """
+    now = timezone.now()
+    queued_cutoff = now - timedelta(seconds=settings.DATASET_OPERATION_REDISPATCH_SECONDS)
+    resent = 0
+    for operation_id in DatasetOperation.objects.filter(
+        status=OperationStatus.QUEUED, created_at__lt=queued_cutoff
+    ).values_list("pk", flat=True):
+        dataset_operation_send(operation_id=operation_id)
+        resent += 1
+    silent_cutoff = now - timedelta(seconds=settings.DATASET_OPERATION_SILENT_SECONDS)
+    failed = 0
+    for operation in DatasetOperation.objects.filter(
+        status=OperationStatus.RUNNING, heartbeat_at__lt=silent_cutoff
+    ):
+        won = DatasetOperation.objects.filter(
+            pk=operation.pk, status=OperationStatus.RUNNING, heartbeat_at__lt=silent_cutoff
+        ).update(
+            status=OperationStatus.FAILED,
+            finished_at=now,
+            staged_path="",
+            message="The control worker stopped while working on this; start it again.",
+        )
+        if won and operation.staged_path:
+            shutil.rmtree(Path(operation.staged_path).parent, ignore_errors=True)
+        failed += won
+    return {"resent": resent, "failed": failed}
 
 
 def _progress(operation: DatasetOperation):  # type: ignore[no-untyped-def]
@@ -236,6 +274,7 @@ def _split_run(operation: DatasetOperation, tmp: Path) -> dict[str, Any]:
         schema=Schema(source.format),
         fractions=fractions,
         seed=seed,
+        on_progress=_progress(operation),
     )
     made = {}
     for part, result in parts.items():

@@ -10,3 +10,8 @@ from controlplane.datasets import services
 @shared_task(name="datasets.operation_run")
 def dataset_operation_run(operation_id: int) -> str:
     return services.dataset_operation_run(operation_id=operation_id).status
+
+
+@shared_task(name="datasets.operations_reconcile")
+def dataset_operations_reconcile() -> dict[str, int]:
+    return services.dataset_operations_reconcile()

@@ -89,6 +89,11 @@ def version_detail(request: HttpRequest, version_id: int) -> HttpResponse:
         # The stats and lineage still show when MLflow is away.
         rows, preview_error = [], exc.message
     columns = list(rows[0]) if rows else []
+    lengths = {
+        name: version.stats[name]
+        for name in ("bytes", "tokens", "turns")
+        if isinstance(version.stats.get(name), dict)
+    }
     return render(
         request,
         "dataset_version.html",
@@ -111,10 +116,9 @@ def version_detail(request: HttpRequest, version_id: int) -> HttpResponse:
             if offset + PREVIEW_PAGE_ROWS < version.row_count
             else None,
             "preview_error": preview_error,
+            "lengths": [(name, summary) for name, summary in lengths.items() if "p50" in summary],
             "chart": {
-                name: version.stats[name]["histogram"]
-                for name in ("bytes", "tokens", "turns")
-                if isinstance(version.stats.get(name), dict) and "histogram" in version.stats[name]
+                name: summary["histogram"] for name, summary in lengths.items() if "histogram" in summary
             },
         },
     )

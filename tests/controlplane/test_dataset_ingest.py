@@ -131,6 +131,23 @@ def test_the_hash_ignores_key_order_spacing_blank_lines_and_a_byte_order_mark(tm
     assert _run(tmp_path, "c.jsonl", _jsonl(changed)).sha256 != plain
 
 
+def test_rows_cut_across_read_blocks_come_out_whole(tmp_path, monkeypatch):
+    from controlplane.datasets.ingest import readers
+
+    monkeypatch.setattr(readers, "BLOCK_BYTES", 50)  # every row and number straddles a block edge
+    rows = [
+        {"question": f"q{i} " * (i % 7 + 1), "choices": ["a", "b", "c"], "answer": i % 3} for i in range(300)
+    ]
+    for filename, content in (("a.json", json.dumps(rows).encode()), ("a.jsonl", _jsonl(rows))):
+        result = _run(tmp_path, filename, content)
+        assert pq.read_table(result.parquet_path).to_pylist() == rows
+
+
+def test_a_json_array_broken_midway_is_refused_naming_the_row(tmp_path):
+    content = b'[{"text": "a"}, {"text": "b"}, {"text": "c" "d"}, {"text": "e"}]'
+    assert "row 3: is not valid JSON" in _refused(tmp_path, "a.json", content).message
+
+
 def test_a_left_out_input_is_an_empty_input(tmp_path):
     result = _run(tmp_path, "a.jsonl", b'{"instruction": "Say hi", "output": "hi"}\n')
     assert pq.read_table(result.parquet_path).to_pylist() == [

@@ -275,7 +275,7 @@ def test_the_version_page_escapes_html_in_rows_and_pages_through_them(api_for, p
     html = browser.get(f"/datasets/{version}/").content.decode()
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "<script>alert(1)" not in html
     assert "Rows 1–20" in html and "?offset=20" in html
-    assert 'id="chart-bytes"' in html
+    assert 'id="chart-bytes"' in html and "<td>bytes" in html and "<td>row_count" not in html
     last = browser.get(f"/datasets/{version}/?offset=40").content.decode()
     assert "row 45" in last and "row 2<" not in last and "?offset=60" not in last
 
@@ -415,3 +415,33 @@ def test_a_viewer_cannot_start_an_operation_and_the_outsider_gets_404(api_for, m
     other = _upload(api_for("charlie"), GOOD, name="theirs")
     assert other.status_code == 404
     assert not DatasetOperation.objects.exclude(kind="upload").exists()
+
+
+def test_the_reconciler_resends_lost_operations_and_fails_those_whose_worker_died(
+    api_for, people, settings, staging, redis_url
+):
+    from datetime import timedelta
+
+    import redis
+    from django.utils import timezone
+
+    from controlplane.datasets.services import _finish, dataset_operations_reconcile
+
+    settings.DATASET_INLINE_MAX_BYTES = 1000
+    lost = DatasetOperation.objects.get(pk=_upload(api_for("alice"), _large()).json()["id"])
+    dead = DatasetOperation.objects.get(pk=_upload(api_for("alice"), _large(), name="other").json()["id"])
+    fresh = _upload(api_for("alice"), _large(), name="fresh").json()["id"]
+    long_ago = timezone.now() - timedelta(hours=1)
+    DatasetOperation.objects.filter(pk=lost.pk).update(created_at=long_ago)
+    DatasetOperation.objects.filter(pk=dead.pk).update(status="running", heartbeat_at=long_ago)
+    broker = redis.Redis.from_url(redis_url)
+    broker.delete("control")
+
+    assert dataset_operations_reconcile() == {"resent": 1, "failed": 1}
+    assert [json.loads(m)["headers"]["argsrepr"] for m in broker.lrange("control", 0, -1)] == [f"[{lost.pk}]"]
+    dead.refresh_from_db()
+    assert dead.status == "failed" and "start it again" in dead.message
+    assert len(_staged_files(staging)) == 2  # the lost one's and the fresh one's, not the dead one's
+    # The dead worker, were it only slow, cannot finish it now.
+    assert _finish(dead, status="succeeded").status == "failed"
+    assert DatasetOperation.objects.get(pk=fresh).status == "queued"

@@ -189,7 +189,13 @@ def _most_similar(
 
 
 def split(
-    source: Path, outputs: dict[str, Path], *, schema: Schema, fractions: dict[str, float], seed: int
+    source: Path,
+    outputs: dict[str, Path],
+    *,
+    schema: Schema,
+    fractions: dict[str, float],
+    seed: int,
+    on_progress: ProgressCallback | None = None,
 ) -> dict[str, IngestResult]:
     """Each row goes to one part at random, with the given fractions; the same seed, the same parts."""
     names = list(fractions)
@@ -198,6 +204,7 @@ def split(
     bounds = np.cumsum([fractions[n] for n in names]) / sum(fractions.values())
     rng = np.random.default_rng(seed)
     sinks = {name: RowSink(outputs[name], schema, token_counter=None) for name in names}
+    total, done = max(_row_count(source), 1), 0
     try:
         for table in _batches(source):
             part = np.searchsorted(bounds, rng.random(table.num_rows), side="right")
@@ -205,6 +212,9 @@ def split(
                 chosen = table.filter(pa.array(part == index))
                 if chosen.num_rows:
                     sinks[name].add(chosen)
+            done += table.num_rows
+            if on_progress is not None:
+                on_progress(min(done / total, 0.999))
         return {name: _finish(sinks[name], schema, outputs[name]) for name in names}
     finally:
         for sink in sinks.values():

@@ -23,6 +23,7 @@ from controlplane.datasets.ingest.sources import FileFormat, OpenedSource, hf_da
 
 BLOCK_BYTES = 8 * 1024 * 1024
 PY_BATCH_ROWS = 10_000
+MAX_JSON_ELEMENT_CHARS = 64 * 1024 * 1024
 BOM = b"\xef\xbb\xbf"
 
 
@@ -187,8 +188,9 @@ def _json_array_batches(stream: IO[bytes]) -> Iterator[RawBatch]:
         try:
             value, end = decoder.raw_decode(buffer, position)
         except json.JSONDecodeError as exc:
-            # The element may be cut off at the end of the buffer: read more and try again.
-            if not exhausted and fill():
+            # The element may be cut off at the end of the buffer: read more and try again,
+            # up to a bound, so a broken file is not read whole into memory.
+            if not exhausted and len(buffer) - position < MAX_JSON_ELEMENT_CHARS and fill():
                 continue
             raise IngestRefused(
                 f"row {index}: is not valid JSON ({exc.msg}); the rest of the file cannot be read."
