@@ -78,6 +78,8 @@ class DatasetVersionListApi(APIView):
             upload=upload,
             schema=body.get("schema", ""),
             mapping=body.get("mapping"),
+            tokenizer=body.get("tokenizer"),
+            max_tokens=body.get("max_tokens"),
         )
         if operation.status == OperationStatus.QUEUED:
             return Response(DatasetOperationSerializer(operation).data, status=status.HTTP_202_ACCEPTED)

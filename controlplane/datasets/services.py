@@ -22,6 +22,7 @@ from controlplane.datasets.ingest.pipeline import IngestOptions, IngestResult, i
 from controlplane.datasets.ingest.problems import IngestRefused
 from controlplane.datasets.ingest.schemas import Schema
 from controlplane.datasets.ingest.sources import Limits, filename_check
+from controlplane.datasets.ingest.stats import TokenCounter
 from controlplane.datasets.models import (
     Dataset,
     DatasetFormat,
@@ -77,8 +78,13 @@ def dataset_ingest_create(
     upload: UploadedFile,
     schema: str = "",
     mapping: Any = None,
+    tokenizer: Any = None,
+    max_tokens: Any = None,
 ) -> DatasetOperation:
     """Stage an uploaded file and start its ingest.
+
+    ``tokenizer`` names a base model of the project whose tokenizer measures
+    the rows (token-length stats); ``max_tokens`` then refuses longer rows.
 
     A small file is ingested at once, within this call; a larger one by the
     control worker, which this sends the ingest to once the row is committed.
@@ -89,6 +95,7 @@ def dataset_ingest_create(
     if schema and schema not in DatasetFormat.values:
         raise ValidationFailed(f"Unknown schema {schema!r}; one of {', '.join(DatasetFormat.values)}.")
     mapping = _mapping_parse(mapping)
+    token_options = _token_options_check(project=project, tokenizer=tokenizer, max_tokens=max_tokens)
     try:
         filename = filename_check(upload.name or "")
     except IngestRefused as exc:
@@ -107,12 +114,65 @@ def dataset_ingest_create(
         size_bytes=size,
         schema=schema,
         mapping=mapping,
+        options=token_options,
         created_by=user,
     )
-    if size <= settings.DATASET_INLINE_MAX_BYTES:
+    # A tokenizer takes seconds to load: never within a web request.
+    if size <= settings.DATASET_INLINE_MAX_BYTES and not token_options:
         return dataset_operation_run(operation_id=operation.pk)
     transaction.on_commit(lambda: dataset_operation_send(operation_id=operation.pk))
     return operation
+
+
+def _token_options_check(*, project: Project, tokenizer: Any, max_tokens: Any) -> dict[str, int]:
+    from controlplane.training.models import BaseModel
+
+    options: dict[str, int] = {}
+    if tokenizer not in (None, ""):
+        base_id = int(tokenizer) if isinstance(tokenizer, str) and tokenizer.isdigit() else tokenizer
+        if (
+            isinstance(base_id, bool)
+            or not isinstance(base_id, int)
+            or not BaseModel.objects.filter(pk=base_id, project=project).exists()
+        ):
+            raise NotFound("'tokenizer' names no base model of this project.")
+        options["tokenizer"] = base_id
+    if max_tokens not in (None, ""):
+        limit = int(max_tokens) if isinstance(max_tokens, str) and max_tokens.isdigit() else max_tokens
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 10_000_000:
+            raise ValidationFailed("'max_tokens' is a whole number of tokens from 1 to 10000000.")
+        if "tokenizer" not in options:
+            raise ValidationFailed("'max_tokens' needs a 'tokenizer' (a base model) to count tokens with.")
+        options["max_tokens"] = limit
+    return options
+
+
+def _token_counter(operation: DatasetOperation, tmp: Path) -> TokenCounter | None:
+    """Counts tokens with the tokenizer of the base model the upload named, if it named one."""
+    from controlplane.training.models import BaseModel
+
+    base_id = operation.options.get("tokenizer")
+    if base_id is None:
+        return None
+    base = BaseModel.objects.filter(pk=base_id, project=operation.project).first()
+    if base is None:
+        raise NotFound("The base model named as the tokenizer is gone.")
+    source = base.uri
+    if source.startswith("runs:/"):
+        source = str(tracking.tokenizer_download(source, dst=tmp / "tokenizer"))
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError) as exc:
+        raise ValidationFailed(
+            f"The tokenizer of base model {base.name!r} could not be loaded: {exc}"
+        ) from exc
+
+    def count(texts):  # type: ignore[no-untyped-def]
+        return [len(ids) for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
+
+    return count
 
 
 def dataset_operation_send(*, operation_id: int) -> None:
@@ -218,6 +278,8 @@ def _upload_run(operation: DatasetOperation, tmp: Path) -> dict[str, Any]:
         options=IngestOptions(
             schema=Schema(operation.schema) if operation.schema else None,
             mapping=operation.mapping or {},
+            token_counter=_token_counter(operation, tmp),
+            max_tokens=operation.options.get("max_tokens"),
             limits=Limits(max_expansion_ratio=settings.DATASET_MAX_EXPANSION_RATIO),
         ),
         on_progress=_progress(operation),

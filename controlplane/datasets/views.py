@@ -31,6 +31,8 @@ def dataset_upload(request: HttpRequest, slug: str) -> HttpResponse:
         upload=upload,
         schema=request.POST.get("schema", ""),
         mapping=request.POST.get("mapping", ""),
+        tokenizer=request.POST.get("tokenizer", ""),
+        max_tokens=request.POST.get("max_tokens", ""),
     )
     if operation.status == OperationStatus.SUCCEEDED and operation.version is not None:
         messages.success(request, f"Stored {operation.version} ({operation.version.row_count} rows).")

@@ -445,3 +445,31 @@ def test_the_reconciler_resends_lost_operations_and_fails_those_whose_worker_die
     # The dead worker, were it only slow, cannot finish it now.
     assert _finish(dead, status="succeeded").status == "failed"
     assert DatasetOperation.objects.get(pk=fresh).status == "queued"
+
+
+def test_token_lengths_are_measured_with_a_base_models_tokenizer_and_long_rows_refused(
+    api_for, people, staging, tiny_model_uri
+):
+    from controlplane.datasets.tasks import dataset_operation_run
+    from controlplane.training.models import BaseModel
+
+    base = BaseModel.objects.create(project=people["demo"], name="tiny", uri=tiny_model_uri)
+    measured = _upload(api_for("alice"), GOOD, tokenizer=str(base.pk))
+    # Loading a tokenizer is the control worker's job, even for a small file.
+    assert measured.status_code == 202, measured.content
+    assert dataset_operation_run(measured.json()["id"]) == "succeeded", DatasetOperation.objects.get().message
+    tokens = DatasetVersion.objects.get().stats["tokens"]
+    assert tokens["sampled_rows"] == 2 and 0 < tokens["min"] <= tokens["max"] < 30
+
+    long_row = GOOD + json.dumps({"instruction": "add " * 40, "output": "many"}).encode() + b"\n"
+    limited = _upload(api_for("alice"), long_row, name="limited", tokenizer=base.pk, max_tokens=30)
+    assert dataset_operation_run(limited.json()["id"]) == "failed"
+    report = DatasetOperation.objects.get(pk=limited.json()["id"]).report
+    assert report["counts"] == {"too_long": 1}
+    assert report["examples"]["too_long"][0].startswith("line 3: is ")
+    assert report["examples"]["too_long"][0].endswith("tokens long; the limit is 30")
+
+    elsewhere = BaseModel.objects.create(project=people["other"], name="theirs", uri=tiny_model_uri)
+    refused = _upload(api_for("alice"), GOOD, name="x", tokenizer=elsewhere.pk)
+    assert refused.status_code == 404 and "'tokenizer'" in refused.json()["message"]
+    assert _upload(api_for("alice"), GOOD, name="y", max_tokens=5).status_code == 400
