@@ -124,6 +124,6 @@ class DatasetOperationDetailApi(APIView):
 
 def _int_param(request: Request, name: str, default: int, *, maximum: int) -> int:
     raw = request.query_params.get(name, str(default))
-    if not raw.isdigit() or int(raw) > maximum:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 15 or int(raw) > maximum:
         raise ValidationFailed(f"'{name}' must be a whole number from 0 to {maximum}.")
     return int(raw)

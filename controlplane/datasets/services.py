@@ -124,22 +124,27 @@ def dataset_ingest_create(
     return operation
 
 
+def _whole_number(value: Any) -> int | None:
+    """A whole number from a JSON number or form text, within what a database column holds; else None."""
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) < 20:
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63:
+        return None
+    return value
+
+
 def _token_options_check(*, project: Project, tokenizer: Any, max_tokens: Any) -> dict[str, int]:
     from controlplane.training.models import BaseModel
 
     options: dict[str, int] = {}
     if tokenizer not in (None, ""):
-        base_id = int(tokenizer) if isinstance(tokenizer, str) and tokenizer.isdigit() else tokenizer
-        if (
-            isinstance(base_id, bool)
-            or not isinstance(base_id, int)
-            or not BaseModel.objects.filter(pk=base_id, project=project).exists()
-        ):
+        base_id = _whole_number(tokenizer)
+        if base_id is None or not BaseModel.objects.filter(pk=base_id, project=project).exists():
             raise NotFound("'tokenizer' names no base model of this project.")
         options["tokenizer"] = base_id
     if max_tokens not in (None, ""):
-        limit = int(max_tokens) if isinstance(max_tokens, str) and max_tokens.isdigit() else max_tokens
-        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 10_000_000:
+        limit = _whole_number(max_tokens)
+        if limit is None or not 1 <= limit <= 10_000_000:
             raise ValidationFailed("'max_tokens' is a whole number of tokens from 1 to 10000000.")
         if "tokenizer" not in options:
             raise ValidationFailed("'max_tokens' needs a 'tokenizer' (a base model) to count tokens with.")
@@ -472,19 +477,15 @@ def _options_check(
             raise ValidationFailed(
                 "'train', 'validation' and 'test' are fractions from 0 to 1 that add up to 1."
             )
-        seed = options.get("seed", 42)
-        if isinstance(seed, str) and seed.isdigit():
-            seed = int(seed)
-        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        seed = _whole_number(options.get("seed", 42))
+        if seed is None or not 0 <= seed < 2**32:
             raise ValidationFailed("'seed' is a whole number from 0 to 4294967295.")
         return {"fractions": {p: f for p, f in fractions.items() if f > 0}, "seed": seed}
     if kind is OperationKind.CONTAMINATION:
-        train_id = options.get("train_version")
-        if isinstance(train_id, str) and train_id.isdigit():
-            train_id = int(train_id)
+        train_id = _whole_number(options.get("train_version"))
         train = (
             DatasetVersion.objects.filter(pk=train_id, dataset__project=version.dataset.project).first()
-            if isinstance(train_id, int) and 0 < train_id < 2**63
+            if train_id is not None
             else None
         )
         if train is None:

@@ -76,7 +76,7 @@ def version_operation_start(request: HttpRequest, version_id: int) -> HttpRespon
 
 def _page_offset(request: HttpRequest) -> int:
     raw = request.GET.get("offset", "0")
-    return int(raw) if raw.isdigit() and len(raw) < 13 else 0
+    return int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 13 else 0
 
 
 @login_required

@@ -281,6 +281,8 @@ def test_the_version_page_escapes_html_in_rows_and_pages_through_them(api_for, p
 
     api_rows = api_for("viv").get(f"/api/v1/datasets/{version}/rows?offset=1&limit=2").json()["rows"]
     assert api_rows == [{"text": "row 2"}, {"text": "row 3"}]
+    for bad in ("offset=-1", "limit=101", "offset=²", f"offset={2**80}"):
+        assert api_for("viv").get(f"/api/v1/datasets/{version}/rows?{bad}").status_code == 400, bad
 
 
 def test_the_version_page_lists_the_jobs_and_model_versions_built_from_it(api_for, people, mlflow_server):
@@ -392,6 +394,8 @@ def test_the_contamination_check_and_the_pii_scan_report_on_the_version_page(api
         ({"kind": "dedup", "threshold": "x"}, 400, "'threshold' must be a number"),
         ({"kind": "split", "train": 0.9, "validation": 0.9, "test": 0}, 400, "add up to 1"),
         ({"kind": "split", "train": 1, "seed": -1}, 400, "'seed' is a whole number"),
+        ({"kind": "split", "train": 1, "seed": "²"}, 400, "'seed' is a whole number"),
+        ({"kind": "contamination", "train_version": 2**70}, 404, "Name the training version"),
         ({"kind": "contamination"}, 404, "Name the training version"),
         ({"kind": "upload"}, 400, "'kind' is one of"),
     ],
@@ -473,3 +477,4 @@ def test_token_lengths_are_measured_with_a_base_models_tokenizer_and_long_rows_r
     refused = _upload(api_for("alice"), GOOD, name="x", tokenizer=elsewhere.pk)
     assert refused.status_code == 404 and "'tokenizer'" in refused.json()["message"]
     assert _upload(api_for("alice"), GOOD, name="y", max_tokens=5).status_code == 400
+    assert _upload(api_for("alice"), GOOD, name="z", tokenizer=str(2**70)).status_code == 404
