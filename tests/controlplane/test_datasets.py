@@ -220,7 +220,15 @@ def test_a_control_worker_ingests_a_large_upload_while_the_page_shows_its_progre
     people, settings, staging, mlflow_server, redis_url
 ):
     """The real path: the browser's upload, Redis, a Celery worker on the control queue."""
+    from django.db import connection
+
+    if connection.vendor == "sqlite":
+        # The worker runs on a thread of this process; a second connection to the in-memory
+        # SQLite test database, once opened, locks its tables for the tests that follow.
+        pytest.skip("a worker thread cannot share the in-memory SQLite test database; runs on PostgreSQL")
     from celery.contrib.testing.worker import start_worker
+    from celery.signals import task_postrun
+    from django.db import connections
 
     from controlplane.celery import app
 
@@ -236,10 +244,21 @@ def test_a_control_worker_ingests_a_large_upload_while_the_page_shows_its_progre
     waiting = browser.get(page["Location"]).content.decode()
     assert 'hx-get="/dataset-operations/' in waiting and "queued" in waiting
 
-    with start_worker(app, queues=["control"], pool="solo", perform_ping_check=False, shutdown_timeout=30):
-        deadline = time.monotonic() + 60
-        while not DatasetOperation.objects.get(pk=ingest.pk).is_finished and time.monotonic() < deadline:
-            time.sleep(0.2)
+    def close_connections(**kwargs) -> None:
+        # The worker's thread opened its own connection to the test database; an in-memory
+        # SQLite one left open would lock tables for the tests after this one.
+        connections.close_all()
+
+    task_postrun.connect(close_connections, weak=False)
+    try:
+        with start_worker(
+            app, queues=["control"], pool="solo", perform_ping_check=False, shutdown_timeout=30
+        ):
+            deadline = time.monotonic() + 60
+            while not DatasetOperation.objects.get(pk=ingest.pk).is_finished and time.monotonic() < deadline:
+                time.sleep(0.2)
+    finally:
+        task_postrun.disconnect(close_connections)
     ingest.refresh_from_db()
     assert ingest.status == OperationStatus.SUCCEEDED, ingest.message
     live = browser.get(f"/dataset-operations/{ingest.pk}/live").content.decode()
