@@ -20,6 +20,18 @@ urlpatterns = [
     path("p/<slug:slug>/pause", training_views.project_dispatch, {"paused": True}, name="project-pause"),
     path("p/<slug:slug>/resume", training_views.project_dispatch, {"paused": False}, name="project-resume"),
     path("p/<slug:slug>/datasets/upload", dataset_views.dataset_upload, name="dataset-upload"),
+    path("dataset-operations/<int:operation_id>/", dataset_views.operation_detail, name="dataset-operation"),
+    path(
+        "dataset-operations/<int:operation_id>/live",
+        dataset_views.operation_live,
+        name="dataset-operation-live",
+    ),
+    path("datasets/<int:version_id>/", dataset_views.version_detail, name="dataset-version"),
+    path(
+        "datasets/<int:version_id>/operations",
+        dataset_views.version_operation_start,
+        name="dataset-version-operation",
+    ),
     path("p/<slug:slug>/jobs/new", training_views.job_new, name="job-new"),
     path("p/<slug:slug>/sweeps/new", sweep_views.sweep_new, name="sweep-new"),
     path("sweeps/<int:sweep_id>/", sweep_views.sweep_detail, name="sweep"),

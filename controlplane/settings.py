@@ -117,7 +117,17 @@ STATICFILES_DIRS = [
 # Uploads are streamed to a temporary file, never held in memory.
 FILE_UPLOAD_MAX_MEMORY_SIZE = 0
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
-DATASET_MAX_UPLOAD_BYTES = env.int("DATASET_MAX_UPLOAD_BYTES", default=200 * 1024 * 1024)
+DATASET_MAX_UPLOAD_BYTES = env.int("DATASET_MAX_UPLOAD_BYTES", default=20 * 1024**3)
+# Uploads wait here for the control worker: the web app and the control worker must share it.
+DATASET_STAGING_DIR = Path(env.str("DATASET_STAGING_DIR", default=str(VAR_DIR / "uploads")))
+# Files up to this size are ingested within the request; larger ones by the control worker.
+DATASET_INLINE_MAX_BYTES = env.int("DATASET_INLINE_MAX_BYTES", default=2 * 1024 * 1024)
+# A dataset operation still queued after this long is sent again; one running but silent this
+# long (no progress report) lost its control worker and is failed.
+DATASET_OPERATION_REDISPATCH_SECONDS = env.int("DATASET_OPERATION_REDISPATCH_SECONDS", default=300)
+DATASET_OPERATION_SILENT_SECONDS = env.int("DATASET_OPERATION_SILENT_SECONDS", default=900)
+# A compressed upload expanding more than this many times is refused as a bomb.
+DATASET_MAX_EXPANSION_RATIO = env.float("DATASET_MAX_EXPANSION_RATIO", default=100.0)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -157,6 +167,7 @@ CELERY_BEAT_SCHEDULE = {
     "jobs-recover-lost": {"task": "training.jobs_recover_lost", "schedule": JOB_RECONCILE_SECONDS},
     "registry-reconcile": {"task": "registry.reconcile", "schedule": 300.0},
     "sweeps-reconcile": {"task": "sweeps.reconcile", "schedule": JOB_RECONCILE_SECONDS * 2},
+    "datasets-operations-reconcile": {"task": "datasets.operations_reconcile", "schedule": 60.0},
 }
 # A job committed but not published within this many seconds is sent again
 # (the web process died in between, or the broker refused it).

@@ -71,6 +71,48 @@ def artifact_upload(
     return uri
 
 
+def artifact_download(uri: str, *, dst: Path) -> Path:
+    """A local copy of the artifact at ``uri``, downloaded under ``dst``."""
+    import mlflow.artifacts
+
+    with _mlflow_errors("fetch the artifact"):
+        dst.mkdir(parents=True, exist_ok=True)
+        return Path(
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=uri, dst_path=str(dst), tracking_uri=settings.MLFLOW_TRACKING_URI
+            )
+        )
+
+
+# What a tokenizer is made of; a model's weights are left where they are.
+TOKENIZER_FILES = frozenset(
+    {
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "added_tokens.json",
+        "vocab.json",
+        "vocab.txt",
+        "merges.txt",
+        "tokenizer.model",
+        "config.json",
+    }
+)
+
+
+def tokenizer_download(uri: str, *, dst: Path) -> Path:
+    """Only the tokenizer files of a model stored at a ``runs:/<run>/<path>`` URI; returns their folder."""
+    run_id, _, path = uri.removeprefix("runs:/").partition("/")
+    dst.mkdir(parents=True, exist_ok=True)
+    with _mlflow_errors("fetch the tokenizer"):
+        client = _client()
+        for item in client.list_artifacts(run_id, path or None):
+            if not item.is_dir and item.path.rsplit("/", 1)[-1] in TOKENIZER_FILES:
+                # Each file lands in dst itself, whatever its folder in the run.
+                client.download_artifacts(run_id, item.path, str(dst))
+    return dst
+
+
 def model_version_register(*, name: str, source: str, run_id: str | None) -> int:
     """Register ``source`` as a new version of the registered model ``name``; returns its number."""
     with _mlflow_errors("register the model version"):

@@ -6,7 +6,13 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.authtoken.views import obtain_auth_token
 
 from controlplane.accounts.api import ProjectListApi
-from controlplane.datasets.api import DatasetVersionDetailApi, DatasetVersionListApi
+from controlplane.datasets.api import (
+    DatasetOperationDetailApi,
+    DatasetVersionDetailApi,
+    DatasetVersionListApi,
+    DatasetVersionOperationsApi,
+    DatasetVersionRowsApi,
+)
 from controlplane.registry.api import (
     DeploymentListApi,
     ModelVersionListApi,
@@ -40,6 +46,17 @@ api_v1 = [
     path("projects/<str:slug>/resume", ProjectDispatchApi.as_view(paused=False), name="api-project-resume"),
     path("datasets", DatasetVersionListApi.as_view(), name="api-datasets"),
     path("datasets/<int:version_id>", DatasetVersionDetailApi.as_view(), name="api-dataset"),
+    path("datasets/<int:version_id>/rows", DatasetVersionRowsApi.as_view(), name="api-dataset-rows"),
+    path(
+        "datasets/<int:version_id>/operations",
+        DatasetVersionOperationsApi.as_view(),
+        name="api-dataset-operations",
+    ),
+    path(
+        "dataset-operations/<int:operation_id>",
+        DatasetOperationDetailApi.as_view(),
+        name="api-dataset-operation",
+    ),
     path("base-models", BaseModelListApi.as_view(), name="api-base-models"),
     path("jobs", JobListApi.as_view(), name="api-jobs"),
     path("jobs/<int:job_id>", JobDetailApi.as_view(), name="api-job"),

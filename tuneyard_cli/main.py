@@ -47,6 +47,17 @@ def _print(data: Any) -> None:
     print(json.dumps(data, indent=2, sort_keys=True))
 
 
+def _ingest_wait(api: Api, operation: dict[str, Any]) -> dict[str, Any]:
+    while operation["status"] not in FINISHED:
+        print(f"\ringest {operation['progress'] * 100:5.1f}%", end="", file=sys.stderr, flush=True)
+        time.sleep(1)
+        operation = api.call("GET", f"dataset-operations/{operation['id']}")
+    print(file=sys.stderr)
+    if operation["status"] != "succeeded":
+        raise Refused(operation["message"])
+    return api.call("GET", f"datasets/{operation['dataset_version']}")
+
+
 def _config(path: str | None) -> dict[str, Any]:
     if path is None:
         return {}
@@ -94,14 +105,13 @@ def run(args: argparse.Namespace, api: Api) -> int:  # noqa: C901 - one branch p
         _print(api.call("GET", "projects"))
     elif command == "upload":
         with open(args.file, "rb") as handle:
-            _print(
-                api.call(
-                    "POST",
-                    "datasets",
-                    data={"project": args.project, "name": args.name},
-                    files={"file": handle},
-                )
+            body = api.call(
+                "POST", "datasets", data={"project": args.project, "name": args.name}, files={"file": handle}
             )
+        if "kind" in body:
+            # A large file is ingested by the control worker: follow it to its version.
+            body = _ingest_wait(api, body)
+        _print(body)
     elif command == "submit":
         body = {
             "project": args.project,
@@ -202,7 +212,9 @@ def parser_build() -> argparse.ArgumentParser:
     )
     token.add_argument("username")
     commands.add_parser("projects", help="the projects you belong to")
-    upload = commands.add_parser("upload", help="upload a JSONL instruction dataset")
+    upload = commands.add_parser(
+        "upload", help="upload a dataset (JSONL, JSON, CSV, Parquet, a zipped saved dataset; gzip or zstd)"
+    )
     upload.add_argument("file")
     upload.add_argument("--project", required=True)
     upload.add_argument("--name", required=True)

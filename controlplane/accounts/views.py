@@ -6,6 +6,7 @@ from django.shortcuts import redirect, render
 
 from controlplane.accounts.models import Role
 from controlplane.accounts.selectors import membership_role, project_get, project_list
+from controlplane.datasets.models import DatasetFormat
 from controlplane.datasets.selectors import dataset_version_list
 from controlplane.errors import page_errors
 from controlplane.registry.selectors import deployment_list, model_version_list, promotion_list
@@ -46,5 +47,6 @@ def project_overview(request: HttpRequest, slug: str) -> HttpResponse:
             "deployments": deployment_list(user=request.user, project=project),
             "usage": usage_by_user(project=project, days=USAGE_DAYS),
             "usage_days": USAGE_DAYS,
+            "dataset_schemas": DatasetFormat.values,
         },
     )

@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.contrib import admin
 
 from controlplane.admin import ReadOnlyAdmin
-from controlplane.datasets.models import Dataset, DatasetVersion
+from controlplane.datasets.models import Dataset, DatasetOperation, DatasetVersion
 
 
 @admin.register(Dataset)
@@ -15,3 +15,8 @@ class DatasetAdmin(admin.ModelAdmin):
 class DatasetVersionAdmin(ReadOnlyAdmin):
     # Immutable: a version's content lives at its URI, addressed by its hash.
     list_display = ["dataset", "version", "row_count", "sha256", "created_by", "created_at"]
+
+
+@admin.register(DatasetOperation)
+class DatasetOperationAdmin(ReadOnlyAdmin):
+    list_display = ["pk", "project", "name", "filename", "status", "progress", "created_by", "created_at"]

@@ -9,6 +9,8 @@ from rest_framework.views import APIView
 from controlplane.accounts.models import Role
 from controlplane.api_common import project_from_request, request_body
 from controlplane.datasets import selectors, services
+from controlplane.datasets.models import OperationStatus
+from controlplane.datasets.preview import PREVIEW_MAX_ROWS, version_rows
 from controlplane.errors import ValidationFailed
 
 
@@ -18,6 +20,7 @@ class DatasetVersionSerializer(serializers.Serializer):
     name = serializers.CharField(source="dataset.name")
     version = serializers.IntegerField()
     format = serializers.CharField()
+    source_format = serializers.CharField()
     sha256 = serializers.CharField()
     uri = serializers.CharField()
     filename = serializers.CharField()
@@ -25,6 +28,32 @@ class DatasetVersionSerializer(serializers.Serializer):
     size_bytes = serializers.IntegerField()
     created_by = serializers.CharField(source="created_by.username")
     created_at = serializers.DateTimeField()
+
+
+class DatasetVersionDetailSerializer(DatasetVersionSerializer):
+    stats = serializers.JSONField()
+    parent = serializers.IntegerField(source="parent_id", allow_null=True)
+    derivation = serializers.JSONField()
+
+
+class DatasetOperationSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    project = serializers.CharField(source="project.slug")
+    kind = serializers.CharField()
+    name = serializers.CharField()
+    source_version = serializers.IntegerField(source="source_version_id", allow_null=True)
+    options = serializers.JSONField()
+    result = serializers.JSONField()
+    filename = serializers.CharField()
+    size_bytes = serializers.IntegerField()
+    schema = serializers.CharField()
+    status = serializers.CharField()
+    progress = serializers.FloatField()
+    message = serializers.CharField()
+    report = serializers.JSONField()
+    dataset_version = serializers.IntegerField(source="version_id", allow_null=True)
+    created_at = serializers.DateTimeField()
+    finished_at = serializers.DateTimeField(allow_null=True)
 
 
 class DatasetVersionListApi(APIView):
@@ -36,17 +65,65 @@ class DatasetVersionListApi(APIView):
         return Response({"results": DatasetVersionSerializer(versions, many=True).data})
 
     def post(self, request: Request) -> Response:
+        """A small file answers 201 with its version; a large one 202 with the operation to follow."""
         project = project_from_request(request, role=Role.MEMBER)
         upload = request.FILES.get("file")
         if upload is None:
-            raise ValidationFailed("Attach the JSONL file as the 'file' field.")
-        version = services.dataset_version_create(
-            project=project, user=request.user, name=request_body(request).get("name", ""), upload=upload
+            raise ValidationFailed("Attach the dataset file as the 'file' field.")
+        body = request_body(request)
+        operation = services.dataset_ingest_create(
+            project=project,
+            user=request.user,
+            name=body.get("name", ""),
+            upload=upload,
+            schema=body.get("schema", ""),
+            mapping=body.get("mapping"),
+            tokenizer=body.get("tokenizer"),
+            max_tokens=body.get("max_tokens"),
         )
+        if operation.status == OperationStatus.QUEUED:
+            return Response(DatasetOperationSerializer(operation).data, status=status.HTTP_202_ACCEPTED)
+        version = services.dataset_operation_version(operation)
         return Response(DatasetVersionSerializer(version).data, status=status.HTTP_201_CREATED)
 
 
 class DatasetVersionDetailApi(APIView):
     def get(self, request: Request, version_id: int) -> Response:
         version = selectors.dataset_version_get(user=request.user, version_id=version_id)
-        return Response(DatasetVersionSerializer(version).data)
+        return Response(DatasetVersionDetailSerializer(version).data)
+
+
+class DatasetVersionRowsApi(APIView):
+    def get(self, request: Request, version_id: int) -> Response:
+        version = selectors.dataset_version_get(user=request.user, version_id=version_id)
+        offset = _int_param(request, "offset", 0, maximum=2**40)
+        limit = _int_param(request, "limit", 20, maximum=PREVIEW_MAX_ROWS)
+        return Response({"offset": offset, "rows": version_rows(version=version, offset=offset, limit=limit)})
+
+
+class DatasetVersionOperationsApi(APIView):
+    """Start dedup, a split, a contamination check or a PII scan; answers 202 with the operation."""
+
+    def post(self, request: Request, version_id: int) -> Response:
+        version = selectors.dataset_version_get(user=request.user, version_id=version_id)
+        body = request_body(request)
+        operation = services.dataset_operation_start(
+            version=version,
+            user=request.user,
+            kind=str(body.get("kind", "")),
+            options={k: v for k, v in body.items() if k != "kind"},
+        )
+        return Response(DatasetOperationSerializer(operation).data, status=status.HTTP_202_ACCEPTED)
+
+
+class DatasetOperationDetailApi(APIView):
+    def get(self, request: Request, operation_id: int) -> Response:
+        operation = selectors.dataset_operation_get(user=request.user, operation_id=operation_id)
+        return Response(DatasetOperationSerializer(operation).data)
+
+
+def _int_param(request: Request, name: str, default: int, *, maximum: int) -> int:
+    raw = request.query_params.get(name, str(default))
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 15 or int(raw) > maximum:
+        raise ValidationFailed(f"'{name}' must be a whole number from 0 to {maximum}.")
+    return int(raw)

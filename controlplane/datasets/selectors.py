@@ -3,8 +3,8 @@ from __future__ import annotations
 from django.db.models import QuerySet
 
 from controlplane.accounts.models import Project, Role
-from controlplane.accounts.selectors import project_role_check
-from controlplane.datasets.models import DatasetVersion
+from controlplane.accounts.selectors import membership_role, project_role_check
+from controlplane.datasets.models import DatasetOperation, DatasetVersion
 from controlplane.errors import NotFound
 
 
@@ -24,3 +24,48 @@ def dataset_version_get(*, user, version_id: int, role: Role = Role.VIEWER) -> D
         raise NotFound("No such dataset version.")
     project_role_check(user=user, project=version.dataset.project, role=role)
     return version
+
+
+def dataset_version_lineage(*, version: DatasetVersion) -> dict[str, list]:
+    """The jobs trained on this version and the model versions registered from them."""
+    from controlplane.registry.models import ModelVersion
+
+    jobs = list(version.jobs.select_related("created_by", "base_model").order_by("-pk"))
+    model_versions = list(
+        ModelVersion.objects.filter(job__dataset_version=version).select_related("job").order_by("-pk")
+    )
+    return {"jobs": jobs, "model_versions": model_versions}
+
+
+def dataset_operation_get(*, user, operation_id: int) -> DatasetOperation:
+    operation = (
+        DatasetOperation.objects.select_related("project", "created_by", "version__dataset")
+        .filter(pk=operation_id)
+        .first()
+    )
+    if operation is None:
+        raise NotFound("No such operation.")
+    project_role_check(user=user, project=operation.project, role=Role.VIEWER)
+    return operation
+
+
+def dataset_operation_list(*, project: Project, limit: int = 10) -> list[DatasetOperation]:
+    return list(
+        DatasetOperation.objects.filter(project=project)
+        .select_related("created_by", "version__dataset")
+        .order_by("-created_at")[:limit]
+    )
+
+
+def dataset_version_operations(*, version: DatasetVersion, limit: int = 20) -> list[DatasetOperation]:
+    """The latest operations run on this version (dedup, splits, checks), newest first."""
+    return list(
+        DatasetOperation.objects.filter(source_version=version)
+        .select_related("created_by", "version__dataset")
+        .order_by("-created_at")[:limit]
+    )
+
+
+def dataset_version_editable(*, user, version: DatasetVersion) -> bool:
+    role = membership_role(user=user, project=version.dataset.project)
+    return role is not None and role.includes(Role.MEMBER)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from django.test import Client
 
+from controlplane.datasets.models import DatasetOperation
 from controlplane.registry.models import Promotion
 from controlplane.training.models import Job, JobStatus
 from tests.conftest import PASSWORD
@@ -19,7 +20,11 @@ def objects(people):
     job = job_make(people["demo"], people["alice"])
     version = model_version_make(job, people["alice"])
     promotion = promotion_make(version, people["alice"])
+    ingest = DatasetOperation.objects.create(
+        project=people["demo"], name="x", filename="d.jsonl", size_bytes=1, created_by=people["alice"]
+    )
     return {
+        "ingest": ingest,
         "job": job,
         "dv": job.dataset_version,
         "bm": job.base_model,
@@ -34,6 +39,7 @@ def api_endpoints(o):
         ("get", "/api/v1/datasets?project=demo", None),
         ("post", "/api/v1/datasets", {"project": "demo", "name": "x", "file": b"{}"}),
         ("get", f"/api/v1/datasets/{dv}", None),
+        ("get", f"/api/v1/dataset-operations/{o['ingest'].pk}", None),
         ("get", "/api/v1/base-models?project=demo", None),
         ("post", "/api/v1/base-models", {"project": "demo", "name": "m", "uri": "org/model"}),
         ("get", "/api/v1/jobs?project=demo", None),
@@ -60,6 +66,9 @@ def page_endpoints(o):
     return [
         ("get", "/p/demo/", None),
         ("post", "/p/demo/datasets/upload", {"name": "x"}),
+        ("get", f"/datasets/{o['dv'].pk}/", None),
+        ("get", f"/dataset-operations/{o['ingest'].pk}/", None),
+        ("get", f"/dataset-operations/{o['ingest'].pk}/live", None),
         ("get", "/p/demo/jobs/new", None),
         ("post", "/p/demo/jobs/new", {}),
         ("get", f"/jobs/{job}/", None),

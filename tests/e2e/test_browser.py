@@ -65,19 +65,21 @@ def test_a_person_clicks_from_dataset_to_approved_deployment(
     page.set_default_timeout(30_000)
     log_in(page, base, "alice")
 
-    # A bad line is named, and nothing is stored.
+    # A bad line is named in the upload's report, and nothing is stored.
     bad = tmp_path / "bad.jsonl"
     bad.write_bytes(demo_jsonl(3) + b'{"instruction": "no output here"}\n')
     page.get_by_label("Name").fill("arithmetic")
-    page.get_by_label("JSONL file").set_input_files(str(bad))
+    page.get_by_label("Dataset file").set_input_files(str(bad))
     page.get_by_role("button", name="Upload dataset").click()
     expect(page.locator(".msg.error")).to_contain_text("line 4: 'output' is missing")
+    expect(page.locator("#operation-report")).to_contain_text("missing")
     assert not DatasetVersion.objects.exists()
+    page.get_by_role("link", name="back to Demo").click()
 
     good = tmp_path / "arithmetic.jsonl"
     good.write_bytes(demo_jsonl(64))
     page.get_by_label("Name").fill("arithmetic")
-    page.get_by_label("JSONL file").set_input_files(str(good))
+    page.get_by_label("Dataset file").set_input_files(str(good))
     page.get_by_role("button", name="Upload dataset").click()
     expect(page.locator(".msg.success")).to_contain_text("64 rows")
 

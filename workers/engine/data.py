@@ -1,14 +1,18 @@
-"""Instruction datasets: read JSONL rows, turn each into one training text, tokenize.
+"""Datasets: read rows (normalized Parquet, or JSONL), turn each into one training text, tokenize.
 
-A row is validated by ``workers.spec.InstructionRow``, the same model the
-control plane checks uploads with, so both sides agree on what a good row is.
+The control plane stores every dataset version as Parquet with one fixed set
+of columns per schema; it is read here a row group at a time with pyarrow.
+Instruction rows are validated by ``workers.spec.InstructionRow``; rows of the
+other schemas (text, chat, preference, multiple choice) are trained on as
+plain text. JSONL instruction files, as stored before Parquet, still work.
 No torch here: a bad row must fail the job before seconds go into loading it.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,9 +30,21 @@ class DatasetError(JobInputError):
     """A dataset the engine cannot train on."""
 
 
+@dataclass(frozen=True)
+class TextRow:
+    """A row of a non-instruction dataset, already made into the text to train on."""
+
+    text: str
+
+
+TrainingRow = InstructionRow | TextRow
+
+
 # The one template for every instruction dataset (Alpaca's layout); the tiny
 # test model's tokenizer was trained on text in this shape.
-def format_example(row: InstructionRow) -> str:
+def format_example(row: TrainingRow) -> str:
+    if isinstance(row, TextRow):
+        return row.text
     sections = [f"### Instruction:\n{row.instruction}"]
     if row.input:
         sections.append(f"### Input:\n{row.input}")
@@ -37,24 +53,28 @@ def format_example(row: InstructionRow) -> str:
 
 
 def dataset_files(path: Path) -> list[Path]:
-    """The JSONL files making up one dataset: the file itself, or a directory's ``*.jsonl``."""
+    """The files making up one dataset: the file itself, or a directory's ``*.parquet`` or ``*.jsonl``."""
     if path.is_file():
         return [path]
     if path.is_dir():
-        files = sorted(path.rglob("*.jsonl"))
+        files = sorted(path.rglob("*.parquet")) or sorted(path.rglob("*.jsonl"))
         if not files:
-            raise DatasetError(f"dataset directory {path.name!r} has no .jsonl file")
+            raise DatasetError(f"dataset directory {path.name!r} has no .parquet or .jsonl file")
         return files
     raise DatasetError(f"dataset file {str(path)!r} does not exist")
 
 
-def read_instruction_rows(files: Iterable[Path]) -> list[InstructionRow]:
-    """Every row of ``files``, in order; blank lines are skipped.
+def read_instruction_rows(files: Iterable[Path]) -> list[TrainingRow]:
+    """Every row of ``files``, in order: instruction rows, or ``TextRow`` for the other schemas.
 
-    Row numbers in errors are line numbers (from 1), so a person can find the row.
+    In JSONL, blank lines are skipped and row numbers in errors are line
+    numbers (from 1), so a person can find the row.
     """
-    rows: list[InstructionRow] = []
+    rows: list[TrainingRow] = []
     for file in files:
+        if file.suffix == ".parquet":
+            rows.extend(_parquet_rows(file))
+            continue
         with file.open(encoding="utf-8-sig") as lines:
             for number, line in enumerate(lines, start=1):
                 if line.strip():
@@ -62,6 +82,68 @@ def read_instruction_rows(files: Iterable[Path]) -> list[InstructionRow]:
     if not rows:
         raise DatasetError("the dataset has no rows")
     return rows
+
+
+PARQUET_BATCH_ROWS = 4096
+
+
+def _parquet_rows(file: Path) -> Iterator[TrainingRow]:
+    """The rows of a normalized Parquet file, a batch at a time (never the whole file in Arrow)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(file)
+        columns = set(parquet.schema_arrow.names)
+        to_row = _row_reader(columns, file.name)
+        number = 0
+        for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS):
+            for value in batch.to_pylist():
+                number += 1
+                yield to_row(value, number)
+    except (pa.ArrowException, OSError) as exc:
+        raise DatasetError(f"dataset file {file.name!r} is not readable Parquet ({exc})") from None
+
+
+def _row_reader(columns: set[str], file_name: str):  # type: ignore[no-untyped-def]
+    """How to turn a row of a file with these columns into a training row."""
+    if {"instruction", "output"} <= columns:
+
+        def instruction(value: dict[str, Any], number: int) -> TrainingRow:
+            try:
+                return InstructionRow.model_validate({k: v for k, v in value.items() if v is not None})
+            except ValidationError as exc:
+                raise DatasetError(
+                    f"dataset row {number} {_describe(exc.errors()[0])} ({file_name})"
+                ) from None
+
+        return instruction
+    for needed, to_text in _TEXT_LAYOUTS:
+        if needed <= columns:
+            return lambda value, number: TextRow(to_text(value))
+    raise DatasetError(
+        f"dataset file {file_name!r} has columns of no known schema: {', '.join(sorted(columns))}"
+    )
+
+
+def _chat_text(value: dict[str, Any]) -> str:
+    # A plain role-tagged transcript; the base model's own chat template is not applied yet.
+    return "\n\n".join(f"### {m['role'].capitalize()}:\n{m['content']}" for m in value["messages"])
+
+
+def _choice_text(value: dict[str, Any]) -> str:
+    letters = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    lines = [value["question"], *(f"{letters[i]}. {c}" for i, c in enumerate(value["choices"]))]
+    return "\n".join(lines) + f"\nAnswer: {letters[value['answer']]}"
+
+
+_TEXT_LAYOUTS = [
+    ({"text"}, lambda value: value["text"]),
+    ({"messages"}, _chat_text),
+    # Supervised fine-tuning on a preference pair learns the chosen answer.
+    ({"prompt", "chosen"}, lambda value: f"{value['prompt']}\n\n{value['chosen']}"),
+    ({"question", "choices", "answer"}, _choice_text),
+]
 
 
 def _parse_row(line: str, number: int, file_name: str) -> InstructionRow:

@@ -1,0 +1,298 @@
+"""Where a dataset's bytes come from: decompression, archives and the format of the file.
+
+Every byte that leaves a decompressor is counted, so a small file that
+expands without bound (a gzip or zip bomb) is stopped early with a clear
+error instead of filling the disk or the memory.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+import zipfile
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path, PurePosixPath
+from typing import IO
+
+import pyarrow as pa
+
+from controlplane.datasets.ingest.problems import IngestRefused
+
+GZIP_MAGIC = b"\x1f\x8b"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+ZIP_MAGIC = b"PK\x03\x04"
+PARQUET_MAGIC = b"PAR1"
+
+
+class FileFormat(StrEnum):
+    JSONL = "jsonl"
+    JSON = "json"
+    CSV = "csv"
+    PARQUET = "parquet"
+    HF_DATASET = "hf_dataset"
+
+
+class Compression(StrEnum):
+    NONE = "none"
+    GZIP = "gzip"
+    ZSTD = "zstd"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How far a file may expand. A text file compresses 3-10x; 100x is a bomb, not data."""
+
+    max_expanded_bytes: int = 64 * 1024**3
+    max_expansion_ratio: float = 100.0
+    # The ratio is judged only past this many bytes: tiny files compress oddly.
+    ratio_grace_bytes: int = 8 * 1024**2
+    max_archive_members: int = 10_000
+
+
+class ByteCounter(io.RawIOBase):
+    """A read-only stream that counts the bytes read through it (the progress of an ingest)."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self._raw = raw
+        self.count = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def]
+        data = self._raw.read(len(buffer))
+        buffer[: len(data)] = data
+        self.count += len(data)
+        return len(data)
+
+
+class ExpansionGuard(io.RawIOBase):
+    """Decompressed bytes, refused once they outgrow the limits against the compressed size."""
+
+    def __init__(self, decompressed: IO[bytes], *, compressed_size: int, limits: Limits) -> None:
+        self._inner = decompressed
+        self._compressed_size = max(compressed_size, 1)
+        self._limits = limits
+        self.count = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def]
+        data = self._inner.read(len(buffer))
+        buffer[: len(data)] = data
+        self.count += len(data)
+        expansion_check(self.count, self._compressed_size, self._limits)
+        return len(data)
+
+
+def expansion_check(expanded: int, compressed: int, limits: Limits) -> None:
+    if expanded > limits.max_expanded_bytes:
+        raise IngestRefused(
+            f"The file expands to more than {limits.max_expanded_bytes} bytes; it was refused."
+        )
+    ratio = expanded / max(compressed, 1)
+    if expanded > limits.ratio_grace_bytes and ratio > limits.max_expansion_ratio:
+        raise IngestRefused(
+            f"The file expands more than {limits.max_expansion_ratio:.0f} times its compressed size "
+            "(a compression bomb?); it was refused."
+        )
+
+
+def compression_sniff(head: bytes) -> Compression:
+    if head.startswith(GZIP_MAGIC):
+        return Compression.GZIP
+    if head.startswith(ZSTD_MAGIC):
+        return Compression.ZSTD
+    return Compression.NONE
+
+
+def filename_check(name: str) -> str:
+    """The uploaded file's name, refused when it names a path instead of a file."""
+    if not name or "/" in name or "\\" in name or name in (".", "..") or "\x00" in name:
+        raise IngestRefused(f"The file name {name!r} is a path; send a plain file name like 'data.jsonl'.")
+    return name
+
+
+def _stem_format(name: str) -> FileFormat | None:
+    lowered = name.lower()
+    for suffix in (".gz", ".gzip", ".zst", ".zstd"):
+        if lowered.endswith(suffix):
+            lowered = lowered[: -len(suffix)]
+    if lowered.endswith((".jsonl", ".ndjson")):
+        return FileFormat.JSONL
+    if lowered.endswith(".json"):
+        return FileFormat.JSON
+    if lowered.endswith((".csv", ".tsv")):
+        return FileFormat.CSV
+    if lowered.endswith(".parquet"):
+        return FileFormat.PARQUET
+    if lowered.endswith((".zip", ".tar", ".tgz")):
+        return FileFormat.HF_DATASET
+    return None
+
+
+def text_format_sniff(head: bytes) -> FileFormat:
+    """JSONL or a JSON array, by the first character that is not a space or a byte-order mark."""
+    stripped = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    return FileFormat.JSON if stripped.startswith(b"[") else FileFormat.JSONL
+
+
+@dataclass
+class OpenedSource:
+    """A file ready to read: a decompressed byte stream, or a folder an archive was unpacked to."""
+
+    format: FileFormat
+    compression: Compression
+    stream: IO[bytes] | None
+    path: Path | None
+    counter: ByteCounter | None
+    total_bytes: int
+
+    def consumed(self) -> int:
+        """Bytes of the stored file read so far, for progress."""
+        if self.counter is not None:
+            return self.counter.count
+        if self.stream is not None:
+            return self.stream.tell()
+        return self.total_bytes
+
+    def close(self) -> None:
+        if self.stream is not None:
+            self.stream.close()
+
+
+def source_open(path: Path, *, filename: str, limits: Limits, unpack_dir: Path) -> OpenedSource:
+    """Open a stored upload for reading, telling its format from its name and its first bytes."""
+    total = path.stat().st_size
+    with path.open("rb") as probe:
+        head = probe.read(4096)
+    # Archives are told by their name as well: probing a compressed text file as a tar would
+    # decompress it.
+    if head.startswith(ZIP_MAGIC) or _stem_format(filename) is FileFormat.HF_DATASET:
+        return OpenedSource(
+            FileFormat.HF_DATASET,
+            Compression.NONE,
+            None,
+            _archive_unpack(path, unpack_dir, limits),
+            None,
+            total,
+        )
+    if head.startswith(PARQUET_MAGIC):
+        return OpenedSource(FileFormat.PARQUET, Compression.NONE, None, path, None, total)
+    compression = compression_sniff(head)
+    counter: ByteCounter | None = None
+    stream: IO[bytes]
+    if compression is Compression.NONE:
+        # Read straight from the file (no counting layer to copy through); progress is its position.
+        stream = path.open("rb")
+        text_head = head
+    else:
+        counter = ByteCounter(path.open("rb"))
+        codec = "gzip" if compression is Compression.GZIP else "zstd"
+        decompressed = pa.CompressedInputStream(pa.PythonFile(counter, mode="r"), codec)
+        guard = ExpansionGuard(decompressed, compressed_size=total, limits=limits)
+        stream = io.BufferedReader(guard, buffer_size=1024 * 1024)
+        try:
+            text_head = stream.peek(4096)[:4096]
+        except (OSError, EOFError, pa.ArrowException) as exc:
+            raise IngestRefused(f"The {codec} file could not be decompressed: {exc}") from exc
+    file_format = _stem_format(filename)
+    if file_format in (None, FileFormat.JSON):
+        # Many ".json" files hold one object per line; a ".jsonl" name is taken at its word.
+        file_format = text_format_sniff(text_head)
+    if file_format in (FileFormat.PARQUET, FileFormat.HF_DATASET):
+        stream.close()
+        raise IngestRefused(f"{filename!r} is named as {file_format.value} but its content is not.")
+    return OpenedSource(file_format, compression, stream, None, counter, total)
+
+
+def _member_check(name: str) -> PurePosixPath:
+    member = PurePosixPath(name)
+    if member.is_absolute() or ".." in member.parts or "\\" in name or name.startswith("/"):
+        raise IngestRefused(f"The archive holds a path outside itself ({name!r}); it was refused.")
+    return member
+
+
+def _archive_unpack(path: Path, target: Path, limits: Limits) -> Path:
+    """Unpack a zip or tar archive (a saved Hugging Face dataset) with every path and size checked."""
+    target.mkdir(parents=True, exist_ok=True)
+    compressed = path.stat().st_size
+    expanded = 0
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+            if len(members) > limits.max_archive_members:
+                raise IngestRefused(f"The archive holds more than {limits.max_archive_members} files.")
+            # Declared sizes can lie, so the bytes written are counted too.
+            expansion_check(sum(m.file_size for m in members), compressed, limits)
+            for member in members:
+                relative = _member_check(member.filename)
+                if member.is_dir():
+                    continue
+                out_path = target / relative
+                out_path.parent.mkdir(parents=True, exist_ok=True)
+                with archive.open(member) as source, out_path.open("wb") as out:
+                    while chunk := source.read(1024 * 1024):
+                        expanded += len(chunk)
+                        expansion_check(expanded, compressed, limits)
+                        out.write(chunk)
+    else:
+        try:
+            archive = tarfile.open(path)
+        except (tarfile.TarError, OSError, EOFError) as exc:
+            raise IngestRefused(f"The archive could not be read: {exc}") from exc
+        with archive:
+            count = 0
+            for member in archive:
+                count += 1
+                if count > limits.max_archive_members:
+                    raise IngestRefused(f"The archive holds more than {limits.max_archive_members} files.")
+                relative = _member_check(member.name)
+                if member.isdir():
+                    continue
+                if not member.isfile():
+                    raise IngestRefused(
+                        f"The archive holds a link or device ({member.name!r}); it was refused."
+                    )
+                source = archive.extractfile(member)
+                assert source is not None  # a regular file always has content
+                out_path = target / relative
+                out_path.parent.mkdir(parents=True, exist_ok=True)
+                with out_path.open("wb") as out:
+                    while chunk := source.read(1024 * 1024):
+                        expanded += len(chunk)
+                        expansion_check(expanded, compressed, limits)
+                        out.write(chunk)
+    return hf_dataset_root(target)
+
+
+def hf_dataset_root(unpacked: Path) -> Path:
+    """The folder holding a saved dataset's ``state.json`` (the archive may wrap it in one folder)."""
+    states = sorted(unpacked.rglob("state.json"), key=lambda p: len(p.parts))
+    if not states:
+        raise IngestRefused(
+            "The archive is not a saved Hugging Face dataset (no state.json); "
+            "upload the folder written by Dataset.save_to_disk, zipped."
+        )
+    return states[0].parent
+
+
+def hf_dataset_files(root: Path) -> list[Path]:
+    """The Arrow files of a saved dataset, in the order its ``state.json`` lists them."""
+    try:
+        state = json.loads((root / "state.json").read_text())
+        names = [entry["filename"] for entry in state["_data_files"]]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise IngestRefused(f"The saved dataset's state.json could not be read: {exc}") from exc
+    files = []
+    for name in names:
+        file = (root / _member_check(name)).resolve()
+        if not file.is_relative_to(root.resolve()) or not file.is_file():
+            raise IngestRefused(f"The saved dataset names a missing data file {name!r}.")
+        files.append(file)
+    if not files:
+        raise IngestRefused("The saved dataset has no data files.")
+    return files

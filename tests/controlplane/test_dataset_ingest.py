@@ -1,0 +1,306 @@
+"""The ingest library on its own: formats in, normalized Parquet out, every problem named."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import tarfile
+import zipfile
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from controlplane.datasets.ingest.pipeline import IngestOptions, ingest
+from controlplane.datasets.ingest.problems import IngestRefused, RowsInvalid
+from controlplane.datasets.ingest.schemas import Schema
+
+INSTRUCTION_ROWS = [
+    {"instruction": "Say hi", "input": "", "output": "hi"},
+    {"instruction": "Add", "input": "1 2", "output": "3"},
+]
+ROWS_BY_SCHEMA = {
+    Schema.TEXT: [{"text": "The sky is blue."}, {"text": "Water is wet."}],
+    Schema.INSTRUCTION: INSTRUCTION_ROWS,
+    Schema.CHAT: [
+        {
+            "messages": [
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": "Hi"},
+                {"role": "assistant", "content": "Hello."},
+            ]
+        },
+        {"messages": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}]},
+    ],  # fmt: skip
+    Schema.PREFERENCE: [
+        {"prompt": "Greet me", "chosen": "Hello!", "rejected": "No."},
+        {"prompt": "Count to 2", "chosen": "1 2", "rejected": "3"},
+    ],
+    Schema.MULTIPLE_CHOICE: [
+        {"question": "2+2?", "choices": ["3", "4", "5"], "answer": 1},
+        {"question": "Sky colour?", "choices": ["blue", "green"], "answer": 0},
+    ],
+}
+
+
+def _jsonl(rows: list[dict]) -> bytes:
+    return b"".join(json.dumps(row).encode() + b"\n" for row in rows)
+
+
+def _csv(rows: list[dict]) -> bytes:
+    import csv
+
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(rows[0]))
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: json.dumps(v) if isinstance(v, list) else v for k, v in row.items()})
+    return out.getvalue().encode()
+
+
+def _parquet(rows: list[dict]) -> bytes:
+    sink = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(rows), sink)
+    return sink.getvalue()
+
+
+def _hf_zip(rows: list[dict], tmp_path: Path) -> bytes:
+    """A zipped Dataset.save_to_disk folder, written by the datasets library itself."""
+    from datasets import Dataset
+
+    folder = tmp_path / "saved"
+    Dataset.from_list(rows).save_to_disk(str(folder))
+    sink = io.BytesIO()
+    with zipfile.ZipFile(sink, "w") as archive:
+        for file in folder.rglob("*"):
+            archive.write(file, f"saved/{file.relative_to(folder)}")
+    return sink.getvalue()
+
+
+def _run(tmp_path: Path, filename: str, content: bytes, **options):
+    path = tmp_path / "upload"
+    path.write_bytes(content)
+    return ingest(path, filename=filename, output=tmp_path / "out.parquet", options=IngestOptions(**options))
+
+
+def _refused(tmp_path: Path, filename: str, content: bytes, **options) -> IngestRefused:
+    with pytest.raises(IngestRefused) as caught:
+        _run(tmp_path, filename, content, **options)
+    return caught.value
+
+
+FORMATS = {
+    "data.jsonl": _jsonl,
+    "data.json": lambda rows: json.dumps(rows).encode(),
+    "data.csv": _csv,
+    "data.parquet": _parquet,
+    "data.jsonl.gz": lambda rows: gzip.compress(_jsonl(rows)),
+    "data.jsonl.zst": lambda rows: _zstd(_jsonl(rows)),
+}
+
+
+def _zstd(content: bytes) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.CompressedOutputStream(sink, "zstd") as out:
+        out.write(content)
+    return sink.getvalue().to_pybytes()
+
+
+@pytest.mark.parametrize("schema", list(Schema))
+@pytest.mark.parametrize("filename", [*FORMATS, "saved.zip"])
+def test_every_format_and_schema_goes_in_and_comes_out_as_the_same_rows(tmp_path, schema, filename):
+    rows = ROWS_BY_SCHEMA[schema]
+    content = _hf_zip(rows, tmp_path) if filename == "saved.zip" else FORMATS[filename](rows)
+    result = _run(tmp_path, filename, content)
+    assert result.schema is schema and result.row_count == 2
+    assert pq.read_table(result.parquet_path).to_pylist() == rows
+    # The same rows from any format are the same content.
+    reference = _run(tmp_path, "ref.jsonl", _jsonl(rows))
+    assert result.sha256 == reference.sha256
+
+
+def test_the_hash_ignores_key_order_spacing_blank_lines_and_a_byte_order_mark(tmp_path):
+    plain = _run(tmp_path, "a.jsonl", _jsonl(INSTRUCTION_ROWS)).sha256
+    reordered = b"".join(
+        json.dumps(dict(reversed(r.items())), indent=None).encode() + b"\n\n" for r in INSTRUCTION_ROWS
+    )
+    assert _run(tmp_path, "b.jsonl", b"\xef\xbb\xbf" + reordered).sha256 == plain
+    changed = INSTRUCTION_ROWS + [{"instruction": "new", "input": "", "output": "row"}]
+    assert _run(tmp_path, "c.jsonl", _jsonl(changed)).sha256 != plain
+
+
+def test_rows_cut_across_read_blocks_come_out_whole(tmp_path, monkeypatch):
+    from controlplane.datasets.ingest import readers
+
+    monkeypatch.setattr(readers, "BLOCK_BYTES", 50)  # every row and number straddles a block edge
+    rows = [
+        {"question": f"q{i} " * (i % 7 + 1), "choices": ["a", "b", "c"], "answer": i % 3} for i in range(300)
+    ]
+    for filename, content in (("a.json", json.dumps(rows).encode()), ("a.jsonl", _jsonl(rows))):
+        result = _run(tmp_path, filename, content)
+        assert pq.read_table(result.parquet_path).to_pylist() == rows
+
+
+def test_a_json_array_broken_midway_is_refused_naming_the_row(tmp_path):
+    content = b'[{"text": "a"}, {"text": "b"}, {"text": "c" "d"}, {"text": "e"}]'
+    assert "row 3: is not valid JSON" in _refused(tmp_path, "a.json", content).message
+
+
+def test_a_left_out_input_is_an_empty_input(tmp_path):
+    result = _run(tmp_path, "a.jsonl", b'{"instruction": "Say hi", "output": "hi"}\n')
+    assert pq.read_table(result.parquet_path).to_pylist() == [
+        {"instruction": "Say hi", "input": "", "output": "hi"}
+    ]
+
+
+def test_a_column_mapping_names_the_fields_of_other_files(tmp_path):
+    content = _csv([{"question_text": "Say hi", "reply": "hi"}])
+    result = _run(tmp_path, "a.csv", content, mapping={"instruction": "question_text", "output": "reply"})
+    assert result.schema is Schema.INSTRUCTION
+    assert pq.read_table(result.parquet_path).column("output").to_pylist() == ["hi"]
+
+
+def test_a_named_schema_overrides_detection(tmp_path):
+    content = _jsonl([{"prompt": "a", "chosen": "b", "rejected": "c"}])
+    problem = _refused(tmp_path, "a.jsonl", content, schema=Schema.TEXT)
+    assert "line 1: 'prompt' is not a field of the text schema" in problem.message
+
+
+def test_columns_of_no_known_schema_are_refused_with_the_columns_named(tmp_path):
+    problem = _refused(tmp_path, "a.jsonl", b'{"foo": "x", "bar": "y"}\n')
+    assert "could not be told from the columns (bar, foo)" in problem.message
+
+
+GOOD = _jsonl(INSTRUCTION_ROWS)
+
+
+@pytest.mark.parametrize(
+    "content, kind, example",
+    [
+        (GOOD + b"{not json\n", "syntax", "line 3: is not valid JSON"),
+        (GOOD + b'{"instruction": "x"}\n', "missing", "line 3: 'output' is missing"),
+        (GOOD + b'{"instruction": "   ", "output": "y"}\n', "empty", "line 3: 'instruction' is empty"),
+        (GOOD + b'{"instruction": 5, "output": "y"}\n', "wrong_type",
+         "line 3: 'instruction' must be text, not a number"),
+        (GOOD + b'["a list"]\n', "not_an_object", "line 3: must be an object with the instruction fields"),
+        (GOOD + b'{"instruction": "x", "output": "y", "extra": 1}\n', "unknown_field",
+         "line 3: 'extra' is not a field"),
+        (GOOD + b'{"instruction": "\xff\xfe", "output": "y"}\n', "encoding", "line 3: is not UTF-8 text"),
+        (
+            b'{"messages": [{"role": "user", "content": "hi"}, {"role": "bot", "content": "yo"}]}\n',
+            "unknown_role",
+            "line 1: 'messages[1].role' is 'bot'; it must be one of system, user, assistant, tool",
+        ),
+        (
+            b'{"question": "q", "choices": ["a", "b"], "answer": 2}\n',
+            "bad_answer",
+            "line 1: 'answer' 2 is not one of the 2 choices",
+        ),
+    ],
+)  # fmt: skip
+def test_every_kind_of_bad_row_is_named_with_its_line(tmp_path, content, kind, example):
+    problem = _refused(tmp_path, "a.jsonl", content)
+    assert isinstance(problem, RowsInvalid)
+    assert problem.report["counts"] == {kind: 1}
+    assert problem.report["examples"][kind][0].startswith(example)
+    assert example in problem.message and "nothing was stored" in problem.message
+
+
+def test_an_over_long_row_is_refused_against_the_chosen_tokenizer_limit(tmp_path):
+    def words(texts):
+        return [len(text.split()) for text in texts]
+
+    content = GOOD + _jsonl([{"instruction": "one two three four five six", "output": "seven"}])
+    problem = _refused(tmp_path, "a.jsonl", content, token_counter=words, max_tokens=5)
+    assert problem.report["examples"]["too_long"] == ["line 3: is 7 tokens long; the limit is 5"]
+
+
+def test_every_bad_row_is_counted_and_the_first_of_each_kind_listed(tmp_path):
+    content = b"nope\n" * 30 + b'{"instruction": "x"}\n' * 3
+    problem = _refused(tmp_path, "a.jsonl", content)
+    assert problem.report["error_count"] == 33
+    assert problem.report["counts"] == {"syntax": 30, "missing": 3}
+    assert len(problem.report["examples"]["syntax"]) == 20 and len(problem.report["examples"]["missing"]) == 3
+    assert "(and 32 more)" in problem.message
+
+
+def test_bad_rows_deep_in_a_large_file_are_named_by_their_line(tmp_path):
+    rows = [{"instruction": f"q{i}", "output": f"a{i}"} for i in range(200_000)]
+    content = _jsonl(rows[:150_000]) + b'{"instruction": "x"}\n' + _jsonl(rows[150_000:])
+    problem = _refused(tmp_path, "a.jsonl", content)
+    assert problem.report["examples"] == {"missing": ["line 150001: 'output' is missing"]}
+
+
+def test_a_large_file_is_written_in_row_groups_with_its_stats(tmp_path):
+    rows = [{"instruction": f"question {i}", "output": "x" * (i % 100 + 1)} for i in range(300_000)]
+    result = _run(tmp_path, "a.jsonl", _jsonl(rows), token_counter=lambda texts: [len(t) for t in texts])
+    parquet = pq.ParquetFile(result.parquet_path)
+    assert parquet.metadata.num_rows == 300_000 and parquet.num_row_groups >= 2
+    stats = result.stats
+    assert stats["row_count"] == 300_000
+    assert stats["fill_rates"] == {"instruction": 1.0, "input": 0.0, "output": 1.0}
+    lengths = [len(f"{row['instruction']}\n\n{row['output']}") for row in rows]
+    assert (stats["bytes"]["min"], stats["bytes"]["max"]) == (min(lengths), max(lengths))
+    assert stats["tokens"]["sampled_rows"] <= 20_000 and stats["tokens"]["p50"] > 0
+
+
+def test_chat_stats_count_roles_and_turns(tmp_path):
+    result = _run(tmp_path, "a.jsonl", _jsonl(ROWS_BY_SCHEMA[Schema.CHAT]))
+    assert result.stats["roles"] == {"assistant": 2, "system": 1, "user": 2}
+    assert (result.stats["turns"]["min"], result.stats["turns"]["max"]) == (2, 3)
+
+
+def test_an_empty_file_is_refused(tmp_path):
+    assert "no rows" in _refused(tmp_path, "a.jsonl", b"\n\n").message
+
+
+def test_a_gzip_bomb_is_refused(tmp_path):
+    problem = _refused(tmp_path, "a.jsonl.gz", gzip.compress(b" " * 60_000_000))
+    assert "compression bomb" in problem.message
+
+
+def test_a_zip_bomb_is_refused_before_it_is_unpacked(tmp_path):
+    sink = io.BytesIO()
+    with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("state.json", "{}")
+        archive.writestr("data-00000-of-00001.arrow", b"\0" * 60_000_000)
+    problem = _refused(tmp_path, "saved.zip", sink.getvalue())
+    assert "compression bomb" in problem.message
+    assert not (tmp_path / "unpacked" / "data-00000-of-00001.arrow").exists()
+
+
+@pytest.mark.parametrize("member", ["../evil.txt", "/etc/evil.txt", "a/../../evil.txt"])
+def test_an_archive_reaching_outside_itself_is_refused(tmp_path, member):
+    sink = io.BytesIO()
+    with zipfile.ZipFile(sink, "w") as archive:
+        archive.writestr(member, "x")
+    problem = _refused(tmp_path, "saved.zip", sink.getvalue())
+    assert "outside itself" in problem.message
+    assert not (tmp_path.parent / "evil.txt").exists()
+
+
+def test_a_tar_with_a_link_is_refused(tmp_path):
+    sink = io.BytesIO()
+    with tarfile.open(fileobj=sink, mode="w") as archive:
+        link = tarfile.TarInfo("state.json")
+        link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        archive.addfile(link)
+    assert "link" in _refused(tmp_path, "saved.tar", sink.getvalue()).message
+
+
+@pytest.mark.parametrize("name", ["../evil.jsonl", "a/b.jsonl", "..\\evil.jsonl", "..", ""])
+def test_a_file_name_that_is_a_path_is_refused(name):
+    from controlplane.datasets.ingest.sources import filename_check
+
+    with pytest.raises(IngestRefused, match="is a path; send a plain file name"):
+        filename_check(name)
+
+
+def test_a_file_named_parquet_that_is_not_is_refused(tmp_path):
+    assert "is not" in _refused(tmp_path, "a.parquet", GOOD).message
+
+
+def test_a_broken_gzip_file_is_refused(tmp_path):
+    assert "could not" in _refused(tmp_path, "a.jsonl.gz", gzip.compress(GOOD)[:30]).message

@@ -1,0 +1,93 @@
+"""The worker reads what the control plane's ingest writes: normalized Parquet, a batch at a time."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from controlplane.datasets.ingest.pipeline import ingest
+from tests.controlplane.test_dataset_ingest import ROWS_BY_SCHEMA
+from workers.engine.data import (
+    DatasetError,
+    InstructionRow,
+    TextRow,
+    dataset_files,
+    format_example,
+    read_instruction_rows,
+)
+
+
+def _normalized(tmp_path: Path, rows: list[dict]) -> Path:
+    source = tmp_path / "upload.jsonl"
+    source.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return ingest(source, filename="upload.jsonl", output=tmp_path / "data.parquet").parquet_path
+
+
+def test_instruction_rows_come_back_from_the_normalized_parquet(tmp_path):
+    rows = read_instruction_rows([_normalized(tmp_path, ROWS_BY_SCHEMA["instruction"])])
+    assert rows == [
+        InstructionRow(instruction="Say hi", input="", output="hi"),
+        InstructionRow(instruction="Add", input="1 2", output="3"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "schema, first_text",
+    [
+        ("text", "The sky is blue."),
+        ("chat", "### System:\nBe brief.\n\n### User:\nHi\n\n### Assistant:\nHello."),
+        ("preference", "Greet me\n\nHello!"),
+        ("multiple_choice", "2+2?\nA. 3\nB. 4\nC. 5\nAnswer: B"),
+    ],
+)
+def test_the_other_schemas_are_trained_on_as_text(tmp_path, schema, first_text):
+    rows = read_instruction_rows([_normalized(tmp_path, ROWS_BY_SCHEMA[schema])])
+    assert len(rows) == 2 and all(isinstance(row, TextRow) for row in rows)
+    assert format_example(rows[0]) == first_text
+
+
+def test_a_large_parquet_file_is_read_in_batches_in_order(tmp_path):
+    path = tmp_path / "big.parquet"
+    n = 10_000
+    pq.write_table(
+        pa.table({"instruction": [f"q{i}" for i in range(n)], "input": [""] * n, "output": ["a"] * n}),
+        path,
+        row_group_size=1000,
+    )
+    rows = read_instruction_rows(dataset_files(tmp_path))
+    assert len(rows) == n and rows[-1].instruction == f"q{n - 1}"
+
+
+def test_a_parquet_file_of_no_known_schema_or_a_bad_row_fails_the_job_with_a_sentence(tmp_path):
+    odd = tmp_path / "odd.parquet"
+    pq.write_table(pa.table({"foo": ["x"]}), odd)
+    with pytest.raises(DatasetError, match="has columns of no known schema: foo"):
+        read_instruction_rows([odd])
+    bad = tmp_path / "bad.parquet"
+    pq.write_table(pa.table({"instruction": ["ok", " "], "output": ["y", "z"]}), bad)
+    with pytest.raises(DatasetError, match="dataset row 2 has a bad 'instruction': must not be blank"):
+        read_instruction_rows([bad])
+    broken = tmp_path / "broken.parquet"
+    broken.write_bytes(b"PAR1 not really")
+    with pytest.raises(DatasetError, match="is not readable Parquet"):
+        read_instruction_rows([broken])
+
+
+def test_reading_parquet_needs_no_django(tmp_path):
+    path = _normalized(tmp_path, ROWS_BY_SCHEMA["chat"])
+    code = (
+        "import sys\nsys.modules['django'] = None\n"
+        "from pathlib import Path\nfrom workers.engine.data import read_instruction_rows\n"
+        f"print(len(read_instruction_rows([Path({str(path)!r})])))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "2"
