@@ -38,6 +38,7 @@ import tempfile
 import threading
 import time
 from collections import defaultdict
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -110,14 +111,15 @@ class TrainerLedger(threading.Thread):
         while not self.stop.is_set():
             now = time.monotonic()
             alive: dict[int, list[int]] = defaultdict(list)
-            for pid, spec_path in _trainer_processes():
+            for pid, spec_path, parent in _trainer_processes():
                 entry = self.seen.get((pid, spec_path))
                 if entry is None:
                     try:
                         spec = json.loads(Path(spec_path).read_text())
                     except (OSError, ValueError):
                         continue  # its folder is already gone: it is ending
-                    entry = {"job": spec["job_id"], "attempt": spec["attempt"], "first": now}
+                    entry = {"job": spec["job_id"], "attempt": spec["attempt"], "parent": parent}
+                    entry["first"] = now
                     self.seen[(pid, spec_path)] = entry
                 entry["last"] = now
                 alive[entry["job"]].append(pid)
@@ -125,8 +127,10 @@ class TrainerLedger(threading.Thread):
             time.sleep(0.1)
 
 
-def _trainer_processes() -> list[tuple[int, str]]:
-    """(pid, spec path) of each live ``python -m workers.engine SPEC WORKDIR`` (a zombie has no cmdline).
+def _trainer_processes() -> list[tuple[int, str, int]]:
+    """(pid, spec path, parent pid) of each live ``python -m workers.engine SPEC WORKDIR``.
+
+    A zombie has no command line, so it is not counted.
 
     A process the trainer forks carries the trainer's command line until it
     execs something else; it is the trainer's child, not another attempt, and is left out.
@@ -143,11 +147,11 @@ def _trainer_processes() -> list[tuple[int, str]]:
             continue
         if len(argv) >= 4 and argv[1:3] == ["-m", "workers.engine"]:
             found[int(entry.name)] = (parent, argv[3])
-    return [(pid, spec) for pid, (parent, spec) in found.items() if parent not in found]
+    return [(pid, spec, parent) for pid, (parent, spec) in found.items() if parent not in found]
 
 
 def _alive_trainer(pid: int) -> bool:
-    return any(p == pid for p, _ in _trainer_processes())
+    return any(p == pid for p, _, _ in _trainer_processes())
 
 
 def main(argv: list[str] | None = None) -> int:  # noqa: C901 - one scenario, top to bottom
@@ -223,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - one scenario, to
         )
         seeded = project_seed(tmp, slug="faults", rows=32)
         project, token, base, version = seeded["project"], seeded["token"], seeded["base"], seeded["version"]
+        from django.utils import timezone
+
         from controlplane.sweeps.models import Sweep
         from controlplane.training.models import Job, JobEvent, JobMetricPoint, JobStatus
 
@@ -313,8 +319,13 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - one scenario, to
                 stack.start("control")
                 done_faults["control_restarts"] += 1
                 return True
+            # Only jobs heard from in the last seconds: a job still marked running on a worker
+            # name killed a moment ago is not running in the process that now has that name.
+            fresh = timezone.now() - timedelta(seconds=3)
             running = list(
-                Job.objects.filter(project=project, status=JobStatus.RUNNING, worker__in=WORKERS)
+                Job.objects.filter(
+                    project=project, status=JobStatus.RUNNING, worker__in=WORKERS, heartbeat_at__gte=fresh
+                )
                 .order_by("-checkpoint_step")
                 .values_list("worker", "checkpoint_step", "pk")
             )
@@ -322,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - one scenario, to
             if not running or (running[0][1] == 0 and time.monotonic() < patience_until):
                 return False
             worker, checkpoint, job_id = running[0]
-            trainers = [pid for pid, _ in _trainer_processes() if ledger.job_of(pid) == job_id]
+            trainers = [pid for pid, _, _ in _trainer_processes() if ledger.job_of(pid) == job_id]
             stack.kill(worker)
             killed_with_checkpoint += checkpoint > 0
             time.sleep(1.0)
@@ -404,7 +415,12 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - one scenario, to
             checks["no_job_ran_twice"] = one_run_each
         report["checks"] = checks
         report["problems"] = {
-            "overlaps": ledger.overlaps[:10],
+            "overlaps": sorted({(job, tuple(pids)) for job, pids in ledger.overlaps})[:10],
+            "overlapping_processes": [
+                {"pid": pid, **entry}
+                for (pid, _), entry in ledger.seen.items()
+                if any(pid in pids for _, pids in ledger.overlaps)
+            ][:10],
             "attempts_run_twice": [k for k, n in per_attempt.items() if n > 1][:10],
             "resumed_wrong": resumed_wrong[:10],
             "not_terminal": [j.pk for j in jobs if j.status not in terminal][:10],

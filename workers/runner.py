@@ -263,7 +263,7 @@ def _supervise(
     # Whole GPUs: the job sees exactly its devices ("" hides every GPU from a CPU job).
     env["CUDA_VISIBLE_DEVICES"] = devices
     # The trainer kills itself when the thread that starts it here ends, as it
-    # does when this process dies (see workers.engine.__main__): a SIGKILLed
+    # does when this process dies (see workers.engine.lifeline): a SIGKILLed
     # worker never leaves an attempt training on unsupervised.
     env["TUNEYARD_RUNNER_PID"] = str(os.getpid())
     proc = subprocess.Popen(

@@ -203,7 +203,7 @@ def test_a_stored_checkpoint_reaches_the_job_and_the_next_attempt_resumes_from_i
 
 RUNNER_THEN_TRAINER = r"""
 import os, subprocess, sys, time
-code = "from workers.engine.__main__ import _die_with_runner as d; d(); import time; time.sleep(600)"
+code = "from workers.engine.lifeline import die_with_runner as d; d(); import time; time.sleep(600)"
 env = dict(os.environ, TUNEYARD_RUNNER_PID=str(os.getpid()))
 trainer = subprocess.Popen([sys.executable, "-c", code], env=env, start_new_session=True)
 print(trainer.pid, flush=True)

@@ -5,23 +5,27 @@ See ``workers.engine.protocol`` for what goes to stdout and what each exit code 
 
 from __future__ import annotations
 
-import argparse
-import ctypes
-import os
-import signal
-import sys
-import traceback
-from collections.abc import Sequence
-from pathlib import Path
+from workers.engine.lifeline import die_with_runner
 
-from pydantic import ValidationError
+# First of all, before the seconds the imports below take: a trainer whose
+# worker is killed meanwhile must not live on to train.
+if __name__ == "__main__":
+    die_with_runner()
 
-from workers.engine import JobInputError
-from workers.engine.job import run_job
-from workers.engine.protocol import EXIT_CANCELLED, EXIT_FAILED, EXIT_INVALID_INPUT, EXIT_OK
-from workers.spec import JobSpec
+import argparse  # noqa: E402
+import os  # noqa: E402
+import signal  # noqa: E402
+import sys  # noqa: E402
+import traceback  # noqa: E402
+from collections.abc import Sequence  # noqa: E402
+from pathlib import Path  # noqa: E402
 
-PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+from pydantic import ValidationError  # noqa: E402
+
+from workers.engine import JobInputError  # noqa: E402
+from workers.engine.job import run_job  # noqa: E402
+from workers.engine.protocol import EXIT_CANCELLED, EXIT_FAILED, EXIT_INVALID_INPUT, EXIT_OK  # noqa: E402
+from workers.spec import JobSpec  # noqa: E402
 
 # Some exceptions carry whole server responses; the traceback printed before keeps them.
 MAX_REASON_CHARS = 1000
@@ -40,7 +44,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     # A cancel arrives as SIGTERM; as KeyboardInterrupt it unwinds through the
     # MLflow run's context manager, which then ends the run KILLED.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    _die_with_runner()
     _quiet_progress_bars()
     try:
         spec = _load_spec(args.spec)
@@ -75,24 +78,6 @@ def _fail(reason: str, code: int) -> int:
     sentence = " ".join(reason.split())[:MAX_REASON_CHARS] or "failed"
     print(f"error: {sentence}", file=sys.stderr, flush=True)
     return code
-
-
-def _die_with_runner() -> None:
-    """Ask Linux to SIGKILL this process when the runner that started it dies.
-
-    A worker killed with SIGKILL cannot stop its trainer; without this the
-    trainer would train on, unsupervised, while the control plane hands the job
-    to another worker: two attempts at once.
-    """
-    runner_pid = os.environ.get("TUNEYARD_RUNNER_PID")
-    if runner_pid is None or not sys.platform.startswith("linux"):
-        return  # run by hand, or on a system without prctl
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
-    # The runner may have died before the request was made: then nobody is left to signal us.
-    if os.getppid() != int(runner_pid):
-        os._exit(EXIT_FAILED)
 
 
 def _quiet_progress_bars() -> None:
