@@ -31,13 +31,20 @@ def dataset_version_make(project, user, *, uri: str = "runs:/0/dataset/d.jsonl")
     )
 
 
+# No worker listens here: a job made by a test stays for the test to play the
+# worker's part, even while the session's real worker serves the "cpu" queue.
+FACTORY_QUEUE = "factory-test"
+
+
 def job_make(project, user, *, config: dict | None = None, priority: int = 0) -> Job:
+    config = dict(config or {})
+    config["resources"] = {"queue": FACTORY_QUEUE, **config.get("resources", {})}
     return job_create(
         project=project,
         user=user,
         base_model_id=base_model_make(project).pk,
         dataset_version_id=dataset_version_make(project, user).pk,
-        config=config or {},
+        config=config,
         priority=priority,
     )
 
