@@ -122,3 +122,28 @@ def test_dedup_refuses_a_threshold_that_is_not_a_similarity(tmp_path, threshold)
             schema=Schema.TEXT,
             threshold=threshold,
         )
+
+
+@pytest.mark.parametrize(
+    "schema, rows",
+    [
+        (Schema.TEXT, [{"text": "x < y"}, {"text": "x > y"}]),
+        (Schema.TEXT, [{"text": "🙂🙂"}, {"text": "🎉"}, {"text": "!!!"}, {"text": "???"}]),
+        (
+            Schema.MULTIPLE_CHOICE,
+            [
+                {"question": "Which is larger?", "choices": ["one", "two"], "answer": 0},
+                {"question": "Which is larger?", "choices": ["one", "two"], "answer": 1},
+            ],
+        ),
+    ],
+)
+def test_dedup_keeps_rows_that_differ_only_in_symbols_or_answers(tmp_path, schema, rows):
+    outcome = curation.dedup(_stored(tmp_path, rows), tmp_path / "out.parquet", schema=schema, threshold=0.8)
+    assert (outcome.removed_exact, outcome.removed_near, outcome.kept.row_count) == (0, 0, len(rows))
+
+
+def test_dedup_treats_rows_differing_only_in_case_and_spacing_as_exact_copies(tmp_path):
+    rows = [{"text": "x < y"}, {"text": "  X   <\ty "}]
+    outcome = curation.dedup(_stored(tmp_path, rows), tmp_path / "out.parquet", schema=Schema.TEXT)
+    assert (outcome.removed_exact, outcome.removed_near, outcome.kept.row_count) == (1, 0, 1)
