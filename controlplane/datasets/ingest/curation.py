@@ -323,8 +323,19 @@ PII_PATTERNS: dict[str, str] = {
 }
 
 
+def pii_mask(found: str) -> str:
+    """The match with its letters and digits hidden but its first and last two: every viewer of
+    the project reads the scan's result, so it must not repeat the data it warns about."""
+    kept = {0, len(found) - 2, len(found) - 1} if len(found) > 6 else set()
+    return "".join(c if i in kept or not c.isalnum() else "*" for i, c in enumerate(found))
+
+
 def pii_scan(source: Path, *, schema: Schema, on_progress: ProgressCallback | None = None) -> dict[str, Any]:
-    """Rows holding what looks like personal data, by kind, with the first matches."""
+    """Rows holding what looks like personal data, by kind, with the first matches masked.
+
+    An example names the row and the match's character offset in the row's text,
+    so a person can find it there.
+    """
     counts = dict.fromkeys(PII_PATTERNS, 0)
     matches = {kind: 0 for kind in PII_PATTERNS}
     examples: dict[str, list[dict[str, Any]]] = {kind: [] for kind in PII_PATTERNS}
@@ -341,7 +352,13 @@ def pii_scan(source: Path, *, schema: Schema, on_progress: ProgressCallback | No
             for index in hits[: max(EXAMPLES - len(examples[kind]), 0)]:
                 text = texts[int(index)].as_py()
                 match = re.search(pattern, text)
-                examples[kind].append({"row": row + int(index) + 1, "match": match.group(0) if match else ""})
+                examples[kind].append(
+                    {
+                        "row": row + int(index) + 1,
+                        "at": match.start() if match else 0,
+                        "match": pii_mask(match.group(0)) if match else "",
+                    }
+                )
         row += table.num_rows
         if on_progress is not None:
             on_progress(min(row / total, 0.999))
