@@ -25,7 +25,13 @@ def version_parquet_path(version: DatasetVersion) -> Path:
     folder = cache / version.sha256
     found = sorted(folder.rglob("*.parquet")) if folder.exists() else []
     if found:
-        return found[0]
+        try:
+            # Reading the footer costs little and catches a copy cut short before it was
+            # downloaded atomically; the operations read the copy too.
+            pq.read_metadata(found[0])
+            return found[0]
+        except (pa.ArrowException, OSError):
+            shutil.rmtree(folder, ignore_errors=True)
     # Downloaded beside the entry, then renamed into place in one step: an interrupted or
     # concurrent download never leaves a partial file where readers look for a whole one.
     cache.mkdir(parents=True, exist_ok=True)
@@ -52,11 +58,12 @@ def version_rows(*, version: DatasetVersion, offset: int, limit: int) -> list[di
             "This version was stored before previews existed; upload it again to preview it."
         )
     limit = min(limit, PREVIEW_MAX_ROWS)
+    path = version_parquet_path(version)
     try:
-        return _rows_read(version_parquet_path(version), offset=offset, limit=limit)
-    except pa.ArrowException:
-        # A copy cut short (by a crash, or written before downloads were atomic): drop it so
-        # the next read fetches it again, rather than failing on it forever.
+        return _rows_read(path, offset=offset, limit=limit)
+    except (pa.ArrowException, OSError):
+        # A damaged copy (Arrow reports a bad page as a plain OSError): drop it so the next
+        # read fetches it again, rather than failing on it forever.
         version_cache_drop(version)
         raise ServiceUnavailable(
             "The local copy of this version could not be read; it was dropped. Try again."

@@ -565,7 +565,22 @@ def test_a_cached_copy_cut_short_is_dropped_and_fetched_again(api_for, mlflow_se
     cached = list((Path(settings.VAR_DIR) / "cache" / "datasets").rglob("*.parquet"))
     assert len(cached) == 1
     cached[0].write_bytes(cached[0].read_bytes()[:100])
-    broken = api_for("alice").get(f"/api/v1/datasets/{version}/rows")
-    assert broken.status_code == 503 and "could not be read" in broken.json()["message"]
     again = api_for("alice").get(f"/api/v1/datasets/{version}/rows")
     assert again.status_code == 200 and again.json()["rows"][0]["instruction"] == "Say hi"
+    cached[0].write_bytes(cached[0].read_bytes()[:100])
+    assert _run_operation(api_for("alice"), version, kind="pii_scan")["status"] == "succeeded"
+
+
+def test_a_cached_copy_whose_rows_are_damaged_is_dropped_with_a_503(api_for, mlflow_server, settings):
+    version = _upload(api_for("alice"), GOOD).json()["id"]
+    assert api_for("alice").get(f"/api/v1/datasets/{version}/rows").status_code == 200
+    cached = next((Path(settings.VAR_DIR) / "cache" / "datasets").rglob("*.parquet"))
+    # The footer still reads; the row data it points at is garbage.
+    content = bytearray(cached.read_bytes())
+    data_end = len(content) - 8 - int.from_bytes(content[-8:-4], "little")
+    content[4:data_end] = b"\xff" * (data_end - 4)
+    cached.write_bytes(bytes(content))
+    broken = api_for("alice").get(f"/api/v1/datasets/{version}/rows")
+    assert broken.status_code == 503 and "could not be read" in broken.json()["message"]
+    assert not cached.exists()
+    assert api_for("alice").get(f"/api/v1/datasets/{version}/rows").status_code == 200
