@@ -2,26 +2,53 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 from django.conf import settings
 
 from controlplane import tracking
 from controlplane.datasets.models import DatasetVersion
-from controlplane.errors import ValidationFailed
+from controlplane.errors import ServiceUnavailable, ValidationFailed
 
 PREVIEW_MAX_ROWS = 100
 
 
 def version_parquet_path(version: DatasetVersion) -> Path:
     """The version's Parquet file on this machine; versions never change, so a copy never goes stale."""
-    folder = Path(settings.VAR_DIR) / "cache" / "datasets" / version.sha256
+    cache = Path(settings.VAR_DIR) / "cache" / "datasets"
+    folder = cache / version.sha256
     found = sorted(folder.rglob("*.parquet")) if folder.exists() else []
     if found:
-        return found[0]
-    return tracking.artifact_download(version.uri, dst=folder)
+        try:
+            # Reading the footer costs little and catches a copy cut short before it was
+            # downloaded atomically; the operations read the copy too.
+            pq.read_metadata(found[0])
+            return found[0]
+        except (pa.ArrowException, OSError):
+            shutil.rmtree(folder, ignore_errors=True)
+    # Downloaded beside the entry, then renamed into place in one step: an interrupted or
+    # concurrent download never leaves a partial file where readers look for a whole one.
+    cache.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache, prefix=".download-") as tmp:
+        staging = Path(tmp) / "copy"
+        relative = tracking.artifact_download(version.uri, dst=staging).relative_to(staging)
+        try:
+            os.rename(staging, folder)
+        except OSError:
+            # Another download got there first; versions never change, so its copy is as good.
+            pass
+    return folder / relative
+
+
+def version_cache_drop(version: DatasetVersion) -> None:
+    """Forget the local copy, so that the next read downloads it again."""
+    shutil.rmtree(Path(settings.VAR_DIR) / "cache" / "datasets" / version.sha256, ignore_errors=True)
 
 
 def version_rows(*, version: DatasetVersion, offset: int, limit: int) -> list[dict[str, Any]]:
@@ -31,7 +58,20 @@ def version_rows(*, version: DatasetVersion, offset: int, limit: int) -> list[di
             "This version was stored before previews existed; upload it again to preview it."
         )
     limit = min(limit, PREVIEW_MAX_ROWS)
-    parquet = pq.ParquetFile(version_parquet_path(version))
+    path = version_parquet_path(version)
+    try:
+        return _rows_read(path, offset=offset, limit=limit)
+    except (pa.ArrowException, OSError):
+        # A damaged copy (Arrow reports a bad page as a plain OSError): drop it so the next
+        # read fetches it again, rather than failing on it forever.
+        version_cache_drop(version)
+        raise ServiceUnavailable(
+            "The local copy of this version could not be read; it was dropped. Try again."
+        ) from None
+
+
+def _rows_read(path: Path, *, offset: int, limit: int) -> list[dict[str, Any]]:
+    parquet = pq.ParquetFile(path)
     rows: list[dict[str, Any]] = []
     start = 0
     for group in range(parquet.num_row_groups):

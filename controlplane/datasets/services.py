@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import math
 import shutil
 import tempfile
 import uuid
@@ -35,6 +37,11 @@ from controlplane.datasets.preview import version_parquet_path
 from controlplane.errors import DomainError, NotFound, ValidationFailed
 from controlplane.naming import name_check
 
+logger = logging.getLogger(__name__)
+
+# Mapping entries are column names: short, and free of the NUL byte PostgreSQL cannot store.
+MAX_MAPPING_NAME_CHARS = 200
+
 
 def _mapping_parse(mapping: Any) -> dict[str, str]:
     """A column mapping from a form field (JSON text) or a JSON body (an object)."""
@@ -43,7 +50,7 @@ def _mapping_parse(mapping: Any) -> dict[str, str]:
     if isinstance(mapping, str):
         try:
             mapping = json.loads(mapping)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise ValidationFailed(
                 'The mapping must be a JSON object like {"instruction": "question"}.'
             ) from None
@@ -51,6 +58,12 @@ def _mapping_parse(mapping: Any) -> dict[str, str]:
         isinstance(k, str) and isinstance(v, str) and k and v for k, v in mapping.items()
     ):
         raise ValidationFailed('The mapping must be a JSON object of field names, like {"output": "answer"}.')
+    for name in (*mapping.keys(), *mapping.values()):
+        if "\x00" in name or len(name) > MAX_MAPPING_NAME_CHARS:
+            raise ValidationFailed(
+                f"The mapping names {name[:40]!r}, which is no column name "
+                f"(at most {MAX_MAPPING_NAME_CHARS} characters, no NUL byte)."
+            )
     return mapping
 
 
@@ -230,6 +243,15 @@ def dataset_operation_run(*, operation_id: int) -> DatasetOperation:
         return _finish(operation, status=OperationStatus.FAILED, message=exc.message, report=exc.report)
     except DomainError as exc:
         return _finish(operation, status=OperationStatus.FAILED, message=exc.message)
+    except Exception:
+        # A bug must not leave the operation "running" until the reconciler gives up on it,
+        # nor turn an upload into a server error: it is logged and the operation fails.
+        logger.exception("dataset operation %s failed", operation.pk)
+        return _finish(
+            operation,
+            status=OperationStatus.FAILED,
+            message="The operation failed on an unexpected error; it was logged for the operators.",
+        )
     finally:
         if staged:
             shutil.rmtree(Path(staged).parent, ignore_errors=True)
@@ -497,11 +519,15 @@ def _options_check(
 
 
 def _number(value: Any, name: str) -> float:
+    # A JSON body may hold an integer of any length, which float() refuses with OverflowError;
+    # text is bounded so that float() is never handed megabytes.
+    if isinstance(value, str) and len(value) > 64:
+        raise ValidationFailed(f"'{name}' must be a number.")
     try:
         number = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ValidationFailed(f"'{name}' must be a number.") from None
-    if number != number:  # NaN
+    if not math.isfinite(number):
         raise ValidationFailed(f"'{name}' must be a number.")
     return number
 

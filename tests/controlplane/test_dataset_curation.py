@@ -108,8 +108,8 @@ def test_the_pii_scan_counts_planted_emails_and_phone_numbers_with_examples(tmp_
     found = curation.pii_scan(_stored(tmp_path, rows), schema=Schema.TEXT)
     kinds = found["kinds"]
     assert (kinds["email"]["rows"], kinds["email"]["matches"]) == (1, 2)
-    assert kinds["email"]["examples"] == [{"row": 4, "match": "jane.doe@example.com"}]
-    assert kinds["phone"]["examples"] == [{"row": 51, "match": "+1 415-555-0134"}]
+    assert kinds["email"]["examples"] == [{"row": 4, "at": 9, "match": "j***.***@*******.*om"}]
+    assert kinds["phone"]["examples"] == [{"row": 51, "at": 5, "match": "+* ***-***-**34"}]
     assert kinds["ip_address"]["rows"] == 1 and kinds["credit_card"]["rows"] == 0
 
 
@@ -122,3 +122,37 @@ def test_dedup_refuses_a_threshold_that_is_not_a_similarity(tmp_path, threshold)
             schema=Schema.TEXT,
             threshold=threshold,
         )
+
+
+@pytest.mark.parametrize(
+    "schema, rows",
+    [
+        (Schema.TEXT, [{"text": "x < y"}, {"text": "x > y"}]),
+        (Schema.TEXT, [{"text": "🙂🙂"}, {"text": "🎉"}, {"text": "!!!"}, {"text": "???"}]),
+        (
+            Schema.MULTIPLE_CHOICE,
+            [
+                {"question": "Which is larger?", "choices": ["one", "two"], "answer": 0},
+                {"question": "Which is larger?", "choices": ["one", "two"], "answer": 1},
+            ],
+        ),
+    ],
+)
+def test_dedup_keeps_rows_that_differ_only_in_symbols_or_answers(tmp_path, schema, rows):
+    outcome = curation.dedup(_stored(tmp_path, rows), tmp_path / "out.parquet", schema=schema, threshold=0.8)
+    assert (outcome.removed_exact, outcome.removed_near, outcome.kept.row_count) == (0, 0, len(rows))
+
+
+def test_dedup_treats_rows_differing_only_in_case_and_spacing_as_exact_copies(tmp_path):
+    rows = [{"text": "x < y"}, {"text": "  X   <\ty "}]
+    outcome = curation.dedup(_stored(tmp_path, rows), tmp_path / "out.parquet", schema=Schema.TEXT)
+    assert (outcome.removed_exact, outcome.removed_near, outcome.kept.row_count) == (1, 0, 1)
+
+
+def test_the_pii_scan_result_never_holds_the_data_it_found(tmp_path):
+    secrets = ["jane.doe@example.com", "4111 1111 1111 1234", "DE89 3704 0044 0532 0130 00"]
+    rows = [{"text": f"mine is {secret}, keep it safe"} for secret in secrets]
+    found = curation.pii_scan(_stored(tmp_path, rows), schema=Schema.TEXT)
+    stored = json.dumps(found)
+    assert not any(secret in stored for secret in secrets)
+    assert found["kinds"]["credit_card"]["examples"][0] == {"row": 2, "at": 8, "match": "4*** **** **** **34"}

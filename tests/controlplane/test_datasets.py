@@ -86,7 +86,11 @@ def test_a_path_traversal_filename_never_leaves_the_staging_folder(api_for, stag
     # other path it is handed); the file is read under that name and nothing else is written.
     stored = _upload(api_for("alice"), GOOD, filename=sent)
     assert stored.status_code == 201 and stored.json()["filename"] == "passwd"
-    assert _staged_files(staging) == [] and not Path("/etc/passwd.parquet").exists()
+    assert _staged_files(staging) == []
+    # Staging is a folder of tmp_path, so "../../etc/passwd" from one of its folders would land
+    # in tmp_path; only the version's cached copy (under var/) may carry the name.
+    outside = [p for p in staging.parent.rglob("*passwd*") if not p.is_relative_to(staging.parent / "var")]
+    assert outside == []
 
 
 def test_a_bad_mapping_or_schema_is_refused(api_for):
@@ -399,7 +403,7 @@ def test_the_contamination_check_and_the_pii_scan_report_on_the_version_page(api
     found = _run_operation(api_for("alice"), eval_id, kind="contamination", train_version=train_id)
     assert found["result"]["contaminated_rows"] == 1 and found["result"]["examples"][0]["eval_row"] == 4
     pii = _run_operation(api_for("alice"), eval_id, kind="pii_scan")
-    assert pii["result"]["kinds"]["email"]["examples"] == [{"row": 4, "match": "a@b.io"}]
+    assert pii["result"]["kinds"]["email"]["examples"] == [{"row": 4, "at": 78, "match": "*@*.**"}]
     browser = Client()
     assert browser.login(username="viv", password=PASSWORD)
     html = browser.get(f"/datasets/{eval_id}/").content.decode()
@@ -497,3 +501,86 @@ def test_token_lengths_are_measured_with_a_base_models_tokenizer_and_long_rows_r
     assert refused.status_code == 404 and "'tokenizer'" in refused.json()["message"]
     assert _upload(api_for("alice"), GOOD, name="y", max_tokens=5).status_code == 400
     assert _upload(api_for("alice"), GOOD, name="z", tokenizer=str(2**70)).status_code == 404
+
+
+@pytest.mark.parametrize(
+    "mapping",
+    [
+        "[" * 100_000,
+        json.dumps({"output": "a\x00b"}),
+        json.dumps({"output\x00": "b"}),
+        json.dumps({"output": "a" * 201}),
+    ],
+)
+def test_a_mapping_too_deep_or_holding_a_nul_byte_or_an_over_long_name_is_refused(api_for, mapping):
+    response = _upload(api_for("alice"), GOOD, mapping=mapping)
+    assert response.status_code == 400 and "mapping" in response.json()["message"]
+    assert not DatasetOperation.objects.exists()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"kind": "dedup", "threshold": 10**400},
+        {"kind": "dedup", "threshold": "1" * 400},
+        {"kind": "split", "train": 10**400, "validation": 0, "test": 0},
+    ],
+)
+def test_a_number_too_large_for_a_float_is_refused(api_for, mlflow_server, body):
+    version = _upload(api_for("alice"), GOOD).json()["id"]
+    response = api_for("alice").post(f"/api/v1/datasets/{version}/operations", body, format="json")
+    assert response.status_code == 400 and "must be a number" in response.json()["message"]
+
+
+def test_a_long_multibyte_file_name_is_stored_shortened(api_for, mlflow_server):
+    response = _upload(api_for("alice"), GOOD, filename="数据" * 100 + ".jsonl")
+    assert response.status_code == 201, response.content
+    filename = response.json()["filename"]
+    assert filename.startswith("数据") and filename.endswith(".jsonl") and len(filename.encode()) <= 200
+
+
+def test_an_operation_failing_on_an_unforeseen_error_is_marked_failed_not_left_running(
+    api_for, mlflow_server
+):
+    from controlplane.datasets.tasks import dataset_operation_run
+
+    train = _upload(api_for("alice"), _text_rows(["a b c d e f g h i j"]), name="train-set").json()["id"]
+    evaluation = _upload(api_for("alice"), _text_rows(["k l m n o p q r s t"]), name="eval-set").json()["id"]
+    started = api_for("alice").post(
+        f"/api/v1/datasets/{evaluation}/operations",
+        {"kind": "contamination", "train_version": train},
+        format="json",
+    )
+    assert started.status_code == 202, started.content
+    # The training version goes away between the check being queued and it running.
+    DatasetVersion.objects.filter(pk=train).delete()
+    assert dataset_operation_run(started.json()["id"]) == "failed"
+    operation = DatasetOperation.objects.get(pk=started.json()["id"])
+    assert operation.message.startswith("The operation failed on an unexpected error")
+
+
+def test_a_cached_copy_cut_short_is_dropped_and_fetched_again(api_for, mlflow_server, settings):
+    version = _upload(api_for("alice"), GOOD).json()["id"]
+    assert api_for("alice").get(f"/api/v1/datasets/{version}/rows").status_code == 200
+    cached = list((Path(settings.VAR_DIR) / "cache" / "datasets").rglob("*.parquet"))
+    assert len(cached) == 1
+    cached[0].write_bytes(cached[0].read_bytes()[:100])
+    again = api_for("alice").get(f"/api/v1/datasets/{version}/rows")
+    assert again.status_code == 200 and again.json()["rows"][0]["instruction"] == "Say hi"
+    cached[0].write_bytes(cached[0].read_bytes()[:100])
+    assert _run_operation(api_for("alice"), version, kind="pii_scan")["status"] == "succeeded"
+
+
+def test_a_cached_copy_whose_rows_are_damaged_is_dropped_with_a_503(api_for, mlflow_server, settings):
+    version = _upload(api_for("alice"), GOOD).json()["id"]
+    assert api_for("alice").get(f"/api/v1/datasets/{version}/rows").status_code == 200
+    cached = next((Path(settings.VAR_DIR) / "cache" / "datasets").rglob("*.parquet"))
+    # The footer still reads; the row data it points at is garbage.
+    content = bytearray(cached.read_bytes())
+    data_end = len(content) - 8 - int.from_bytes(content[-8:-4], "little")
+    content[4:data_end] = b"\xff" * (data_end - 4)
+    cached.write_bytes(bytes(content))
+    broken = api_for("alice").get(f"/api/v1/datasets/{version}/rows")
+    assert broken.status_code == 503 and "could not be read" in broken.json()["message"]
+    assert not cached.exists()
+    assert api_for("alice").get(f"/api/v1/datasets/{version}/rows").status_code == 200

@@ -91,3 +91,9 @@ def test_reading_parquet_needs_no_django(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "2"
+
+
+def test_a_question_with_more_than_26_choices_labels_them_on_past_z(tmp_path):
+    row = {"question": "Pick", "choices": [f"c{i}" for i in range(30)], "answer": 27}
+    text = format_example(read_instruction_rows([_normalized(tmp_path, [row])])[0])
+    assert "\nZ. c25\nAA. c26\nAB. c27\nAC. c28\nAD. c29\nAnswer: AB" in text

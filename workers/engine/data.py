@@ -131,10 +131,19 @@ def _chat_text(value: dict[str, Any]) -> str:
     return "\n\n".join(f"### {m['role'].capitalize()}:\n{m['content']}" for m in value["messages"])
 
 
+def _choice_label(index: int) -> str:
+    """A, B, ... Z, then AA, AB, ... as spreadsheet columns go: ingest takes any number of choices."""
+    label = ""
+    index += 1
+    while index:
+        index, rest = divmod(index - 1, 26)
+        label = chr(ord("A") + rest) + label
+    return label
+
+
 def _choice_text(value: dict[str, Any]) -> str:
-    letters = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-    lines = [value["question"], *(f"{letters[i]}. {c}" for i, c in enumerate(value["choices"]))]
-    return "\n".join(lines) + f"\nAnswer: {letters[value['answer']]}"
+    lines = [value["question"], *(f"{_choice_label(i)}. {c}" for i, c in enumerate(value["choices"]))]
+    return "\n".join(lines) + f"\nAnswer: {_choice_label(value['answer'])}"
 
 
 _TEXT_LAYOUTS = [

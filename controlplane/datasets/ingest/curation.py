@@ -8,6 +8,7 @@ outputs are hashed and counted exactly like an upload.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -29,6 +30,9 @@ EXAMPLES = 10
 EXAMPLE_CHARS = 300
 ProgressCallback = Callable[[float], None]
 _WORD = re.compile(r"\w+", re.UNICODE)
+# Near-dedup tokens: words, and every other visible character on its own, so that "x < y"
+# and "x > y", or two rows of emoji, are told apart.
+_TOKEN = re.compile(r"\w+|[^\w\s]", re.UNICODE)
 
 
 def _batches(path: Path) -> Iterator[pa.Table]:
@@ -89,6 +93,27 @@ class DedupResult:
     rows_per_second: float
 
 
+def _tokens(text: str) -> list[str]:
+    return _TOKEN.findall(text.casefold())
+
+
+def _normalized(value: Any) -> Any:
+    """The value with each text's whitespace collapsed and its case folded, lists and objects kept."""
+    if isinstance(value, str):
+        return " ".join(value.split()).casefold()
+    if isinstance(value, list):
+        return [_normalized(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _normalized(item) for key, item in value.items()}
+    return value
+
+
+def _exact_key(row: dict[str, Any]) -> bytes:
+    """Every field's full text, the multiple-choice answer included, so only true copies share it."""
+    text = json.dumps(_normalized(row), ensure_ascii=False, sort_keys=True)
+    return hashlib.blake2b(text.encode(), digest_size=16).digest()
+
+
 def _shingles(words: list[str], size: int = 5) -> set[bytes]:
     if len(words) <= size:
         return {" ".join(words).encode()}
@@ -106,9 +131,11 @@ def dedup(
 ) -> DedupResult:
     """Keep the first of each group of duplicate rows.
 
-    Exact duplicates: the same text once lower-cased with spaces collapsed.
-    Near duplicates: an estimated Jaccard similarity of word 5-grams at or
-    above ``threshold`` (MinHash LSH) with a row kept earlier.
+    Exact duplicates: every field the same (a multiple-choice answer included)
+    once case is folded and runs of whitespace collapsed.
+    Near duplicates: an estimated Jaccard similarity of 5-grams of tokens (words,
+    and each other visible character) at or above ``threshold`` (MinHash LSH)
+    with a row kept earlier; a multiple-choice row's answer is one of its tokens.
     """
     from datasketch import MinHash, MinHashLSH
 
@@ -128,12 +155,15 @@ def dedup(
     try:
         for table in _batches(source):
             texts = row_texts(table, schema).to_pylist()
-            word_lists = [_words(text) for text in texts]
-            signatures = MinHash.bulk([_shingles(words) for words in word_lists], num_perm=num_perm)
+            keys = [_exact_key(value) for value in table.to_pylist()]
+            token_lists = [_tokens(text) for text in texts]
+            if schema is Schema.MULTIPLE_CHOICE:
+                for tokens, answer in zip(token_lists, table.column("answer").to_pylist(), strict=True):
+                    tokens.append(f"answer={answer}")
+            signatures = MinHash.bulk([_shingles(tokens) for tokens in token_lists], num_perm=num_perm)
             keep = np.ones(len(texts), dtype=bool)
-            for index, (text, words, signature) in enumerate(zip(texts, word_lists, signatures, strict=True)):
+            for index, (text, key, signature) in enumerate(zip(texts, keys, signatures, strict=True)):
                 number = row + index + 1
-                key = hashlib.blake2b(" ".join(words).encode(), digest_size=16).digest()
                 first = seen.get(key)
                 kind = "exact"
                 values = signature.hashvalues.astype(np.uint32)
@@ -293,8 +323,19 @@ PII_PATTERNS: dict[str, str] = {
 }
 
 
+def pii_mask(found: str) -> str:
+    """The match with its letters and digits hidden but its first and last two: every viewer of
+    the project reads the scan's result, so it must not repeat the data it warns about."""
+    kept = {0, len(found) - 2, len(found) - 1} if len(found) > 6 else set()
+    return "".join(c if i in kept or not c.isalnum() else "*" for i, c in enumerate(found))
+
+
 def pii_scan(source: Path, *, schema: Schema, on_progress: ProgressCallback | None = None) -> dict[str, Any]:
-    """Rows holding what looks like personal data, by kind, with the first matches."""
+    """Rows holding what looks like personal data, by kind, with the first matches masked.
+
+    An example names the row and the match's character offset in the row's text,
+    so a person can find it there.
+    """
     counts = dict.fromkeys(PII_PATTERNS, 0)
     matches = {kind: 0 for kind in PII_PATTERNS}
     examples: dict[str, list[dict[str, Any]]] = {kind: [] for kind in PII_PATTERNS}
@@ -311,7 +352,13 @@ def pii_scan(source: Path, *, schema: Schema, on_progress: ProgressCallback | No
             for index in hits[: max(EXAMPLES - len(examples[kind]), 0)]:
                 text = texts[int(index)].as_py()
                 match = re.search(pattern, text)
-                examples[kind].append({"row": row + int(index) + 1, "match": match.group(0) if match else ""})
+                examples[kind].append(
+                    {
+                        "row": row + int(index) + 1,
+                        "at": match.start() if match else 0,
+                        "match": pii_mask(match.group(0)) if match else "",
+                    }
+                )
         row += table.num_rows
         if on_progress is not None:
             on_progress(min(row / total, 0.999))

@@ -9,8 +9,10 @@ the report counts every problem; the caller then throws the output away.
 from __future__ import annotations
 
 import queue
+import tarfile
 import threading
 import time
+import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,14 +134,40 @@ def ingest(
 ) -> IngestResult:
     """Ingest the file at ``path`` (uploaded as ``filename``) into Parquet at ``output``."""
     unpack_dir = (workdir or output.parent) / "unpacked"
-    source = source_open(path, filename=filename, limits=options.limits, unpack_dir=unpack_dir)
+    source: OpenedSource | None = None
     try:
+        # Opening unpacks archives, so it fails on broken files as reading does.
+        source = source_open(path, filename=filename, limits=options.limits, unpack_dir=unpack_dir)
         return _ingest_source(source, output=output, options=options, on_progress=on_progress)
-    except (pa.ArrowException, UnicodeDecodeError, EOFError, OSError) as exc:
-        # A decompressor or reader failing mid-file: the file is corrupt, not our bug.
-        raise IngestRefused(f"The file could not be read to its end: {exc}") from exc
+    except UNREADABLE as exc:
+        # A decompressor, an archive or a reader failing mid-file: the file is corrupt, not our bug.
+        raise IngestRefused(f"The file could not be read: {_read_error(exc)}") from exc
     finally:
-        source.close()
+        if source is not None:
+            source.close()
+
+
+UNREADABLE = (
+    pa.ArrowException,
+    UnicodeDecodeError,
+    EOFError,
+    OSError,
+    zipfile.BadZipFile,
+    zipfile.LargeZipFile,
+    tarfile.TarError,
+    RecursionError,
+)
+
+
+def _read_error(exc: BaseException) -> str:
+    """What went wrong, without the server's paths that an OSError's text carries."""
+    if isinstance(exc, FileExistsError | NotADirectoryError | IsADirectoryError):
+        return "the archive holds a file and a folder of the same name."
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror}."
+    if isinstance(exc, RecursionError):
+        return "it is nested too deeply."
+    return str(exc) or type(exc).__name__
 
 
 def _first_columns(batch: RawBatch) -> list[str]:

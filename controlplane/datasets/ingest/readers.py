@@ -9,6 +9,7 @@ where each row is in the file, so a problem names a row a person can find.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
@@ -25,6 +26,11 @@ BLOCK_BYTES = 8 * 1024 * 1024
 PY_BATCH_ROWS = 10_000
 MAX_JSON_ELEMENT_CHARS = 64 * 1024 * 1024
 BOM = b"\xef\xbb\xbf"
+# Arrow's JSON reader recurses once per level and a few thousand levels crash the
+# process (a 20 KB line is enough); no dataset row needs more than a handful.
+MAX_JSON_DEPTH = 100
+TOO_DEEP = f"is nested more than {MAX_JSON_DEPTH} levels deep"
+_JSON_STRING = re.compile(rb'"(?:[^"\\\n]|\\.)*"')
 
 
 @dataclass
@@ -90,6 +96,37 @@ def _jsonl_blocks(stream: IO[bytes]) -> Iterator[bytes]:
         yield data[: cut + 1]
 
 
+def _too_deep(line: bytes) -> bool:
+    """Whether brackets outside strings nest deeper than MAX_JSON_DEPTH on this line."""
+    depth = 0
+    for byte in line:
+        if byte in b"[{":
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                return True
+        elif byte in b"]}":
+            depth -= 1
+    return False
+
+
+def _deep_lines(block: bytes) -> set[int]:
+    """Offsets of the block's lines nested too deeply for Arrow to see.
+
+    Counting brackets is done in C and settles nearly every block; only a line
+    with more opening brackets than the limit is walked byte by byte, after its
+    strings (whose brackets are only text) are cut out.
+    """
+    if block.count(b"[") + block.count(b"{") <= MAX_JSON_DEPTH:
+        return set()
+    deep = set()
+    for offset, line in enumerate(block.split(b"\n")):
+        if line.count(b"[") + line.count(b"{") > MAX_JSON_DEPTH:
+            skeleton = _JSON_STRING.sub(b"", line)
+            if _too_deep(skeleton):
+                deep.add(offset)
+    return deep
+
+
 def _line_parse(line: bytes) -> Any:
     try:
         text = line.decode("utf-8")
@@ -126,7 +163,8 @@ def _jsonl_batches(stream: IO[bytes]) -> Iterator[RawBatch]:
     line_number = 1
     for block in _jsonl_blocks(stream):
         lines = block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
-        table = _jsonl_parse(block)
+        deep = _deep_lines(block)
+        table = None if deep else _jsonl_parse(block)
         # Arrow skips blank lines silently, which would shift row numbers: only a
         # block with one row per line takes the fast path. Otherwise the slow path
         # below names every bad line.
@@ -135,7 +173,9 @@ def _jsonl_batches(stream: IO[bytes]) -> Iterator[RawBatch]:
         else:
             rows = []
             for offset, line in enumerate(block.split(b"\n")[:lines]):
-                if line.strip():
+                if offset in deep:
+                    rows.append((line_number + offset, (ProblemKind.SYNTAX, TOO_DEEP)))
+                elif line.strip():
                     rows.append((line_number + offset, _line_parse(line)))
             yield RawBatch(first_row=line_number, rows=rows)
         line_number += lines
@@ -187,6 +227,10 @@ def _json_array_batches(stream: IO[bytes]) -> Iterator[RawBatch]:
             break
         try:
             value, end = decoder.raw_decode(buffer, position)
+        except RecursionError:
+            raise IngestRefused(
+                f"row {index}: is nested too deeply to read; the rest of the file cannot be read."
+            ) from None
         except json.JSONDecodeError as exc:
             # The element may be cut off at the end of the buffer: read more and try again,
             # up to a bound, so a broken file is not read whole into memory.

@@ -89,7 +89,8 @@ def layout_choose(columns: list[str], *, schema: Schema | None, mapping: Mapping
         names = {inverse.get(column, column) for column in columns}
         schema = _schema_detect(names)
         if schema is None:
-            shown = ", ".join(sorted(columns)[:10]) or "none"
+            # repr() keeps control characters (a NUL byte above all) out of the stored message.
+            shown = ", ".join(repr(column) for column in sorted(columns)[:10]) or "none"
             raise IngestRefused(
                 f"The schema could not be told from the columns ({shown}). Name it, or map the "
                 "columns: text; instruction/input/output; messages; prompt/chosen/rejected; "
@@ -98,7 +99,8 @@ def layout_choose(columns: list[str], *, schema: Schema | None, mapping: Mapping
     unknown = set(mapping) - set(fields_of(schema))
     if unknown:
         raise IngestRefused(
-            f"The mapping names {', '.join(sorted(unknown))}, which the {schema.value} schema does not have "
+            f"The mapping names {', '.join(repr(name) for name in sorted(unknown))}, "
+            f"which the {schema.value} schema does not have "
             f"(its fields: {', '.join(fields_of(schema))})."
         )
     return Layout(schema=schema, mapping=dict(mapping))
@@ -238,6 +240,8 @@ def _maybe_json(value: Any) -> Any:
             return json.loads(value)
         except ValueError:
             return value
+        except RecursionError:
+            raise RowProblem(ProblemKind.SYNTAX, "holds a list nested too deeply to read") from None
     return value
 
 
@@ -287,9 +291,11 @@ def _answer(value: Any, choices: list[str]) -> int:
         raise RowProblem(ProblemKind.MISSING, "'answer' is missing")
     if isinstance(value, str):
         text = value.strip()
-        if len(text) == 1 and text.isalpha():
+        # ASCII only: "²" is a digit to Python but not to int(), and "é" is no choice letter.
+        # The length bound keeps a huge number out of int().
+        if len(text) == 1 and text.isascii() and text.isalpha():
             value = ord(text.upper()) - ord("A")
-        elif text.isdigit():
+        elif 0 < len(text) <= 9 and text.isascii() and text.isdecimal():
             value = int(text)
     if isinstance(value, bool) or not isinstance(value, int):
         raise RowProblem(
@@ -311,7 +317,7 @@ def row_normalize(row: Any, layout: Layout) -> dict[str, Any]:
     for column in row:
         if column not in sources:
             raise RowProblem(
-                ProblemKind.UNKNOWN_FIELD, f"'{column}' is not a field of the {layout.schema.value} schema"
+                ProblemKind.UNKNOWN_FIELD, f"{column!r} is not a field of the {layout.schema.value} schema"
             )
     values = {name: row.get(layout.source_of(name)) for name in names}
     optional = OPTIONAL_FIELDS.get(layout.schema, frozenset())

@@ -109,11 +109,33 @@ def compression_sniff(head: bytes) -> Compression:
     return Compression.NONE
 
 
+# Folders hold names of at most 255 bytes, and the name is stored in a 255-character column.
+MAX_FILENAME_BYTES = 200
+
+
 def filename_check(name: str) -> str:
-    """The uploaded file's name, refused when it names a path instead of a file."""
+    """The uploaded file's name, refused when it names a path instead of a file.
+
+    A long name is shortened to MAX_FILENAME_BYTES of UTF-8, keeping its
+    extensions, which tell its format.
+    """
     if not name or "/" in name or "\\" in name or name in (".", "..") or "\x00" in name:
         raise IngestRefused(f"The file name {name!r} is a path; send a plain file name like 'data.jsonl'.")
-    return name
+    try:
+        encoded = name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise IngestRefused(f"The file name {name!r} is not text; rename the file.") from None
+    if len(encoded) <= MAX_FILENAME_BYTES:
+        return name
+    stem, dot, extensions = name.partition(".")
+    suffix = (dot + extensions).encode("utf-8")
+    if len(suffix) > 32:
+        # Dots inside a long name: keep only what follows the last one.
+        stem, dot, extension = name.rpartition(".")
+        suffix = (dot + extension).encode("utf-8")[:32]
+    # A character cut in half is dropped rather than stored broken.
+    kept = stem.encode("utf-8")[: MAX_FILENAME_BYTES - len(suffix)].decode("utf-8", errors="ignore")
+    return kept + suffix.decode("utf-8", errors="ignore")
 
 
 def _stem_format(name: str) -> FileFormat | None:
@@ -289,6 +311,10 @@ def hf_dataset_files(root: Path) -> list[Path]:
         raise IngestRefused(f"The saved dataset's state.json could not be read: {exc}") from exc
     files = []
     for name in names:
+        if not isinstance(name, str) or "\x00" in name:
+            raise IngestRefused(
+                f"The saved dataset's state.json names a data file {name!r}, which is no file name."
+            )
         file = (root / _member_check(name)).resolve()
         if not file.is_relative_to(root.resolve()) or not file.is_file():
             raise IngestRefused(f"The saved dataset names a missing data file {name!r}.")
