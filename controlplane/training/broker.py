@@ -9,6 +9,7 @@ list per priority band, each entry a JSON envelope around the base64 task body.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 from collections.abc import Iterable, Iterator
 
@@ -16,6 +17,13 @@ import redis
 from django.conf import settings
 
 from workers.spec import BROKER_PRIORITY_OPTIONS
+
+
+@functools.cache
+def _client(url: str) -> redis.Redis:
+    # One connection pool per broker URL for the process: a dispatch asks for the
+    # epoch every time, and a new connection each time would cost a TCP handshake.
+    return redis.Redis.from_url(url, socket_timeout=5)
 
 
 def broker_epoch() -> str:
@@ -26,9 +34,7 @@ def broker_epoch() -> str:
     the job looks lost and is sent again, a duplicate the claim refuses, never a loss.
     """
     try:
-        return str(
-            redis.Redis.from_url(settings.CELERY_BROKER_URL, socket_timeout=2).info("server")["run_id"]
-        )
+        return str(_client(settings.CELERY_BROKER_URL).info("server")["run_id"])
     except (redis.RedisError, ValueError, KeyError):
         return ""
 
@@ -59,7 +65,7 @@ def queue_specs(client: redis.Redis, queue: str) -> Iterator[dict]:
 def queued_attempts(queues: Iterable[str]) -> set[tuple[int, int]] | None:
     """(job id, attempt) of every job message waiting in ``queues``; None if the broker cannot be read."""
     try:
-        client = redis.Redis.from_url(settings.CELERY_BROKER_URL, socket_timeout=5)
+        client = _client(settings.CELERY_BROKER_URL)
         return {
             (spec.get("job_id"), spec.get("attempt"))
             for queue in set(queues)
