@@ -170,6 +170,15 @@ def worker(live_server, redis_url: str, mlflow_server: str, services_dir: Path) 
 # --- people and projects -----------------------------------------------------
 
 
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup):
+    """pytest-django's test database, with the sweeps' Optuna connections closed before it is dropped."""
+    yield
+    from controlplane.sweeps.services import storages_close
+
+    storages_close()
+
+
 @pytest.fixture
 def people(db):
     """alice and bob (members), carol (approver) in project "demo"; charlie only in "other"."""

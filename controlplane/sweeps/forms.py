@@ -8,6 +8,7 @@ from django import forms
 from controlplane.accounts.models import Project
 from controlplane.datasets.selectors import dataset_version_list
 from controlplane.sweeps.models import Direction, Pruner, Sampler
+from controlplane.training.forms import QUEUE_HELP, resources_config
 from controlplane.training.selectors import base_model_list
 
 DEFAULT_SPACE = {
@@ -27,6 +28,7 @@ class SweepLaunchForm(forms.Form):
     batch_size = forms.IntegerField(initial=8, min_value=1)
     max_seq_length = forms.IntegerField(initial=256, min_value=8)
     gpus = forms.IntegerField(initial=0, min_value=0, help_text="per trial")
+    queue = forms.CharField(required=False, max_length=64, help_text=QUEUE_HELP)
     search_space = forms.CharField(
         widget=forms.Textarea(attrs={"rows": 8, "spellcheck": "false", "class": "code"}),
         initial=json.dumps(DEFAULT_SPACE, indent=2),
@@ -60,5 +62,5 @@ class SweepLaunchForm(forms.Form):
         return {
             "method": {"name": data["method"]},
             "hyperparameters": {key: data[key] for key in ("max_steps", "batch_size", "max_seq_length")},
-            "resources": {"gpus": data["gpus"]},
+            "resources": resources_config(data),
         }

@@ -56,9 +56,20 @@ def storage_url() -> str:
     return f"sqlite:///{settings.VAR_DIR / 'optuna.sqlite3'}"
 
 
+_storage_urls: set[str] = set()
+
+
 @functools.cache
 def _storage(url: str) -> optuna.storages.RDBStorage:
+    _storage_urls.add(url)
     return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
+
+
+def storages_close() -> None:
+    """Close the studies' database connections (before the database they use is dropped)."""
+    for url in list(_storage_urls):
+        _storage(url).remove_session()
+        _storage(url).engine.dispose()
 
 
 def study_load(sweep: Sweep, *, seed_offset: int = 0) -> optuna.Study:
@@ -248,41 +259,43 @@ def sweep_failed_rerun(*, sweep: Sweep, user) -> int:
 def sweep_fill(*, sweep_id: int) -> int:
     """Launch trials until the sweep's parallelism or budget is reached; return how many.
 
-    Safe to call from anywhere, any number of times: each launch first takes a
-    slot by compare-and-set on ``trials_launched``, so the budget is never
-    overrun. Two callers at once may briefly run one trial over the parallelism.
+    Safe to call from anywhere, any number of times: each step holds the sweep's
+    row lock from counting its running trials until the new trial is committed,
+    so neither the budget nor the parallelism is overrun, and the sweep is never
+    marked finished while a trial is still being launched.
     """
     launched = 0
-    while True:
-        sweep = Sweep.objects.select_related("project", "created_by").filter(pk=sweep_id).first()
+    while _fill_step(sweep_id):
+        launched += 1
+    return launched
+
+
+def _fill_step(sweep_id: int) -> bool:
+    """Launch one trial if the sweep has room; finish or stop it when it should. True if launched."""
+    with transaction.atomic():
+        sweep = Sweep.objects.select_for_update().filter(pk=sweep_id).first()
         if sweep is None or sweep.status != SweepStatus.RUNNING:
-            return launched
+            return False
         reason = _cap_reason(sweep)
         if reason:
-            if Sweep.objects.filter(pk=sweep_id, status=SweepStatus.RUNNING).update(
-                status=SweepStatus.STOPPED, stop_reason=reason
-            ):
-                _trials_cancel(sweep, reason=f"its sweep stopped: {reason}")
-            return launched
+            Sweep.objects.filter(pk=sweep_id).update(status=SweepStatus.STOPPED, stop_reason=reason)
+            _trials_cancel(sweep, reason=f"its sweep stopped: {reason}")
+            return False
         active = sweep.trials.filter(state=TrialState.RUNNING).count()
         slot = sweep.trials_launched
         if slot >= sweep.n_trials:
             if active == 0:
-                Sweep.objects.filter(pk=sweep_id, status=SweepStatus.RUNNING, trials_launched=slot).update(
+                Sweep.objects.filter(pk=sweep_id).update(
                     status=SweepStatus.FINISHED, stop_reason=f"its budget of {sweep.n_trials} trials is spent"
                 )
-            return launched
+            return False
         if active >= sweep.parallelism:
-            return launched
-        if not Sweep.objects.filter(pk=sweep_id, status=SweepStatus.RUNNING, trials_launched=slot).update(
-            trials_launched=slot + 1
-        ):
-            continue  # another caller took this slot; look again
-        _trial_launch(sweep, slot)
-        launched += 1
+            return False
+        Sweep.objects.filter(pk=sweep_id).update(trials_launched=slot + 1)
+        return _trial_launch(sweep, slot)
 
 
-def _trial_launch(sweep: Sweep, slot: int) -> None:
+def _trial_launch(sweep: Sweep, slot: int) -> bool:
     from controlplane.training.services import job_create
 
     study = study_load(sweep, seed_offset=slot)
@@ -310,6 +323,8 @@ def _trial_launch(sweep: Sweep, slot: int) -> None:
         Sweep.objects.filter(pk=sweep.pk, status=SweepStatus.RUNNING).update(
             status=SweepStatus.STOPPED, stop_reason=f"a trial could not be launched: {exc.message}"[:300]
         )
+        return False
+    return True
 
 
 def _cap_reason(sweep: Sweep) -> str:

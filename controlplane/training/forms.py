@@ -10,6 +10,7 @@ from controlplane.training.selectors import base_model_list
 from workers.spec import Hyperparameters, LoraMethod
 
 _HP = Hyperparameters()
+QUEUE_HELP = "a resource class, such as a GPU type; empty: gpu for GPU jobs, cpu otherwise"
 _LORA = LoraMethod()
 
 
@@ -36,6 +37,7 @@ class JobLaunchForm(forms.Form):
         help_text="a retried attempt resumes from the last checkpoint; empty for none",
     )
     gpus = forms.IntegerField(initial=0, min_value=0)
+    queue = forms.CharField(required=False, max_length=64, help_text=QUEUE_HELP)
     timeout_seconds = forms.IntegerField(
         required=False, min_value=1, help_text="an attempt running longer is stopped and fails"
     )
@@ -66,7 +68,15 @@ class JobLaunchForm(forms.Form):
         if data["max_steps"]:
             hyperparameters["max_steps"] = data["max_steps"]
         hyperparameters["checkpoint_every_steps"] = data["checkpoint_every_steps"]
-        resources: dict[str, Any] = {"gpus": data["gpus"]}
+        resources = resources_config(data)
         if data["timeout_seconds"]:
             resources["timeout_seconds"] = data["timeout_seconds"]
         return {"method": method, "hyperparameters": hyperparameters, "resources": resources}
+
+
+def resources_config(data: dict[str, Any]) -> dict[str, Any]:
+    """The resources part of a job's config from a launch form's cleaned data."""
+    resources: dict[str, Any] = {"gpus": data["gpus"]}
+    if data["queue"]:
+        resources["queue"] = data["queue"]
+    return resources

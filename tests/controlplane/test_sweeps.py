@@ -219,7 +219,7 @@ def test_the_sweep_pages_launch_show_trials_and_charts_and_refuse_outsiders(peop
     charlie.force_login(people["charlie"])
     form = {
         "name": "from the page", **inputs, "method": "lora", "max_steps": 10, "batch_size": 4,
-        "max_seq_length": 64, "gpus": 0, "search_space": "{not json", "objective_metric": "train_loss",
+        "max_seq_length": 64, "gpus": 0, "queue": QUEUE, "search_space": "{not json", "objective_metric": "train_loss",
         "direction": "minimize", "sampler": "random", "pruner": "none", "n_trials": 3, "parallelism": 1,
         "seed": 1,
     }  # fmt: skip
@@ -232,6 +232,7 @@ def test_the_sweep_pages_launch_show_trials_and_charts_and_refuse_outsiders(peop
     response = alice.post("/p/demo/sweeps/new", form)
     sweep = Sweep.objects.get()
     assert response.status_code == 302 and response["Location"] == f"/sweeps/{sweep.pk}/"
+    assert {trial.job.queue for trial in running_trials(sweep.pk)} == {QUEUE}
     for _ in range(2):
         run_trial(running_trials(sweep.pk)[0].job, losses=[2.0, 1.0])
     html = alice.get(f"/sweeps/{sweep.pk}/").content.decode()
