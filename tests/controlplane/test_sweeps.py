@@ -219,7 +219,8 @@ def test_the_sweep_pages_launch_show_trials_and_charts_and_refuse_outsiders(peop
     charlie.force_login(people["charlie"])
     form = {
         "name": "from the page", **inputs, "method": "lora", "max_steps": 10, "batch_size": 4,
-        "max_seq_length": 64, "gpus": 0, "queue": QUEUE, "search_space": "{not json", "objective_metric": "train_loss",
+        "max_seq_length": 64, "gpus": 0, "queue": QUEUE, "search_space": "{not json",
+        "objective_metric": "train_loss",
         "direction": "minimize", "sampler": "random", "pruner": "none", "n_trials": 3, "parallelism": 1,
         "seed": 1,
     }  # fmt: skip
