@@ -170,7 +170,7 @@ def job_create(
     if base_model is None:
         raise NotFound(f"No base model {base_model_id} in project {project.slug}.")
     dataset_version = (
-        DatasetVersion.objects.select_related("dataset")
+        DatasetVersion.objects.select_related("dataset__project")
         .filter(pk=dataset_version_id, dataset__project=project)
         .first()
     )
@@ -178,8 +178,7 @@ def job_create(
         raise NotFound(f"No dataset version {dataset_version_id} in project {project.slug}.")
     method = training_config.method.name
     with transaction.atomic():
-        job = Job.objects.create(
-            project=project,
+        job = Job(
             name=(name or f"{method} {base_model.name} on {dataset_version}")[:200],
             created_by=user,
             base_model=base_model,
@@ -190,9 +189,14 @@ def job_create(
             priority=priority,
             mlflow_experiment=f"tuneyard/{project.slug}",
         )
+        # Decided in the same transaction as the insert, under the project's row
+        # lock: one commit, and no second look at the row before the publish.
+        reason = _dispatch_reserve(job, project_id=project.pk)
+        job.save(force_insert=True)
         JobEvent.objects.create(job=job, actor=user, attempt=1, to_status=S.QUEUED)
-        # Sent only once the row is committed; if the send is lost, the reconciler resends.
-        transaction.on_commit(lambda: job_dispatch(job_id=job.pk))
+        if not reason:
+            # Sent only once the row is committed; if the send is lost, the reconciler resends.
+            transaction.on_commit(lambda: _job_publish(job))
     return job
 
 
@@ -248,29 +252,45 @@ def _dispatch_block(job: Job) -> str:
 def job_dispatch(*, job_id: int) -> bool:
     """Send a queued job to its queue unless its project is paused or over quota; else record why it waits.
 
-    The quota check and the reservation (``dispatched_at``) happen under a lock
-    on the project row, so two dispatches cannot both take the last GPU. Safe to
-    call twice: the claim lets only one attempt run.
+    Safe to call twice: the claim lets only one attempt run.
     """
-    # Imported here: the Celery app reads Django settings, which must be ready.
-    from controlplane.celery import app
-
     with transaction.atomic():
         job = (
-            Job.objects.select_related("project", "base_model", "dataset_version")
+            Job.objects.select_related("base_model", "dataset_version")
             .filter(pk=job_id, status=S.QUEUED)
             .first()
         )
         if job is None:
             return False
-        # Read under the lock: a pause or another dispatch committed a moment ago counts.
-        job.project = Project.objects.select_for_update().get(pk=job.project_id)
-        reason = _dispatch_block(job)
+        reason = _dispatch_reserve(job, project_id=job.project_id)
         Job.objects.filter(pk=job_id, status=S.QUEUED, attempt=job.attempt).update(
-            waiting_reason=reason, dispatched_at=None if reason else timezone.now(), published_at=None
+            waiting_reason=reason, dispatched_at=job.dispatched_at, published_at=None
         )
     if reason:
         return False
+    return _job_publish(job)
+
+
+def _dispatch_reserve(job: Job, *, project_id: int) -> str:
+    """Lock the job's project row, then decide: why the job waits, or reserve its GPUs (``dispatched_at``).
+
+    Sets ``job.project``, ``waiting_reason`` and ``dispatched_at`` on the
+    object; the caller writes them in the same transaction. Under the lock, two
+    dispatches cannot both take the last GPU, and a pause committed a moment
+    ago counts.
+    """
+    job.project = Project.objects.select_for_update().get(pk=project_id)
+    reason = _dispatch_block(job)
+    job.waiting_reason = reason
+    job.dispatched_at = None if reason else timezone.now()
+    return reason
+
+
+def _job_publish(job: Job) -> bool:
+    """Send a committed, reserved job to its queue; a failure is left for the reconciler."""
+    # Imported here: the Celery app reads Django settings, which must be ready.
+    from controlplane.celery import app
+
     spec = job_spec_build(job)
     # The job is committed and marked sent; dying here loses only the message,
     # which the reconciler sees as never published.
@@ -284,9 +304,9 @@ def job_dispatch(*, job_id: int) -> bool:
             priority=broker_priority(job.priority),
         )
     except Exception:  # noqa: BLE001 - any broker failure is transient here
-        log.exception("dispatch of job %s failed; the reconciler will resend it", job_id)
+        log.exception("dispatch of job %s failed; the reconciler will resend it", job.pk)
         return False
-    Job.objects.filter(pk=job_id, status=S.QUEUED, attempt=job.attempt).update(
+    Job.objects.filter(pk=job.pk, status=S.QUEUED, attempt=job.attempt).update(
         published_at=timezone.now(), broker_epoch=epoch
     )
     return True

@@ -50,7 +50,8 @@ def test_a_job_is_sent_on_commit_as_a_jobspec_on_its_queue(
 def test_the_reconciler_resends_a_committed_job_that_was_never_published(people, broker):
     job = job_make(people["demo"], people["alice"], config=CONFIG)  # never sent: on_commit did not run
     assert jobs_redispatch_unclaimed() == 0  # within the grace for sends in flight
-    Job.objects.filter(pk=job.pk).update(created_at=timezone.now() - timedelta(minutes=1))
+    a_minute_ago = timezone.now() - timedelta(minutes=1)
+    Job.objects.filter(pk=job.pk).update(created_at=a_minute_ago, dispatched_at=a_minute_ago)
     assert jobs_redispatch_unclaimed() == 1
     assert [spec.job_id for spec in _messages(broker)] == [job.pk]
     job.refresh_from_db()
