@@ -69,3 +69,40 @@ def dataset_version_operations(*, version: DatasetVersion, limit: int = 20) -> l
 def dataset_version_editable(*, user, version: DatasetVersion) -> bool:
     role = membership_role(user=user, project=version.dataset.project)
     return role is not None and role.includes(Role.MEMBER)
+
+
+def contamination_checks(*, project: Project, limit: int = 20) -> list[dict]:
+    """The latest finished contamination check of each (eval, train) pair of the project, newest first.
+
+    Shown on the launch form, so a person sees before training whether an
+    evaluation set overlaps the data they are about to train on.
+    """
+    from controlplane.datasets.models import OperationKind, OperationStatus
+
+    operations = (
+        DatasetOperation.objects.filter(
+            project=project, kind=OperationKind.CONTAMINATION, status=OperationStatus.SUCCEEDED
+        )
+        .select_related("source_version__dataset")
+        .order_by("-finished_at")
+    )
+    checks, seen = [], set()
+    for operation in operations[: limit * 5]:
+        result = operation.result or {}
+        pair = (operation.source_version_id, result.get("train_version"))
+        if pair in seen or None in pair:
+            continue
+        seen.add(pair)
+        checks.append(
+            {
+                "train_version": result["train_version"],
+                "train": result.get("train", ""),
+                "eval": str(operation.source_version),
+                "contaminated_rows": result.get("contaminated_rows", 0),
+                "eval_rows": result.get("eval_rows", 0),
+                "n": result.get("n", 8),
+                "checked_at": operation.finished_at,
+                "operation_id": operation.pk,
+            }
+        )
+    return checks[:limit]

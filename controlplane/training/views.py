@@ -9,6 +9,7 @@ from django.views.decorators.http import require_POST
 from controlplane import tracking
 from controlplane.accounts.models import Role
 from controlplane.accounts.selectors import membership_role, project_get
+from controlplane.datasets.selectors import contamination_checks
 from controlplane.errors import ServiceUnavailable, page_errors
 from controlplane.training import selectors, services
 from controlplane.training.forms import JobLaunchForm
@@ -31,7 +32,11 @@ def job_new(request: HttpRequest, slug: str) -> HttpResponse:
         )
         messages.success(request, f"Job {job.pk} is queued.")
         return redirect("job", job_id=job.pk)
-    return render(request, "job_new.html", {"project": project, "form": form})
+    return render(
+        request,
+        "job_new.html",
+        {"project": project, "form": form, "contamination": contamination_checks(project=project)},
+    )
 
 
 def _job_context(request: HttpRequest, job_id: int) -> dict:

@@ -408,6 +408,12 @@ def test_the_contamination_check_and_the_pii_scan_report_on_the_version_page(api
     assert browser.login(username="viv", password=PASSWORD)
     html = browser.get(f"/datasets/{eval_id}/").content.decode()
     assert "1 of 10 rows overlap demo/train-set@v1" in html and "Scan for personal data" not in html
+    # Before a launch, the form shows what the training set's checks found.
+    assert browser.login(username="alice", password=PASSWORD)
+    launch = browser.get("/p/demo/jobs/new").content.decode()
+    check = launch[launch.index('id="contamination"') :]
+    assert f'data-train-version="{train_id}" class="waiting"' in check
+    assert "demo/train-set@v1" in check and "demo/eval-set@v1" in check and "1 of 10" in check
 
 
 @pytest.mark.parametrize(

@@ -98,13 +98,13 @@ def test_the_launch_form_sets_checkpoints_time_limit_and_priority(people, broker
     form = {
         "base_model": base.pk, "dataset_version": version.pk, "method": "full", "learning_rate": 0.001,
         "epochs": 1, "batch_size": 4, "max_seq_length": 64, "seed": 0, "gpus": 0, "priority": 7,
-        "checkpoint_every_steps": "", "timeout_seconds": 600,
+        "checkpoint_every_steps": "", "timeout_seconds": 600, "queue": QUEUE,
         "lora_r": 8, "lora_alpha": 16, "lora_dropout": 0,
     }  # fmt: skip
     response = page.post("/p/demo/jobs/new", form)
     assert response.status_code == 302, response.content.decode()[-2000:]
     job = Job.objects.get()
-    assert job.priority == 7 and job.config["resources"]["timeout_seconds"] == 600
+    assert job.priority == 7 and job.config["resources"]["timeout_seconds"] == 600 and job.queue == QUEUE
     assert job.config["hyperparameters"]["checkpoint_every_steps"] is None
 
 
