@@ -122,6 +122,10 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 DATASET_MAX_UPLOAD_BYTES = env.int("DATASET_MAX_UPLOAD_BYTES", default=20 * 1024**3)
 # Uploads wait here for the control worker: the web app and the control worker must share it.
 DATASET_STAGING_DIR = Path(env.str("DATASET_STAGING_DIR", default=str(VAR_DIR / "uploads")))
+# Resumable uploads: the largest piece one request may carry, and how long an
+# unfinished upload nobody adds to keeps its staged bytes.
+DATASET_UPLOAD_PIECE_MAX_BYTES = env.int("DATASET_UPLOAD_PIECE_MAX_BYTES", default=64 * 1024**2)
+DATASET_UPLOAD_EXPIRE_SECONDS = env.int("DATASET_UPLOAD_EXPIRE_SECONDS", default=24 * 3600)
 # Files up to this size are ingested within the request; larger ones by the control worker.
 DATASET_INLINE_MAX_BYTES = env.int("DATASET_INLINE_MAX_BYTES", default=2 * 1024 * 1024)
 # A dataset operation still queued after this long is sent again; one running but silent this
@@ -170,6 +174,7 @@ CELERY_BEAT_SCHEDULE = {
     "registry-reconcile": {"task": "registry.reconcile", "schedule": 300.0},
     "sweeps-reconcile": {"task": "sweeps.reconcile", "schedule": JOB_RECONCILE_SECONDS * 2},
     "datasets-operations-reconcile": {"task": "datasets.operations_reconcile", "schedule": 60.0},
+    "datasets-uploads-expire": {"task": "datasets.uploads_expire", "schedule": 3600.0},
 }
 # A job committed but not published within this many seconds is sent again
 # (the web process died in between, or the broker refused it).

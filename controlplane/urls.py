@@ -7,6 +7,9 @@ from rest_framework.authtoken.views import obtain_auth_token
 
 from controlplane.accounts.api import ProjectListApi
 from controlplane.datasets.api import (
+    ChunkedUploadDetailApi,
+    ChunkedUploadFinishApi,
+    ChunkedUploadListApi,
     DatasetOperationDetailApi,
     DatasetVersionDetailApi,
     DatasetVersionListApi,
@@ -57,6 +60,9 @@ api_v1 = [
         DatasetOperationDetailApi.as_view(),
         name="api-dataset-operation",
     ),
+    path("uploads", ChunkedUploadListApi.as_view(), name="api-uploads"),
+    path("uploads/<uuid:upload_id>", ChunkedUploadDetailApi.as_view(), name="api-upload"),
+    path("uploads/<uuid:upload_id>/finish", ChunkedUploadFinishApi.as_view(), name="api-upload-finish"),
     path("base-models", BaseModelListApi.as_view(), name="api-base-models"),
     path("jobs", JobListApi.as_view(), name="api-jobs"),
     path("jobs/<int:job_id>", JobDetailApi.as_view(), name="api-job"),

@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 
 EXIT_JOB_FAILED, EXIT_REFUSED, EXIT_UNREACHABLE = 1, 2, 3
+UPLOAD_RETRIES = 5  # tries of one piece before a resumable upload gives up
 FINISHED = {"succeeded", "failed", "cancelled"}
 
 
@@ -56,6 +57,51 @@ def _ingest_wait(api: Api, operation: dict[str, Any]) -> dict[str, Any]:
     if operation["status"] != "succeeded":
         raise Refused(operation["message"])
     return api.call("GET", f"datasets/{operation['dataset_version']}")
+
+
+PIECE_HEADERS = {"Content-Type": "application/offset+octet-stream"}
+
+
+def upload_resumable(
+    api: Api, path: str, *, project: str, name: str, piece: int, upload_id: str | None = None
+) -> dict[str, Any]:
+    """Send a large file in pieces; after a broken connection, ask the server's offset and go on from it.
+
+    The upload's id is printed first, so a run that gives up can be continued
+    with ``--resume ID``.
+    """
+    size = os.path.getsize(path)
+    if upload_id is None:
+        body = {"project": project, "filename": Path(path).name, "size": size}
+        upload_id = api.call("POST", "uploads", json=body)["id"]
+    print(f"upload {upload_id} (continue it with --resume {upload_id})", file=sys.stderr)
+    state = api.call("GET", f"uploads/{upload_id}")
+    if state["size"] != size:
+        raise Refused(f"upload {upload_id} is of a {state['size']}-byte file; {path} has {size} bytes")
+    offset = first = state["offset"]
+    failures, started = 0, time.monotonic()
+    with open(path, "rb") as handle:
+        while offset < size:
+            handle.seek(offset)
+            headers = PIECE_HEADERS | {"Upload-Offset": str(offset)}
+            try:
+                data = handle.read(piece)
+                offset = api.call("PATCH", f"uploads/{upload_id}", content=data, headers=headers)["offset"]
+            except (httpx.TransportError, Refused) as exc:
+                # A dropped connection, a server error, or a piece the server did not take
+                # whole (409 names its offset): ask where it stands and go on from there.
+                failures += 1
+                retryable = not isinstance(exc, Refused) or str(exc).startswith(("409", "5"))
+                if failures > UPLOAD_RETRIES or not retryable:
+                    raise
+                time.sleep(min(2**failures, 30))
+                offset = api.call("GET", f"uploads/{upload_id}")["offset"]
+                continue
+            rate = (offset - first) / max(time.monotonic() - started, 1e-6)
+            eta = f"ETA {(size - offset) / rate:4.0f} s" if rate else ""
+            print(f"\rupload {offset / size * 100:5.1f}%  {eta}", end="", file=sys.stderr, flush=True)
+    print(file=sys.stderr)
+    return api.call("POST", f"uploads/{upload_id}/finish", json={"name": name})
 
 
 def _config(path: str | None) -> dict[str, Any]:
@@ -104,10 +150,14 @@ def run(args: argparse.Namespace, api: Api) -> int:  # noqa: C901 - one branch p
     elif command == "projects":
         _print(api.call("GET", "projects"))
     elif command == "upload":
-        with open(args.file, "rb") as handle:
-            body = api.call(
-                "POST", "datasets", data={"project": args.project, "name": args.name}, files={"file": handle}
-            )
+        piece = int(args.piece_mib * 1024 * 1024)
+        if args.resume or os.path.getsize(args.file) > piece:
+            body = upload_resumable(api, args.file, project=args.project, name=args.name, piece=piece,
+                                    upload_id=args.resume)  # fmt: skip
+        else:
+            fields = {"project": args.project, "name": args.name}
+            with open(args.file, "rb") as handle:
+                body = api.call("POST", "datasets", data=fields, files={"file": handle})
         if "kind" in body:
             # A large file is ingested by the control worker: follow it to its version.
             body = _ingest_wait(api, body)
@@ -218,6 +268,10 @@ def parser_build() -> argparse.ArgumentParser:
     upload.add_argument("file")
     upload.add_argument("--project", required=True)
     upload.add_argument("--name", required=True)
+    upload.add_argument(
+        "--piece-mib", type=float, default=32, help="a larger file goes up in resumable pieces of this size"
+    )
+    upload.add_argument("--resume", metavar="ID", help="continue an earlier resumable upload")
     submit = commands.add_parser("submit", help="launch a fine-tune")
     submit.add_argument("--project", required=True)
     submit.add_argument("--base-model", type=int, required=True)

@@ -8,8 +8,8 @@ from rest_framework.views import APIView
 
 from controlplane.accounts.models import Role
 from controlplane.api_common import project_from_request, request_body
-from controlplane.datasets import selectors, services
-from controlplane.datasets.models import OperationStatus
+from controlplane.datasets import selectors, services, uploads
+from controlplane.datasets.models import ChunkedUpload, DatasetOperation, OperationStatus
 from controlplane.datasets.preview import PREVIEW_MAX_ROWS, version_rows
 from controlplane.errors import ValidationFailed
 
@@ -81,10 +81,15 @@ class DatasetVersionListApi(APIView):
             tokenizer=body.get("tokenizer"),
             max_tokens=body.get("max_tokens"),
         )
-        if operation.status == OperationStatus.QUEUED:
-            return Response(DatasetOperationSerializer(operation).data, status=status.HTTP_202_ACCEPTED)
-        version = services.dataset_operation_version(operation)
-        return Response(DatasetVersionSerializer(version).data, status=status.HTTP_201_CREATED)
+        return _ingest_response(operation)
+
+
+def _ingest_response(operation: DatasetOperation) -> Response:
+    """A small file answers 201 with its version (or its failure); a large one 202 with the operation."""
+    if operation.status == OperationStatus.QUEUED:
+        return Response(DatasetOperationSerializer(operation).data, status=status.HTTP_202_ACCEPTED)
+    version = services.dataset_operation_version(operation)
+    return Response(DatasetVersionSerializer(version).data, status=status.HTTP_201_CREATED)
 
 
 class DatasetVersionDetailApi(APIView):
@@ -120,6 +125,74 @@ class DatasetOperationDetailApi(APIView):
     def get(self, request: Request, operation_id: int) -> Response:
         operation = selectors.dataset_operation_get(user=request.user, operation_id=operation_id)
         return Response(DatasetOperationSerializer(operation).data)
+
+
+class ChunkedUploadSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    project = serializers.CharField(source="project.slug")
+    filename = serializers.CharField()
+    size = serializers.IntegerField(source="size_bytes")
+    offset = serializers.IntegerField(source="received_bytes")
+    operation = serializers.IntegerField(source="operation_id", allow_null=True)
+
+
+def _upload_answer(upload: ChunkedUpload, code: int = status.HTTP_200_OK) -> Response:
+    # The offset also goes in the header a tus client reads.
+    headers = {"Upload-Offset": str(upload.received_bytes)}
+    return Response(ChunkedUploadSerializer(upload).data, status=code, headers=headers)
+
+
+class ChunkedUploadListApi(APIView):
+    """Begin a resumable upload: ``{"project", "filename", "size"}``; answers 201 with its id and offset 0."""
+
+    def post(self, request: Request) -> Response:
+        project = project_from_request(request, role=Role.MEMBER)
+        body = request_body(request)
+        upload = uploads.upload_begin(
+            project=project, user=request.user, filename=body.get("filename"), size=body.get("size")
+        )
+        return _upload_answer(upload, status.HTTP_201_CREATED)
+
+
+class ChunkedUploadDetailApi(APIView):
+    """GET: how many bytes the server holds. PATCH: the next piece, from the ``Upload-Offset`` header."""
+
+    def get(self, request: Request, upload_id) -> Response:
+        return _upload_answer(uploads.upload_get(user=request.user, upload_id=upload_id))
+
+    def patch(self, request: Request, upload_id) -> Response:
+        upload = uploads.upload_append(
+            user=request.user,
+            upload_id=upload_id,
+            offset=_header_int(request.headers.get("Upload-Offset")),
+            length=_header_int(request.META.get("CONTENT_LENGTH")),
+            stream=request.stream,
+        )
+        return _upload_answer(upload)
+
+
+class ChunkedUploadFinishApi(APIView):
+    """Every byte is in: ingest the file as a one-piece upload would be (201 or 202)."""
+
+    def post(self, request: Request, upload_id) -> Response:
+        body = request_body(request)
+        operation = uploads.upload_finish(
+            user=request.user,
+            upload_id=upload_id,
+            name=body.get("name", ""),
+            schema=body.get("schema", ""),
+            mapping=body.get("mapping"),
+            tokenizer=body.get("tokenizer"),
+            max_tokens=body.get("max_tokens"),
+        )
+        return _ingest_response(operation)
+
+
+def _header_int(raw: str | None) -> int | None:
+    """A header's whole number, or None when it is absent or not one."""
+    if raw and raw.isascii() and raw.isdigit() and len(raw) < 19:
+        return int(raw)
+    return None
 
 
 def _int_param(request: Request, name: str, default: int, *, maximum: int) -> int:

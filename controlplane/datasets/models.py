@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import uuid
+
 from django.conf import settings
 from django.db import models
 
@@ -134,3 +136,29 @@ class DatasetOperation(models.Model):
     @property
     def is_finished(self) -> bool:
         return OperationStatus(self.status).is_finished()
+
+
+class ChunkedUpload(models.Model):
+    """A large file sent in pieces, each appended at the offset the server holds.
+
+    A broken connection resumes from ``received_bytes`` instead of from the
+    start; once every byte is in, ``finish`` starts an ordinary ingest of the
+    staged file.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="chunked_uploads")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE)
+    filename = models.CharField(max_length=255)
+    size_bytes = models.PositiveBigIntegerField()
+    received_bytes = models.PositiveBigIntegerField(default=0)
+    staged_path = models.CharField(max_length=1000)
+    # The ingest the finished upload became; None while bytes are still coming.
+    operation = models.OneToOneField(
+        DatasetOperation, on_delete=models.SET_NULL, null=True, blank=True, related_name="chunked_upload"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"upload {self.pk} of {self.filename} ({self.received_bytes}/{self.size_bytes} bytes)"

@@ -103,38 +103,75 @@ def dataset_ingest_create(
     control worker, which this sends the ingest to once the row is committed.
     The web request never reads a large file's rows.
     """
-    project_role_check(user=user, project=project, role=Role.MEMBER)
-    name_check(name, what="dataset")
-    if schema and schema not in DatasetFormat.values:
-        raise ValidationFailed(f"Unknown schema {schema!r}; one of {', '.join(DatasetFormat.values)}.")
-    mapping = _mapping_parse(mapping)
-    token_options = _token_options_check(project=project, tokenizer=tokenizer, max_tokens=max_tokens)
+    options = ingest_options_check(
+        project=project, user=user, name=name, schema=schema, mapping=mapping, tokenizer=tokenizer,
+        max_tokens=max_tokens,
+    )  # fmt: skip
     try:
         filename = filename_check(upload.name or "")
     except IngestRefused as exc:
         raise ValidationFailed(exc.message) from exc
-    if upload.size is not None and upload.size > settings.DATASET_MAX_UPLOAD_BYTES:
-        raise ValidationFailed(
-            f"The file is {upload.size} bytes; the limit is {settings.DATASET_MAX_UPLOAD_BYTES}."
-        )
-    staged = _stage(upload, filename)
-    size = staged.stat().st_size
+    upload_size_check(upload.size)
+    return ingest_start(project=project, user=user, staged=_stage(upload, filename), **options)
+
+
+def ingest_options_check(
+    *, project: Project, user, name: str, schema: str, mapping: Any, tokenizer: Any, max_tokens: Any
+) -> dict[str, Any]:
+    """Check what an upload asks for before any byte is staged; the options ``ingest_start`` takes."""
+    project_role_check(user=user, project=project, role=Role.MEMBER)
+    name_check(name, what="dataset")
+    if schema and schema not in DatasetFormat.values:
+        raise ValidationFailed(f"Unknown schema {schema!r}; one of {', '.join(DatasetFormat.values)}.")
+    return {
+        "name": name,
+        "schema": schema,
+        "mapping": _mapping_parse(mapping),
+        "token_options": _token_options_check(project=project, tokenizer=tokenizer, max_tokens=max_tokens),
+    }
+
+
+def upload_size_check(size: int | None) -> None:
+    if size is not None and size > settings.DATASET_MAX_UPLOAD_BYTES:
+        raise ValidationFailed(f"The file is {size} bytes; the limit is {settings.DATASET_MAX_UPLOAD_BYTES}.")
+
+
+def ingest_start(
+    *, project: Project, user, staged: Path, name: str, schema: str, mapping: dict, token_options: dict
+) -> DatasetOperation:
+    """Start the ingest of a staged file: at once if it is small, else on the control worker."""
+    operation = ingest_operation_create(
+        project=project, user=user, staged=staged, name=name, schema=schema, mapping=mapping,
+        token_options=token_options,
+    )  # fmt: skip
+    if ingest_runs_inline(operation):
+        return dataset_operation_run(operation_id=operation.pk)
+    return operation
+
+
+def ingest_operation_create(
+    *, project: Project, user, staged: Path, name: str, schema: str, mapping: dict, token_options: dict
+) -> DatasetOperation:
+    """The ingest's row; a large file is sent to the control worker once the row is committed."""
     operation = DatasetOperation.objects.create(
         project=project,
         name=name,
-        filename=filename,
+        filename=staged.name,
         staged_path=str(staged),
-        size_bytes=size,
+        size_bytes=staged.stat().st_size,
         schema=schema,
         mapping=mapping,
         options=token_options,
         created_by=user,
     )
-    # A tokenizer takes seconds to load: never within a web request.
-    if size <= settings.DATASET_INLINE_MAX_BYTES and not token_options:
-        return dataset_operation_run(operation_id=operation.pk)
-    transaction.on_commit(lambda: dataset_operation_send(operation_id=operation.pk))
+    if not ingest_runs_inline(operation):
+        transaction.on_commit(lambda: dataset_operation_send(operation_id=operation.pk))
     return operation
+
+
+def ingest_runs_inline(operation: DatasetOperation) -> bool:
+    """A small file is ingested within the request; a tokenizer takes seconds to load, so never then."""
+    return operation.size_bytes <= settings.DATASET_INLINE_MAX_BYTES and not operation.options
 
 
 def _whole_number(value: Any) -> int | None:

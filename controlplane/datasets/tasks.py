@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from controlplane.datasets import services
+from controlplane.datasets import services, uploads
 
 
 @shared_task(name="datasets.operation_run")
@@ -15,3 +15,8 @@ def dataset_operation_run(operation_id: int) -> str:
 @shared_task(name="datasets.operations_reconcile")
 def dataset_operations_reconcile() -> dict[str, int]:
     return services.dataset_operations_reconcile()
+
+
+@shared_task(name="datasets.uploads_expire")
+def uploads_expire() -> int:
+    return uploads.uploads_expire()

@@ -135,3 +135,40 @@ def test_a_sweep_from_a_yaml_file_runs_to_its_end(
     assert refused.returncode == 2 and "is not a tunable parameter" in refused.stderr
     again = tuneyard("sweep", "add-trials", str(sweep["id"]), "--count", "0", url=url, token=token)
     assert again.returncode == 2 and "'count' is between" in again.stderr
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_large_file_goes_up_in_pieces_and_an_interrupted_upload_resumes(
+    people, live_server, mlflow_server, tmp_path, settings
+):
+    import httpx
+
+    settings.DATASET_STAGING_DIR = tmp_path / "uploads"
+    url = live_server.url
+    token = tuneyard("token", "alice", url=url, password=PASSWORD).stdout.strip()
+    data = tmp_path / "data.jsonl"
+    data.write_bytes(demo_jsonl(40))
+    size = data.stat().st_size
+    piece_mib = str(1000 / 1024**2)  # about 1,000 bytes a piece: several pieces
+    whole = tuneyard("upload", str(data), "--project", "demo", "--name", "pieces", "--piece-mib", piece_mib,
+                     url=url, token=token)  # fmt: skip
+    assert whole.returncode == 0, whole.stderr
+    assert json.loads(whole.stdout)["row_count"] == 40 and "upload 100.0%" in whole.stderr
+
+    # An upload that stopped a third of the way (its first piece sent by hand), continued by the CLI.
+    other = tmp_path / "other.jsonl"
+    other.write_bytes(demo_jsonl(41))
+    api = httpx.Client(base_url=f"{url}/api/v1/", headers={"Authorization": f"Token {token}"})
+    body = {"project": "demo", "filename": "other.jsonl", "size": other.stat().st_size}
+    begun = api.post("uploads", json=body)
+    upload_id = begun.json()["id"]
+    third = other.read_bytes()[: size // 3]
+    assert api.patch(f"uploads/{upload_id}", content=third, headers={"Upload-Offset": "0"}).status_code == 200
+    resumed = tuneyard("upload", str(other), "--project", "demo", "--name", "pieces", "--resume", upload_id,
+                       "--piece-mib", piece_mib, url=url, token=token)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads(resumed.stdout)["row_count"] == 41 and json.loads(resumed.stdout)["version"] == 2
+    # A resume of another file's upload is refused with a sentence.
+    wrong = tuneyard("upload", str(data), "--project", "demo", "--name", "pieces", "--resume", upload_id,
+                     url=url, token=token)  # fmt: skip
+    assert wrong.returncode == 2 and "refused" in wrong.stderr
