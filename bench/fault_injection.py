@@ -111,47 +111,47 @@ class TrainerLedger(threading.Thread):
         while not self.stop.is_set():
             now = time.monotonic()
             alive: dict[int, list[int]] = defaultdict(list)
-            for pid, spec_path, parent in _trainer_processes():
-                entry = self.seen.get((pid, spec_path))
+            for group, spec_path in _trainer_processes():
+                entry = self.seen.get((group, spec_path))
                 if entry is None:
                     try:
                         spec = json.loads(Path(spec_path).read_text())
                     except (OSError, ValueError):
                         continue  # its folder is already gone: it is ending
-                    entry = {"job": spec["job_id"], "attempt": spec["attempt"], "parent": parent}
-                    entry["first"] = now
-                    self.seen[(pid, spec_path)] = entry
+                    entry = {"job": spec["job_id"], "attempt": spec["attempt"], "first": now}
+                    self.seen[(group, spec_path)] = entry
                 entry["last"] = now
-                alive[entry["job"]].append(pid)
+                alive[entry["job"]].append(group)
             self.overlaps.extend((job, pids) for job, pids in alive.items() if len(pids) > 1)
             time.sleep(0.1)
 
 
-def _trainer_processes() -> list[tuple[int, str, int]]:
-    """(pid, spec path, parent pid) of each live ``python -m workers.engine SPEC WORKDIR``.
+def _trainer_processes() -> list[tuple[int, str]]:
+    """(process group, spec path) of each live trainer, ``python -m workers.engine SPEC WORKDIR``.
 
-    A zombie has no command line, so it is not counted.
-
-    A process the trainer forks carries the trainer's command line until it
-    execs something else; it is the trainer's child, not another attempt, and is left out.
+    The runner starts each trainer as the leader of its own process group, so
+    the group is the trainer: a process the trainer forks carries its command
+    line until it execs something else, and stays in its group even once the
+    trainer is gone, so it is never counted as another attempt. A zombie has
+    no command line, so it is not counted.
     """
-    found: dict[int, tuple[int, str]] = {}  # pid -> (parent pid, spec path)
+    found: set[tuple[int, str]] = set()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
-            # The parent pid is the 4th field of /proc/PID/stat, after the ")" closing the name.
-            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            # The process group is the 5th field of /proc/PID/stat, after the ")" closing the name.
+            group = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[2])
         except (OSError, ValueError, IndexError):
             continue
         if len(argv) >= 4 and argv[1:3] == ["-m", "workers.engine"]:
-            found[int(entry.name)] = (parent, argv[3])
-    return [(pid, spec, parent) for pid, (parent, spec) in found.items() if parent not in found]
+            found.add((group, argv[3]))
+    return sorted(found)
 
 
-def _alive_trainer(pid: int) -> bool:
-    return any(p == pid for p, _, _ in _trainer_processes())
+def _alive_trainer(group: int) -> bool:
+    return any(g == group for g, _ in _trainer_processes())
 
 
 def main(argv: list[str] | None = None) -> int:  # noqa: C901 - one scenario, top to bottom
@@ -333,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - one scenario, to
             if not running or (running[0][1] == 0 and time.monotonic() < patience_until):
                 return False
             worker, checkpoint, job_id = running[0]
-            trainers = [pid for pid, _, _ in _trainer_processes() if ledger.job_of(pid) == job_id]
+            trainers = [group for group, _ in _trainer_processes() if ledger.job_of(group) == job_id]
             stack.kill(worker)
             killed_with_checkpoint += checkpoint > 0
             time.sleep(1.0)
