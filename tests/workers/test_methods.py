@@ -296,6 +296,19 @@ def test_dpo_with_lora_moves_the_reward_margin_up(tiny_model: Path, tmp_path: Pa
     assert sum(losses[-3:]) / 3 < losses[0]
 
 
+def test_dpo_with_full_fine_tuning_uses_a_frozen_copy_as_reference(tiny_model: Path, tmp_path: Path) -> None:
+    config = {
+        "method": {"name": "full"},
+        "objective": {"name": "dpo"},
+        "hyperparameters": {"max_steps": 6, "learning_rate": 1e-3},
+    }
+    trained, steps = _train(tiny_model, tmp_path, config, PREFERENCES)
+
+    assert trained.artifact_name == "model"
+    margins = [metrics["rewards/margins"] for _, metrics in steps]
+    assert margins[0] == pytest.approx(0.0, abs=1e-4) and margins[-1] > margins[0]
+
+
 @pytest.mark.parametrize("loss_type", ["ipo", "hinge"])
 def test_dpo_loss_types_train(tiny_model: Path, tmp_path: Path, loss_type: str) -> None:
     config = {"objective": {"name": "dpo", "loss_type": loss_type}, "hyperparameters": {"max_steps": 3}}
@@ -431,6 +444,28 @@ def test_evaluation_on_a_held_out_split_is_reported_with_the_steps(tiny_model: P
     assert trained.steps == 8
     evaluated = [step for step, metrics in steps if "eval_loss" in metrics]
     assert evaluated == [4, 8]
+
+
+def test_the_options_shape_a_real_run(tiny_model: Path, tmp_path: Path) -> None:
+    hyperparameters = {
+        "max_steps": 6,
+        "batch_size": 2,
+        "gradient_accumulation_steps": 2,
+        "gradient_checkpointing": True,
+        "auto_find_batch_size": True,
+        "scheduler": "cosine",
+        "warmup_steps": 3,
+        "weight_decay": 0.01,
+        "optimizer": "adafactor",
+    }
+    trained, steps = _train(tiny_model, tmp_path, {"hyperparameters": hyperparameters}, INSTRUCTIONS)
+
+    assert trained.steps == 6
+    rates = [metrics["learning_rate"] for _, metrics in steps]
+    # Warmup climbs from 0 over 3 steps to the peak, then the cosine decays.
+    assert rates[0] == 0 and rates[3] == pytest.approx(1e-2)
+    assert rates[0] < rates[1] < rates[2] < rates[3] > rates[4] > rates[5]
+    assert all(loss == loss for loss in _losses(steps))
 
 
 def test_early_stopping_stops_after_patience_evaluations_without_improvement() -> None:

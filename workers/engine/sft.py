@@ -79,8 +79,15 @@ def sft_examples(
         # A model's own chat template writes its bos (if the model uses one);
         # plain texts and the fallback template get the tokenizer's.
         own_template = isinstance(row, ChatRow) and tokenizer.chat_template is not None
+        if completion_only_loss:
+            segments = row_segments(row, tokenizer)
+        else:
+            # One learned piece: no need to find the turns (which some templates make impossible).
+            segments = [
+                Segment(chat_text(row, tokenizer) if isinstance(row, ChatRow) else format_example(row), True)
+            ]
         example = _tokenize_segments(
-            row_segments(row, tokenizer),
+            segments,
             tokenizer,
             max_seq_length,
             add_special_tokens=not own_template,
@@ -88,7 +95,7 @@ def sft_examples(
             append_eos=not isinstance(row, ChatRow),
         )
         if not completion_only_loss:
-            example["labels"] = list(example["input_ids"])
+            example["labels"] = list(example["input_ids"])  # special tokens too
         if any(label != IGNORE_INDEX for label in example["labels"]):
             examples.append(example)
     if not examples:
@@ -98,7 +105,8 @@ def sft_examples(
         )
     if len(examples) < len(rows):
         print(
-            f"tuneyard: {len(rows) - len(examples)} rows left out: their prompts fill max_seq_length",
+            f"tuneyard: {len(rows) - len(examples)} rows left out with nothing to learn: a prompt that "
+            "fills max_seq_length, or a chat with no assistant turn",
             flush=True,
         )
     return examples
@@ -120,6 +128,12 @@ def row_segments(row: TrainingRow, tokenizer: PreTrainedTokenizerBase) -> list[S
 
 def chat_template(tokenizer: PreTrainedTokenizerBase) -> str:
     return tokenizer.chat_template or FALLBACK_CHAT_TEMPLATE
+
+
+def chat_text(row: ChatRow, tokenizer: PreTrainedTokenizerBase) -> str:
+    """The whole conversation as the chat template renders it."""
+    messages = [{"role": m.role, "content": m.content} for m in row.messages]
+    return tokenizer.apply_chat_template(messages, chat_template=chat_template(tokenizer), tokenize=False)
 
 
 def chat_segments(row: ChatRow, tokenizer: PreTrainedTokenizerBase) -> list[Segment]:
