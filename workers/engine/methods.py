@@ -42,7 +42,7 @@ from workers.spec import (
 )
 
 if TYPE_CHECKING:
-    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+    from transformers import BitsAndBytesConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 
 class BaseModelError(JobInputError):
@@ -81,7 +81,7 @@ def model_load(
     return tokenizer, model
 
 
-def _qlora_quantization(method: QLoraMethod):  # type: ignore[no-untyped-def]
+def _qlora_quantization(method: QLoraMethod) -> BitsAndBytesConfig:
     """The 4-bit NF4 loading config; refuses a host that cannot run it, before any download is read."""
     # The spec already refuses QLoRA for a job with no GPUs; this catches a
     # GPU job that landed on a host whose CUDA is missing or broken.
