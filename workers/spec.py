@@ -165,9 +165,6 @@ Method = Annotated[
     Field(discriminator="name"),
 ]
 
-# The methods that train an adapter beside frozen base weights (the rest save a whole model).
-ADAPTER_METHODS = ("lora", "qlora", "prefix_tuning", "p_tuning", "prompt_tuning", "ia3")
-
 
 # --- objectives: what the training optimizes --------------------------------
 
@@ -218,7 +215,8 @@ class Optimizer(StrEnum):
     PAGED_ADAMW_8BIT = "paged_adamw_8bit"  # bitsandbytes, GPU only; QLoRA's usual choice
 
 
-GPU_ONLY_OPTIMIZERS = (Optimizer.ADAMW_8BIT, Optimizer.PAGED_ADAMW_8BIT, Optimizer.ADAMW_TORCH_FUSED)
+# bitsandbytes' optimizers run on CUDA only (torch's fused AdamW runs on the CPU too).
+GPU_ONLY_OPTIMIZERS = (Optimizer.ADAMW_8BIT, Optimizer.PAGED_ADAMW_8BIT)
 
 
 class Scheduler(StrEnum):

@@ -407,6 +407,24 @@ def test_every_training_option_reaches_the_training_arguments(tiny_model: Path, 
     assert (sgd.optim.value, sgd.lr_scheduler_type.value, sgd.warmup_steps) == ("sgd", "polynomial", 3)
 
 
+@pytest.mark.parametrize(
+    "hyperparameters, message",
+    [
+        (
+            {"optimizer": "paged_adamw_8bit"},
+            "the paged_adamw_8bit optimizer needs a CUDA GPU, and this worker",
+        ),
+        ({"mixed_precision": "fp16"}, "fp16 mixed precision needs a CUDA GPU, and this worker has none"),
+    ],
+)
+def test_a_gpu_job_that_lands_on_a_cpu_host_fails_clearly(
+    tiny_model: Path, tmp_path: Path, hyperparameters: dict[str, Any], message: str
+) -> None:
+    spec = _spec(tiny_model, {"hyperparameters": hyperparameters, "resources": {"gpus": 1}})
+    with pytest.raises(JobInputError, match=message):
+        training_arguments(spec, tmp_path)
+
+
 def test_mixed_precision_auto_is_fp32_on_the_cpu(tiny_model: Path, tmp_path: Path) -> None:
     args = training_arguments(_spec(tiny_model, {"hyperparameters": {"mixed_precision": "auto"}}), tmp_path)
     assert not args.bf16 and not args.fp16

@@ -8,6 +8,7 @@ supervised examples in ``sft``, preference optimization in ``dpo``.
 
 from __future__ import annotations
 
+import importlib.util
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -32,7 +33,14 @@ from workers.engine import JobInputError
 from workers.engine.data import DatasetError, TrainingRow
 from workers.engine.methods import BaseModelError, method_apply, model_load
 from workers.engine.sft import IGNORE_INDEX, sft_examples
-from workers.spec import DpoObjective, Hyperparameters, JobSpec, MixedPrecision
+from workers.spec import (
+    GPU_ONLY_OPTIMIZERS,
+    DpoObjective,
+    Hyperparameters,
+    JobSpec,
+    MixedPrecision,
+    Optimizer,
+)
 
 # (step, total_steps, metrics at that step)
 StepListener = Callable[[int, int, Mapping[str, float]], None]
@@ -159,6 +167,7 @@ def training_options(spec: JobSpec, output_dir: Path) -> dict[str, Any]:
     hyper = spec.config.hyperparameters
     on_gpu = torch.cuda.is_available()
     bf16, fp16 = _precision(hyper.mixed_precision, on_gpu)
+    _optimizer_check(hyper.optimizer, on_gpu)
     return dict(
         output_dir=str(output_dir),
         per_device_train_batch_size=hyper.batch_size,
@@ -200,6 +209,16 @@ def training_options(spec: JobSpec, output_dir: Path) -> dict[str, Any]:
         # A PeftModel's forward takes **kwargs, so Trainer cannot find "labels" by itself.
         label_names=["labels"],
     )
+
+
+def _optimizer_check(optimizer: Optimizer, on_gpu: bool) -> None:
+    """Refuse an 8-bit optimizer this host cannot run, before the Trainer fails on it mid-setup."""
+    if optimizer not in GPU_ONLY_OPTIMIZERS:
+        return
+    if not on_gpu:
+        raise JobInputError(f"the {optimizer.value} optimizer needs a CUDA GPU, and this worker has none")
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise JobInputError(f"the {optimizer.value} optimizer needs bitsandbytes, which this worker lacks")
 
 
 def _precision(choice: MixedPrecision, on_gpu: bool) -> tuple[bool, bool]:
