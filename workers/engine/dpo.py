@@ -58,5 +58,8 @@ def _preference_dataset(rows: Sequence[TrainingRow]) -> Dataset:
             raise DatasetError(
                 f"DPO needs a preference dataset (prompt, chosen, rejected); row {number} is not one"
             )
-        pairs.append({"prompt": row.prompt, "chosen": row.chosen, "rejected": row.rejected})
+        # trl appends an answer to its prompt as it is; the blank line matches
+        # how supervised fine-tuning lays a preference row out (``sft``), so an
+        # SFT-then-DPO model sees one layout.
+        pairs.append({"prompt": f"{row.prompt}\n\n", "chosen": row.chosen, "rejected": row.rejected})
     return Dataset.from_list(pairs)
