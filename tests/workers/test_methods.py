@@ -198,6 +198,25 @@ def test_qlora_without_bitsandbytes_says_so(tiny_model: Path, monkeypatch: pytes
         model_load(tiny_model, "tiny", QLoraMethod())
 
 
+def test_qlora_loads_in_4bit_nf4_on_a_cuda_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    from workers.engine.methods import _qlora_quantization
+
+    # Only the host is faked (CUDA with bf16, bitsandbytes present); the config is the real one.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: object() if name == "bitsandbytes" else real_find_spec(name, *a),
+    )
+    config = _qlora_quantization(QLoraMethod(double_quant=False))
+    assert (config.load_in_4bit, config.bnb_4bit_quant_type) == (True, "nf4")
+    assert config.bnb_4bit_compute_dtype == torch.bfloat16 and not config.bnb_4bit_use_double_quant
+
+
 # --- supervised fine-tuning: what the loss sees -------------------------------------------
 
 

@@ -73,7 +73,8 @@ def model_load(
                 base_model,
                 trust_remote_code=False,
                 quantization_config=quantization,
-                dtype=torch.bfloat16,
+                # The layers left unquantized (norms, embeddings) in the compute dtype too.
+                dtype=quantization.bnb_4bit_compute_dtype,
                 device_map={"": torch.cuda.current_device()},
             )
     except (OSError, ValueError) as exc:
