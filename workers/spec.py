@@ -55,6 +55,16 @@ class InstructionRow(_Frozen):
 
 # --- training methods: one class per method, told apart by ``name`` ---------
 
+_MODULE_NAME = r"[A-Za-z_][A-Za-z0-9_.]*"
+
+
+def _module_names_check(value: list[str] | None) -> list[str] | None:
+    # Module names end up in peft's regex matching; anything else is a typo or an attack.
+    for module in value or []:
+        if not re.fullmatch(_MODULE_NAME, module):
+            raise ValueError(f"{module!r} is not a module name")
+    return value
+
 
 class LoraMethod(_Frozen):
     """Low-rank adapters on the attention (or the given) projections."""
@@ -66,13 +76,18 @@ class LoraMethod(_Frozen):
     # None means the per-architecture default chosen by peft.
     target_modules: list[str] | None = Field(None, min_length=1)
 
-    @field_validator("target_modules")
-    @classmethod
-    def _module_names(cls, value: list[str] | None) -> list[str] | None:
-        for module in value or []:
-            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.]*", module):
-                raise ValueError(f"{module!r} is not a module name")
-        return value
+    _module_names = field_validator("target_modules")(_module_names_check)
+
+
+class QLoraMethod(LoraMethod):
+    """LoRA on a base model loaded in 4-bit NF4 (bitsandbytes): a large model on a small GPU.
+
+    Needs a CUDA GPU; ``TrainingConfig`` refuses it for a job with no GPUs.
+    """
+
+    name: Literal["qlora"] = "qlora"  # type: ignore[assignment]
+    # Quantizing the quantization constants too saves ~0.4 bit per weight at no accuracy cost.
+    double_quant: bool = True
 
 
 class FullMethod(_Frozen):
@@ -81,7 +96,142 @@ class FullMethod(_Frozen):
     name: Literal["full"] = "full"
 
 
-Method = Annotated[LoraMethod | FullMethod, Field(discriminator="name")]
+class PrefixTuningMethod(_Frozen):
+    """Trained key/value prefixes in every attention layer; the base model stays frozen.
+
+    With ``projection`` the prefixes come out of a small MLP (reparameterization),
+    which is P-tuning v2's "deep prompt" setup and trains more stably.
+    """
+
+    name: Literal["prefix_tuning"] = "prefix_tuning"
+    num_virtual_tokens: int = Field(20, ge=1, le=1024)
+    projection: bool = False
+    # Hidden size of that MLP; used only with projection.
+    encoder_hidden_size: int = Field(512, ge=1, le=65_536)
+
+
+class PTuningMethod(_Frozen):
+    """P-tuning: virtual input tokens produced by a trained prompt encoder (peft's ``PromptEncoder``).
+
+    The prompts enter at the input layer only; for prompts in every layer
+    (P-tuning v2) use ``prefix_tuning`` with ``projection``.
+    """
+
+    name: Literal["p_tuning"] = "p_tuning"
+    num_virtual_tokens: int = Field(20, ge=1, le=1024)
+    encoder_hidden_size: int = Field(128, ge=1, le=65_536)
+    encoder_type: Literal["mlp", "lstm"] = "mlp"
+
+
+class PromptTuningMethod(_Frozen):
+    """Soft prompt tuning: trained embeddings of a few virtual tokens put before every input."""
+
+    name: Literal["prompt_tuning"] = "prompt_tuning"
+    num_virtual_tokens: int = Field(20, ge=1, le=1024)
+    # Starting the soft prompt from a real text's embeddings converges faster than random.
+    init_text: str | None = Field(None, min_length=1, max_length=2000)
+
+
+class Ia3Method(_Frozen):
+    """IA3: learned rescaling vectors on keys, values and the feed-forward layers."""
+
+    name: Literal["ia3"] = "ia3"
+    # None means peft's per-architecture defaults for both lists.
+    target_modules: list[str] | None = Field(None, min_length=1)
+    # Must be a subset of target_modules: the modules whose input (not output) is scaled.
+    feedforward_modules: list[str] | None = Field(None, min_length=1)
+
+    _module_names = field_validator("target_modules", "feedforward_modules")(_module_names_check)
+
+    @model_validator(mode="after")
+    def _feedforward_is_targeted(self) -> Ia3Method:
+        if self.feedforward_modules is not None:
+            if self.target_modules is None:
+                raise ValueError("feedforward_modules needs target_modules too")
+            missing = set(self.feedforward_modules) - set(self.target_modules)
+            if missing:
+                raise ValueError(f"feedforward_modules not in target_modules: {', '.join(sorted(missing))}")
+        return self
+
+
+Method = Annotated[
+    LoraMethod
+    | QLoraMethod
+    | FullMethod
+    | PrefixTuningMethod
+    | PTuningMethod
+    | PromptTuningMethod
+    | Ia3Method,
+    Field(discriminator="name"),
+]
+
+
+# --- objectives: what the training optimizes --------------------------------
+
+
+class SftObjective(_Frozen):
+    """Supervised fine-tuning: next-token loss on the texts, instructions or chats."""
+
+    name: Literal["sft"] = "sft"
+
+
+class DpoLossType(StrEnum):
+    SIGMOID = "sigmoid"  # the DPO paper's loss
+    IPO = "ipo"
+    HINGE = "hinge"
+    ROBUST = "robust"
+
+
+class DpoObjective(_Frozen):
+    """Direct preference optimization on prompt/chosen/rejected rows (with trl).
+
+    The reference model is the base model: for an adapter method the same
+    weights with the adapter switched off, for full fine-tuning a frozen copy.
+    """
+
+    name: Literal["dpo"] = "dpo"
+    beta: float = Field(0.1, gt=0.0, le=100.0, description="how far the policy may move from the reference")
+    loss_type: DpoLossType = DpoLossType.SIGMOID
+
+
+Objective = Annotated[SftObjective | DpoObjective, Field(discriminator="name")]
+
+# DPO runs the model twice per pair (policy and reference); with prompt-learning
+# methods trl cannot switch the reference off cleanly, so they are not offered.
+DPO_METHODS = ("lora", "qlora", "full")
+
+
+# --- hyperparameters ------------------------------------------------------------
+
+
+class Optimizer(StrEnum):
+    ADAMW_TORCH = "adamw_torch"
+    ADAMW_TORCH_FUSED = "adamw_torch_fused"
+    ADAFACTOR = "adafactor"
+    SGD = "sgd"
+    ADAGRAD = "adagrad"
+    RMSPROP = "rmsprop"
+    ADAMW_8BIT = "adamw_bnb_8bit"  # bitsandbytes, GPU only
+    PAGED_ADAMW_8BIT = "paged_adamw_8bit"  # bitsandbytes, GPU only; QLoRA's usual choice
+
+
+# bitsandbytes' optimizers run on CUDA only (torch's fused AdamW runs on the CPU too).
+GPU_ONLY_OPTIMIZERS = (Optimizer.ADAMW_8BIT, Optimizer.PAGED_ADAMW_8BIT)
+
+
+class Scheduler(StrEnum):
+    LINEAR = "linear"
+    COSINE = "cosine"
+    CONSTANT = "constant"
+    CONSTANT_WITH_WARMUP = "constant_with_warmup"
+    POLYNOMIAL = "polynomial"
+
+
+class MixedPrecision(StrEnum):
+    AUTO = "auto"  # bf16 on a GPU that has it, else fp16 on a GPU, fp32 on the CPU
+    NO = "no"  # fp32 throughout
+    BF16 = "bf16"
+    FP16 = "fp16"  # CUDA only
 
 
 class Hyperparameters(_Frozen):
@@ -96,6 +246,41 @@ class Hyperparameters(_Frozen):
     # to the artifact store this often; a retried attempt continues from the
     # last one instead of from step 0. None: no checkpoints.
     checkpoint_every_steps: int | None = Field(500, ge=1, le=10_000_000)
+    # Loss only on what the model should learn to write (responses, assistant
+    # turns), not on the prompt it is given. Plain text rows train on every token.
+    completion_only_loss: bool = True
+    # An optimizer step sees batch_size * gradient_accumulation_steps rows.
+    gradient_accumulation_steps: int = Field(1, ge=1, le=1024)
+    # Recomputes activations in the backward pass: less memory, ~30% slower.
+    gradient_checkpointing: bool = False
+    optimizer: Optimizer = Optimizer.ADAMW_TORCH
+    scheduler: Scheduler = Scheduler.LINEAR
+    # At most one of the two; both zero: no warmup.
+    warmup_steps: int = Field(0, ge=0, le=10_000_000)
+    warmup_ratio: float = Field(0.0, ge=0.0, lt=1.0)
+    weight_decay: float = Field(0.0, ge=0.0, le=1.0)
+    max_grad_norm: float = Field(1.0, gt=0.0, le=1000.0)
+    # This fraction of the rows is held out (chosen with the seed) and
+    # evaluated every eval_every_steps steps; both or neither.
+    validation_fraction: float = Field(0.0, ge=0.0, lt=1.0)
+    eval_every_steps: int | None = Field(None, ge=1, le=10_000_000)
+    # Stop when the metric has not improved over this many evaluations in a row.
+    early_stopping_patience: int | None = Field(None, ge=1, le=1000)
+    early_stopping_metric: str = Field("eval_loss", pattern=r"^eval_[a-z0-9_]{1,60}$")
+    early_stopping_greater_is_better: bool = False
+    mixed_precision: MixedPrecision = MixedPrecision.AUTO
+    # Halve the batch size and retry when a step runs out of GPU memory.
+    auto_find_batch_size: bool = False
+
+    @model_validator(mode="after")
+    def _options_agree(self) -> Hyperparameters:
+        if self.warmup_steps and self.warmup_ratio:
+            raise ValueError("give warmup_steps or warmup_ratio, not both")
+        if (self.validation_fraction > 0) != (self.eval_every_steps is not None):
+            raise ValueError("validation_fraction and eval_every_steps go together: set both or neither")
+        if self.early_stopping_patience is not None and self.eval_every_steps is None:
+            raise ValueError("early_stopping_patience needs evaluations: set eval_every_steps")
+        return self
 
 
 class Resources(_Frozen):
@@ -117,8 +302,24 @@ class TrainingConfig(_Frozen):
     """What a person chooses when launching a fine-tune; validated at the API edge."""
 
     method: Method = Field(default_factory=LoraMethod)
+    objective: Objective = Field(default_factory=SftObjective)
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
     resources: Resources = Field(default_factory=Resources)
+
+    @model_validator(mode="after")
+    def _method_fits(self) -> TrainingConfig:
+        gpu_only = []
+        if self.method.name == "qlora":
+            gpu_only.append("QLoRA (4-bit bitsandbytes)")
+        if self.hyperparameters.optimizer in GPU_ONLY_OPTIMIZERS:
+            gpu_only.append(f"the {self.hyperparameters.optimizer.value} optimizer")
+        if self.hyperparameters.mixed_precision is MixedPrecision.FP16:
+            gpu_only.append("fp16 mixed precision")
+        if gpu_only and self.resources.gpus == 0:
+            raise ValueError(f"{' and '.join(gpu_only)} needs a CUDA GPU: set resources.gpus to 1 or more")
+        if self.objective.name == "dpo" and self.method.name not in DPO_METHODS:
+            raise ValueError(f"DPO works with the methods {', '.join(DPO_METHODS)}, not {self.method.name}")
+        return self
 
 
 class JobSpec(_Frozen):

@@ -20,6 +20,18 @@ UNK, BOS, EOS, PAD = "<unk>", "<s>", "</s>", "<pad>"
 
 MAX_POSITIONS = 512
 
+# Zephyr's layout: chat models ship a template like this, and the engine
+# applies it to chat datasets (a model without one gets the engine's fallback).
+# Newlines are expressions because templates render with trim_blocks.
+CHAT_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% for message in messages %}"
+    "<|{{ message['role'] }}|>{{ '\\n' }}{{ message['content'] }}"
+    "{% if message['role'] == 'assistant' %}{{ eos_token }}{% endif %}{{ '\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{{ '\\n' }}{% endif %}"
+)
+
 # Asked for, not promised: a BPE trained on a small corpus runs out of pairs
 # to merge and stops short, so the model is sized from the tokenizer instead.
 TARGET_VOCAB_SIZE = 512
@@ -69,6 +81,7 @@ def build_tiny_model(out_dir: Path, corpus: list[str] | None = None, *, seed: in
         unk_token=UNK,
         model_max_length=MAX_POSITIONS,
     )
+    tokenizer.chat_template = CHAT_TEMPLATE
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=64,

@@ -9,17 +9,18 @@ no tunable field, or a bound the training config itself would refuse is a 400.
 from __future__ import annotations
 
 import copy
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationError, model_validator
 
 from controlplane.errors import ValidationFailed
-from workers.spec import FullMethod, Hyperparameters, LoraMethod, TrainingConfig
+from workers.spec import Hyperparameters, Method, Objective, TrainingConfig
 
 if TYPE_CHECKING:
     import optuna
 
-MethodName = Literal["lora", "full"]
+# The names of workers.spec.Method's classes.
+MethodName = Literal["lora", "qlora", "full", "prefix_tuning", "p_tuning", "prompt_tuning", "ia3"]
 
 
 class _Param(BaseModel):
@@ -88,16 +89,30 @@ def _range_check(low: float, high: float, log: bool) -> None:
         raise ValueError(f"a log scale needs a positive low bound, not {low}")
 
 
+# Each method's settings by its name ("full" has none but the name).
+_METHOD_FIELDS = {
+    method.model_fields["name"].default: set(method.model_fields) for method in get_args(get_args(Method)[0])
+}
+
 TUNABLE = {
     "hyperparameters": set(Hyperparameters.model_fields) - {"checkpoint_every_steps"},
-    "method": {"name"} | set(LoraMethod.model_fields) | set(FullMethod.model_fields),
+    # Every method's fields: a trial's config is validated as a TrainingConfig, which
+    # refuses a field its method does not have.
+    "method": set().union(*_METHOD_FIELDS.values()),
+    "objective": {
+        field for objective in get_args(get_args(Objective)[0]) for field in objective.model_fields
+    },
 }
+# Lists and free text: a search over them makes no sense.
+_NOT_TUNABLE = {"target_modules", "feedforward_modules", "init_text"}
 
 
 def _path_check(path: str) -> None:
     section, _, name = path.partition(".")
-    if section not in TUNABLE or name not in TUNABLE[section] or name == "target_modules":
-        known = ", ".join(sorted(f"{s}.{n}" for s, names in TUNABLE.items() for n in names))
+    if section not in TUNABLE or name not in TUNABLE[section] or name in _NOT_TUNABLE:
+        known = ", ".join(
+            sorted(f"{s}.{n}" for s, names in TUNABLE.items() for n in names if n not in _NOT_TUNABLE)
+        )
         raise ValueError(f"{path!r} is not a tunable parameter; these are: {known}")
 
 
@@ -112,9 +127,11 @@ def search_space_parse(raw: object, base_config: dict[str, Any]) -> SearchSpace:
         raise ValidationFailed(f"search_space{'.' + where if where else ''}: {reason}") from None
     for path, param in space.root.items():
         values = param.choices if isinstance(param, CategoricalParam) else [param.low, param.high]
+        # A setting of one method is checked on that method, whatever the base config's is.
+        method = {"method.name": param.when_method} if param.when_method else {}
         for value in values:
             try:
-                config_build(base_config, {path: value}, space)
+                config_build(base_config, {**method, path: value}, space)
             except ValidationFailed as exc:
                 raise ValidationFailed(
                     f"search_space.{path}: the value {value!r} is refused: {exc}"
@@ -147,8 +164,8 @@ def params_suggest(trial: optuna.Trial, space: SearchSpace, base_method: str) ->
     for path, param in space.root.items():
         if path == "method.name" or (param.when_method and param.when_method != method):
             continue
-        if path.startswith("method.") and path != "method.name" and method == "full":
-            continue  # full fine-tuning has no method settings
+        if path.startswith("method.") and path.partition(".")[2] not in _METHOD_FIELDS.get(method, set()):
+            continue  # a setting of another method (full fine-tuning has none)
         params[path] = _suggest(trial, path, param)
     return params
 

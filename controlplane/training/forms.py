@@ -12,6 +12,17 @@ from workers.spec import Hyperparameters, LoraMethod
 _HP = Hyperparameters()
 QUEUE_HELP = "a resource class, such as a GPU type; empty: gpu for GPU jobs, cpu otherwise"
 _LORA = LoraMethod()
+# Every method of workers.spec.Method; each starts from its defaults, the LoRA ones take the rank fields.
+METHOD_CHOICES = [
+    ("lora", "LoRA"),
+    ("qlora", "QLoRA (4-bit, GPU only)"),
+    ("full", "Full fine-tuning"),
+    ("prefix_tuning", "Prefix tuning"),
+    ("p_tuning", "P-tuning"),
+    ("prompt_tuning", "Prompt tuning"),
+    ("ia3", "IA3"),
+]
+_LORA_METHODS = ("lora", "qlora")
 
 
 class JobLaunchForm(forms.Form):
@@ -20,7 +31,7 @@ class JobLaunchForm(forms.Form):
     name = forms.CharField(max_length=200, required=False)
     base_model = forms.ModelChoiceField(queryset=None, empty_label=None)
     dataset_version = forms.ModelChoiceField(queryset=None, empty_label=None)
-    method = forms.ChoiceField(choices=[("lora", "LoRA"), ("full", "Full fine-tuning")])
+    method = forms.ChoiceField(choices=METHOD_CHOICES)
     lora_r = forms.IntegerField(label="LoRA rank", initial=_LORA.r, min_value=1)
     lora_alpha = forms.IntegerField(label="LoRA alpha", initial=_LORA.alpha, min_value=1)
     lora_dropout = forms.FloatField(label="LoRA dropout", initial=_LORA.dropout, min_value=0)
@@ -56,7 +67,7 @@ class JobLaunchForm(forms.Form):
     def config(self) -> dict[str, Any]:
         data = self.cleaned_data
         method: dict[str, Any] = {"name": data["method"]}
-        if data["method"] == "lora":
+        if data["method"] in _LORA_METHODS:
             method |= {
                 "r": data["lora_r"],
                 "alpha": data["lora_alpha"],

@@ -60,6 +60,20 @@ def test_odd_job_submissions(api_for, job):
     assert Job.objects.count() == before
 
 
+def test_qlora_without_gpus_is_a_400_that_says_why_and_the_new_methods_are_accepted(api_for, job):
+    client = api_for("alice")
+    inputs = {"project": "demo", "base_model": job.base_model_id, "dataset_version": job.dataset_version_id}
+
+    refused = client.post("/api/v1/jobs", {**inputs, "config": {"method": {"name": "qlora"}}}, format="json")
+    assert refused.status_code == 400
+    assert "QLoRA (4-bit bitsandbytes) needs a CUDA GPU" in refused.json()["message"]
+    for method in ("prefix_tuning", "p_tuning", "prompt_tuning", "ia3"):
+        config = {"method": {"name": method}}
+        accepted = client.post("/api/v1/jobs", {**inputs, "config": config}, format="json")
+        assert accepted.status_code == 201, accepted.content[:500]
+        assert Job.objects.get(pk=accepted.json()["id"]).config["method"]["name"] == method
+
+
 def test_nul_characters_are_refused_everywhere(api_for, job, people):
     from django.test import Client
 

@@ -15,8 +15,11 @@ import pytest
 from controlplane.datasets.ingest.pipeline import ingest
 from tests.controlplane.test_dataset_ingest import ROWS_BY_SCHEMA
 from workers.engine.data import (
+    ChatMessage,
+    ChatRow,
     DatasetError,
     InstructionRow,
+    PreferenceRow,
     TextRow,
     dataset_files,
     format_example,
@@ -39,18 +42,26 @@ def test_instruction_rows_come_back_from_the_normalized_parquet(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "schema, first_text",
+    "schema, row_type, first_text",
     [
-        ("text", "The sky is blue."),
-        ("chat", "### System:\nBe brief.\n\n### User:\nHi\n\n### Assistant:\nHello."),
-        ("preference", "Greet me\n\nHello!"),
-        ("multiple_choice", "2+2?\nA. 3\nB. 4\nC. 5\nAnswer: B"),
+        ("text", TextRow, "The sky is blue."),
+        ("chat", ChatRow, "### System:\nBe brief.\n\n### User:\nHi\n\n### Assistant:\nHello."),
+        ("preference", PreferenceRow, "Greet me\n\nHello!"),
+        ("multiple_choice", TextRow, "2+2?\nA. 3\nB. 4\nC. 5\nAnswer: B"),
     ],
 )
-def test_the_other_schemas_are_trained_on_as_text(tmp_path, schema, first_text):
+def test_the_other_schemas_keep_their_shape_and_read_as_one_text(tmp_path, schema, row_type, first_text):
     rows = read_instruction_rows([_normalized(tmp_path, ROWS_BY_SCHEMA[schema])])
-    assert len(rows) == 2 and all(isinstance(row, TextRow) for row in rows)
+    assert len(rows) == 2 and all(isinstance(row, row_type) for row in rows)
     assert format_example(rows[0]) == first_text
+
+
+def test_chat_and_preference_rows_keep_their_parts(tmp_path):
+    chat = read_instruction_rows([_normalized(tmp_path, ROWS_BY_SCHEMA["chat"])])[1]
+    assert chat == ChatRow((ChatMessage("user", "2+2?"), ChatMessage("assistant", "4")))
+    (tmp_path / "pref").mkdir()
+    pair = read_instruction_rows([_normalized(tmp_path / "pref", ROWS_BY_SCHEMA["preference"])])[0]
+    assert pair == PreferenceRow(prompt="Greet me", chosen="Hello!", rejected="No.")
 
 
 def test_a_large_parquet_file_is_read_in_batches_in_order(tmp_path):

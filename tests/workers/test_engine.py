@@ -36,6 +36,20 @@ ROWS: list[dict[str, str]] = [
 ] * 4
 
 
+CHATS: list[dict[str, Any]] = [
+    {
+        "messages": [
+            {"role": "user", "content": row["instruction"]},
+            {"role": "assistant", "content": row["output"]},
+        ]
+    }
+    for row in ROWS
+]
+PREFERENCES: list[dict[str, str]] = [
+    {"prompt": row["instruction"], "chosen": row["output"], "rejected": "No."} for row in ROWS
+]
+
+
 @dataclass(frozen=True)
 class EngineRun:
     returncode: int
@@ -72,10 +86,20 @@ def _spec(job_id: int, model: Path, method: dict[str, str], *, learning_rate: fl
     }
 
 
-def _start(run_dir: Path, spec: dict[str, Any], rows: list[str], store: Path) -> subprocess.Popen[bytes]:
+def _start(
+    run_dir: Path, spec: dict[str, Any], rows: list[str] | list[dict[str, Any]], store: Path
+) -> subprocess.Popen[bytes]:
+    """JSON lines are written as JSONL, row dicts as Parquet (as the control plane stores datasets)."""
     run_dir.mkdir(parents=True)
-    (run_dir / "train.jsonl").write_text("\n".join(rows) + "\n")
-    spec["dataset_uris"] = [str(run_dir / "train.jsonl")]
+    if rows and isinstance(rows[0], dict):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.Table.from_pylist(rows), run_dir / "train.parquet")
+        spec["dataset_uris"] = [str(run_dir / "train.parquet")]
+    else:
+        (run_dir / "train.jsonl").write_text("\n".join(str(row) for row in rows) + "\n")
+        spec["dataset_uris"] = [str(run_dir / "train.jsonl")]
     (run_dir / "spec.json").write_text(json.dumps(spec))
     # A copy of one store per run: concurrent writers on one SQLite file can hit
     # "database is locked", and creating MLflow's schema costs seconds each time.
@@ -138,6 +162,13 @@ def engine_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, EngineRun
     lora_spec["config"]["hyperparameters"]["checkpoint_every_steps"] = 10
     started["lora"] = _start(base / "lora", lora_spec, good_rows, store)
     started["full"] = _start(base / "full", _spec(2, model, full, learning_rate=1e-3), good_rows, store)
+    chat_spec = _spec(4, model, {"name": "p_tuning", "num_virtual_tokens": 4}, learning_rate=1e-2)
+    chat_spec["config"]["hyperparameters"]["max_steps"] = 6
+    started["chat"] = _start(base / "chat", chat_spec, CHATS, store)
+    dpo_spec = _spec(5, model, lora, learning_rate=5e-3)
+    dpo_spec["config"]["objective"] = {"name": "dpo", "beta": 0.1}
+    dpo_spec["config"]["hyperparameters"]["max_steps"] = 6
+    started["dpo"] = _start(base / "dpo", dpo_spec, PREFERENCES, store)
     runs = {name: _finish(process, base / name) for name, process in started.items()}
     # The same job again, resumed from the LoRA run's checkpoint at step 20 (the
     # Trainer keeps the newest checkpoint on disk; the artifact store has them all).
@@ -302,6 +333,48 @@ def test_full_run_trains_every_weight_and_logs_the_model(engine_runs: dict[str, 
     names = {Path(item.path).name for item in client.list_artifacts(run_id, "model")}
     assert {"model.safetensors", "config.json", "tokenizer.json"} <= names
     assert client.get_run(run_id).data.params["method"] == "full"
+
+
+# --- other methods and objectives, through the whole job -----------------------------
+
+
+def test_a_chat_dataset_trains_with_p_tuning_and_logs_the_method(engine_runs: dict[str, EngineRun]) -> None:
+    run = engine_runs["chat"]
+    assert run.returncode == EXIT_OK, run.stderr[-3000:]
+
+    assert len(run.losses()) == 6
+    run_id = run.events("run")[0]["mlflow_run_id"]
+    assert run.events("result")[0]["artifacts"] == {"adapter": f"runs:/{run_id}/adapter"}
+    params = MlflowClient(tracking_uri=run.tracking_uri).get_run(run_id).data.params
+    assert (params["method"], params["p_tuning.num_virtual_tokens"], params["objective"]) == (
+        "p_tuning",
+        "4",
+        "sft",
+    )
+
+
+def test_a_dpo_job_reports_reward_margins(engine_runs: dict[str, EngineRun]) -> None:
+    run = engine_runs["dpo"]
+    assert run.returncode == EXIT_OK, run.stderr[-3000:]
+
+    progress = run.events("progress")
+    assert [event["step"] for event in progress] == list(range(1, 7))
+    assert all("rewards/margins" in event["metrics"] for event in progress)
+    params = (
+        MlflowClient(tracking_uri=run.tracking_uri).get_run(run.events("run")[0]["mlflow_run_id"]).data.params
+    )
+    assert (params["objective"], params["dpo.beta"], params["dpo.loss_type"]) == ("dpo", "0.1", "sigmoid")
+
+
+def test_a_dpo_job_on_instruction_rows_fails_before_loading_the_model(tmp_path: Path) -> None:
+    spec = _spec(6, tmp_path / "no-model", {"name": "lora"}, learning_rate=1e-3)
+    spec["config"]["objective"] = {"name": "dpo"}
+    store = _empty_store(tmp_path / "empty-mlflow.db")
+    run = _finish(_start(tmp_path / "run", spec, [json.dumps(ROWS[0])], store), tmp_path / "run")
+    assert run.returncode == EXIT_INVALID_INPUT
+    assert run.stderr.rstrip("\n").splitlines()[-1] == (
+        "error: DPO needs a preference dataset (prompt, chosen, rejected); row 1 is not one"
+    )
 
 
 # --- failures -----------------------------------------------------------------------

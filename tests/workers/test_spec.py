@@ -43,12 +43,42 @@ def test_the_method_is_chosen_by_name():
 
 
 @pytest.mark.parametrize(
+    "method, defaults",
+    [
+        ({"name": "prefix_tuning"}, {"num_virtual_tokens": 20, "projection": False}),
+        ({"name": "p_tuning"}, {"num_virtual_tokens": 20, "encoder_type": "mlp"}),
+        ({"name": "prompt_tuning"}, {"num_virtual_tokens": 20, "init_text": None}),
+        ({"name": "ia3"}, {"target_modules": None, "feedforward_modules": None}),
+    ],
+)
+def test_every_method_has_sensible_defaults(method, defaults):
+    chosen = TrainingConfig.model_validate({"method": method}).method
+    assert {key: getattr(chosen, key) for key in defaults} == defaults
+
+
+def test_the_default_objective_is_supervised_and_dpo_has_its_options():
+    assert TrainingConfig().objective.name == "sft"
+    dpo = TrainingConfig.model_validate({"objective": {"name": "dpo", "beta": 0.5, "loss_type": "ipo"}})
+    assert (dpo.objective.beta, dpo.objective.loss_type) == (0.5, "ipo")
+
+
+@pytest.mark.parametrize(
     "config, where",
     [
         ({"method": {"name": "qlora-9000"}}, "method"),
         ({"method": {"name": "lora", "r": 0}}, "r"),
         ({"method": {"name": "lora", "dropout": 1.5}}, "dropout"),
         ({"method": {"name": "lora", "target_modules": ["q_proj; rm -rf /"]}}, "target_modules"),
+        (
+            {"method": {"name": "ia3", "target_modules": ["k_proj"], "feedforward_modules": ["down_proj"]}},
+            "down_proj",
+        ),
+        ({"method": {"name": "prefix_tuning", "num_virtual_tokens": 0}}, "num_virtual_tokens"),
+        ({"method": {"name": "p_tuning", "encoder_type": "gru"}}, "encoder_type"),
+        ({"method": {"name": "qlora"}}, "resources.gpus"),
+        ({"objective": {"name": "dpo", "beta": 0}}, "beta"),
+        ({"objective": {"name": "dpo", "loss_type": "magic"}}, "loss_type"),
+        ({"objective": {"name": "ppo"}}, "objective"),
         ({"hyperparameters": {"learning_rate": -1}}, "learning_rate"),
         ({"hyperparameters": {"batch_size": 0}}, "batch_size"),
         ({"hyperparameters": {"epochs": "many"}}, "epochs"),

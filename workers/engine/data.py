@@ -2,9 +2,11 @@
 
 The control plane stores every dataset version as Parquet with one fixed set
 of columns per schema; it is read here a row group at a time with pyarrow.
-Instruction rows are validated by ``workers.spec.InstructionRow``; rows of the
-other schemas (text, chat, preference, multiple choice) are trained on as
-plain text. JSONL instruction files, as stored before Parquet, still work.
+Instruction rows are validated by ``workers.spec.InstructionRow``; chat rows
+keep their messages (``ChatRow``) so the base model's chat template can be
+applied, preference rows keep their pair (``PreferenceRow``) for DPO; text and
+multiple-choice rows are trained on as plain text. JSONL instruction files, as
+stored before Parquet, still work.
 No torch here: a bad row must fail the job before seconds go into loading it.
 """
 
@@ -37,19 +39,54 @@ class TextRow:
     text: str
 
 
-TrainingRow = InstructionRow | TextRow
+@dataclass(frozen=True)
+class ChatMessage:
+    role: str  # system, user, assistant (or a tool's role, as ingest let it through)
+    content: str
+
+
+@dataclass(frozen=True)
+class ChatRow:
+    """A conversation; supervised fine-tuning learns the assistant's turns."""
+
+    messages: tuple[ChatMessage, ...]
+
+
+@dataclass(frozen=True)
+class PreferenceRow:
+    """A prompt with a preferred and a rejected answer: what DPO learns from."""
+
+    prompt: str
+    chosen: str
+    rejected: str
+
+
+TrainingRow = InstructionRow | TextRow | ChatRow | PreferenceRow
 
 
 # The one template for every instruction dataset (Alpaca's layout); the tiny
 # test model's tokenizer was trained on text in this shape.
-def format_example(row: TrainingRow) -> str:
-    if isinstance(row, TextRow):
-        return row.text
+def instruction_prompt(row: InstructionRow) -> str:
+    """An instruction row's prompt: everything before its output."""
     sections = [f"### Instruction:\n{row.instruction}"]
     if row.input:
         sections.append(f"### Input:\n{row.input}")
-    sections.append(f"### Response:\n{row.output}")
+    sections.append("### Response:\n")
     return "\n\n".join(sections)
+
+
+def format_example(row: TrainingRow) -> str:
+    """A row as one plain text (for chat, without the base model's chat template; see ``sft``)."""
+    match row:
+        case TextRow():
+            return row.text
+        case InstructionRow():
+            return instruction_prompt(row) + row.output
+        case ChatRow():
+            return "\n\n".join(f"### {m.role.capitalize()}:\n{m.content}" for m in row.messages)
+        case PreferenceRow():
+            # Supervised fine-tuning on a preference pair learns the chosen answer.
+            return f"{row.prompt}\n\n{row.chosen}"
 
 
 def dataset_files(path: Path) -> list[Path]:
@@ -118,17 +155,18 @@ def _row_reader(columns: set[str], file_name: str):  # type: ignore[no-untyped-d
                 ) from None
 
         return instruction
+    if "messages" in columns:
+        return lambda value, number: ChatRow(
+            tuple(ChatMessage(m["role"], m["content"]) for m in value["messages"])
+        )
+    if {"prompt", "chosen", "rejected"} <= columns:
+        return lambda value, number: PreferenceRow(value["prompt"], value["chosen"], value["rejected"])
     for needed, to_text in _TEXT_LAYOUTS:
         if needed <= columns:
             return lambda value, number: TextRow(to_text(value))
     raise DatasetError(
         f"dataset file {file_name!r} has columns of no known schema: {', '.join(sorted(columns))}"
     )
-
-
-def _chat_text(value: dict[str, Any]) -> str:
-    # A plain role-tagged transcript; the base model's own chat template is not applied yet.
-    return "\n\n".join(f"### {m['role'].capitalize()}:\n{m['content']}" for m in value["messages"])
 
 
 def _choice_label(index: int) -> str:
@@ -148,9 +186,6 @@ def _choice_text(value: dict[str, Any]) -> str:
 
 _TEXT_LAYOUTS = [
     ({"text"}, lambda value: value["text"]),
-    ({"messages"}, _chat_text),
-    # Supervised fine-tuning on a preference pair learns the chosen answer.
-    ({"prompt", "chosen"}, lambda value: f"{value['prompt']}\n\n{value['chosen']}"),
     ({"question", "choices", "answer"}, _choice_text),
 ]
 

@@ -9,7 +9,8 @@ from pathlib import Path
 from workers.engine import JobInputError
 from workers.engine.data import (
     DatasetError,
-    InstructionRow,
+    PreferenceRow,
+    TrainingRow,
     dataset_files,
     read_instruction_rows,
 )
@@ -40,6 +41,7 @@ def run_job(spec: JobSpec, workdir: Path) -> None:
         # The data first: it is small, and a bad row should not wait for a
         # many-gigabyte base model to download.
         rows = _read_rows(spec.dataset_uris, workdir / "inputs")
+        _rows_fit_objective(spec, rows)
         base_model = download(spec.base_model_uri, workdir / "inputs" / "base-model")
         resume_from = _checkpoint_fetch(spec.resume_checkpoint_uri, workdir / "inputs" / "checkpoint")
 
@@ -77,19 +79,32 @@ def run_job(spec: JobSpec, workdir: Path) -> None:
 
 
 def training_params(spec: JobSpec) -> dict[str, object]:
-    """Method and hyperparameters as flat params: ``method``, ``lora.r``, ``learning_rate``…"""
-    method = spec.config.method.model_dump()
-    name = method.pop("name")
-    params: dict[str, object] = {"method": name}
-    for key, value in method.items():
-        params[f"{name}.{key}"] = ",".join(value) if isinstance(value, list) else value
-    params.update(spec.config.hyperparameters.model_dump())
+    """Method, objective and hyperparameters as flat params: ``method``, ``lora.r``, ``learning_rate``…"""
+    params: dict[str, object] = {}
+    for part in ("method", "objective"):
+        values = getattr(spec.config, part).model_dump(mode="json")
+        name = values.pop("name")
+        params[part] = name
+        for key, value in values.items():
+            params[f"{name}.{key}"] = ",".join(value) if isinstance(value, list) else value
+    params.update(spec.config.hyperparameters.model_dump(mode="json"))
     params["base_model_uri"] = spec.base_model_uri
     params["dataset_uris"] = ",".join(spec.dataset_uris)
     return params
 
 
-def _read_rows(uris: list[str], inputs: Path) -> list[InstructionRow]:
+def _rows_fit_objective(spec: JobSpec, rows: list[TrainingRow]) -> None:
+    """DPO learns from preference pairs only; say so before the base model downloads."""
+    if spec.config.objective.name != "dpo":
+        return
+    for number, row in enumerate(rows, start=1):
+        if not isinstance(row, PreferenceRow):
+            raise DatasetError(
+                f"DPO needs a preference dataset (prompt, chosen, rejected); row {number} is not one"
+            )
+
+
+def _read_rows(uris: list[str], inputs: Path) -> list[TrainingRow]:
     files: list[Path] = []
     for index, uri in enumerate(uris):
         local = download(uri, inputs / f"dataset-{index}")

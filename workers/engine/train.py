@@ -2,21 +2,22 @@
 
 Knows nothing of MLflow or of the stdout protocol: progress leaves through the
 ``on_step`` callback and the result is returned, so ``job`` decides where
-they go.
+they go. The methods (LoRA, prefix tuning, ...) live in ``methods``, the
+supervised examples in ``sft``, preference optimization in ``dpo``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import importlib.util
+import random
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from peft import LoraConfig, PeftModel, TaskType, get_peft_model
+from peft import PeftModel
 from transformers import (
-    AutoModelForCausalLM,
-    AutoTokenizer,
     PreTrainedModel,
     PreTrainedTokenizerBase,
     Trainer,
@@ -29,25 +30,30 @@ from transformers import (
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from workers.engine import JobInputError
-from workers.engine.data import InstructionRow, format_example, tokenize
-from workers.spec import FullMethod, JobSpec, LoraMethod
+from workers.engine.data import DatasetError, TrainingRow
+from workers.engine.methods import BaseModelError, method_apply, model_load
+from workers.engine.sft import IGNORE_INDEX, sft_examples
+from workers.spec import (
+    GPU_ONLY_OPTIMIZERS,
+    DpoObjective,
+    Hyperparameters,
+    JobSpec,
+    MixedPrecision,
+    Optimizer,
+)
 
 # (step, total_steps, metrics at that step)
 StepListener = Callable[[int, int, Mapping[str, float]], None]
 # (step, local directory of the checkpoint the Trainer has just finished writing)
 CheckpointListener = Callable[[int, Path], None]
 
-IGNORE_INDEX = -100  # label value the loss skips (padding)
-
-
-class BaseModelError(JobInputError):
-    """The base model cannot be loaded or cannot take the chosen method."""
+__all__ = ["BaseModelError", "TrainedModel", "train"]
 
 
 @dataclass(frozen=True)
 class TrainedModel:
     path: Path  # local directory holding the saved weights
-    artifact_name: str  # "adapter" (LoRA) or "model" (full)
+    artifact_name: str  # "adapter" (peft methods) or "model" (full)
     steps: int
     metrics: dict[str, float]  # Trainer's final metrics: train_loss, train_runtime, ...
 
@@ -55,7 +61,7 @@ class TrainedModel:
 def train(
     spec: JobSpec,
     base_model: Path | str,
-    rows: list[InstructionRow],
+    rows: Sequence[TrainingRow],
     workdir: Path,
     on_step: StepListener,
     on_checkpoint: CheckpointListener | None = None,
@@ -67,21 +73,36 @@ def train(
     position in the data, so it continues the same loss curve.
     """
     hyper = spec.config.hyperparameters
-    # Seeded before the adapter exists: LoRA's initial weights are random too.
+    # Seeded before the adapter exists: adapter weights start random too.
     set_seed(hyper.seed)
-    tokenizer, model = _load(base_model, spec.base_model_uri)
-    model = _apply_method(model, spec.config.method)
-    examples = tokenize([format_example(row) for row in rows], tokenizer, hyper.max_seq_length)
-    trainer = Trainer(
-        model=model,
-        args=_training_arguments(spec, workdir / "trainer"),
-        train_dataset=examples,
-        data_collator=CausalLMCollator(_pad_id(tokenizer)),
-        processing_class=tokenizer,
-        callbacks=[_StepReporter(on_step), _CheckpointReporter(on_checkpoint)],
+    method = spec.config.method
+    tokenizer, model = model_load(base_model, spec.base_model_uri, method)
+    model = method_apply(
+        model, method, base_model=base_model, gradient_checkpointing=hyper.gradient_checkpointing
     )
+    train_rows, eval_rows = validation_split(rows, hyper)
+    options = training_options(spec, workdir / "trainer")
+    callbacks: list[TrainerCallback] = [_StepReporter(on_step), _CheckpointReporter(on_checkpoint)]
+    if hyper.early_stopping_patience is not None:
+        callbacks.append(
+            EarlyStopping(
+                hyper.early_stopping_metric,
+                hyper.early_stopping_patience,
+                hyper.early_stopping_greater_is_better,
+            )
+        )
+    objective = spec.config.objective
+    if isinstance(objective, DpoObjective):
+        # trl is imported only for DPO jobs: it takes seconds to import.
+        from workers.engine.dpo import dpo_trainer
+
+        trainer = dpo_trainer(model, tokenizer, objective, options, hyper, train_rows, eval_rows, callbacks)
+    else:
+        trainer = _sft_trainer(
+            model, tokenizer, TrainingArguments(**options), hyper, train_rows, eval_rows, callbacks
+        )
     output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    artifact_name = "adapter" if isinstance(spec.config.method, LoraMethod) else "model"
+    artifact_name = "adapter" if isinstance(model, PeftModel) else "model"
     saved = _save(model, tokenizer, workdir / artifact_name, spec.base_model_uri)
     metrics = {
         key: float(value)
@@ -91,44 +112,82 @@ def train(
     return TrainedModel(saved, artifact_name, output.global_step, metrics)
 
 
-def _load(base_model: Path | str, uri: str) -> tuple[PreTrainedTokenizerBase, PreTrainedModel]:
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(base_model, trust_remote_code=False)
-        # float32 on CPU (no fast half precision there); on a GPU, bf16 comes
-        # from mixed precision in the Trainer, with float32 master weights.
-        model = AutoModelForCausalLM.from_pretrained(base_model, trust_remote_code=False, dtype=torch.float32)
-    except (OSError, ValueError) as exc:
-        raise BaseModelError(f"cannot load base model {uri!r}: {_first_line(exc)}") from exc
-    return tokenizer, model
+def _sft_trainer(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    args: TrainingArguments,
+    hyper: Hyperparameters,
+    train_rows: Sequence[TrainingRow],
+    eval_rows: Sequence[TrainingRow],
+    callbacks: list[TrainerCallback],
+) -> Trainer:
+    def examples(rows: Sequence[TrainingRow]) -> list[dict[str, list[int]]]:
+        return sft_examples(
+            rows, tokenizer, hyper.max_seq_length, completion_only_loss=hyper.completion_only_loss
+        )
 
-
-def _apply_method(model: PreTrainedModel, method: LoraMethod | FullMethod) -> PreTrainedModel:
-    if isinstance(method, FullMethod):
-        return model
-    config = LoraConfig(
-        r=method.r,
-        lora_alpha=method.alpha,
-        lora_dropout=method.dropout,
-        # None lets peft pick the usual projections for the architecture.
-        target_modules=method.target_modules,
-        task_type=TaskType.CAUSAL_LM,
+    return Trainer(
+        model=model,
+        args=args,
+        train_dataset=examples(train_rows),
+        eval_dataset=examples(eval_rows) if eval_rows else None,
+        data_collator=CausalLMCollator(_pad_id(tokenizer)),
+        processing_class=tokenizer,
+        callbacks=callbacks,
     )
-    try:
-        return get_peft_model(model, config)
-    except ValueError as exc:
-        # e.g. target modules that do not exist, or an architecture peft has no default for
-        raise BaseModelError(f"cannot apply LoRA to the base model: {_first_line(exc)}") from exc
 
 
-def _training_arguments(spec: JobSpec, output_dir: Path) -> TrainingArguments:
+def validation_split(
+    rows: Sequence[TrainingRow], hyper: Hyperparameters
+) -> tuple[list[TrainingRow], list[TrainingRow]]:
+    """Training rows and held-out rows, chosen with the job's seed so a retry holds out the same ones."""
+    if hyper.validation_fraction == 0:
+        return list(rows), []
+    held_out = round(len(rows) * hyper.validation_fraction)
+    if held_out < 1 or held_out >= len(rows):
+        raise DatasetError(
+            f"a validation_fraction of {hyper.validation_fraction} of {len(rows)} rows leaves "
+            "no validation or no training rows"
+        )
+    order = list(range(len(rows)))
+    random.Random(hyper.seed).shuffle(order)
+    chosen = set(order[:held_out])
+    return (
+        [row for index, row in enumerate(rows) if index not in chosen],
+        [row for index, row in enumerate(rows) if index in chosen],
+    )
+
+
+def training_arguments(spec: JobSpec, output_dir: Path) -> TrainingArguments:
+    return TrainingArguments(**training_options(spec, output_dir))
+
+
+def training_options(spec: JobSpec, output_dir: Path) -> dict[str, Any]:
+    """The job's hyperparameters as ``TrainingArguments`` keywords (trl's configs take the same)."""
     hyper = spec.config.hyperparameters
     on_gpu = torch.cuda.is_available()
-    return TrainingArguments(
+    bf16, fp16 = _precision(hyper.mixed_precision, on_gpu)
+    _optimizer_check(hyper.optimizer, on_gpu)
+    return dict(
         output_dir=str(output_dir),
         per_device_train_batch_size=hyper.batch_size,
+        per_device_eval_batch_size=hyper.batch_size,
+        gradient_accumulation_steps=hyper.gradient_accumulation_steps,
+        auto_find_batch_size=hyper.auto_find_batch_size,
         learning_rate=hyper.learning_rate,
         num_train_epochs=hyper.epochs,
         max_steps=hyper.max_steps if hyper.max_steps is not None else -1,
+        optim=hyper.optimizer.value,
+        lr_scheduler_type=hyper.scheduler.value,
+        # transformers 5 reads a warmup_steps below 1 as a fraction of all steps.
+        warmup_steps=hyper.warmup_ratio or hyper.warmup_steps,
+        weight_decay=hyper.weight_decay,
+        max_grad_norm=hyper.max_grad_norm,
+        # transformers 5 names gradient checkpointing "activation checkpointing".
+        activation_checkpointing=hyper.gradient_checkpointing,
+        # The non-reentrant variant works with frozen base weights (adapters)
+        # without forcing gradients onto the input embeddings.
+        activation_checkpointing_kwargs={"use_reentrant": False} if hyper.gradient_checkpointing else None,
         seed=hyper.seed,
         logging_strategy="steps",
         logging_steps=1,
@@ -136,18 +195,50 @@ def _training_arguments(spec: JobSpec, output_dir: Path) -> TrainingArguments:
         save_steps=hyper.checkpoint_every_steps or 500,
         # The artifact store keeps every checkpoint; locally only the newest is needed.
         save_total_limit=1,
-        eval_strategy="no",
+        eval_strategy="steps" if hyper.eval_every_steps else "no",
+        eval_steps=hyper.eval_every_steps,
         report_to="none",
         # Progress bars are noise in forwarded log lines; progress events carry the numbers.
         disable_tqdm=True,
         use_cpu=not on_gpu,
-        bf16=on_gpu and torch.cuda.is_bf16_supported(),
+        bf16=bf16,
+        fp16=fp16,
         # Worker processes for data loading fail inside a Celery pool child and
         # would only feed tokens already in memory.
         dataloader_num_workers=0,
         # A PeftModel's forward takes **kwargs, so Trainer cannot find "labels" by itself.
         label_names=["labels"],
     )
+
+
+def _optimizer_check(optimizer: Optimizer, on_gpu: bool) -> None:
+    """Refuse an 8-bit optimizer this host cannot run, before the Trainer fails on it mid-setup."""
+    if optimizer not in GPU_ONLY_OPTIMIZERS:
+        return
+    if not on_gpu:
+        raise JobInputError(f"the {optimizer.value} optimizer needs a CUDA GPU, and this worker has none")
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise JobInputError(f"the {optimizer.value} optimizer needs bitsandbytes, which this worker lacks")
+
+
+def _precision(choice: MixedPrecision, on_gpu: bool) -> tuple[bool, bool]:
+    """(bf16, fp16) for the Trainer; fp32 is neither."""
+    bf16_ok = on_gpu and torch.cuda.is_bf16_supported()
+    match choice:
+        case MixedPrecision.AUTO:
+            # The CPU has no fast half precision; an older GPU without bf16 gets fp16.
+            return bf16_ok, on_gpu and not bf16_ok
+        case MixedPrecision.NO:
+            return False, False
+        case MixedPrecision.BF16:
+            # On the CPU, bf16 autocast works (slowly); on a GPU it must be supported.
+            if on_gpu and not bf16_ok:
+                raise JobInputError("bf16 mixed precision was asked for, but this GPU has no bf16")
+            return True, False
+        case MixedPrecision.FP16:
+            if not on_gpu:
+                raise JobInputError("fp16 mixed precision needs a CUDA GPU, and this worker has none")
+            return False, True
 
 
 def _pad_id(tokenizer: PreTrainedTokenizerBase) -> int:
@@ -159,7 +250,7 @@ def _pad_id(tokenizer: PreTrainedTokenizerBase) -> int:
 
 
 class CausalLMCollator:
-    """Right-pads a batch; labels are the input ids, with padding ignored by the loss."""
+    """Right-pads a batch; labels are the example's own (prompt masked) or its ids; padding is ignored."""
 
     def __init__(self, pad_token_id: int) -> None:
         self.pad_token_id = pad_token_id
@@ -174,7 +265,9 @@ class CausalLMCollator:
             ids = torch.tensor(feature["input_ids"], dtype=torch.long)
             input_ids[row, : len(ids)] = ids
             attention_mask[row, : len(ids)] = 1
-            labels[row, : len(ids)] = ids
+            labels[row, : len(ids)] = torch.tensor(
+                feature.get("labels", feature["input_ids"]), dtype=torch.long
+            )
         return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 
 
@@ -194,7 +287,8 @@ class _StepReporter(TrainerCallback):
     ) -> None:
         # The end-of-training summary is logged through here too; it has
         # train_loss but no loss, and is returned by train() instead.
-        if not logs or "loss" not in logs:
+        # Evaluations (eval_loss, ...) are reported like training steps.
+        if not logs or not ("loss" in logs or "eval_loss" in logs):
             return
         metrics = {
             key: float(value)
@@ -243,6 +337,43 @@ def _save(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out_dir: P
     return out_dir
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+class EarlyStopping(TrainerCallback):
+    """Stops training when a metric has not improved for ``patience`` evaluations in a row.
+
+    Unlike transformers' EarlyStoppingCallback it does not need
+    load_best_model_at_end, which would tie the checkpoint cadence to the
+    evaluation cadence; the model saved is the last one. The count restarts
+    when a run is resumed from a checkpoint.
+    """
+
+    def __init__(self, metric: str, patience: int, greater_is_better: bool) -> None:
+        self.metric, self.patience, self.greater_is_better = metric, patience, greater_is_better
+        self.best: float | None = None
+        self.evaluations_without_improvement = 0
+
+    def on_evaluate(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        metrics: dict[str, float] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if not metrics or self.metric not in metrics:
+            known = ", ".join(sorted(metrics or {}))
+            raise JobInputError(
+                f"early stopping watches {self.metric!r}, which evaluation lacks; it has: {known}"
+            )
+        value = float(metrics[self.metric])
+        improved = self.best is None or (value > self.best if self.greater_is_better else value < self.best)
+        if improved:
+            self.best, self.evaluations_without_improvement = value, 0
+            return
+        self.evaluations_without_improvement += 1
+        if self.evaluations_without_improvement >= self.patience:
+            print(
+                f"tuneyard: early stopping at step {state.global_step}: {self.metric} has not improved "
+                f"on {self.best:.6g} for {self.patience} evaluations",
+                flush=True,
+            )
+            control.should_training_stop = True
