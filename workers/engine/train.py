@@ -29,6 +29,7 @@ from transformers import (
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from workers.engine import JobInputError
+from workers.engine.batching import batching_choose
 from workers.engine.data import InstructionRow, format_example, tokenize
 from workers.spec import FullMethod, JobSpec, LoraMethod
 
@@ -72,11 +73,15 @@ def train(
     tokenizer, model = _load(base_model, spec.base_model_uri)
     model = _apply_method(model, spec.config.method)
     examples = tokenize([format_example(row) for row in rows], tokenizer, hyper.max_seq_length)
+    batching = batching_choose(model, hyper.packing, padded=CausalLMCollator(_pad_id(tokenizer)))
+    print(f"tuneyard: batching: {batching.description}", flush=True)
+    args = _training_arguments(spec, workdir / "trainer")
+    args.group_by_length = batching.group_by_length
     trainer = Trainer(
         model=model,
-        args=_training_arguments(spec, workdir / "trainer"),
+        args=args,
         train_dataset=examples,
-        data_collator=CausalLMCollator(_pad_id(tokenizer)),
+        data_collator=batching.collator,
         processing_class=tokenizer,
         callbacks=[_StepReporter(on_step), _CheckpointReporter(on_checkpoint)],
     )

@@ -1,0 +1,126 @@
+"""Packing: examples share a row but never each other's attention, so the loss is the padded one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+
+from workers.engine.batching import PackingCollator, batching_choose, packing_keeps_examples_apart
+from workers.engine.data import InstructionRow, tokenize
+from workers.engine.train import CausalLMCollator, train
+from workers.spec import JobSpec
+from workers.tinymodel import build_tiny_model
+
+TEXTS = [
+    "Say hello.",
+    "### Instruction:\nSummarise the text.\n\n### Input:\nThe cat sat on the mat all day and did not move.",
+    "Red is a primary colour.",
+    "Please return the report by Friday so that we can review it together, and thank you.",
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("batching") / "tiny-model")
+
+
+@pytest.fixture(scope="module")
+def features(tiny_model_dir: Path) -> list[dict[str, list[int]]]:
+    return tokenize(TEXTS, AutoTokenizer.from_pretrained(tiny_model_dir), max_seq_length=64)
+
+
+def _model(path: Path, attention: str = "sdpa") -> PreTrainedModel:
+    torch.manual_seed(0)
+    return AutoModelForCausalLM.from_pretrained(path, attn_implementation=attention).eval()
+
+
+def _loss(model: PreTrainedModel, batch: dict[str, Any]) -> float:
+    with torch.no_grad():
+        return float(model(**batch).loss)
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_packed_loss_is_the_mean_of_the_examples_losses_computed_apart(
+    tiny_model_dir: Path, features: list[dict[str, list[int]]], attention: str
+) -> None:
+    model = _model(tiny_model_dir, attention)
+    apart = []
+    for feature in features:
+        ids = torch.tensor([feature["input_ids"]])
+        # Each example alone: the mean over its len - 1 predicted tokens.
+        apart.append((_loss(model, {"input_ids": ids, "labels": ids}), len(feature["input_ids"]) - 1))
+    # The loss of a batch is the mean over all its predicted tokens, so the
+    # examples' losses are weighted by how many tokens each predicts.
+    expected = sum(loss * n for loss, n in apart) / sum(n for _, n in apart)
+
+    packed = _loss(model, PackingCollator()(features))
+
+    assert len({n for _, n in apart}) > 1, "the examples must differ in length to test anything"
+    assert packed == pytest.approx(expected, rel=1e-5)
+    assert packed == pytest.approx(_loss(model, CausalLMCollator(pad_token_id=3)(features)), rel=1e-5)
+
+
+def test_packed_batch_restarts_positions_and_never_predicts_across_a_boundary(
+    features: list[dict[str, list[int]]],
+) -> None:
+    batch = PackingCollator()(features[:2])
+    first, second = features[0]["input_ids"], features[1]["input_ids"]
+
+    assert batch["input_ids"].tolist() == [first + second]
+    assert batch["position_ids"].tolist() == [[*range(len(first)), *range(len(second))]]
+    # The label at each example's first token is ignored: the previous example's last token predicts nothing.
+    assert batch["labels"][0, 0] == -100 and batch["labels"][0, len(first)] == -100
+    assert batch["use_cache"] is False
+
+
+def test_a_model_that_keeps_packed_examples_apart_gets_packing_unless_it_is_off(tiny_model_dir: Path) -> None:
+    model = _model(tiny_model_dir)
+    padded = CausalLMCollator(pad_token_id=3)
+
+    assert packing_keeps_examples_apart(model)
+    assert isinstance(batching_choose(model, "auto", padded).collator, PackingCollator)
+    off = batching_choose(model, "off", padded)
+    assert off.collator is padded and not off.group_by_length
+    # The probe leaves the model in the mode it found it in.
+    model.train()
+    batching_choose(model, "auto", padded)
+    assert model.training
+
+
+def test_training_with_packing_follows_the_padded_loss_curve(tiny_model_dir: Path, tmp_path: Path) -> None:
+    rows = [InstructionRow(instruction=text, output=text[::-1]) for text in TEXTS] * 3
+
+    def losses(packing: str) -> list[float]:
+        spec = JobSpec.model_validate(
+            {
+                "job_id": 1,
+                "attempt": 1,
+                "project": "demo",
+                "base_model_uri": str(tiny_model_dir),
+                "dataset_uris": ["unused"],
+                "mlflow_experiment": "unused",
+                "config": {
+                    "method": {"name": "full"},
+                    "hyperparameters": {
+                        "max_steps": 6,
+                        "batch_size": 4,
+                        "learning_rate": 1e-3,
+                        "checkpoint_every_steps": None,
+                        "packing": packing,
+                    },
+                },
+            }
+        )
+        curve: list[float] = []
+        train(spec, tiny_model_dir, rows, tmp_path / packing, lambda step, total, m: curve.append(m["loss"]))
+        return curve
+
+    padded, packed = losses("off"), losses("auto")
+
+    assert len(packed) == 6
+    # Same examples in the same batches, same tokens in the loss: only float rounding differs.
+    assert packed == pytest.approx(padded, rel=1e-4)
