@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from workers.spec import FullMethod, LoraMethod, TrainingConfig
@@ -125,17 +125,9 @@ class Estimate:
             ),
             "gpus": self.gpus,
             "memory_per_device_gib": gib(memory.total) if memory else None,
-            "memory_gib": (
-                {
-                    "weights": gib(memory.weights),
-                    "gradients": gib(memory.gradients),
-                    "optimizer": gib(memory.optimizer),
-                    "activations": gib(memory.activations),
-                    "overhead": gib(memory.overhead),
-                }
-                if memory
-                else None
-            ),
+            # Exact bytes for programs, rounded GiB for people.
+            "memory_bytes": {**asdict(memory), "total": memory.total} if memory else None,
+            "memory_gib": {key: gib(value) for key, value in asdict(memory).items()} if memory else None,
             "gpu_memory_gib": gib(self.gpu_memory_bytes),
             "fits": self.fits,
             "tokens_per_epoch": self.tokens_per_epoch,
