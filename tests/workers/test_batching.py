@@ -57,17 +57,19 @@ def test_packed_loss_is_the_mean_of_the_examples_losses_computed_apart(
     # examples' losses are weighted by how many tokens each predicts.
     expected = sum(loss * n for loss, n in apart) / sum(n for _, n in apart)
 
-    packed = _loss(model, PackingCollator()(features))
+    in_rows = _loss(model, PackingCollator()(features))
+    in_one_row = _loss(model, PackingCollator(one_row=True)(features))
 
     assert len({n for _, n in apart}) > 1, "the examples must differ in length to test anything"
-    assert packed == pytest.approx(expected, rel=1e-5)
-    assert packed == pytest.approx(_loss(model, CausalLMCollator(pad_token_id=3)(features)), rel=1e-5)
+    assert in_rows == pytest.approx(expected, rel=1e-5)
+    assert in_one_row == pytest.approx(expected, rel=1e-5)
+    assert in_rows == pytest.approx(_loss(model, CausalLMCollator(pad_token_id=3)(features)), rel=1e-5)
 
 
 def test_packed_batch_restarts_positions_and_never_predicts_across_a_boundary(
     features: list[dict[str, list[int]]],
 ) -> None:
-    batch = PackingCollator()(features[:2])
+    batch = PackingCollator(one_row=True)(features[:2])
     first, second = features[0]["input_ids"], features[1]["input_ids"]
 
     assert batch["input_ids"].tolist() == [first + second]
@@ -75,6 +77,24 @@ def test_packed_batch_restarts_positions_and_never_predicts_across_a_boundary(
     # The label at each example's first token is ignored: the previous example's last token predicts nothing.
     assert batch["labels"][0, 0] == -100 and batch["labels"][0, len(first)] == -100
     assert batch["use_cache"] is False
+
+
+def test_rows_hold_at_most_the_longest_example_and_padding_is_a_segment_of_its_own() -> None:
+    lengths = [9, 2, 3, 4, 6, 1]
+    features = [{"input_ids": list(range(10, 10 + n))} for n in lengths]
+
+    batch = PackingCollator()(features)
+
+    # First fit, longest first, rows of 9 tokens: [9], [6, 3], [4, 2, 1] and two tokens of padding.
+    assert batch["input_ids"].shape == (3, 9)
+    assert batch["position_ids"].tolist() == [
+        list(range(9)),
+        [*range(6), *range(3)],
+        [*range(4), *range(2), 0, 0, 1],
+    ]
+    assert batch["labels"][2, -2:].tolist() == [-100, -100]
+    predicted = int((batch["labels"] != -100).sum())
+    assert predicted == sum(n - 1 for n in lengths)  # every example's tokens but its first, nothing else
 
 
 def test_a_model_that_keeps_packed_examples_apart_gets_packing_unless_it_is_off(tiny_model_dir: Path) -> None:

@@ -34,11 +34,21 @@ _VARLEN_ATTENTION = frozenset({"flash_attention_2", "flash_attention_3", "kernel
 
 
 class PackingCollator:
-    """Concatenates a batch into one row; ``position_ids`` restart at 0 where each example starts.
+    """Packs a batch's examples into rows; ``position_ids`` restart at 0 where each example starts.
+
+    With ``one_row`` the whole batch is one row and there is no padding at all:
+    right for variable-length attention kernels, whose cost follows each
+    example's own length. Other kernels attend over the whole row under a
+    block-diagonal mask, so a row of every example would cost more attention
+    than padding does; there rows are filled up to the batch's longest
+    example (first fit, longest first), which keeps the attention no larger
+    than a padded batch's and leaves only a little padding.
 
     The first label of every example is ignored, so the last token of one
     example is never trained to predict the first token of the next; a padded
-    batch never trains on that token either (nothing precedes it).
+    batch never trains on that token either (nothing precedes it). Padding is
+    a segment of its own (positions from 0 again) that no example attends to,
+    and its labels are ignored.
 
     ``use_cache`` goes with the batch because transformers reads position_ids
     restarts as boundaries only when there is no key/value cache, and a model
@@ -46,21 +56,55 @@ class PackingCollator:
     silently letting the examples see each other.
     """
 
+    def __init__(self, *, one_row: bool = False) -> None:
+        self.one_row = one_row
+
     def __call__(self, features: Features) -> dict[str, Any]:
-        input_ids: list[int] = []
-        labels: list[int] = []
-        position_ids: list[int] = []
-        for feature in features:
-            ids = feature["input_ids"]
-            input_ids.extend(ids)
-            labels.extend([IGNORE_INDEX, *ids[1:]])
-            position_ids.extend(range(len(ids)))
+        rows = [features] if self.one_row else _first_fit(features)
+        packed = [_pack_row(row) for row in rows]
+        width = max(len(ids) for ids, _, _ in packed)
+        input_ids, labels, position_ids = [], [], []
+        for ids, row_labels, positions in packed:
+            padding = width - len(ids)
+            input_ids.append(ids + [0] * padding)
+            labels.append(row_labels + [IGNORE_INDEX] * padding)
+            position_ids.append(positions + list(range(padding)))
         return {
-            "input_ids": torch.tensor([input_ids], dtype=torch.long),
-            "labels": torch.tensor([labels], dtype=torch.long),
-            "position_ids": torch.tensor([position_ids], dtype=torch.long),
+            "input_ids": torch.tensor(input_ids, dtype=torch.long),
+            "labels": torch.tensor(labels, dtype=torch.long),
+            "position_ids": torch.tensor(position_ids, dtype=torch.long),
             "use_cache": False,
         }
+
+
+def _first_fit(features: Features) -> list[Features]:
+    """The examples in rows of at most the longest example's length: first fit, longest first."""
+    ordered = sorted(features, key=lambda feature: len(feature["input_ids"]), reverse=True)
+    capacity = len(ordered[0]["input_ids"])
+    rows: list[Features] = []
+    room: list[int] = []
+    for feature in ordered:
+        length = len(feature["input_ids"])
+        index = next((i for i, free in enumerate(room) if free >= length), None)
+        if index is None:
+            rows.append([feature])
+            room.append(capacity - length)
+        else:
+            rows[index].append(feature)
+            room[index] -= length
+    return rows
+
+
+def _pack_row(features: Features) -> tuple[list[int], list[int], list[int]]:
+    input_ids: list[int] = []
+    labels: list[int] = []
+    position_ids: list[int] = []
+    for feature in features:
+        ids = feature["input_ids"]
+        input_ids.extend(ids)
+        labels.extend([IGNORE_INDEX, *ids[1:]])
+        position_ids.extend(range(len(ids)))
+    return input_ids, labels, position_ids
 
 
 @dataclass(frozen=True)
@@ -76,8 +120,12 @@ def batching_choose(model: PreTrainedModel, packing: str, padded: Collator) -> B
     if packing == "off":
         return Batching(padded, group_by_length=False, description="padded batches (packing off)")
     attention = _attention_implementation(model)
-    if attention in _VARLEN_ATTENTION or packing_keeps_examples_apart(model):
-        return Batching(PackingCollator(), group_by_length=False, description=f"packed ({attention})")
+    if attention in _VARLEN_ATTENTION:
+        return Batching(
+            PackingCollator(one_row=True), group_by_length=False, description=f"packed ({attention})"
+        )
+    if packing_keeps_examples_apart(model):
+        return Batching(PackingCollator(), group_by_length=False, description=f"packed in rows ({attention})")
     return Batching(
         padded,
         group_by_length=True,
