@@ -96,9 +96,10 @@ class Hyperparameters(_Frozen):
     # to the artifact store this often; a retried attempt continues from the
     # last one instead of from step 0. None: no checkpoints.
     checkpoint_every_steps: int | None = Field(500, ge=1, le=10_000_000)
-    # "auto": pack each batch's examples into one row without padding where the
-    # model keeps packed examples apart (else batches of similar lengths); the
-    # loss is the same either way. "off": plain padded batches.
+    # "auto": pack each batch's examples into rows with next to no padding where
+    # the model keeps packed examples apart (the same loss, less compute), else
+    # draw batches of similar lengths (the same loss in expectation). "off":
+    # padded batches drawn at random.
     packing: Literal["auto", "off"] = "auto"
 
 

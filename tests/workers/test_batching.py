@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from workers.engine.batching import PackingCollator, batching_choose, packing_keeps_examples_apart
 from workers.engine.data import InstructionRow, tokenize
@@ -104,42 +104,78 @@ def test_a_model_that_keeps_packed_examples_apart_gets_packing_unless_it_is_off(
     assert packing_keeps_examples_apart(model)
     assert isinstance(batching_choose(model, "auto", padded).collator, PackingCollator)
     off = batching_choose(model, "off", padded)
-    assert off.collator is padded and not off.group_by_length
+    assert off.collator is padded and off.sampling == "random"
     # The probe leaves the model in the mode it found it in.
     model.train()
     batching_choose(model, "auto", padded)
     assert model.training
 
 
-def test_training_with_packing_follows_the_padded_loss_curve(tiny_model_dir: Path, tmp_path: Path) -> None:
+def _opt_model_dir(tiny_model_dir: Path, out_dir: Path) -> Path:
+    """An OPT model (whose attention ignores position_ids restarts) with the tiny model's tokenizer."""
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    config = AutoConfig.for_model(
+        "opt",
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        word_embed_proj_dim=32,
+        ffn_dim=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        max_position_embeddings=128,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    AutoModelForCausalLM.from_config(config).save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir
+
+
+def test_a_model_that_would_mix_packed_examples_gets_length_grouped_padded_batches(
+    tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    opt_dir = _opt_model_dir(tiny_model_dir, tmp_path / "opt")
+    padded = CausalLMCollator(pad_token_id=3)
+
+    batching = batching_choose(AutoModelForCausalLM.from_pretrained(opt_dir), "auto", padded)
+
+    assert batching.collator is padded and batching.sampling == "group_by_length"
+    # And the engine trains with it.
+    curve = _train(opt_dir, tmp_path / "run", "auto", steps=2)
+    assert len(curve) == 2 and "length-grouped padded batches" in capsys.readouterr().out
+
+
+def _train(model_dir: Path, workdir: Path, packing: str, *, steps: int) -> list[float]:
     rows = [InstructionRow(instruction=text, output=text[::-1]) for text in TEXTS] * 3
-
-    def losses(packing: str) -> list[float]:
-        spec = JobSpec.model_validate(
-            {
-                "job_id": 1,
-                "attempt": 1,
-                "project": "demo",
-                "base_model_uri": str(tiny_model_dir),
-                "dataset_uris": ["unused"],
-                "mlflow_experiment": "unused",
-                "config": {
-                    "method": {"name": "full"},
-                    "hyperparameters": {
-                        "max_steps": 6,
-                        "batch_size": 4,
-                        "learning_rate": 1e-3,
-                        "checkpoint_every_steps": None,
-                        "packing": packing,
-                    },
+    spec = JobSpec.model_validate(
+        {
+            "job_id": 1,
+            "attempt": 1,
+            "project": "demo",
+            "base_model_uri": str(model_dir),
+            "dataset_uris": ["unused"],
+            "mlflow_experiment": "unused",
+            "config": {
+                "method": {"name": "full"},
+                "hyperparameters": {
+                    "max_steps": steps,
+                    "batch_size": 4,
+                    "learning_rate": 1e-3,
+                    "checkpoint_every_steps": None,
+                    "packing": packing,
                 },
-            }
-        )
-        curve: list[float] = []
-        train(spec, tiny_model_dir, rows, tmp_path / packing, lambda step, total, m: curve.append(m["loss"]))
-        return curve
+            },
+        }
+    )
+    curve: list[float] = []
+    train(spec, model_dir, rows, workdir, lambda step, total, metrics: curve.append(metrics["loss"]))
+    return curve
 
-    padded, packed = losses("off"), losses("auto")
+
+def test_training_with_packing_follows_the_padded_loss_curve(tiny_model_dir: Path, tmp_path: Path) -> None:
+    padded = _train(tiny_model_dir, tmp_path / "off", "off", steps=6)
+    packed = _train(tiny_model_dir, tmp_path / "auto", "auto", steps=6)
 
     assert len(packed) == 6
     # Same examples in the same batches, same tokens in the loss: only float rounding differs.

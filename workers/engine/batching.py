@@ -2,7 +2,7 @@
 
 A padded batch spends compute on padding: with a few long examples among many
 short ones, most of a batch is padding. Packing concatenates the batch's
-examples into one row with ``position_ids`` restarting at 0 for each; the
+examples into rows with ``position_ids`` restarting at 0 for each; the
 attention implementations of transformers read those restarts as sequence
 boundaries (flash attention's variable-length kernels, and a block-diagonal
 causal mask for sdpa and eager), so no example attends to another.
@@ -10,8 +10,9 @@ causal mask for sdpa and eager), so no example attends to another.
 The batches hold the same examples as padded ones and the loss is the mean over
 the same tokens, so packing changes the arithmetic, not the training. Where a
 model cannot take packed rows, batches are drawn grouped by length instead
-(the Trainer's ``group_by_length``): less padding, and the same loss in
-expectation, since each batch is still a random draw of the data.
+(the Trainer's ``group_by_length`` sampling): less padding, and the same loss in
+expectation, since every example is still read once an epoch, in groups of a
+random order.
 """
 
 from __future__ import annotations
@@ -110,25 +111,24 @@ def _pack_row(features: Features) -> tuple[list[int], list[int], list[int]]:
 @dataclass(frozen=True)
 class Batching:
     collator: Collator
-    # Set on TrainingArguments: draw batches of similar lengths (only without packing).
-    group_by_length: bool
+    # For TrainingArguments.train_sampling_strategy: "group_by_length" draws
+    # batches of similar lengths (only without packing), "random" is the default.
+    sampling: str
     description: str  # one line for the job's log
 
 
 def batching_choose(model: PreTrainedModel, packing: str, padded: Collator) -> Batching:
     """Packing if asked for ("auto") and the model keeps packed examples apart; ``padded`` otherwise."""
     if packing == "off":
-        return Batching(padded, group_by_length=False, description="padded batches (packing off)")
+        return Batching(padded, sampling="random", description="padded batches (packing off)")
     attention = _attention_implementation(model)
     if attention in _VARLEN_ATTENTION:
-        return Batching(
-            PackingCollator(one_row=True), group_by_length=False, description=f"packed ({attention})"
-        )
+        return Batching(PackingCollator(one_row=True), sampling="random", description=f"packed ({attention})")
     if packing_keeps_examples_apart(model):
-        return Batching(PackingCollator(), group_by_length=False, description=f"packed in rows ({attention})")
+        return Batching(PackingCollator(), sampling="random", description=f"packed in rows ({attention})")
     return Batching(
         padded,
-        group_by_length=True,
+        sampling="group_by_length",
         description=f"length-grouped padded batches ({attention} cannot take packed rows)",
     )
 
@@ -142,8 +142,9 @@ def packing_keeps_examples_apart(model: PreTrainedModel, tolerance: float = 1e-4
 
     A probe rather than a list of architectures: whether position_ids restarts
     become a block-diagonal mask depends on the model's own code and the
-    transformers version. Two short examples on the model's own weights cost
-    milliseconds; a model that fails the probe, or cannot run it, is padded.
+    transformers version (OPT and Bloom ignore them, for one). One forward pass
+    over eight tokens is cheap next to training; a model that fails the probe,
+    or cannot run it, is padded.
     """
     vocab = int(getattr(model.config, "vocab_size", 0) or 0)
     if vocab < 8:

@@ -76,7 +76,7 @@ def train(
     batching = batching_choose(model, hyper.packing, padded=CausalLMCollator(_pad_id(tokenizer)))
     print(f"tuneyard: batching: {batching.description}", flush=True)
     args = _training_arguments(spec, workdir / "trainer")
-    args.group_by_length = batching.group_by_length
+    args.train_sampling_strategy = batching.sampling
     trainer = Trainer(
         model=model,
         args=args,
