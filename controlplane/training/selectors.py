@@ -216,6 +216,9 @@ def _base_model_config(base_model: BaseModel, notes: list[str]) -> dict | None:
             f"the base model {base_model.uri!r} is not in the artifact store and the control plane does not "
             "download models: no parameters or memory"
         )
+    elif not isinstance(config, dict):
+        notes.append("the base model's config.json is not a JSON object: no parameters or memory")
+        return None
     return config
 
 

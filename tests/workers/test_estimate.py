@@ -157,6 +157,7 @@ def test_without_a_config_only_tokens_and_steps_are_estimated() -> None:
     [
         ({"model_type": "llama"}, {"name": "full"}, "no usable 'hidden_size'"),
         ({**OTHER_CONFIGS["qwen2"], "num_hidden_layers": "2"}, {"name": "full"}, "num_hidden_layers"),
+        ({**OTHER_CONFIGS["gemma"], "head_dim": "sixteen"}, {"name": "full"}, "head_dim"),
         (OTHER_CONFIGS["qwen2"], {"name": "lora", "target_modules": ["c_attn"]}, "c_attn"),
     ],
 )

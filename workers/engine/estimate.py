@@ -211,7 +211,9 @@ def shape_from_config(config: Mapping[str, Any]) -> Shape:
     text = config.get("text_config") if isinstance(config.get("text_config"), Mapping) else config
 
     def number(name: str, default: int | None = None) -> int:
-        value = text.get(name, default)
+        value = text.get(name)
+        if value is None:  # absent, or written as null
+            value = default
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise EstimateError(f"the base model's config has no usable {name!r}; cannot estimate it")
         return value
@@ -219,7 +221,6 @@ def shape_from_config(config: Mapping[str, Any]) -> Shape:
     model_type = str(text.get("model_type") or config.get("model_type") or "unknown")
     hidden = number("hidden_size")
     heads = number("num_attention_heads")
-    head_dim = text.get("head_dim") or hidden // heads
     attention_bias = bool(text.get("attention_bias", False))
     return Shape(
         model_type=model_type,
@@ -229,7 +230,7 @@ def shape_from_config(config: Mapping[str, Any]) -> Shape:
         layers=number("num_hidden_layers"),
         heads=heads,
         kv_heads=number("num_key_value_heads", heads),
-        head_dim=int(head_dim),
+        head_dim=number("head_dim", hidden // heads),
         tied_embeddings=bool(config.get("tie_word_embeddings", text.get("tie_word_embeddings", False))),
         # Qwen2 always has biases on q, k and v, and none on o.
         qkv_bias=attention_bias or model_type == "qwen2",
