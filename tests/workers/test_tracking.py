@@ -9,7 +9,7 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.entities import Metric
 
-from workers.tracking import MetricSender, RunLogger
+from workers.tracking import FLUSH_POINTS, MetricSender, RunLogger
 
 
 @pytest.fixture
@@ -44,20 +44,31 @@ def test_flush_returns_only_once_the_points_are_stored(tracking_uri: str) -> Non
         assert [point.step for point in client.get_metric_history(run.run_id, "loss")] == list(range(1, 11))
 
 
-def test_points_are_sent_off_the_callers_thread_in_order() -> None:
-    batches: list[tuple[str, list[float]]] = []
+def test_a_full_buffer_is_sent_by_the_background_thread() -> None:
+    senders: list[str] = []
+    sent = threading.Event()
 
     def send(points: list[Metric]) -> None:
-        batches.append((threading.current_thread().name, [point.value for point in points]))
+        senders.append(threading.current_thread().name)
+        sent.set()
 
     sender = MetricSender(send)
+    sender.add([Metric("loss", float(value), 0, value) for value in range(FLUSH_POINTS)])
+
+    # Nobody flushes: only the sending thread can have sent them (the timeout only bounds a failure).
+    assert sent.wait(timeout=60)
+    assert senders == ["mlflow-metrics"]
+    sender.close()
+
+
+def test_points_arrive_in_the_order_they_were_added() -> None:
+    values: list[float] = []
+    sender = MetricSender(lambda points: values.extend(point.value for point in points))
     for value in range(2500):
         sender.add([Metric("loss", float(value), 0, value)])
     sender.close()
 
-    assert [value for _, values in batches for value in values] == [float(v) for v in range(2500)]
-    # A full buffer wakes the sending thread; only what is left at close goes from the caller's.
-    assert batches[0][0] == "mlflow-metrics"
+    assert values == [float(v) for v in range(2500)]
 
 
 def test_a_failed_send_is_raised_in_the_callers_thread() -> None:
