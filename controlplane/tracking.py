@@ -152,3 +152,24 @@ def run_url(run_id: str) -> str:
         experiment_id = _client().get_run(run_id).info.experiment_id
     base = settings.MLFLOW_PUBLIC_URL.rstrip("/")
     return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+def model_config_read(uri: str) -> dict | None:
+    """The ``config.json`` of the model stored at ``uri``, fetched alone (never the weights).
+
+    None when there is none to read cheaply: a hub id (the control plane does
+    not reach a model hub) or a path that is not on this machine.
+    """
+    import json
+    import tempfile
+    from urllib.parse import unquote, urlparse
+
+    parsed = urlparse(uri)
+    if parsed.scheme == "runs":
+        with tempfile.TemporaryDirectory(prefix="tuneyard-config-") as tmp:
+            local = artifact_download(f"{uri.rstrip('/')}/config.json", dst=Path(tmp))
+            return json.loads(local.read_text())
+    path = Path(unquote(parsed.path)) if parsed.scheme == "file" else Path(uri).expanduser()
+    if not path.is_absolute() or not (path / "config.json").is_file():
+        return None
+    return json.loads((path / "config.json").read_text())

@@ -272,6 +272,12 @@ class Hyperparameters(_Frozen):
     # Halve the batch size and retry when a step runs out of GPU memory.
     auto_find_batch_size: bool = False
 
+    # "auto": pack each batch's examples into rows with next to no padding where
+    # the model keeps packed examples apart (the same loss, less compute), else
+    # draw batches of similar lengths (the same loss in expectation). "off":
+    # padded batches drawn at random.
+    packing: Literal["auto", "off"] = "auto"
+
     @model_validator(mode="after")
     def _options_agree(self) -> Hyperparameters:
         if self.warmup_steps and self.warmup_ratio:

@@ -13,8 +13,9 @@ torch loaded before a fork deadlocks the child (see ENVIRONMENT.md).
 from __future__ import annotations
 
 import os
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from enum import StrEnum
 from pathlib import Path
 from types import TracebackType
@@ -37,7 +38,9 @@ MLFLOW_SCHEMES = frozenset({"runs", "models", "mlflow-artifacts"})
 # A metric buffer is sent when it holds this many points or is this old,
 # whichever comes first: one HTTP call costs ~20 ms, so a call per point
 # would slow a fast training loop, while a few seconds of delay in the MLflow
-# UI costs nothing (live progress travels through the engine's stdout).
+# UI costs nothing (live progress travels through the engine's stdout). The
+# sending happens on a thread of its own, so the training loop never waits on
+# the network, except in an explicit ``flush``.
 FLUSH_POINTS = 1000
 FLUSH_SECONDS = 5.0
 
@@ -89,8 +92,7 @@ class RunLogger:
     def __init__(self, client: MlflowClient, run_id: str) -> None:
         self.client = client
         self.run_id = run_id
-        self._pending: list[Metric] = []
-        self._last_flush = time.monotonic()
+        self._metrics = MetricSender(lambda points: client.log_batch(run_id, metrics=points))
         self._ended = False
 
     @classmethod
@@ -141,18 +143,13 @@ class RunLogger:
         self.client.log_batch(self.run_id, params=[Param(key, str(value)) for key, value in params.items()])
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
-        """Buffer one point per metric; sent in batches, see ``FLUSH_POINTS``/``FLUSH_SECONDS``."""
+        """Buffer one point per metric; sent in the background, see ``FLUSH_POINTS``/``FLUSH_SECONDS``."""
         now_ms = int(time.time() * 1000)
-        self._pending.extend(Metric(key, float(value), now_ms, step) for key, value in metrics.items())
-        if len(self._pending) >= FLUSH_POINTS or time.monotonic() - self._last_flush >= FLUSH_SECONDS:
-            self.flush()
+        self._metrics.add([Metric(key, float(value), now_ms, step) for key, value in metrics.items()])
 
     def flush(self) -> None:
-        """Send every buffered metric point (MLflow's client splits the batch to its limits)."""
-        pending, self._pending = self._pending, []
-        self._last_flush = time.monotonic()
-        if pending:
-            self.client.log_batch(self.run_id, metrics=pending)
+        """Return once every metric point logged so far is stored (or raise why it could not be)."""
+        self._metrics.flush()
 
     def log_artifacts(self, local_dir: Path, name: str) -> str:
         """Upload ``local_dir`` as artifact ``name``; return a URI that other machines can read.
@@ -170,9 +167,81 @@ class RunLogger:
             return
         self._ended = True
         try:
-            self.flush()
+            self._metrics.close()
         finally:
             self.client.set_terminated(self.run_id, status=how.value)
+
+
+class MetricSender:
+    """Buffers metric points and sends them in batches from a background thread.
+
+    ``send`` is called with the points in the order they were added, one call
+    at a time. A failed send is not retried here: its error is raised in the
+    caller's thread at the next ``add``, ``flush`` or ``close``, as it would
+    have been had the caller sent the points itself, so a tracking server that
+    is gone still fails the job instead of silently losing its metrics.
+    """
+
+    def __init__(self, send: Callable[[list[Metric]], None]) -> None:
+        self._send = send
+        self._lock = threading.Lock()  # guards _pending, _error and _closed
+        self._wake = threading.Condition(self._lock)
+        # Held for the whole of a send, so that flush() also waits for a batch
+        # the thread has already taken out of _pending but not yet stored.
+        self._sending = threading.Lock()
+        self._pending: list[Metric] = []
+        self._error: Exception | None = None
+        self._closed = False
+        # A daemon: a trainer killed without close() must not hang on its tracking thread.
+        self._thread = threading.Thread(target=self._run, name="mlflow-metrics", daemon=True)
+        self._thread.start()
+
+    def add(self, points: list[Metric]) -> None:
+        with self._wake:
+            self._raise_error()
+            self._pending.extend(points)
+            if len(self._pending) >= FLUSH_POINTS:
+                self._wake.notify()
+
+    def flush(self) -> None:
+        self._send_pending()
+        with self._lock:
+            self._raise_error()
+
+    def close(self) -> None:
+        """Send what is left and stop the thread; a second call does nothing more."""
+        with self._wake:
+            self._closed = True
+            self._wake.notify()
+        self._thread.join()
+        self.flush()
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                if not self._closed and len(self._pending) < FLUSH_POINTS:
+                    self._wake.wait(FLUSH_SECONDS)
+                closed = self._closed
+            if closed:
+                return  # close() sends the rest from the caller's thread, where an error can be raised
+            try:
+                self._send_pending()
+            except Exception as exc:  # noqa: BLE001 - any failure is handed to the caller's thread
+                with self._lock:
+                    self._error = exc
+
+    def _send_pending(self) -> None:
+        with self._sending:
+            with self._lock:
+                pending, self._pending = self._pending, []
+            if pending:
+                self._send(pending)
+
+    def _raise_error(self) -> None:
+        # Raised once: the points of the failed batch are lost, later ones still go.
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
 
 
 def file_attach(run_id: str, local_file: Path, folder: str) -> str:

@@ -105,6 +105,25 @@ class JobListApi(APIView):
         return Response(JobSerializer(job).data, status=status.HTTP_201_CREATED)
 
 
+class JobEstimateApi(APIView):
+    """``POST jobs/estimate``: a job creation's body; answers what the job would need, launches nothing."""
+
+    def post(self, request: Request) -> Response:
+        project = project_from_request(request, role=Role.MEMBER)
+        body = request_body(request)
+        config = body.get("config", {})
+        if not isinstance(config, dict):
+            raise ValidationFailed("'config' must be an object.")
+        estimate = selectors.job_estimate(
+            project=project,
+            user=request.user,
+            base_model_id=int_field(body, "base_model"),
+            dataset_version_id=int_field(body, "dataset_version"),
+            config=config,
+        )
+        return Response(estimate)
+
+
 class JobDetailApi(APIView):
     def get(self, request: Request, job_id: int) -> Response:
         job = selectors.job_get(user=request.user, job_id=job_id)

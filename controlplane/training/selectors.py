@@ -8,8 +8,11 @@ from django.utils import timezone
 
 from controlplane.accounts.models import Project, Role
 from controlplane.accounts.selectors import project_list, project_role_check
-from controlplane.errors import NotFound
+from controlplane.datasets.models import DatasetVersion
+from controlplane.errors import NotFound, ServiceUnavailable, ValidationFailed, pydantic_parse
 from controlplane.training.models import BaseModel, Job, JobStatus, Worker, broker_priority
+from workers.engine.estimate import EstimateError, training_estimate
+from workers.spec import TrainingConfig
 
 
 def job_list(*, project: Project) -> QuerySet[Job]:
@@ -155,3 +158,97 @@ def usage_by_user(*, project: Project, days: int) -> list[dict]:
         }
         for row in rows
     ]
+
+
+# Text in English with a BPE tokenizer runs about four bytes to a token; used
+# only when the dataset's upload counted no tokens.
+BYTES_PER_TOKEN = 4
+
+
+def job_estimate(
+    *, project: Project, user, base_model_id: int, dataset_version_id: int, config: dict
+) -> dict:
+    """What a job launched with these inputs would need: parameters, memory per GPU, tokens, steps.
+
+    Checks what ``job_create`` checks, so an estimate that answers means a
+    launch would be accepted. Reads only the base model's config.json, and
+    says in ``notes`` where each number it could not measure came from.
+    """
+    project_role_check(user=user, project=project, role=Role.MEMBER)
+    training = pydantic_parse(TrainingConfig, config, field="config")
+    base_model = BaseModel.objects.filter(pk=base_model_id, project=project).first()
+    if base_model is None:
+        raise NotFound(f"No base model {base_model_id} in project {project.slug}.")
+    version = DatasetVersion.objects.filter(pk=dataset_version_id, dataset__project=project).first()
+    if version is None:
+        raise NotFound(f"No dataset version {dataset_version_id} in project {project.slug}.")
+    notes: list[str] = []
+    tokens_per_row = _tokens_per_row(version, notes)
+    gpu_memory = (
+        _queue_gpu_memory_bytes(training.resources.queue_name, notes) if training.resources.gpus else None
+    )
+    try:
+        estimate = training_estimate(
+            _base_model_config(base_model, notes),
+            training,
+            dataset_rows=version.row_count,
+            tokens_per_row=tokens_per_row,
+            gpu_memory_bytes=gpu_memory,
+            notes=notes,
+        )
+    except EstimateError as exc:
+        raise ValidationFailed(f"Cannot estimate this job: {exc}.") from exc
+    return estimate.as_dict()
+
+
+def _base_model_config(base_model: BaseModel, notes: list[str]) -> dict | None:
+    from controlplane import tracking
+
+    try:
+        config = tracking.model_config_read(base_model.uri)
+    except (ServiceUnavailable, OSError, ValueError) as exc:
+        notes.append(
+            f"the base model's config.json could not be read ({str(exc)[:200]}): no parameters or memory"
+        )
+        return None
+    if config is None:
+        notes.append(
+            f"the base model {base_model.uri!r} is not in the artifact store and the control plane does not "
+            "download models: no parameters or memory"
+        )
+    elif not isinstance(config, dict):
+        notes.append("the base model's config.json is not a JSON object: no parameters or memory")
+        return None
+    return config
+
+
+def _tokens_per_row(version: DatasetVersion, notes: list[str]) -> float:
+    tokens = version.stats.get("tokens") or {}
+    if tokens.get("mean"):
+        notes.append(
+            f"tokens per row: {tokens['mean']:.0f}, the mean of {tokens.get('sampled_rows', '?')} rows "
+            "counted at upload with the tokenizer chosen then"
+        )
+        return float(tokens["mean"])
+    text_bytes = (version.stats.get("bytes") or {}).get("mean")
+    if not text_bytes:
+        # The stored Parquet's size: compressed, so this undercounts.
+        text_bytes = version.size_bytes / max(version.row_count, 1)
+    notes.append(f"tokens per row: about {BYTES_PER_TOKEN} bytes of text per token (no tokens were counted)")
+    return float(text_bytes) / BYTES_PER_TOKEN
+
+
+def _queue_gpu_memory_bytes(queue: str, notes: list[str]) -> int | None:
+    """The smallest GPU among the online workers serving ``queue``: the job may land on any of them."""
+    online_since = timezone.now() - timedelta(seconds=settings.WORKER_OFFLINE_AFTER_SECONDS)
+    sizes = [
+        gpu["memory_total_mb"]
+        for worker in Worker.objects.filter(last_seen__gte=online_since)
+        if queue in worker.queues
+        for gpu in worker.gpus
+        if gpu.get("memory_total_mb")
+    ]
+    if not sizes:
+        notes.append(f"no online worker of queue {queue!r} reports its GPUs: whether the job fits is unknown")
+        return None
+    return min(sizes) * 1024**2

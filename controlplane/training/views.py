@@ -10,7 +10,7 @@ from controlplane import tracking
 from controlplane.accounts.models import Role
 from controlplane.accounts.selectors import membership_role, project_get
 from controlplane.datasets.selectors import contamination_checks
-from controlplane.errors import ServiceUnavailable, page_errors
+from controlplane.errors import ServiceUnavailable, ValidationFailed, page_errors
 from controlplane.training import selectors, services
 from controlplane.training.forms import JobLaunchForm
 
@@ -37,6 +37,28 @@ def job_new(request: HttpRequest, slug: str) -> HttpResponse:
         "job_new.html",
         {"project": project, "form": form, "contamination": contamination_checks(project=project)},
     )
+
+
+@login_required
+@require_POST
+@page_errors
+def job_estimate(request: HttpRequest, slug: str) -> HttpResponse:
+    """The launch form's estimate, as a fragment the page swaps in; an input it cannot take is said there."""
+    project = project_get(user=request.user, slug=slug, role=Role.MEMBER)
+    form = JobLaunchForm(request.POST, project=project)
+    context: dict = {"form": form}
+    if form.is_valid():
+        try:
+            context["estimate"] = selectors.job_estimate(
+                project=project,
+                user=request.user,
+                base_model_id=form.cleaned_data["base_model"].pk,
+                dataset_version_id=form.cleaned_data["dataset_version"].pk,
+                config=form.config(),
+            )
+        except ValidationFailed as exc:
+            context["error"] = exc.message
+    return render(request, "_job_estimate.html", context)
 
 
 def _job_context(request: HttpRequest, job_id: int) -> dict:

@@ -59,6 +59,9 @@ def run_job(spec: JobSpec, workdir: Path) -> None:
         def on_checkpoint(step: int, local: Path) -> None:
             # Named to the control plane only once every file is stored: a
             # trainer killed mid-upload leaves the previous checkpoint in force.
+            # The metrics up to it are stored first, so a run resumed from it
+            # has its whole curve in MLflow.
+            run.flush()
             uri = run.log_artifacts(local, f"checkpoints/step-{step}")
             emit({"event": "checkpoint", "step": step, "uri": uri})
 

@@ -30,6 +30,7 @@ from transformers import (
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from workers.engine import JobInputError
+from workers.engine.batching import batching_choose
 from workers.engine.data import DatasetError, TrainingRow
 from workers.engine.methods import BaseModelError, method_apply, model_load
 from workers.engine.sft import IGNORE_INDEX, sft_examples
@@ -126,12 +127,15 @@ def _sft_trainer(
             rows, tokenizer, hyper.max_seq_length, completion_only_loss=hyper.completion_only_loss
         )
 
+    batching = batching_choose(model, hyper.packing, padded=CausalLMCollator(_pad_id(tokenizer)))
+    print(f"tuneyard: batching: {batching.description}", flush=True)
+    args.train_sampling_strategy = batching.sampling
     return Trainer(
         model=model,
         args=args,
         train_dataset=examples(train_rows),
         eval_dataset=examples(eval_rows) if eval_rows else None,
-        data_collator=CausalLMCollator(_pad_id(tokenizer)),
+        data_collator=batching.collator,
         processing_class=tokenizer,
         callbacks=callbacks,
     )
