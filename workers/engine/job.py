@@ -39,7 +39,7 @@ def run_job(spec: JobSpec, workdir: Path) -> None:
         run.log_params(training_params(spec))
         # The data first: it is small, and a bad row should not wait for a
         # many-gigabyte base model to download.
-        rows = _read_rows(spec.dataset_uris, workdir / "inputs")
+        rows = read_rows(spec.dataset_uris, workdir / "inputs")
         base_model = download(spec.base_model_uri, workdir / "inputs" / "base-model")
         resume_from = _checkpoint_fetch(spec.resume_checkpoint_uri, workdir / "inputs" / "checkpoint")
 
@@ -89,7 +89,7 @@ def training_params(spec: JobSpec) -> dict[str, object]:
     return params
 
 
-def _read_rows(uris: list[str], inputs: Path) -> list[InstructionRow]:
+def read_rows(uris: list[str], inputs: Path) -> list[InstructionRow]:
     files: list[Path] = []
     for index, uri in enumerate(uris):
         local = download(uri, inputs / f"dataset-{index}")
