@@ -14,6 +14,7 @@ it loads Ray, which a finetune never needs.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -78,7 +79,7 @@ def run_sweep(spec: JobSpec, workdir: Path) -> None:
     ) as run:
         emit({"event": "run", "mlflow_run_id": run.run_id})
         run.log_params(_driver_params(spec.sweep))
-        reporter = TrialReporter(spec, ControlPlaneClient.from_env())
+        reporter = TrialReporter(spec)
         if spec.sweep.n_trials:
             _tune(spec, run.run_id, reporter, workdir)
         summary = reporter.summary()
@@ -165,12 +166,21 @@ def _searcher(sweep: RaySweep, base_method: str) -> OptunaSearch:
     else:
         sampler = optuna.samplers.TPESampler(seed=sweep.seed)
 
-    # Define-by-run: the same sampling (and the same skipping of another method's
-    # parameters) as the control plane's own Optuna sweeps.
-    def define(trial: optuna.Trial) -> None:
-        params_suggest(trial, space, base_method)
+    return OptunaSearch(
+        space=_DefineByRun(space, base_method), metric=OBJECTIVE, mode=_mode(sweep), sampler=sampler
+    )
 
-    return OptunaSearch(space=define, metric=OBJECTIVE, mode=_mode(sweep), sampler=sampler)
+
+class _DefineByRun:
+    """Optuna's define-by-run space: the same sampling (and the same skipping of another
+    method's parameters) as the control plane's own Optuna sweeps. A class, not a closure:
+    Tune pickles its searcher with the experiment's state."""
+
+    def __init__(self, space: SearchSpace, base_method: str) -> None:
+        self.space, self.base_method = space, base_method
+
+    def __call__(self, trial: optuna.Trial) -> None:
+        params_suggest(trial, self.space, self.base_method)
 
 
 def _scheduler(sweep: RaySweep, max_steps: int | None) -> FIFOScheduler:
@@ -231,7 +241,12 @@ def trial_train(params: dict[str, Any], *, spec_json: str, parent_run_id: str) -
 
         from workers.engine.train import train  # torch: only in the trial's process
 
-        trained = train(spec, base_model, rows, workdir, on_step)
+        try:
+            trained = train(spec, base_model, rows, workdir, on_step)
+        except SystemExit:
+            # Tune stops a trial (ASHA cut it short) by exiting its thread at a report.
+            run.end(RunEnd.KILLED)
+            raise
         run.log_metrics(trained.metrics, trained.steps)
         run.log_artifacts(trained.path, trained.artifact_name)
     objective = trained.metrics.get(sweep.objective_metric)
@@ -262,9 +277,10 @@ class TrialReporter(tune.Callback):
     Trials are numbered in the order they start, from the spec's first number on.
     """
 
-    def __init__(self, spec: JobSpec, client: ControlPlaneClient) -> None:
+    def __init__(self, spec: JobSpec) -> None:
+        # No client held here: Tune pickles its callbacks with the experiment's state.
         assert spec.sweep is not None
-        self.spec, self.sweep, self.client = spec, spec.sweep, client
+        self.spec, self.sweep = spec, spec.sweep
         self.numbers: dict[str, int] = {}
         self.points: dict[str, list[tuple[int, float]]] = {}
         self.sent_at: dict[str, float] = {}
@@ -332,7 +348,7 @@ class TrialReporter(tune.Callback):
             error=error[:2000],
         )
         try:
-            self.client.sweep_trial_report(job_id=self.spec.job_id, report=report)
+            _control_plane().sweep_trial_report(job_id=self.spec.job_id, report=report)
         except AttemptSuperseded:
             raise  # this attempt no longer counts: stop the whole search
         except httpx.HTTPError:
@@ -352,6 +368,11 @@ class TrialReporter(tune.Callback):
 
     def any_ended_well(self) -> bool:
         return any(state is not SweepTrialState.FAILED for state in self.ended_states.values())
+
+
+@functools.cache
+def _control_plane() -> ControlPlaneClient:
+    return ControlPlaneClient.from_env()
 
 
 def _trial_error(trial: Any) -> str:
