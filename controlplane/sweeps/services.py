@@ -187,10 +187,10 @@ def sweep_create(
         raise ValidationFailed("'objective_metric' names a metric the job reports, e.g. train_loss.")
     if not 0 <= seed < 2**31:
         raise ValidationFailed("'seed' is between 0 and 2**31 - 1.")
-    if sampler == Sampler.GRID:
-        _grid(space)
     if backend == Backend.RAY:
         raysweeps.ray_settings_check(sampler=sampler, pruner=pruner, gpu_hours_cap=gpu_hours_cap)
+    if sampler == Sampler.GRID:
+        _grid(space)
     if not BaseModel.objects.filter(pk=base_model_id, project=project).exists():
         raise NotFound(f"No base model {base_model_id} in project {project.slug}.")
     if not DatasetVersion.objects.filter(pk=dataset_version_id, dataset__project=project).exists():
