@@ -85,13 +85,15 @@ def _ray_study(sweep: Sweep):  # type: ignore[no-untyped-def]
     }
     study = optuna.create_study(direction=sweep.direction)
     for trial in sweep.trials.exclude(state=TrialState.RUNNING).order_by("number"):
-        study.add_trial(
-            optuna.trial.create_trial(
+        try:
+            frozen = optuna.trial.create_trial(
                 state=states[TrialState(trial.state)],
                 value=trial.value if trial.state == TrialState.COMPLETE else None,
                 params=trial.params,
                 distributions={path: distributions[path] for path in trial.params if path in distributions},
                 intermediate_values={int(step): value for step, value in trial.intermediate_values},
             )
-        )
+        except ValueError:
+            continue  # a value outside its distribution: no point in the charts
+        study.add_trial(frozen)
     return study

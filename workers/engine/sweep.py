@@ -58,8 +58,11 @@ FORWARDED_ENV = (
 )
 
 
-class EveryTrialFailed(Exception):
-    """No trial of the sweep ended well: the driver fails with the first trial's reason."""
+class EveryTrialFailed(JobInputError):
+    """No trial of the sweep ended well: the driver fails with the first trial's reason.
+
+    Not retried: a new attempt would run only the trials left, i.e. none, and "succeed".
+    """
 
 
 def run_sweep(spec: JobSpec, workdir: Path) -> None:
