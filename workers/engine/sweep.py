@@ -149,6 +149,7 @@ def _ray_start(sweep: RaySweep) -> str | None:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(runtime_env=runtime_env)  # ray.init reads RAY_ADDRESS itself
         return None
+    os.environ.pop("RAY_ADDRESS", None)  # set but empty: ray.init must not look for a cluster
     # A local Ray needs no token (Ray 2.60 would turn one on and write it under ~);
     # its session files go under a short folder of ours: Unix socket paths are short.
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
