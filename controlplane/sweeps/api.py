@@ -55,6 +55,7 @@ class TrialSerializer(serializers.Serializer):
     params = serializers.JSONField()
     intermediate_values = serializers.JSONField()
     mlflow_run_id = serializers.CharField()
+    error = serializers.CharField()
 
     def get_job_status(self, trial) -> str | None:  # type: ignore[no-untyped-def]
         return trial.job.status if trial.job_id else None

@@ -104,6 +104,7 @@ class Trial(models.Model):
     # Ray trials: [[step, value], ...] of the intermediate metric, and the trial's MLflow child run.
     intermediate_values = models.JSONField(default=list, blank=True)
     mlflow_run_id = models.CharField(max_length=64, blank=True)
+    error = models.CharField(max_length=2000, blank=True)  # why a Ray trial failed, as its driver said
     state = models.CharField(max_length=10, choices=TrialState.choices, default=TrialState.RUNNING)
     value = models.FloatField(null=True, blank=True)
     # A failed trial whose parameters were already queued again as a new trial.

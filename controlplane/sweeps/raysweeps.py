@@ -114,6 +114,7 @@ def ray_trial_record(*, job_id: int, report: SweepTrialReport) -> Trial:
         "value": report.value if report.state is SweepTrialState.COMPLETE else None,
         "intermediate_values": [list(point) for point in report.intermediate_values],
         "mlflow_run_id": report.mlflow_run_id or "",
+        "error": report.error,
     }
     try:
         with transaction.atomic():

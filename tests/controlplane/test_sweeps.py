@@ -306,7 +306,7 @@ def test_a_ray_driver_reports_trials_which_the_sweep_shows_and_its_end_finishes_
     first, second = detail["trials"]
     assert first | {"params": None} == {
         "number": 0, "job": None, "job_status": None, "state": "complete", "value": 0.5, "params": None,
-        "intermediate_values": [[1, 2.0], [2, 1.0]], "mlflow_run_id": "r0",
+        "intermediate_values": [[1, 2.0], [2, 1.0]], "mlflow_run_id": "r0", "error": "",
     }  # fmt: skip
     assert second["state"] == "running" and detail["trials_launched"] == 2
     assert detail["best_trial"]["number"] == 0 and detail["status"] == "running"
@@ -381,3 +381,30 @@ def test_a_lost_driver_end_is_caught_up_and_a_failed_driver_stops_its_sweep(api_
     assert sweeps_reconcile() == 0
     sweep = Sweep.objects.get()
     assert sweep.status == SweepStatus.STOPPED and "boom" in sweep.stop_reason
+
+
+def test_the_new_sweep_page_launches_a_ray_sweep_and_its_page_shows_reported_trials(
+    people, inputs, worker_api
+):
+    from django.test import Client
+
+    alice = Client()
+    alice.force_login(people["alice"])
+    form = {
+        "name": "ray from the page", **inputs, "method": "lora", "max_steps": 10, "batch_size": 4,
+        "max_seq_length": 64, "gpus": 0, "queue": QUEUE, "backend": "ray", "objective_metric": "train_loss",
+        "search_space": '{"hyperparameters.learning_rate": {"type": "float", "low": 1e-4, "high": 1e-2}}',
+        "direction": "minimize", "sampler": "tpe", "pruner": "median", "n_trials": 3, "parallelism": 2,
+        "seed": 1,
+    }  # fmt: skip
+    assert "a ray sweep&#x27;s pruner is" in alice.post("/p/demo/sweeps/new", form).content.decode()
+    form["pruner"] = ""  # the backend's usual: ASHA
+    response = alice.post("/p/demo/sweeps/new", form)
+    sweep = Sweep.objects.get()
+    assert response.status_code == 302 and (sweep.backend, sweep.pruner) == ("ray", "successive_halving")
+    job_claim(job_id=sweep.driver_job_id, attempt=1, worker="w1")
+    report(worker_api, sweep.driver_job_id, state="failed", error="CUDA error: out of memory")
+    report(worker_api, sweep.driver_job_id, number=1, state="complete", value=0.7, mlflow_run_id="abc")
+    html = alice.get(f"/sweeps/{sweep.pk}/").content.decode()
+    assert "Ray Tune in job" in html and "CUDA error: out of memory" in html and "0.7000" in html
+    assert "Pause" not in html and "Add trials" not in html and "Stop" in html
