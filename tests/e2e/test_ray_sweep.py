@@ -98,3 +98,33 @@ def test_a_ray_sweep_runs_its_trials_in_one_driver_job_and_asha_stops_the_hopele
     browser.force_login(people["alice"])
     page = browser.get(f"/sweeps/{sweep_id}/").content.decode()
     assert 'id="trials"' in page and "Ray Tune in job" in page and 'id="figure-history"' in page
+
+
+def test_a_ray_sweep_whose_every_trial_fails_stops_with_the_first_reason(setup):  # noqa: F811
+    alice = setup["alice"]
+    body = {
+        "project": "demo",
+        "name": "ray, wrong objective",
+        "backend": "ray",
+        "base_model": setup["base"],
+        "dataset_version": setup["dataset"],
+        "config": {"hyperparameters": {"max_steps": 2, "max_seq_length": 64, "checkpoint_every_steps": None}},
+        "search_space": {"hyperparameters.learning_rate": {"type": "float", "low": 1e-4, "high": 1e-2}},
+        "objective_metric": "accuracy",  # training reports no such metric
+        "pruner": "none",
+        "n_trials": 2,
+        "parallelism": 2,
+    }
+    created = alice.post("sweeps", json=body)
+    assert created.status_code == 201, created.text
+    sweep_id = created.json()["id"]
+    deadline = time.monotonic() + 600
+    while (sweep := alice.get(f"sweeps/{sweep_id}").json())["status"] == "running":
+        assert time.monotonic() < deadline, sweep
+        time.sleep(1)
+    assert sweep["status"] == "stopped" and "every trial failed" in sweep["stop_reason"], sweep
+    assert "training reported no 'accuracy'" in sweep["stop_reason"]
+    assert [t["state"] for t in sweep["trials"]] == ["failed", "failed"]
+    assert all("no 'accuracy'" in t["error"] for t in sweep["trials"]), sweep["trials"]
+    driver = alice.get(f"jobs/{sweep['driver_job']}").json()
+    assert driver["status"] == "failed" and driver["attempt"] == 1  # a bad sweep is not retried

@@ -26,6 +26,7 @@ from typing import Any
 
 import httpx
 import optuna
+import ray
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.optuna import OptunaSearch
@@ -87,8 +88,10 @@ def run_sweep(spec: JobSpec, workdir: Path) -> None:
             _tune(spec, run.run_id, reporter, workdir)
         summary = reporter.summary()
         run.log_metrics(summary, reporter.ended)
-    if spec.sweep.n_trials and not reporter.any_ended_well():
-        raise EveryTrialFailed(f"every trial failed; the first: {reporter.first_error or 'no reason given'}")
+        if spec.sweep.n_trials and not reporter.any_ended_well():  # raised here: the run ends FAILED
+            raise EveryTrialFailed(
+                f"every trial failed; the first: {reporter.first_error or 'no reason given'}"
+            )
     emit({"event": "result", "metrics": summary, "artifacts": {}})
 
 
@@ -109,8 +112,6 @@ def _driver_params(sweep: RaySweep) -> dict[str, object]:
 
 
 def _tune(spec: JobSpec, parent_run_id: str, reporter: TrialReporter, workdir: Path) -> None:
-    import ray
-
     sweep = spec.sweep
     assert sweep is not None
     temp_dir = _ray_start(sweep)
@@ -143,8 +144,6 @@ def _tune(spec: JobSpec, parent_run_id: str, reporter: TrialReporter, workdir: P
 
 def _ray_start(sweep: RaySweep) -> str | None:
     """Connect to RAY_ADDRESS, or start a local Ray sized for the sweep; the local Ray's folder."""
-    import ray
-
     runtime_env = {"env_vars": {name: os.environ[name] for name in FORWARDED_ENV if name in os.environ}}
     if os.environ.get("RAY_ADDRESS"):
         ray.init(runtime_env=runtime_env)  # ray.init reads RAY_ADDRESS itself
