@@ -4,6 +4,7 @@ A sweep asks its study for a trial, runs the trial as an ordinary job, feeds
 the pruner from the job's heartbeats and tells the study how the job ended.
 Optuna's storage lives in the control plane's database (its own tables) and
 is written outside Django's transactions, so neither waits on the other's locks.
+A sweep on the ray backend has no study here: see ``raysweeps``.
 """
 
 from __future__ import annotations
