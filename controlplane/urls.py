@@ -23,7 +23,7 @@ from controlplane.registry.api import (
     PromotionListApi,
     PromotionRejectApi,
 )
-from controlplane.sweeps.api import SweepActionApi, SweepDetailApi, SweepListApi
+from controlplane.sweeps.api import SweepActionApi, SweepDetailApi, SweepListApi, SweepTrialReportApi
 from controlplane.training.api import (
     BaseModelListApi,
     JobCancelApi,
@@ -106,6 +106,7 @@ internal_v1 = [
     path("jobs/<int:job_id>/claim", JobClaimApi.as_view(), name="internal-job-claim"),
     path("jobs/<int:job_id>/heartbeat", JobHeartbeatApi.as_view(), name="internal-job-heartbeat"),
     path("jobs/<int:job_id>/finish", JobFinishApi.as_view(), name="internal-job-finish"),
+    path("jobs/<int:job_id>/sweep-trials", SweepTrialReportApi.as_view(), name="internal-sweep-trials"),
     path("workers/heartbeat", WorkerHeartbeatApi.as_view(), name="internal-worker-heartbeat"),
 ]
 

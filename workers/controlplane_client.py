@@ -8,13 +8,25 @@ from typing import Any
 
 import httpx
 
-from workers.spec import ClaimRequest, Heartbeat, HeartbeatReply, JobResult, JobSpec, WorkerHeartbeat
+from workers.spec import (
+    ClaimRequest,
+    Heartbeat,
+    HeartbeatReply,
+    JobResult,
+    JobSpec,
+    SweepTrialReport,
+    WorkerHeartbeat,
+)
 
 FINISH_TRIES = 30  # about five minutes with the backoff capped at 10 s
 
 
 class ClaimRefused(Exception):
     """The control plane refuses this attempt to this worker (claimed, cancelled, gone)."""
+
+
+class AttemptSuperseded(Exception):
+    """The control plane no longer counts this attempt as running (cancelled, lost and retried)."""
 
 
 class ControlPlaneClient:
@@ -75,6 +87,13 @@ class ControlPlaneClient:
             return False
         response.raise_for_status()
         return True
+
+    def sweep_trial_report(self, *, job_id: int, report: SweepTrialReport) -> None:
+        """A sweep-driver job says where one of its trials stands (the whole state, each time)."""
+        response = self._post(f"jobs/{job_id}/sweep-trials", report.model_dump(mode="json"))
+        if response.status_code == 409:
+            raise AttemptSuperseded(response.json().get("message", response.text))
+        response.raise_for_status()
 
     def worker_heartbeat(self, heartbeat: WorkerHeartbeat) -> None:
         self._post("workers/heartbeat", heartbeat.model_dump(mode="json")).raise_for_status()

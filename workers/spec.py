@@ -32,6 +32,8 @@ class _Frozen(BaseModel):
 
 class JobKind(StrEnum):
     FINETUNE = "finetune"
+    # One job that runs a whole Ray Tune sweep (its JobSpec carries ``sweep``).
+    SWEEP_DRIVER = "sweep-driver"
 
 
 class DatasetFormat(StrEnum):
@@ -328,6 +330,26 @@ class TrainingConfig(_Frozen):
         return self
 
 
+class RaySweep(_Frozen):
+    """What a sweep-driver job runs: Ray Tune over ``search_space`` (a validated
+    ``workers.sweep_space.SearchSpace``), each trial training the job's config with
+    the sampled parameters set, as an ordinary finetune would."""
+
+    search_space: dict[str, dict[str, object]] = Field(min_length=1, max_length=50)
+    objective_metric: Annotated[str, StringConstraints(min_length=1, max_length=100)]
+    # The per-step metric ASHA compares trials by (the engine reports it at every step).
+    intermediate_metric: Annotated[str, StringConstraints(min_length=1, max_length=100)]
+    direction: Literal["minimize", "maximize"]
+    sampler: Literal["tpe", "random"]
+    # "asha" stops unpromising trials early; "fifo" lets every trial run to its end.
+    scheduler: Literal["asha", "fifo"]
+    # Trials still to run (a later attempt runs only what earlier ones left), numbered from here on.
+    n_trials: int = Field(ge=0, le=10_000)
+    first_trial_number: int = Field(0, ge=0, le=2**31 - 1)
+    max_concurrent_trials: int = Field(ge=1, le=100)
+    seed: int = Field(ge=0, le=2**31 - 1)
+
+
 class JobSpec(_Frozen):
     """All a worker needs to run one attempt of one job, and nothing that needs the database."""
 
@@ -343,6 +365,13 @@ class JobSpec(_Frozen):
     mlflow_experiment: str = Field(min_length=1)
     mlflow_run_id: str | None = None
     resume_checkpoint_uri: str | None = None
+    sweep: RaySweep | None = None
+
+    @model_validator(mode="after")
+    def _sweep_matches_kind(self) -> JobSpec:
+        if (self.kind is JobKind.SWEEP_DRIVER) != (self.sweep is not None):
+            raise ValueError("a sweep-driver job, and only one, carries 'sweep'")
+        return self
 
     @property
     def queue(self) -> str:
@@ -440,6 +469,33 @@ class JobResult(_Frozen):
         if self.outcome is JobOutcome.FAILED and not self.error:
             raise ValueError("a failed job must say why in 'error'")
         return self
+
+
+class SweepTrialState(StrEnum):
+    RUNNING = "running"
+    COMPLETE = "complete"
+    PRUNED = "pruned"  # stopped early by the sweep's scheduler
+    FAILED = "failed"
+
+
+class SweepTrialReport(_Frozen):
+    """A sweep-driver job tells the control plane where one of its trials stands.
+
+    Sent again as the trial goes on, each time whole: applying it twice is harmless,
+    and a finished trial is never moved back to running.
+    """
+
+    attempt: int = Field(ge=1)
+    number: int = Field(ge=0, le=2**31 - 1)
+    params: dict[Annotated[str, StringConstraints(max_length=200)], str | int | float | bool] = Field(
+        max_length=50
+    )
+    state: SweepTrialState
+    value: MetricValue | None = None
+    # The intermediate metric by step, as the scheduler saw it.
+    intermediate_values: list[tuple[Step, MetricValue]] = Field(default_factory=list, max_length=100_000)
+    mlflow_run_id: RunId | None = None
+    error: str = Field("", max_length=2000)
 
 
 # --- evaluation: what an evaluate job (or the end of training) computes -------

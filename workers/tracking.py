@@ -244,6 +244,13 @@ class MetricSender:
             raise error
 
 
+def run_end_unless_ended(run_id: str, how: RunEnd) -> None:
+    """End a run some other process started and may not have ended (it was killed mid-run)."""
+    client = MlflowClient()
+    if client.get_run(run_id).info.status == RunStatus.to_string(RunStatus.RUNNING):
+        client.set_terminated(run_id, status=how.value)
+
+
 def file_attach(run_id: str, local_file: Path, folder: str) -> str:
     """Add one file to a run (even a finished one); returns its ``runs:/`` URI."""
     MlflowClient().log_artifact(run_id, str(local_file), artifact_path=folder)

@@ -9,10 +9,17 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from controlplane.accounts.models import Role
-from controlplane.api_common import MAX_ID, project_from_request, request_body
+from controlplane.api_common import (
+    MAX_ID,
+    IsWorker,
+    WorkerTokenAuthentication,
+    project_from_request,
+    request_body,
+)
 from controlplane.errors import pydantic_parse
-from controlplane.sweeps import selectors, services
+from controlplane.sweeps import raysweeps, selectors, services
 from controlplane.sweeps.models import SweepStatus
+from workers.spec import SweepTrialReport
 
 
 class SweepRequest(BaseModel):
@@ -29,20 +36,29 @@ class SweepRequest(BaseModel):
     objective_metric: str = "train_loss"
     direction: str = "minimize"
     sampler: str = "tpe"
-    pruner: str = "median"
+    # None: the backend's usual pruner (median for optuna, successive_halving, i.e. ASHA, for ray).
+    pruner: str | None = None
     n_trials: int = 10
     parallelism: int = 1
     gpu_hours_cap: float | None = None
     seed: int = 0
+    backend: str = "optuna"
 
 
 class TrialSerializer(serializers.Serializer):
     number = serializers.IntegerField()
-    job = serializers.IntegerField(source="job_id")
-    job_status = serializers.CharField(source="job.status")
+    # A Ray sweep's trials run inside its driver job and have no job of their own.
+    job = serializers.IntegerField(source="job_id", allow_null=True)
+    job_status = serializers.SerializerMethodField()
     state = serializers.CharField()
     value = serializers.FloatField(allow_null=True)
     params = serializers.JSONField()
+    intermediate_values = serializers.JSONField()
+    mlflow_run_id = serializers.CharField()
+    error = serializers.CharField()
+
+    def get_job_status(self, trial) -> str | None:  # type: ignore[no-untyped-def]
+        return trial.job.status if trial.job_id else None
 
 
 class SweepSerializer(serializers.Serializer):
@@ -55,6 +71,8 @@ class SweepSerializer(serializers.Serializer):
     direction = serializers.CharField()
     sampler = serializers.CharField()
     pruner = serializers.CharField()
+    backend = serializers.CharField()
+    driver_job = serializers.IntegerField(source="driver_job_id", allow_null=True)
     n_trials = serializers.IntegerField()
     parallelism = serializers.IntegerField()
     gpu_hours_cap = serializers.FloatField(allow_null=True)
@@ -99,6 +117,7 @@ class SweepListApi(APIView):
             parallelism=body.parallelism,
             gpu_hours_cap=body.gpu_hours_cap,
             seed=body.seed,
+            backend=body.backend,
         )
         return Response(_detail(sweep), status=status.HTTP_201_CREATED)
 
@@ -127,3 +146,18 @@ class SweepActionApi(APIView):
             services.sweep_status_set(sweep=sweep, user=request.user, to=to[self.action])
         sweep.refresh_from_db()
         return Response(_detail(sweep))
+
+
+# --- the internal API a Ray sweep's driver job calls ---------------------------
+
+
+class SweepTrialReportApi(APIView):
+    """``POST internal/v1/jobs/<id>/sweep-trials``: a driver job reports one of its trials."""
+
+    authentication_classes = [WorkerTokenAuthentication]
+    permission_classes = [IsWorker]
+
+    def post(self, request: Request, job_id: int) -> Response:
+        report = pydantic_parse(SweepTrialReport, request.data)
+        trial = raysweeps.ray_trial_record(job_id=job_id, report=report)
+        return Response({"number": trial.number, "state": trial.state})

@@ -7,7 +7,7 @@ from django import forms
 
 from controlplane.accounts.models import Project
 from controlplane.datasets.selectors import dataset_version_list
-from controlplane.sweeps.models import Direction, Pruner, Sampler
+from controlplane.sweeps.models import Backend, Direction, Pruner, Sampler
 from controlplane.training.forms import QUEUE_HELP, resources_config
 from controlplane.training.selectors import base_model_list
 
@@ -39,8 +39,15 @@ class SweepLaunchForm(forms.Form):
     )
     objective_metric = forms.CharField(initial="train_loss", max_length=100)
     direction = forms.ChoiceField(choices=Direction.choices)
+    backend = forms.ChoiceField(
+        choices=[(Backend.OPTUNA, "Optuna (each trial a job)"), (Backend.RAY, "Ray Tune (one driver job)")],
+        required=False,  # a form posted before the choice existed means Optuna
+        help_text="Ray: tpe or random sampler; ASHA (successive halving) or no pruner; no GPU-hour cap",
+    )
     sampler = forms.ChoiceField(choices=Sampler.choices)
-    pruner = forms.ChoiceField(choices=Pruner.choices, initial=Pruner.MEDIAN)
+    pruner = forms.ChoiceField(
+        choices=[("", "the backend's usual (median; ASHA for Ray)"), *Pruner.choices], required=False
+    )
     n_trials = forms.IntegerField(initial=12, min_value=1, label="Trials")
     parallelism = forms.IntegerField(initial=2, min_value=1)
     gpu_hours_cap = forms.FloatField(required=False, min_value=0.001, label="GPU-hour cap")

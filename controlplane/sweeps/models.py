@@ -38,9 +38,16 @@ class Pruner(models.TextChoices):
     HYPERBAND = "hyperband"
 
 
+class Backend(models.TextChoices):
+    # The control plane's Optuna study asks for trials; each trial is an ordinary job.
+    OPTUNA = "optuna"
+    # One driver job runs Ray Tune (Optuna search, ASHA) on RAY_ADDRESS or a local Ray,
+    # and reports its trials back.
+    RAY = "ray"
+
+
 class Sweep(models.Model):
-    """A base job, a search space and an objective: the control plane asks its Optuna study for
-    trials, and each trial is an ordinary job."""
+    """A base job, a search space and an objective, searched by one of the backends."""
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="sweeps")
     name = models.CharField(max_length=200)
@@ -64,6 +71,11 @@ class Sweep(models.Model):
     status = models.CharField(max_length=10, choices=SweepStatus.choices, default=SweepStatus.RUNNING)
     stop_reason = models.CharField(max_length=300, blank=True)
     study_name = models.CharField(max_length=100, unique=True)
+    backend = models.CharField(max_length=10, choices=Backend.choices, default=Backend.OPTUNA)
+    # A Ray sweep's one job, which runs Ray Tune; None for Optuna sweeps.
+    driver_job = models.OneToOneField(
+        Job, null=True, blank=True, on_delete=models.SET_NULL, related_name="driven_sweep"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -81,13 +93,18 @@ class TrialState(models.TextChoices):
 
 
 class Trial(models.Model):
-    """One Optuna trial and the job that runs it."""
+    """One trial: of an Optuna sweep, with the job that runs it; of a Ray sweep, as its
+    driver job reported it (no job of its own, its intermediate values kept here)."""
 
     sweep = models.ForeignKey(Sweep, on_delete=models.CASCADE, related_name="trials")
-    number = models.PositiveIntegerField()  # Optuna's trial number in the study
-    optuna_trial_id = models.PositiveIntegerField()
-    job = models.OneToOneField(Job, on_delete=models.CASCADE, related_name="trial")
+    number = models.PositiveIntegerField()  # Optuna's trial number in the study, or the driver's
+    optuna_trial_id = models.PositiveIntegerField(null=True, blank=True)  # Optuna sweeps only
+    job = models.OneToOneField(Job, null=True, blank=True, on_delete=models.CASCADE, related_name="trial")
     params = models.JSONField()
+    # Ray trials: [[step, value], ...] of the intermediate metric, and the trial's MLflow child run.
+    intermediate_values = models.JSONField(default=list, blank=True)
+    mlflow_run_id = models.CharField(max_length=64, blank=True)
+    error = models.CharField(max_length=2000, blank=True)  # why a Ray trial failed, as its driver said
     state = models.CharField(max_length=10, choices=TrialState.choices, default=TrialState.RUNNING)
     value = models.FloatField(null=True, blank=True)
     # A failed trial whose parameters were already queued again as a new trial.

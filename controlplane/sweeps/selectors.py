@@ -7,7 +7,7 @@ from django.db.models import QuerySet
 from controlplane.accounts.models import Project, Role
 from controlplane.accounts.selectors import project_role_check
 from controlplane.errors import NotFound
-from controlplane.sweeps.models import Direction, Sweep, Trial, TrialState
+from controlplane.sweeps.models import Backend, Direction, Sweep, Trial, TrialState
 
 
 def sweep_list(*, project: Project) -> QuerySet[Sweep]:
@@ -40,7 +40,7 @@ def sweep_figures(*, sweep: Sweep) -> dict[str, dict]:
 
     from controlplane.sweeps.services import study_load
 
-    study = study_load(sweep)
+    study = study_load(sweep) if sweep.backend == Backend.OPTUNA else _ray_study(sweep)
     if not any(t.state.is_finished() for t in study.get_trials(deepcopy=False)):
         return {}
     charts = {
@@ -56,3 +56,44 @@ def sweep_figures(*, sweep: Sweep) -> dict[str, dict]:
         except (ValueError, RuntimeError, ZeroDivisionError):
             continue  # e.g. importances need two finished trials with different parameters
     return figures
+
+
+def _ray_study(sweep: Sweep):  # type: ignore[no-untyped-def]
+    """A Ray sweep's ended trials as an in-memory Optuna study, so Optuna draws the same charts.
+
+    Built from our rows at each call: the rows are the truth, and a sweep has few trials.
+    """
+    import optuna
+
+    from controlplane.sweeps.space import CategoricalParam, FloatParam, SearchSpace
+
+    space = SearchSpace.model_validate(sweep.search_space).root
+    distributions: dict[str, optuna.distributions.BaseDistribution] = {}
+    for path, param in space.items():
+        if isinstance(param, CategoricalParam):
+            distributions[path] = optuna.distributions.CategoricalDistribution(param.choices)
+        elif isinstance(param, FloatParam):
+            distributions[path] = optuna.distributions.FloatDistribution(param.low, param.high, log=param.log)
+        else:
+            distributions[path] = optuna.distributions.IntDistribution(
+                param.low, param.high, log=param.log, step=param.step
+            )
+    states = {
+        TrialState.COMPLETE: optuna.trial.TrialState.COMPLETE,
+        TrialState.PRUNED: optuna.trial.TrialState.PRUNED,
+        TrialState.FAILED: optuna.trial.TrialState.FAIL,
+    }
+    study = optuna.create_study(direction=sweep.direction)
+    for trial in sweep.trials.exclude(state=TrialState.RUNNING).order_by("number"):
+        try:
+            frozen = optuna.trial.create_trial(
+                state=states[TrialState(trial.state)],
+                value=trial.value if trial.state == TrialState.COMPLETE else None,
+                params=trial.params,
+                distributions={path: distributions[path] for path in trial.params if path in distributions},
+                intermediate_values={int(step): value for step, value in trial.intermediate_values},
+            )
+        except ValueError:
+            continue  # a value outside its distribution: no point in the charts
+        study.add_trial(frozen)
+    return study

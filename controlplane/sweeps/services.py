@@ -4,6 +4,7 @@ A sweep asks its study for a trial, runs the trial as an ordinary job, feeds
 the pruner from the job's heartbeats and tells the study how the job ended.
 Optuna's storage lives in the control plane's database (its own tables) and
 is written outside Django's transactions, so neither waits on the other's locks.
+A sweep on the ray backend has no study here: see ``raysweeps``.
 """
 
 from __future__ import annotations
@@ -16,14 +17,24 @@ from typing import Any
 import optuna
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F, FloatField, Sum
+from django.db.models import F, FloatField, Q, Sum
 from django.utils import timezone
 
 from controlplane.accounts.models import Project, Role
 from controlplane.accounts.selectors import project_role_check
 from controlplane.datasets.models import DatasetVersion
 from controlplane.errors import Conflict, DomainError, NotFound, ValidationFailed, pydantic_parse
-from controlplane.sweeps.models import Direction, Pruner, Sampler, Sweep, SweepStatus, Trial, TrialState
+from controlplane.sweeps import raysweeps
+from controlplane.sweeps.models import (
+    Backend,
+    Direction,
+    Pruner,
+    Sampler,
+    Sweep,
+    SweepStatus,
+    Trial,
+    TrialState,
+)
 from controlplane.sweeps.space import (
     CategoricalParam,
     FloatParam,
@@ -149,13 +160,19 @@ def sweep_create(
     objective_metric: str = "train_loss",
     direction: str = Direction.MINIMIZE,
     sampler: str = Sampler.TPE,
-    pruner: str = Pruner.MEDIAN,
+    pruner: str | None = None,
     n_trials: int = 10,
     parallelism: int = 1,
     gpu_hours_cap: float | None = None,
     seed: int = 0,
+    backend: str = Backend.OPTUNA,
 ) -> Sweep:
+    """A new sweep, started at once. ``pruner`` None means the backend's usual one:
+    the median pruner for Optuna, ASHA (successive halving) for Ray."""
     project_role_check(user=user, project=project, role=Role.MEMBER)
+    _choice_check("backend", backend, Backend)
+    if pruner is None:
+        pruner = raysweeps.RAY_DEFAULT_PRUNER if backend == Backend.RAY else Pruner.MEDIAN
     base_config = pydantic_parse(TrainingConfig, config or {}, field="config").model_dump(mode="json")
     space = search_space_parse(search_space, base_config)
     _choice_check("direction", direction, Direction)
@@ -171,6 +188,8 @@ def sweep_create(
         raise ValidationFailed("'objective_metric' names a metric the job reports, e.g. train_loss.")
     if not 0 <= seed < 2**31:
         raise ValidationFailed("'seed' is between 0 and 2**31 - 1.")
+    if backend == Backend.RAY:
+        raysweeps.ray_settings_check(sampler=sampler, pruner=pruner, gpu_hours_cap=gpu_hours_cap)
     if sampler == Sampler.GRID:
         _grid(space)
     if not BaseModel.objects.filter(pk=base_model_id, project=project).exists():
@@ -195,7 +214,13 @@ def sweep_create(
         parallelism=parallelism,
         gpu_hours_cap=gpu_hours_cap,
         study_name=f"tuneyard-{uuid.uuid4().hex}",
+        backend=backend,
     )
+    if backend == Backend.RAY:
+        with transaction.atomic():
+            sweep.save()
+            raysweeps.driver_job_create(sweep=sweep)
+        return sweep
     # The study first: a sweep row never points at a study that does not exist.
     optuna.create_study(study_name=sweep.study_name, storage=_storage(storage_url()), direction=direction)
     sweep.save()
@@ -208,12 +233,18 @@ def _choice_check(field: str, value: str, choices: type) -> None:
         raise ValidationFailed(f"'{field}' is one of {', '.join(choices.values)}, not {value!r}.")
 
 
+# Ray Tune holds the whole search inside one driver job, which cannot take new budget or pause.
+_RAY_STEERING = "a ray sweep runs as one Ray Tune job: it can be stopped, not paused, resumed or extended."
+
+
 def sweep_status_set(*, sweep: Sweep, user, to: SweepStatus) -> Sweep:
     """Pause, resume or stop a sweep. Stopping cancels its running trials. Idempotent."""
     project_role_check(user=user, project=sweep.project, role=Role.MEMBER)
     sweep.refresh_from_db()
     if sweep.status == to:
         return sweep
+    if sweep.backend == Backend.RAY and to != SweepStatus.STOPPED:
+        raise ValidationFailed(_RAY_STEERING)
     if SweepStatus(sweep.status).is_finished():
         raise Conflict(f"Sweep {sweep.pk} has {sweep.status}; add trials to go on.")
     Sweep.objects.filter(pk=sweep.pk, status=sweep.status).update(
@@ -230,6 +261,8 @@ def sweep_status_set(*, sweep: Sweep, user, to: SweepStatus) -> Sweep:
 def sweep_trials_add(*, sweep: Sweep, user, count: int) -> Sweep:
     """Raise the budget by ``count`` trials; a finished sweep runs again."""
     project_role_check(user=user, project=sweep.project, role=Role.MEMBER)
+    if sweep.backend == Backend.RAY:
+        raise ValidationFailed(_RAY_STEERING)
     if not 1 <= count <= MAX_TRIALS:
         raise ValidationFailed(f"'count' is between 1 and {MAX_TRIALS}.")
     Sweep.objects.filter(pk=sweep.pk).update(n_trials=F("n_trials") + count)
@@ -242,6 +275,8 @@ def sweep_trials_add(*, sweep: Sweep, user, count: int) -> Sweep:
 def sweep_failed_rerun(*, sweep: Sweep, user) -> int:
     """Run each failed trial's parameters again as a new trial (the budget grows to match)."""
     project_role_check(user=user, project=sweep.project, role=Role.MEMBER)
+    if sweep.backend == Backend.RAY:
+        raise ValidationFailed(_RAY_STEERING)
     failed = list(sweep.trials.filter(state=TrialState.FAILED, rerun=False))
     if not failed:
         return 0
@@ -274,7 +309,8 @@ def _fill_step(sweep_id: int) -> bool:
     """Launch one trial if the sweep has room; finish or stop it when it should. True if launched."""
     with transaction.atomic():
         sweep = Sweep.objects.select_for_update().filter(pk=sweep_id).first()
-        if sweep is None or sweep.status != SweepStatus.RUNNING:
+        # A Ray sweep's driver launches its own trials.
+        if sweep is None or sweep.status != SweepStatus.RUNNING or sweep.backend != Backend.OPTUNA:
             return False
         reason = _cap_reason(sweep)
         if reason:
@@ -348,9 +384,10 @@ def _cap_reason(sweep: Sweep) -> str:
 def _trials_cancel(sweep: Sweep, *, reason: str) -> None:
     from controlplane.training.services import job_transition
 
-    for job_id, status, attempt in Job.objects.filter(
-        trial__sweep=sweep, status__in=[JobStatus.QUEUED, JobStatus.RUNNING]
-    ).values_list("pk", "status", "attempt"):
+    jobs = Job.objects.filter(Q(trial__sweep=sweep) | Q(driven_sweep=sweep))
+    for job_id, status, attempt in jobs.filter(status__in=[JobStatus.QUEUED, JobStatus.RUNNING]).values_list(
+        "pk", "status", "attempt"
+    ):
         if status == JobStatus.QUEUED:
             job_transition(job_id=job_id, attempt=attempt, to=JobStatus.CANCELLED, actor_label="sweep",
                            message=reason, finished_at=timezone.now(), error=reason)  # fmt: skip
@@ -405,10 +442,9 @@ def sweeps_reconcile() -> int:
 
     Returns how many trials it launched.
     """
+    raysweeps.drivers_reconcile()
     finished = [status for status in JobStatus if status.is_finished()]
     ended = Trial.objects.filter(state=TrialState.RUNNING, job__status__in=finished)
     launched = sum(trial_finish(job_id=job_id) for job_id in ended.values_list("job_id", flat=True))
-    return launched + sum(
-        sweep_fill(sweep_id=pk)
-        for pk in Sweep.objects.filter(status=SweepStatus.RUNNING).values_list("pk", flat=True)
-    )
+    running = Sweep.objects.filter(status=SweepStatus.RUNNING, backend=Backend.OPTUNA)
+    return launched + sum(sweep_fill(sweep_id=pk) for pk in running.values_list("pk", flat=True))

@@ -11,7 +11,7 @@ from controlplane.accounts.selectors import membership_role, project_get
 from controlplane.errors import ValidationFailed, page_errors
 from controlplane.sweeps import selectors, services
 from controlplane.sweeps.forms import SweepLaunchForm
-from controlplane.sweeps.models import SweepStatus
+from controlplane.sweeps.models import Backend, SweepStatus
 
 
 @login_required
@@ -33,11 +33,12 @@ def sweep_new(request: HttpRequest, slug: str) -> HttpResponse:
                 objective_metric=data["objective_metric"],
                 direction=data["direction"],
                 sampler=data["sampler"],
-                pruner=data["pruner"],
+                pruner=data["pruner"] or None,
                 n_trials=data["n_trials"],
                 parallelism=data["parallelism"],
                 gpu_hours_cap=data["gpu_hours_cap"],
                 seed=data["seed"],
+                backend=data["backend"] or Backend.OPTUNA,
             )
         except ValidationFailed as exc:
             form.add_error(None, exc.message)  # shown on the form, with what was typed kept

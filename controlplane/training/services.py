@@ -31,6 +31,7 @@ from controlplane.training.models import (
 from workers.spec import (
     Heartbeat,
     HeartbeatReply,
+    JobKind,
     JobOutcome,
     JobResult,
     JobSpec,
@@ -133,9 +134,11 @@ def job_transition(
 
 
 def _trial_finish(job_id: int) -> None:
+    from controlplane.sweeps.raysweeps import driver_finish
     from controlplane.sweeps.services import trial_finish
 
     trial_finish(job_id=job_id)
+    driver_finish(job_id=job_id)  # a Ray sweep's driver: its sweep ends with it
 
 
 def base_model_create(*, project: Project, user, name: object, uri: str, description: str = "") -> BaseModel:
@@ -201,9 +204,14 @@ def job_create(
 
 
 def job_spec_build(job: Job) -> JobSpec:
+    from controlplane.sweeps.raysweeps import driver_spec
+
+    sweep = driver_spec(job=job)  # a Ray sweep's driver job carries the whole search
     return JobSpec(
         job_id=job.pk,
         attempt=job.attempt,
+        kind=JobKind.SWEEP_DRIVER if sweep else JobKind.FINETUNE,
+        sweep=sweep,
         project=job.project.slug,
         base_model_uri=job.base_model.uri,
         dataset_uris=[job.dataset_version.uri],
@@ -565,6 +573,8 @@ def job_retry(*, job: Job, user) -> Job:
         raise Conflict(f"Job {job.pk} succeeded; clone it to train again.")
     if hasattr(job, "trial"):
         raise Conflict(f"Job {job.pk} is a trial of sweep {job.trial.sweep_id}; rerun failed trials there.")
+    if hasattr(job, "driven_sweep"):
+        raise Conflict(f"Job {job.pk} drives sweep {job.driven_sweep.pk}; start a new sweep instead.")
     if job.status in (S.FAILED, S.CANCELLED):
         with transaction.atomic():
             if job_transition(job_id=job.pk, attempt=job.attempt, to=S.QUEUED, actor=user, message="retried"):

@@ -247,3 +247,164 @@ def test_the_sweep_pages_launch_show_trials_and_charts_and_refuse_outsiders(peop
     assert charlie.get("/p/demo/sweeps/new").status_code == 404
     alice.post(f"/sweeps/{sweep.pk}/add-trials", {"count": "lots"})  # refused, with a message
     assert Sweep.objects.get().n_trials == 3
+
+
+# --- the ray backend: one driver job, its trials reported over the internal API ------------
+
+
+@pytest.fixture
+def worker_api():
+    from django.conf import settings
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {settings.WORKER_TOKEN}")
+    return client
+
+
+def report(worker_api, job_id: int, **fields):
+    body = {"attempt": 1, "number": 0, "params": {LR: 0.001}, "state": "running", **fields}
+    return worker_api.post(f"/internal/v1/jobs/{job_id}/sweep-trials", body, format="json")
+
+
+def test_a_ray_sweep_is_one_driver_job_whose_spec_carries_the_search(api_for, inputs):
+    created = api_for("alice").post("/api/v1/sweeps", sweep_body(inputs, backend="ray"), format="json")
+    assert created.status_code == 201, created.json()
+    body = created.json()
+    assert body["backend"] == "ray" and body["pruner"] == "successive_halving" and body["trials"] == []
+    (job,) = Job.objects.all()  # no trial jobs: Ray Tune runs them inside this one
+    assert body["driver_job"] == job.pk and job.queue == QUEUE
+    spec = job_claim(job_id=job.pk, attempt=1, worker="w1")
+    assert spec.kind == "sweep-driver" and spec.config.hyperparameters.max_steps == 10
+    assert set(spec.sweep.search_space) == set(SPACE) and spec.sweep.scheduler == "asha"
+    assert (spec.sweep.n_trials, spec.sweep.max_concurrent_trials, spec.sweep.seed) == (4, 2, 7)
+    assert spec.sweep.first_trial_number == 0 and spec.sweep.direction == "minimize"
+
+
+def test_a_ray_driver_reports_trials_which_the_sweep_shows_and_its_end_finishes_the_sweep(
+    api_for, inputs, worker_api
+):
+    sweep_id = (
+        api_for("alice")
+        .post("/api/v1/sweeps", sweep_body(inputs, backend="ray", n_trials=2), format="json")
+        .json()["id"]
+    )
+    job = Job.objects.get()
+    job_claim(job_id=job.pk, attempt=1, worker="w1")
+    assert report(worker_api, job.pk, intermediate_values=[[1, 2.0]]).status_code == 200
+    assert report(worker_api, job.pk, number=1, state="running").status_code == 200
+    done = {
+        "state": "complete",
+        "value": 0.5,
+        "intermediate_values": [[1, 2.0], [2, 1.0]],
+        "mlflow_run_id": "r0",
+    }
+    assert report(worker_api, job.pk, **done).status_code == 200
+    # A repeated or late report never reopens an ended trial.
+    assert report(worker_api, job.pk, state="running").status_code == 200
+    detail = api_for("bob").get(f"/api/v1/sweeps/{sweep_id}").json()
+    first, second = detail["trials"]
+    assert first | {"params": None} == {
+        "number": 0, "job": None, "job_status": None, "state": "complete", "value": 0.5, "params": None,
+        "intermediate_values": [[1, 2.0], [2, 1.0]], "mlflow_run_id": "r0", "error": "",
+    }  # fmt: skip
+    assert second["state"] == "running" and detail["trials_launched"] == 2
+    assert detail["best_trial"]["number"] == 0 and detail["status"] == "running"
+
+    # The driver ends: the sweep finishes, and a trial it never ended is failed with it.
+    job_finish(job_id=job.pk, result=JobResult(attempt=1, worker="w1", outcome=JobOutcome.SUCCEEDED))
+    detail = api_for("bob").get(f"/api/v1/sweeps/{sweep_id}").json()
+    assert detail["status"] == "finished" and [t["state"] for t in detail["trials"]] == ["complete", "failed"]
+    # An attempt that no longer runs is refused.
+    assert report(worker_api, job.pk, number=2).status_code == 409
+    assert api_for("charlie").get(f"/api/v1/sweeps/{sweep_id}").status_code == 404
+
+
+def test_bad_trial_reports_are_400s_and_only_workers_may_send_them(api_for, inputs, worker_api):
+    api_for("alice").post("/api/v1/sweeps", sweep_body(inputs, backend="ray"), format="json")
+    job = Job.objects.get()
+    job_claim(job_id=job.pk, attempt=1, worker="w1")
+    for fields, message in [
+        ({"params": {"hyperparameters.nonsense": 1}}, "does not search"),
+        ({"state": "exploded"}, "state"),
+        ({"value": "NaN", "state": "complete"}, "value"),
+        ({"number": -1}, "number"),
+        ({"intermediate_values": [[1]]}, "intermediate_values"),
+    ]:
+        response = report(worker_api, job.pk, **fields)
+        assert response.status_code == 400 and message in response.json()["message"], (
+            fields,
+            response.json(),
+        )
+    assert report(worker_api, 10**6).status_code == 404
+    assert (
+        api_for("alice")
+        .post(f"/internal/v1/jobs/{job.pk}/sweep-trials", {"attempt": 1}, format="json")
+        .status_code
+        == 403
+    )
+    assert not Trial.objects.exists()
+
+
+def test_ray_sweep_settings_it_cannot_honour_are_400s(api_for, inputs):
+    alice = api_for("alice")
+    for overrides, message in [
+        ({"backend": "spark"}, "'backend' is one of optuna, ray"),
+        ({"backend": "ray", "sampler": "grid"}, "a ray sweep samples with tpe or random"),
+        ({"backend": "ray", "pruner": "median"}, "a ray sweep's pruner is"),
+        ({"backend": "ray", "gpu_hours_cap": 2.0}, "a ray sweep takes no 'gpu_hours_cap'"),
+    ]:
+        response = alice.post("/api/v1/sweeps", sweep_body(inputs, **overrides), format="json")
+        assert response.status_code == 400 and message in response.json()["message"], response.json()
+    assert not Sweep.objects.exists() and not Job.objects.exists()
+
+
+def test_a_ray_sweep_can_be_stopped_but_not_paused_or_extended(api_for, inputs):
+    alice = api_for("alice")
+    sweep_id = alice.post("/api/v1/sweeps", sweep_body(inputs, backend="ray"), format="json").json()["id"]
+    job = Job.objects.get()
+    job_claim(job_id=job.pk, attempt=1, worker="w1")
+    for action, body in [("pause", None), ("add-trials", {"count": 2}), ("rerun-failed", None)]:
+        response = alice.post(f"/api/v1/sweeps/{sweep_id}/{action}", body, format="json")
+        assert response.status_code == 400 and "can be stopped" in response.json()["message"], action
+    assert alice.post(f"/api/v1/jobs/{job.pk}/retry").status_code == 409
+    assert alice.post(f"/api/v1/sweeps/{sweep_id}/stop").json()["status"] == "stopped"
+    assert Job.objects.get().status == JobStatus.CANCELLING  # the runner kills the driver
+    job_finish(job_id=job.pk, result=JobResult(attempt=1, worker="w1", outcome=JobOutcome.CANCELLED))
+    sweep = Sweep.objects.get()
+    assert sweep.status == SweepStatus.STOPPED and sweep.stop_reason == "stopped by alice"
+
+
+def test_a_lost_driver_end_is_caught_up_and_a_failed_driver_stops_its_sweep(api_for, inputs):
+    api_for("alice").post("/api/v1/sweeps", sweep_body(inputs, backend="ray"), format="json")
+    Job.objects.update(status=JobStatus.FAILED, error="every trial failed; the first: boom")
+    assert sweeps_reconcile() == 0
+    sweep = Sweep.objects.get()
+    assert sweep.status == SweepStatus.STOPPED and "boom" in sweep.stop_reason
+
+
+def test_the_new_sweep_page_launches_a_ray_sweep_and_its_page_shows_reported_trials(
+    people, inputs, worker_api
+):
+    from django.test import Client
+
+    alice = Client()
+    alice.force_login(people["alice"])
+    form = {
+        "name": "ray from the page", **inputs, "method": "lora", "max_steps": 10, "batch_size": 4,
+        "max_seq_length": 64, "gpus": 0, "queue": QUEUE, "backend": "ray", "objective_metric": "train_loss",
+        "search_space": '{"hyperparameters.learning_rate": {"type": "float", "low": 1e-4, "high": 1e-2}}',
+        "direction": "minimize", "sampler": "tpe", "pruner": "median", "n_trials": 3, "parallelism": 2,
+        "seed": 1,
+    }  # fmt: skip
+    assert "a ray sweep&#x27;s pruner is" in alice.post("/p/demo/sweeps/new", form).content.decode()
+    form["pruner"] = ""  # the backend's usual: ASHA
+    response = alice.post("/p/demo/sweeps/new", form)
+    sweep = Sweep.objects.get()
+    assert response.status_code == 302 and (sweep.backend, sweep.pruner) == ("ray", "successive_halving")
+    job_claim(job_id=sweep.driver_job_id, attempt=1, worker="w1")
+    report(worker_api, sweep.driver_job_id, state="failed", error="CUDA error: out of memory")
+    report(worker_api, sweep.driver_job_id, number=1, state="complete", value=0.7, mlflow_run_id="abc")
+    html = alice.get(f"/sweeps/{sweep.pk}/").content.decode()
+    assert "Ray Tune in job" in html and "CUDA error: out of memory" in html and "0.7000" in html
+    assert "Pause" not in html and "Add trials" not in html and "Stop" in html

@@ -20,6 +20,8 @@ def test_the_worker_side_runs_without_django_or_torch():
     # host) and no torch (forking after torch initialises OpenMP deadlocks children).
     code = _BLOCKER + (
         "import workers.tasks, workers.runner, workers.spec, workers.tracking\n"
+        # A Ray sweep's driver loads torch only inside its trials.
+        "import workers.sweep_space, workers.engine.sweep\n"
         "from workers.celery_app import app\n"
         "assert 'tuneyard.run_job' in app.tasks\n"
         "print('ok')\n"

@@ -119,3 +119,22 @@ def test_a_failed_result_must_say_why():
 def test_heartbeat_progress_is_a_fraction():
     with pytest.raises(ValidationError):
         Heartbeat(attempt=1, worker="w", progress=1.5)
+
+
+def test_a_sweep_driver_and_only_a_sweep_driver_carries_a_sweep():
+    sweep = {
+        "search_space": {"hyperparameters.learning_rate": {"type": "float", "low": 1e-5, "high": 1e-2}},
+        "objective_metric": "train_loss",
+        "intermediate_metric": "loss",
+        "direction": "minimize",
+        "sampler": "tpe",
+        "scheduler": "asha",
+        "n_trials": 4,
+        "max_concurrent_trials": 2,
+        "seed": 0,
+    }
+    driver = _spec(kind="sweep-driver", sweep=sweep)
+    assert JobSpec.model_validate_json(driver.model_dump_json()) == driver
+    for kind, carried in [("sweep-driver", None), ("finetune", sweep)]:
+        with pytest.raises(ValidationError, match="a sweep-driver job, and only one, carries 'sweep'"):
+            _spec(kind=kind, sweep=carried)

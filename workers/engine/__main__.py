@@ -25,7 +25,7 @@ from pydantic import ValidationError  # noqa: E402
 from workers.engine import JobInputError  # noqa: E402
 from workers.engine.job import run_job  # noqa: E402
 from workers.engine.protocol import EXIT_CANCELLED, EXIT_FAILED, EXIT_INVALID_INPUT, EXIT_OK  # noqa: E402
-from workers.spec import JobSpec  # noqa: E402
+from workers.spec import JobKind, JobSpec  # noqa: E402
 
 # Some exceptions carry whole server responses; the traceback printed before keeps them.
 MAX_REASON_CHARS = 1000
@@ -48,7 +48,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         spec = _load_spec(args.spec)
         args.workdir.mkdir(parents=True, exist_ok=True)
-        run_job(spec, args.workdir)
+        if spec.kind is JobKind.SWEEP_DRIVER:
+            # Imported only for a driver: Ray takes seconds to load and a finetune never needs it.
+            from workers.engine.sweep import run_sweep
+
+            run_sweep(spec, args.workdir)
+        else:
+            run_job(spec, args.workdir)
     except KeyboardInterrupt:
         return _fail("cancelled", EXIT_CANCELLED)
     except JobInputError as exc:

@@ -40,7 +40,7 @@ def run_job(spec: JobSpec, workdir: Path) -> None:
         run.log_params(training_params(spec))
         # The data first: it is small, and a bad row should not wait for a
         # many-gigabyte base model to download.
-        rows = _read_rows(spec.dataset_uris, workdir / "inputs")
+        rows = read_rows(spec.dataset_uris, workdir / "inputs")
         _rows_fit_objective(spec, rows)
         base_model = download(spec.base_model_uri, workdir / "inputs" / "base-model")
         resume_from = _checkpoint_fetch(spec.resume_checkpoint_uri, workdir / "inputs" / "checkpoint")
@@ -107,7 +107,7 @@ def _rows_fit_objective(spec: JobSpec, rows: list[TrainingRow]) -> None:
             )
 
 
-def _read_rows(uris: list[str], inputs: Path) -> list[TrainingRow]:
+def read_rows(uris: list[str], inputs: Path) -> list[TrainingRow]:
     files: list[Path] = []
     for index, uri in enumerate(uris):
         local = download(uri, inputs / f"dataset-{index}")
