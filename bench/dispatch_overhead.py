@@ -120,7 +120,7 @@ def main() -> None:
 
         # -- 2. Tuneyard jobs, alternating with the same training run started directly
         config = {
-            "hyperparameters": {"max_steps": 4, "batch_size": 4, "max_seq_length": 32},
+            "hyperparameters": {"max_steps": 4, "batch_size": 4, "max_seq_length": 64},
             "resources": {"queue": "bench"},
         }
         api = httpx.Client(

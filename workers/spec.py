@@ -255,7 +255,8 @@ class Hyperparameters(_Frozen):
     gradient_accumulation_steps: int = Field(1, ge=1, le=1024)
     # Recomputes activations in the backward pass: less memory, ~30% slower.
     gradient_checkpointing: bool = False
-    optimizer: Optimizer = Optimizer.ADAMW_TORCH
+    # The Trainer's own default, so jobs stored before this option train as they did.
+    optimizer: Optimizer = Optimizer.ADAMW_TORCH_FUSED
     scheduler: Scheduler = Scheduler.LINEAR
     # At most one of the two; both zero: no warmup.
     warmup_steps: int = Field(0, ge=0, le=10_000_000)

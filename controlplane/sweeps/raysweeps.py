@@ -100,9 +100,6 @@ def ray_trial_record(*, job_id: int, report: SweepTrialReport) -> Trial:
     sweep = Sweep.objects.select_related("driver_job").filter(driver_job_id=job_id).first()
     if sweep is None:
         raise NotFound(f"Job {job_id} drives no sweep.")
-    job = sweep.driver_job
-    if job.attempt != report.attempt or job.status not in (JobStatus.RUNNING, JobStatus.CANCELLING):
-        raise Conflict(f"Job {job_id} attempt {report.attempt} is not running.")
     unknown = set(report.params) - set(sweep.search_space)
     if unknown:
         raise ValidationFailed(
@@ -118,6 +115,13 @@ def ray_trial_record(*, job_id: int, report: SweepTrialReport) -> Trial:
     }
     try:
         with transaction.atomic():
+            # Checked under the job's row lock: the driver's end cannot slip in
+            # between the check and the write and leave a trial running for good.
+            live = Job.objects.select_for_update().filter(
+                pk=job_id, attempt=report.attempt, status__in=[JobStatus.RUNNING, JobStatus.CANCELLING]
+            )
+            if not live.exists():
+                raise Conflict(f"Job {job_id} attempt {report.attempt} is not running.")
             trial, created = Trial.objects.select_for_update().get_or_create(
                 sweep=sweep, number=report.number, defaults=fields
             )

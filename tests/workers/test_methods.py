@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import torch
 from pydantic import ValidationError
+from transformers import TrainingArguments
 
 from workers.engine import JobInputError
 from workers.engine.data import ChatMessage, ChatRow, InstructionRow, PreferenceRow, TextRow
@@ -244,6 +245,30 @@ def test_instruction_prompt_tokens_are_masked_and_the_response_is_learned(tokeni
     assert _learned_text(tokenizer, example) == "Hello! How can I help you today?</s>"
 
 
+def test_a_response_cut_by_max_seq_length_does_not_learn_to_stop_there(tokenizer) -> None:
+    row = InstructionRow(instruction="Count.", output=" ".join(["one two three four five"] * 20))
+    (whole,) = sft_examples([row], tokenizer, 512, completion_only_loss=True)
+    (cut,) = sft_examples([row], tokenizer, 40, completion_only_loss=True)
+    (cut_all,) = sft_examples([row], tokenizer, 40, completion_only_loss=False)
+
+    assert whole["labels"][-1] == tokenizer.eos_token_id
+    assert len(cut["input_ids"]) == 40 and cut["input_ids"][-1] == tokenizer.eos_token_id
+    assert cut["labels"][-1] == IGNORE_INDEX and cut["labels"][-2] != IGNORE_INDEX
+    assert cut_all["labels"][:-1] == cut_all["input_ids"][:-1] and cut_all["labels"][-1] == IGNORE_INDEX
+
+
+def test_a_conversation_the_chat_template_refuses_is_a_dataset_error(tokenizer) -> None:
+    from workers.engine.data import DatasetError
+
+    template = tokenizer.chat_template
+    tokenizer.chat_template = "{{ raise_exception('roles must alternate') }}"
+    try:
+        with pytest.raises(DatasetError, match="chat template refuses a conversation: roles must alternate"):
+            sft_examples([CHAT], tokenizer, 256, completion_only_loss=True)
+    finally:
+        tokenizer.chat_template = template
+
+
 def test_chat_rows_use_the_models_chat_template_and_learn_only_assistant_turns(tokenizer) -> None:
     (example,) = sft_examples([CHAT], tokenizer, 256, completion_only_loss=True)
 
@@ -385,7 +410,8 @@ def test_a_prompt_learning_adapter_cannot_be_merged(adapter_runs, tiny_model: Pa
 def test_the_defaults_keep_todays_training_arguments(tiny_model: Path, tmp_path: Path) -> None:
     args = training_arguments(_spec(tiny_model, {}), tmp_path)
     assert (args.gradient_accumulation_steps, args.activation_checkpointing) == (1, False)
-    assert (args.optim.value, args.lr_scheduler_type.value) == ("adamw_torch", "linear")
+    plain = TrainingArguments(output_dir=str(tmp_path / "plain"))
+    assert (args.optim, args.lr_scheduler_type.value) == (plain.optim, "linear")
     assert (args.warmup_steps, args.weight_decay, args.max_grad_norm) == (0, 0.0, 1.0)
     assert (args.eval_strategy.value, args.bf16, args.fp16, args.auto_find_batch_size) == (
         "no",
@@ -521,6 +547,14 @@ def test_early_stopping_stops_after_patience_evaluations_without_improvement() -
             control,
             metrics={"eval_loss": 1.0},
         )
+
+
+def test_early_stoppings_count_comes_back_with_a_checkpoint() -> None:
+    stopper = EarlyStopping("eval_loss", 3, False)
+    stopper.best, stopper.evaluations_without_improvement = 1.25, 2
+    restored = EarlyStopping.from_state(stopper.state())
+    assert (restored.metric, restored.patience, restored.greater_is_better) == ("eval_loss", 3, False)
+    assert (restored.best, restored.evaluations_without_improvement) == (1.25, 2)
 
 
 def test_early_stopping_ends_a_real_run_early(tiny_model: Path, tmp_path: Path) -> None:

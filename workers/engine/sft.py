@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from workers.engine import JobInputError
 from workers.engine.data import (
@@ -71,9 +71,12 @@ def sft_examples(
     """
     if tokenizer.eos_token_id is None:
         raise JobInputError("the base model's tokenizer has no end-of-sequence token")
-    if not tokenizer.is_fast:
+    if completion_only_loss and not tokenizer.is_fast:
         # The masking needs each token's character offsets, which only fast tokenizers give.
-        raise JobInputError("the base model's tokenizer is not a fast tokenizer, which the engine needs")
+        raise JobInputError(
+            "the base model's tokenizer is not a fast tokenizer, which completion-only loss needs: "
+            "set completion_only_loss to false"
+        )
     examples = []
     for row in rows:
         # A model's own chat template writes its bos (if the model uses one);
@@ -95,7 +98,11 @@ def sft_examples(
             append_eos=not isinstance(row, ChatRow),
         )
         if not completion_only_loss:
-            example["labels"] = list(example["input_ids"])  # special tokens too
+            # Special tokens too; an end-of-sequence token appended to a cut text stays unlearned.
+            last = example["labels"][-1:]
+            example["labels"] = list(example["input_ids"])
+            if not isinstance(row, ChatRow) and last == [IGNORE_INDEX]:
+                example["labels"][-1] = IGNORE_INDEX
         if any(label != IGNORE_INDEX for label in example["labels"]):
             examples.append(example)
     if not examples:
@@ -126,14 +133,26 @@ def row_segments(row: TrainingRow, tokenizer: PreTrainedTokenizerBase) -> list[S
             return [Segment(format_example(row), True)]
 
 
-def chat_template(tokenizer: PreTrainedTokenizerBase) -> str:
-    return tokenizer.chat_template or FALLBACK_CHAT_TEMPLATE
+def chat_template(tokenizer: PreTrainedTokenizerBase) -> str | None:
+    """None: the tokenizer's own (which may be a set of named templates); else the fallback."""
+    return None if tokenizer.chat_template else FALLBACK_CHAT_TEMPLATE
+
+
+def _render(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]], **kwargs: Any) -> str:
+    from jinja2 import TemplateError
+
+    try:
+        return tokenizer.apply_chat_template(
+            messages, chat_template=chat_template(tokenizer), tokenize=False, **kwargs
+        )
+    except TemplateError as exc:
+        # e.g. roles that do not alternate, or a system turn the template does not take: the data's fault.
+        raise DatasetError(f"the base model's chat template refuses a conversation: {exc}") from exc
 
 
 def chat_text(row: ChatRow, tokenizer: PreTrainedTokenizerBase) -> str:
     """The whole conversation as the chat template renders it."""
-    messages = [{"role": m.role, "content": m.content} for m in row.messages]
-    return tokenizer.apply_chat_template(messages, chat_template=chat_template(tokenizer), tokenize=False)
+    return _render(tokenizer, [{"role": m.role, "content": m.content} for m in row.messages])
 
 
 def chat_segments(row: ChatRow, tokenizer: PreTrainedTokenizerBase) -> list[Segment]:
@@ -144,12 +163,9 @@ def chat_segments(row: ChatRow, tokenizer: PreTrainedTokenizerBase) -> list[Segm
     what the model writes at inference.
     """
     messages = [{"role": m.role, "content": m.content} for m in row.messages]
-    template = chat_template(tokenizer)
 
     def render(upto: int, generation_prompt: bool) -> str:
-        return tokenizer.apply_chat_template(
-            messages[:upto], chat_template=template, tokenize=False, add_generation_prompt=generation_prompt
-        )
+        return _render(tokenizer, messages[:upto], add_generation_prompt=generation_prompt)
 
     segments: list[Segment] = []
     done = ""  # the text already covered by segments
@@ -189,6 +205,11 @@ def _tokenize_segments(
         if segment.learned:
             learned_spans.append((start, start + len(segment.text)))
         start += len(segment.text)
+    if not tokenizer.is_fast:
+        # No character offsets: every token is learned (completion-only loss refused such a tokenizer).
+        whole = tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"]
+        ids = list(whole[:room])
+        return _eos_append(ids, list(ids), tokenizer.eos_token_id, append_eos, cut=len(whole) > room)
     encoded = tokenizer(
         text,
         truncation=True,
@@ -196,17 +217,25 @@ def _tokenize_segments(
         return_offsets_mapping=True,
         add_special_tokens=add_special_tokens,
     )
-    ids: list[int] = list(encoded["input_ids"])
+    ids = list(encoded["input_ids"])
+    offsets = encoded["offset_mapping"]
     labels = [
         token if end > begin and any(a <= begin < b for a, b in learned_spans) else IGNORE_INDEX
-        for token, (begin, end) in zip(ids, encoded["offset_mapping"], strict=True)
+        for token, (begin, end) in zip(ids, offsets, strict=True)
     ]
-    eos = tokenizer.eos_token_id
-    # Appended by hand because most causal-LM tokenizers do not add it, and
-    # without it the model never learns where a response stops. It is learned
-    # after a learned token only: a text cut inside its prompt must not teach
-    # the model to stop there.
+    # Whether max_seq_length cut the text: its last token ends before the text does.
+    cut = max((end for _, end in offsets), default=0) < len(text.rstrip())
+    return _eos_append(ids, labels, tokenizer.eos_token_id, append_eos, cut=cut)
+
+
+def _eos_append(
+    ids: list[int], labels: list[int], eos: int, append_eos: bool, *, cut: bool
+) -> dict[str, list[int]]:
+    """Appended by hand because most causal-LM tokenizers do not add it, and
+    without it the model never learns where a response stops. It is learned
+    after a learned token of a text that was not cut only: a text cut short
+    must not teach the model to stop there."""
     if append_eos and (not ids or ids[-1] != eos):
         ids.append(eos)
-        labels.append(eos if labels and labels[-1] != IGNORE_INDEX else IGNORE_INDEX)
+        labels.append(eos if labels and labels[-1] != IGNORE_INDEX and not cut else IGNORE_INDEX)
     return {"input_ids": ids, "labels": labels}

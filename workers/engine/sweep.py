@@ -36,7 +36,7 @@ from workers.engine import JobInputError
 from workers.engine.job import read_rows, training_params
 from workers.engine.protocol import emit
 from workers.spec import JobKind, JobSpec, RaySweep, SweepTrialReport, SweepTrialState
-from workers.sweep_space import SearchSpace, params_apply, params_suggest
+from workers.sweep_space import CategoricalParam, SearchSpace, params_apply, params_suggest
 from workers.tracking import RunEnd, RunLogger, download, run_end_unless_ended
 
 log = logging.getLogger(__name__)
@@ -124,7 +124,7 @@ def _tune(spec: JobSpec, parent_run_id: str, reporter: TrialReporter, workdir: P
             trainable,
             tune_config=tune.TuneConfig(
                 search_alg=_searcher(sweep, spec.config.method.name),
-                scheduler=_scheduler(sweep, spec.config.hyperparameters.max_steps),
+                scheduler=_scheduler(sweep, _most_steps(sweep, spec.config.hyperparameters.max_steps)),
                 num_samples=sweep.n_trials,
                 max_concurrent_trials=sweep.max_concurrent_trials,
             ),
@@ -164,14 +164,32 @@ def _ray_start(sweep: RaySweep) -> str | None:
 
 def _searcher(sweep: RaySweep, base_method: str) -> OptunaSearch:
     space = SearchSpace.model_validate(sweep.search_space)
+    # A retried driver goes on from trial first_trial_number: a seed moved on with
+    # it keeps it from proposing the trials its first attempt already ran.
+    seed = sweep.seed + sweep.first_trial_number
     if sweep.sampler == "random":
-        sampler: optuna.samplers.BaseSampler = optuna.samplers.RandomSampler(seed=sweep.seed)
+        sampler: optuna.samplers.BaseSampler = optuna.samplers.RandomSampler(seed=seed)
     else:
-        sampler = optuna.samplers.TPESampler(seed=sweep.seed)
+        sampler = optuna.samplers.TPESampler(seed=seed)
 
-    return OptunaSearch(
+    return _FinalOnlySearch(
         space=_DefineByRun(space, base_method), metric=OBJECTIVE, mode=_mode(sweep), sampler=sampler
     )
+
+
+class _FinalOnlySearch(OptunaSearch):
+    """Tells the study a trial's objective only from its final result.
+
+    A trial ASHA stopped ends on an intermediate result (the loss at some
+    step, not the objective metric): Ray's OptunaSearch would record it as a
+    completed trial with that value; here it is recorded as pruned, as the
+    control plane's own Optuna sweeps record it.
+    """
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if result is not None and not result.get(FINAL):
+            result = {key: value for key, value in result.items() if key != OBJECTIVE}
+        super().on_trial_complete(trial_id, result=result, error=error)
 
 
 class _DefineByRun:
@@ -184,6 +202,17 @@ class _DefineByRun:
 
     def __call__(self, trial: optuna.Trial) -> None:
         params_suggest(trial, self.space, self.base_method)
+
+
+def _most_steps(sweep: RaySweep, base: int | None) -> int | None:
+    """The most steps a trial may train: the base config's, or the top of a searched max_steps."""
+    searched = SearchSpace.model_validate(sweep.search_space).root.get("hyperparameters.max_steps")
+    if searched is None:
+        return base
+    if isinstance(searched, CategoricalParam):
+        numbers = [c for c in searched.choices if isinstance(c, int) and not isinstance(c, bool)]
+        return max(numbers, default=None)
+    return int(searched.high)
 
 
 def _scheduler(sweep: RaySweep, max_steps: int | None) -> FIFOScheduler:
@@ -239,7 +268,11 @@ def trial_train(params: dict[str, Any], *, spec_json: str, parent_run_id: str) -
         def on_step(step: int, total_steps: int, metrics: dict[str, float]) -> None:
             run.log_metrics(metrics, step)
             last.update(metrics)
-            value = metrics.get(sweep.intermediate_metric, math.nan)
+            if sweep.intermediate_metric not in metrics:
+                # An evaluation's log between two steps' (or the reverse): one Tune
+                # iteration per point of the watched metric, so ASHA's count is the step's.
+                return
+            value = metrics[sweep.intermediate_metric]
             tune.report({**metrics, OBJECTIVE: value, STEP: step, RUN_ID: run.run_id})
 
         from workers.engine.train import train  # torch: only in the trial's process

@@ -27,6 +27,7 @@ from transformers import (
     TrainingArguments,
     set_seed,
 )
+from transformers.trainer_callback import ExportableState
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from workers.engine import JobInputError
@@ -103,11 +104,15 @@ def train(
             model, tokenizer, TrainingArguments(**options), hyper, train_rows, eval_rows, callbacks
         )
     output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    final = dict(output.metrics)
+    if eval_rows:
+        # The final model's validation metrics (eval_loss ...), which a sweep may optimize.
+        final |= trainer.evaluate()
     artifact_name = "adapter" if isinstance(model, PeftModel) else "model"
     saved = _save(model, tokenizer, workdir / artifact_name, spec.base_model_uri)
     metrics = {
         key: float(value)
-        for key, value in output.metrics.items()
+        for key, value in final.items()
         if isinstance(value, int | float) and not isinstance(value, bool)
     }
     return TrainedModel(saved, artifact_name, output.global_step, metrics)
@@ -182,6 +187,8 @@ def training_options(spec: JobSpec, output_dir: Path) -> dict[str, Any]:
         num_train_epochs=hyper.epochs,
         max_steps=hyper.max_steps if hyper.max_steps is not None else -1,
         optim=hyper.optimizer.value,
+        # Stateful callbacks (early stopping's count) come back with a checkpoint.
+        restore_callback_states_from_checkpoint=True,
         lr_scheduler_type=hyper.scheduler.value,
         # transformers 5 reads a warmup_steps below 1 as a fraction of all steps.
         warmup_steps=hyper.warmup_ratio or hyper.warmup_steps,
@@ -341,19 +348,33 @@ def _save(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out_dir: P
     return out_dir
 
 
-class EarlyStopping(TrainerCallback):
+class EarlyStopping(TrainerCallback, ExportableState):
     """Stops training when a metric has not improved for ``patience`` evaluations in a row.
 
     Unlike transformers' EarlyStoppingCallback it does not need
     load_best_model_at_end, which would tie the checkpoint cadence to the
-    evaluation cadence; the model saved is the last one. The count restarts
-    when a run is resumed from a checkpoint.
+    evaluation cadence; the model saved is the last one. Its best value and
+    count go into every checkpoint (``state``), so a resumed run stops where
+    an uninterrupted one would.
     """
 
     def __init__(self, metric: str, patience: int, greater_is_better: bool) -> None:
         self.metric, self.patience, self.greater_is_better = metric, patience, greater_is_better
         self.best: float | None = None
         self.evaluations_without_improvement = 0
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "args": {
+                "metric": self.metric,
+                "patience": self.patience,
+                "greater_is_better": self.greater_is_better,
+            },
+            "attributes": {
+                "best": self.best,
+                "evaluations_without_improvement": self.evaluations_without_improvement,
+            },
+        }
 
     def on_evaluate(
         self,
