@@ -123,6 +123,9 @@ def params_apply(base_config: dict[str, Any], params: dict[str, Any]) -> dict[st
     method = params.get("method.name")
     if method is not None and method != config.get("method", {}).get("name", "lora"):
         config["method"] = {"name": method}  # another method: the base's method settings do not apply
+    objective = params.get("objective.name")
+    if objective is not None and objective != config.get("objective", {}).get("name", "sft"):
+        config["objective"] = {"name": objective}  # likewise for another objective
     for path, value in params.items():
         section, name = path.split(".", 1)
         config.setdefault(section, {})[name] = value

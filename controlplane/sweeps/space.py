@@ -46,7 +46,29 @@ def search_space_parse(raw: object, base_config: dict[str, Any]) -> SearchSpace:
                 raise ValidationFailed(
                     f"search_space.{path}: the value {value!r} is refused: {exc}"
                 ) from None
+    _combinations_check(space, base_config)
     return space
+
+
+def _combinations_check(space: SearchSpace, base_config: dict[str, Any]) -> None:
+    """What each parameter allows alone may not go together: refuse such a space before any trial."""
+    if {"hyperparameters.warmup_steps", "hyperparameters.warmup_ratio"} <= set(space.root):
+        raise ValidationFailed("search_space: search warmup_steps or warmup_ratio, not both")
+    choices = {
+        path: param.choices
+        for path, param in space.root.items()
+        if path in ("method.name", "objective.name") and isinstance(param, CategoricalParam)
+    }
+    if len(choices) < 2:
+        return
+    for method in choices["method.name"]:
+        for objective in choices["objective.name"]:
+            try:
+                config_build(base_config, {"method.name": method, "objective.name": objective}, space)
+            except ValidationFailed as exc:
+                raise ValidationFailed(
+                    f"search_space: method {method!r} with objective {objective!r} is refused: {exc}"
+                ) from None
 
 
 def config_build(base_config: dict[str, Any], params: dict[str, Any], space: SearchSpace) -> dict[str, Any]:

@@ -66,6 +66,20 @@ def test_a_dpo_beta_can_be_swept_on_a_dpo_base_config():
         ),
         ({"method.num_virtual_tokens": {"type": "int", "low": 4, "high": 8}}, "is refused"),  # not LoRA's
         ({"method.name": {"type": "categorical", "choices": ["qlora"]}}, "needs a CUDA GPU"),
+        (
+            {
+                "method.name": {"type": "categorical", "choices": ["lora", "prefix_tuning"]},
+                "objective.name": {"type": "categorical", "choices": ["sft", "dpo"]},
+            },
+            "method 'prefix_tuning' with objective 'dpo' is refused",
+        ),
+        (
+            {
+                "hyperparameters.warmup_steps": {"type": "int", "low": 0, "high": 10},
+                "hyperparameters.warmup_ratio": {"type": "float", "low": 0.0, "high": 0.1},
+            },
+            "warmup_steps or warmup_ratio, not both",
+        ),
     ],
 )
 def test_settings_that_cannot_build_a_config_are_refused(space, message):
