@@ -111,6 +111,17 @@ def test_a_model_that_keeps_packed_examples_apart_gets_packing_unless_it_is_off(
     assert model.training
 
 
+def test_a_model_with_virtual_tokens_gets_padded_batches(tiny_model_dir: Path) -> None:
+    from peft import PromptTuningConfig, TaskType, get_peft_model
+
+    model = get_peft_model(
+        _model(tiny_model_dir), PromptTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=4)
+    )
+    padded = CausalLMCollator(pad_token_id=3)
+    chosen = batching_choose(model, "auto", padded)
+    assert chosen.collator is padded and "virtual tokens" in chosen.description
+
+
 def _opt_model_dir(tiny_model_dir: Path, out_dir: Path) -> Path:
     """An OPT model (whose attention ignores position_ids restarts) with the tiny model's tokenizer."""
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)

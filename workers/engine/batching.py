@@ -123,6 +123,12 @@ def batching_choose(model: PreTrainedModel, packing: str, padded: Collator) -> B
     """Packing if asked for ("auto") and the model keeps packed examples apart; ``padded`` otherwise."""
     if packing == "off":
         return Batching(padded, sampling="random", description="padded batches (packing off)")
+    if _prompt_learning(model):
+        # Virtual tokens go before each row and peft drops position_ids: packed
+        # examples would share one prefix and attend to each other.
+        return Batching(
+            padded, sampling="group_by_length", description="length-grouped padded batches (virtual tokens)"
+        )
     attention = _attention_implementation(model)
     if attention in _VARLEN_ATTENTION:
         return Batching(PackingCollator(one_row=True), sampling="random", description=f"packed ({attention})")
@@ -164,7 +170,15 @@ def packing_keeps_examples_apart(model: PreTrainedModel, tolerance: float = 1e-4
     finally:
         model.train(was_training)
     together = torch.cat(apart, dim=0)
+    if packed.shape != together.shape:
+        return False  # the model adds positions of its own
     return bool(torch.allclose(packed, together, atol=tolerance, rtol=tolerance))
+
+
+def _prompt_learning(model: PreTrainedModel) -> bool:
+    """Whether a peft model prepends virtual tokens (prefix, P-tuning, prompt tuning)."""
+    config = getattr(model, "active_peft_config", None)
+    return bool(getattr(config, "is_prompt_learning", False))
 
 
 def _logits(model: PreTrainedModel, ids: list[int], positions: list[int], device: Any) -> torch.Tensor:
