@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 from workers.engine import JobInputError
@@ -25,18 +26,7 @@ def run_job(spec: JobSpec, workdir: Path) -> None:
     The run is started first, so that even a bad dataset leaves a FAILED run
     with the job's tags behind, and the runner learns its id at once.
     """
-    tags = {
-        "tuneyard.job_id": str(spec.job_id),
-        "tuneyard.attempt": str(spec.attempt),
-        "tuneyard.project": spec.project,
-    }
-    with RunLogger.start(
-        experiment=spec.mlflow_experiment,
-        run_name=f"job-{spec.job_id}-attempt-{spec.attempt}",
-        tags=tags,
-        run_id=spec.mlflow_run_id,
-    ) as run:
-        emit({"event": "run", "mlflow_run_id": run.run_id})
+    with attempt_run(spec) as run:
         run.log_params(training_params(spec))
         # The data first: it is small, and a bad row should not wait for a
         # many-gigabyte base model to download.
@@ -79,6 +69,26 @@ def run_job(spec: JobSpec, workdir: Path) -> None:
             "artifacts": {trained.artifact_name: artifact_uri},
         }
     )
+
+
+@contextmanager
+def attempt_run(spec: JobSpec, tags: Mapping[str, str] | None = None) -> Iterator[RunLogger]:
+    """The attempt's MLflow run (the job's own, continued on a retry), tagged with the job; its id
+    is told to the runner at once."""
+    job_tags = {
+        "tuneyard.job_id": str(spec.job_id),
+        "tuneyard.attempt": str(spec.attempt),
+        "tuneyard.project": spec.project,
+        **(tags or {}),
+    }
+    with RunLogger.start(
+        experiment=spec.mlflow_experiment,
+        run_name=f"job-{spec.job_id}-attempt-{spec.attempt}",
+        tags=job_tags,
+        run_id=spec.mlflow_run_id,
+    ) as run:
+        emit({"event": "run", "mlflow_run_id": run.run_id})
+        yield run
 
 
 def training_params(spec: JobSpec) -> dict[str, object]:

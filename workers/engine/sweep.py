@@ -33,7 +33,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from workers.controlplane_client import AttemptSuperseded, ControlPlaneClient
 from workers.engine import JobInputError
-from workers.engine.job import read_rows, training_params
+from workers.engine.job import attempt_run, read_rows, training_params
 from workers.engine.protocol import emit
 from workers.spec import JobKind, JobSpec, RaySweep, SweepTrialReport, SweepTrialState
 from workers.sweep_space import CategoricalParam, SearchSpace, params_apply, params_suggest
@@ -69,19 +69,7 @@ class EveryTrialFailed(JobInputError):
 def run_sweep(spec: JobSpec, workdir: Path) -> None:
     """Run the sweep in ``spec`` to its end; the driver's MLflow run ends before ``result`` is emitted."""
     assert spec.sweep is not None  # JobSpec guarantees it for a sweep-driver
-    tags = {
-        "tuneyard.job_id": str(spec.job_id),
-        "tuneyard.attempt": str(spec.attempt),
-        "tuneyard.project": spec.project,
-        "tuneyard.kind": JobKind.SWEEP_DRIVER.value,
-    }
-    with RunLogger.start(
-        experiment=spec.mlflow_experiment,
-        run_name=f"job-{spec.job_id}-attempt-{spec.attempt}",
-        tags=tags,
-        run_id=spec.mlflow_run_id,
-    ) as run:
-        emit({"event": "run", "mlflow_run_id": run.run_id})
+    with attempt_run(spec, {"tuneyard.kind": JobKind.SWEEP_DRIVER.value}) as run:
         run.log_params(_driver_params(spec.sweep))
         reporter = TrialReporter(spec)
         if spec.sweep.n_trials:
