@@ -285,8 +285,9 @@ class Hyperparameters(_Frozen):
     def _options_agree(self) -> Hyperparameters:
         if self.warmup_steps and self.warmup_ratio:
             raise ValueError("give warmup_steps or warmup_ratio, not both")
-        if (self.validation_fraction > 0) != (self.eval_every_steps is not None):
-            raise ValueError("validation_fraction and eval_every_steps go together: set both or neither")
+        if self.eval_every_steps is not None and self.validation_fraction == 0:
+            # Held-out rows alone are evaluated once, at the end.
+            raise ValueError("eval_every_steps evaluates held-out rows: set validation_fraction too")
         if self.early_stopping_patience is not None and self.eval_every_steps is None:
             raise ValueError("early_stopping_patience needs evaluations: set eval_every_steps")
         return self
@@ -307,6 +308,49 @@ class Resources(_Frozen):
         return "gpu" if self.gpus > 0 else "cpu"
 
 
+# --- evaluation: what the end of training computes on held-out rows -----------
+
+
+class EvaluationMetric(StrEnum):
+    PERPLEXITY = "perplexity"  # on validation texts
+    BLEU = "bleu"  # generation against references
+    ROUGE = "rouge"  # ROUGE-1, ROUGE-2 and ROUGE-L of generation against references
+    EXACT_MATCH = "exact_match"  # generation against references
+    MULTIPLE_CHOICE = "multiple_choice"  # accuracy by log-likelihood
+
+
+class EvaluationConfig(_Frozen):
+    """Which metrics an evaluation computes and how; the data it runs on travels beside it."""
+
+    metrics: list[EvaluationMetric] = Field(
+        default_factory=lambda: [EvaluationMetric.PERPLEXITY], min_length=1, max_length=len(EvaluationMetric)
+    )
+    batch_size: int = Field(8, ge=1, le=4096)
+    # Validation texts are cut as training cuts them, so perplexity and training loss compare.
+    max_seq_length: int = Field(256, ge=8, le=131_072)
+    # Generation is greedy and stops at end-of-sequence or after this many tokens.
+    max_new_tokens: int = Field(64, ge=1, le=4096)
+    exact_match_ignore_case: bool = False
+    rouge_use_stemmer: bool = False
+    num_fewshot: int = Field(0, ge=0, le=64)
+    # lm-evaluation-harness's default few-shot seed, so that its k-shot prompts and ours agree.
+    seed: int = Field(1234, ge=0, le=2**32 - 1)
+
+    @field_validator("metrics")
+    @classmethod
+    def _no_repeats(cls, value: list[EvaluationMetric]) -> list[EvaluationMetric]:
+        if len(set(value)) != len(value):
+            raise ValueError("a metric is listed twice")
+        return value
+
+    @property
+    def generates(self) -> bool:
+        """Whether any chosen metric scores generated text."""
+        return bool(
+            {EvaluationMetric.BLEU, EvaluationMetric.ROUGE, EvaluationMetric.EXACT_MATCH} & set(self.metrics)
+        )
+
+
 class TrainingConfig(_Frozen):
     """What a person chooses when launching a fine-tune; validated at the API edge."""
 
@@ -314,6 +358,8 @@ class TrainingConfig(_Frozen):
     objective: Objective = Field(default_factory=SftObjective)
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
     resources: Resources = Field(default_factory=Resources)
+    # Metrics computed on the held-out rows (validation_fraction) once training ends.
+    evaluation: EvaluationConfig | None = None
 
     @model_validator(mode="after")
     def _method_fits(self) -> TrainingConfig:
@@ -328,6 +374,11 @@ class TrainingConfig(_Frozen):
             raise ValueError(f"{' and '.join(gpu_only)} needs a CUDA GPU: set resources.gpus to 1 or more")
         if self.objective.name == "dpo" and self.method.name not in DPO_METHODS:
             raise ValueError(f"DPO works with the methods {', '.join(DPO_METHODS)}, not {self.method.name}")
+        if self.evaluation is not None:
+            if self.hyperparameters.validation_fraction == 0:
+                raise ValueError("evaluation runs on held-out rows: set hyperparameters.validation_fraction")
+            if EvaluationMetric.MULTIPLE_CHOICE in self.evaluation.metrics:
+                raise ValueError("multiple_choice is scored on multiple-choice data, not on held-out rows")
         return self
 
 
@@ -497,46 +548,3 @@ class SweepTrialReport(_Frozen):
     intermediate_values: list[tuple[Step, MetricValue]] = Field(default_factory=list, max_length=100_000)
     mlflow_run_id: RunId | None = None
     error: str = Field("", max_length=2000)
-
-
-# --- evaluation: what an evaluate job (or the end of training) computes -------
-
-
-class EvaluationMetric(StrEnum):
-    PERPLEXITY = "perplexity"  # on validation texts
-    BLEU = "bleu"  # generation against references
-    ROUGE = "rouge"  # ROUGE-1, ROUGE-2 and ROUGE-L of generation against references
-    EXACT_MATCH = "exact_match"  # generation against references
-    MULTIPLE_CHOICE = "multiple_choice"  # accuracy by log-likelihood
-
-
-class EvaluationConfig(_Frozen):
-    """Which metrics an evaluation computes and how; the data it runs on travels beside it."""
-
-    metrics: list[EvaluationMetric] = Field(
-        default_factory=lambda: [EvaluationMetric.PERPLEXITY], min_length=1, max_length=len(EvaluationMetric)
-    )
-    batch_size: int = Field(8, ge=1, le=4096)
-    # Validation texts are cut as training cuts them, so perplexity and training loss compare.
-    max_seq_length: int = Field(256, ge=8, le=131_072)
-    # Generation is greedy and stops at end-of-sequence or after this many tokens.
-    max_new_tokens: int = Field(64, ge=1, le=4096)
-    exact_match_ignore_case: bool = False
-    rouge_use_stemmer: bool = False
-    num_fewshot: int = Field(0, ge=0, le=64)
-    # lm-evaluation-harness's default few-shot seed, so that its k-shot prompts and ours agree.
-    seed: int = Field(1234, ge=0, le=2**32 - 1)
-
-    @field_validator("metrics")
-    @classmethod
-    def _no_repeats(cls, value: list[EvaluationMetric]) -> list[EvaluationMetric]:
-        if len(set(value)) != len(value):
-            raise ValueError("a metric is listed twice")
-        return value
-
-    @property
-    def generates(self) -> bool:
-        """Whether any chosen metric scores generated text."""
-        return bool(
-            {EvaluationMetric.BLEU, EvaluationMetric.ROUGE, EvaluationMetric.EXACT_MATCH} & set(self.metrics)
-        )

@@ -484,8 +484,7 @@ def test_mixed_precision_auto_is_fp32_on_the_cpu(tiny_model: Path, tmp_path: Pat
         ({"warmup_ratio": 1.5}, "warmup_ratio"),
         ({"warmup_ratio": 0.1, "warmup_steps": 10}, "give warmup_steps or warmup_ratio, not both"),
         ({"weight_decay": -0.1}, "weight_decay"),
-        ({"validation_fraction": 0.2}, "validation_fraction and eval_every_steps go together"),
-        ({"eval_every_steps": 10}, "validation_fraction and eval_every_steps go together"),
+        ({"eval_every_steps": 10}, "eval_every_steps evaluates held-out rows: set validation_fraction"),
         ({"early_stopping_patience": 2}, "early_stopping_patience needs evaluations"),
         ({"early_stopping_metric": "loss; drop"}, "early_stopping_metric"),
         ({"mixed_precision": "fp8"}, "mixed_precision"),
@@ -547,6 +546,33 @@ def test_early_stopping_stops_after_patience_evaluations_without_improvement() -
             control,
             metrics={"eval_loss": 1.0},
         )
+
+
+def test_the_end_of_training_evaluates_the_held_out_rows(tiny_model: Path, tmp_path: Path) -> None:
+    config = {
+        "method": {"name": "lora"},
+        "hyperparameters": {"max_steps": 3, "validation_fraction": 0.25},
+        "evaluation": {"metrics": ["perplexity", "bleu", "rouge", "exact_match"], "max_new_tokens": 8},
+    }
+    trained, _ = _train(tiny_model, tmp_path, config, INSTRUCTIONS)
+    metrics = trained.metrics
+    assert {"eval_loss", "perplexity", "bleu", "rouge1", "rouge2", "rougeL", "exact_match"} <= set(metrics)
+    assert metrics["perplexity"] > 1 and 0 <= metrics["exact_match"] <= 1 and 0 <= metrics["bleu"] <= 100
+
+
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        ({"evaluation": {}}, "evaluation runs on held-out rows: set hyperparameters.validation_fraction"),
+        (
+            {"hyperparameters": {"validation_fraction": 0.2}, "evaluation": {"metrics": ["multiple_choice"]}},
+            "multiple_choice is scored on multiple-choice data",
+        ),
+    ],
+)
+def test_an_evaluation_without_rows_to_score_is_refused(config: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        TrainingConfig.model_validate(config)
 
 
 def test_early_stoppings_count_comes_back_with_a_checkpoint() -> None:

@@ -155,6 +155,15 @@ def chat_text(row: ChatRow, tokenizer: PreTrainedTokenizerBase) -> str:
     return _render(tokenizer, [{"role": m.role, "content": m.content} for m in row.messages])
 
 
+def chat_prompt(row: ChatRow, tokenizer: PreTrainedTokenizerBase) -> tuple[str, str]:
+    """The conversation up to its last assistant turn's generation prompt, and that turn's content."""
+    messages = [{"role": m.role, "content": m.content} for m in row.messages]
+    last = max((i for i, m in enumerate(messages) if m["role"] == "assistant"), default=None)
+    if last is None:
+        return _render(tokenizer, messages), ""
+    return _render(tokenizer, messages[:last], add_generation_prompt=True), messages[last]["content"]
+
+
 def chat_segments(row: ChatRow, tokenizer: PreTrainedTokenizerBase) -> list[Segment]:
     """The conversation rendered by the chat template; each assistant turn is a learned segment.
 

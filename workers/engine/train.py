@@ -106,8 +106,15 @@ def train(
     output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     final = dict(output.metrics)
     if eval_rows:
-        # The final model's validation metrics (eval_loss ...), which a sweep may optimize.
-        final |= trainer.evaluate()
+        # The final model's validation metrics (eval_loss ...), which a sweep may optimize:
+        # those of an evaluation at the last step, or of one made now.
+        last = next((entry for entry in reversed(trainer.state.log_history) if "eval_loss" in entry), {})
+        if last.get("step") == output.global_step:
+            final |= {key: value for key, value in last.items() if key.startswith("eval_")}
+        else:
+            final |= trainer.evaluate()
+    if spec.config.evaluation is not None:
+        final |= _held_out_evaluation(model, tokenizer, spec.config.evaluation, eval_rows)
     artifact_name = "adapter" if isinstance(model, PeftModel) else "model"
     saved = _save(model, tokenizer, workdir / artifact_name, spec.base_model_uri)
     metrics = {
@@ -116,6 +123,23 @@ def train(
         if isinstance(value, int | float) and not isinstance(value, bool)
     }
     return TrainedModel(saved, artifact_name, output.global_step, metrics)
+
+
+def _held_out_evaluation(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, config: Any, rows: Sequence[TrainingRow]
+) -> dict[str, float]:
+    """The evaluation suite's metrics on the held-out rows (perplexity, BLEU, ROUGE, exact match)."""
+    from workers.engine.evaluation import EvaluationDataError
+    from workers.engine.evaluation.suite import evaluate, held_out_data
+
+    print(f"tuneyard: evaluating {', '.join(config.metrics)} on {len(rows)} held-out rows", flush=True)
+    try:
+        metrics = evaluate(model, tokenizer, config, held_out_data(rows, tokenizer))
+    except EvaluationDataError as exc:
+        raise DatasetError(f"the held-out rows cannot be evaluated: {exc}") from exc
+    # The suite's eval_loss is over whole texts; the Trainer's (kept) is over what training learns.
+    metrics.pop("eval_loss", None)
+    return metrics
 
 
 def _sft_trainer(

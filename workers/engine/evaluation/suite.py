@@ -7,6 +7,15 @@ from dataclasses import dataclass
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from workers.engine.data import (
+    ChatRow,
+    InstructionRow,
+    PreferenceRow,
+    TextRow,
+    TrainingRow,
+    format_example,
+    instruction_prompt,
+)
 from workers.engine.evaluation import EvaluationDataError
 from workers.engine.evaluation.generation import generate
 from workers.engine.evaluation.likelihood import perplexity
@@ -72,3 +81,28 @@ def evaluate(
             batch_size=config.batch_size,
         )
     return metrics
+
+
+def held_out_data(rows: Sequence[TrainingRow], tokenizer: PreTrainedTokenizerBase) -> EvaluationData:
+    """What a training job's held-out rows give the metrics: every row's text for perplexity, and
+    each instruction's prompt with its output (a preference pair's prompt with the chosen answer, a
+    chat's turns before its last assistant turn with that turn) for the generation metrics."""
+    from workers.engine.sft import chat_prompt
+
+    texts, generation = [], []
+    for row in rows:
+        match row:
+            case InstructionRow():
+                texts.append(format_example(row))
+                generation.append(GenerationExample(instruction_prompt(row), (row.output,)))
+            case PreferenceRow():
+                texts.append(f"{row.prompt}\n\n{row.chosen}")
+                generation.append(GenerationExample(f"{row.prompt}\n\n", (row.chosen,)))
+            case ChatRow():
+                prompt, reference = chat_prompt(row, tokenizer)
+                texts.append(prompt + reference)
+                if reference:
+                    generation.append(GenerationExample(prompt, (reference,)))
+            case TextRow():
+                texts.append(row.text)
+    return EvaluationData(validation_texts=texts, generation=generation)
