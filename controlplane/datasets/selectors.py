@@ -83,7 +83,7 @@ def contamination_checks(*, project: Project, limit: int = 20) -> list[dict]:
         DatasetOperation.objects.filter(
             project=project, kind=OperationKind.CONTAMINATION, status=OperationStatus.SUCCEEDED
         )
-        .select_related("source_version__dataset")
+        .select_related("source_version__dataset__project")  # its name is shown
         .order_by("-finished_at")
     )
     checks, seen = [], set()

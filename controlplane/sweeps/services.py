@@ -67,20 +67,21 @@ def storage_url() -> str:
     return f"sqlite:///{settings.VAR_DIR / 'optuna.sqlite3'}"
 
 
-_storage_urls: set[str] = set()
+# One storage (one connection pool) per URL for the life of the process.
+_storages: dict[str, optuna.storages.RDBStorage] = {}
 
 
-@functools.cache
 def _storage(url: str) -> optuna.storages.RDBStorage:
-    _storage_urls.add(url)
-    return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
+    if url not in _storages:
+        _storages[url] = optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
+    return _storages[url]
 
 
 def storages_close() -> None:
     """Close the studies' database connections (before the database they use is dropped)."""
-    for url in list(_storage_urls):
-        _storage(url).remove_session()
-        _storage(url).engine.dispose()
+    for storage in _storages.values():
+        storage.remove_session()
+        storage.engine.dispose()
 
 
 def study_load(sweep: Sweep, *, seed_offset: int = 0) -> optuna.Study:
