@@ -411,6 +411,8 @@ class JobSpec(_Frozen):
     kind: JobKind = JobKind.FINETUNE
     project: str
     base_model_uri: str = Field(min_length=1)
+    # Allowed by a site admin for this base model only: its repository's Python runs here.
+    trust_remote_code: bool = False
     dataset_uris: list[str] = Field(min_length=1)
     dataset_format: DatasetFormat = DatasetFormat.INSTRUCTION
     config: TrainingConfig

@@ -218,7 +218,9 @@ def _token_counter(operation: DatasetOperation, tmp: Path) -> TokenCounter | Non
     from transformers import AutoTokenizer
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source)
+        # Never the repository's own code here, even where a site admin allows it
+        # on the workers: the control plane holds every project's credentials.
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
     except (OSError, ValueError) as exc:
         raise ValidationFailed(
             f"The tokenizer of base model {base.name!r} could not be loaded: {exc}"

@@ -8,7 +8,9 @@ from controlplane.training.models import BaseModel, Job, JobEvent, Worker
 
 @admin.register(BaseModel)
 class BaseModelAdmin(admin.ModelAdmin):
-    list_display = ["name", "project", "uri"]
+    # The one place a base model's own code is allowed to run on the workers.
+    list_display = ["name", "project", "uri", "trust_remote_code"]
+    list_filter = ["trust_remote_code"]
 
 
 class JobEventInline(admin.TabularInline):

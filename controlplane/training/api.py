@@ -28,6 +28,7 @@ class BaseModelSerializer(serializers.Serializer):
     name = serializers.CharField()
     uri = serializers.CharField()
     description = serializers.CharField()
+    trust_remote_code = serializers.BooleanField()
 
 
 class JobSerializer(serializers.Serializer):
@@ -78,6 +79,7 @@ class BaseModelListApi(APIView):
             name=request_body(request).get("name", ""),
             uri=str(request_body(request).get("uri", "")),
             description=str(request_body(request).get("description", "")),
+            trust_remote_code=_body_bool(request_body(request), "trust_remote_code", default=False),
         )
         return Response(BaseModelSerializer(model).data, status=status.HTTP_201_CREATED)
 
@@ -144,6 +146,15 @@ def _body_int(body: Any, name: str, *, default: int) -> int:
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValidationFailed(f"'{name}' must be an integer.")
+    return value
+
+
+def _body_bool(body: Any, name: str, *, default: bool) -> bool:
+    value = body.get(name, default)
+    if value in ("true", "false"):  # a form field
+        value = value == "true"
+    if not isinstance(value, bool):
+        raise ValidationFailed(f"'{name}' must be true or false.")
     return value
 
 

@@ -17,6 +17,13 @@ class BaseModel(models.Model):
     name = models.SlugField(max_length=100)
     uri = models.CharField(max_length=1000)
     description = models.TextField(blank=True)
+    # The model repository's own Python (``auto_map`` in its config) runs on the
+    # workers that load it only when a site admin allows it here: workers serve
+    # every project, so this is not a project's own decision.
+    trust_remote_code = models.BooleanField(
+        default=False,
+        help_text="Run the model repository's own code on the workers (only for a model you trust).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -14,7 +14,7 @@ from django.utils import timezone
 from controlplane.accounts.models import Project, Role
 from controlplane.accounts.selectors import project_role_check
 from controlplane.datasets.models import DatasetVersion
-from controlplane.errors import Conflict, NotFound, ValidationFailed, pydantic_parse
+from controlplane.errors import Conflict, Forbidden, NotFound, ValidationFailed, pydantic_parse
 from controlplane.faults import DISPATCH_BEFORE_PUBLISH, fault_point
 from controlplane.naming import name_check
 from controlplane.training import broker
@@ -141,16 +141,38 @@ def _trial_finish(job_id: int) -> None:
     driver_finish(job_id=job_id)  # a Ray sweep's driver: its sweep ends with it
 
 
-def base_model_create(*, project: Project, user, name: object, uri: str, description: str = "") -> BaseModel:
-    """Register a model to fine-tune from: a hub id, a path on the workers, or an MLflow URI."""
+def base_model_create(
+    *,
+    project: Project,
+    user,
+    name: object,
+    uri: str,
+    description: str = "",
+    trust_remote_code: bool = False,
+) -> BaseModel:
+    """Register a model to fine-tune from: a hub id, a path on the workers, or an MLflow URI.
+
+    ``trust_remote_code`` lets the model repository's own Python run on the
+    workers that load it; only a site admin may allow it.
+    """
     project_role_check(user=user, project=project, role=Role.MEMBER)
+    if trust_remote_code and not user.is_staff:
+        raise Forbidden(
+            "Only a site admin can allow a base model's own code to run on the workers (trust_remote_code)."
+        )
     name = name_check(name, what="base model")
     uri = uri.strip()
     if not uri or len(uri) > 1000:
         raise ValidationFailed("'uri' is required: a hub id, a path or an MLflow artifact URI.")
     try:
         with transaction.atomic():
-            return BaseModel.objects.create(project=project, name=name, uri=uri, description=description)
+            return BaseModel.objects.create(
+                project=project,
+                name=name,
+                uri=uri,
+                description=description,
+                trust_remote_code=trust_remote_code,
+            )
     except IntegrityError as exc:
         raise Conflict(f"Project {project.slug} already has a base model {name!r}.") from exc
 
@@ -214,6 +236,7 @@ def job_spec_build(job: Job) -> JobSpec:
         sweep=sweep,
         project=job.project.slug,
         base_model_uri=job.base_model.uri,
+        trust_remote_code=job.base_model.trust_remote_code,
         dataset_uris=[job.dataset_version.uri],
         config=TrainingConfig.model_validate(job.config),
         mlflow_experiment=job.mlflow_experiment,

@@ -50,28 +50,31 @@ class BaseModelError(JobInputError):
 
 
 def model_load(
-    base_model: Path | str, uri: str, method: Method
+    base_model: Path | str, uri: str, method: Method, *, trust_remote_code: bool = False
 ) -> tuple[PreTrainedTokenizerBase, PreTrainedModel]:
     """The tokenizer and the base model, loaded as ``method`` needs it.
 
-    Never with ``trust_remote_code``: a base model is data a user uploaded, and
-    its repository's Python must not run on a worker.
+    A base model is data a user uploaded: its repository's Python runs only
+    with ``trust_remote_code``, which a site admin allows per base model, and
+    its weights load from safetensors only (a pickled checkpoint can run code
+    when it is read).
     """
     quantization = _qlora_quantization(method) if isinstance(method, QLoraMethod) else None
     try:
-        tokenizer = AutoTokenizer.from_pretrained(base_model, trust_remote_code=False)
+        tokenizer = AutoTokenizer.from_pretrained(base_model, trust_remote_code=trust_remote_code)
         if quantization is None:
             # float32 on CPU (no fast half precision there); on a GPU, bf16 comes
             # from mixed precision in the Trainer, with float32 master weights.
             model = AutoModelForCausalLM.from_pretrained(
-                base_model, trust_remote_code=False, dtype=torch.float32
+                base_model, trust_remote_code=trust_remote_code, use_safetensors=True, dtype=torch.float32
             )
         else:
             # The 4-bit weights live on the GPU from the start: the point of
             # QLoRA is a model too large to hold there in 16 bits.
             model = AutoModelForCausalLM.from_pretrained(
                 base_model,
-                trust_remote_code=False,
+                trust_remote_code=trust_remote_code,
+                use_safetensors=True,
                 quantization_config=quantization,
                 # The layers left unquantized (norms, embeddings) in the compute dtype too.
                 dtype=quantization.bnb_4bit_compute_dtype,
@@ -177,7 +180,9 @@ def peft_config(method: Method, *, base_model: Path | str) -> PeftConfig:
     raise BaseModelError(f"the method {method.name!r} trains no adapter")
 
 
-def adapter_merge(adapter_dir: Path, base_model: Path | str, out_dir: Path) -> Path:
+def adapter_merge(
+    adapter_dir: Path, base_model: Path | str, out_dir: Path, *, trust_remote_code: bool = False
+) -> Path:
     """Fold a LoRA (or IA3) adapter into its base model and save the whole model as safetensors.
 
     The merged model needs no peft to serve and runs as fast as the base.
@@ -185,8 +190,10 @@ def adapter_merge(adapter_dir: Path, base_model: Path | str, out_dir: Path) -> P
     instead of changing weights, so they cannot be merged.
     """
     try:
-        tokenizer = AutoTokenizer.from_pretrained(base_model, trust_remote_code=False)
-        base = AutoModelForCausalLM.from_pretrained(base_model, trust_remote_code=False, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(base_model, trust_remote_code=trust_remote_code)
+        base = AutoModelForCausalLM.from_pretrained(
+            base_model, trust_remote_code=trust_remote_code, use_safetensors=True, dtype=torch.float32
+        )
         model = PeftModel.from_pretrained(base, adapter_dir)
     except (OSError, ValueError) as exc:
         raise BaseModelError(f"cannot load the adapter with its base model: {first_line(exc)}") from exc

@@ -78,7 +78,9 @@ def train(
     # Seeded before the adapter exists: adapter weights start random too.
     set_seed(hyper.seed)
     method = spec.config.method
-    tokenizer, model = model_load(base_model, spec.base_model_uri, method)
+    tokenizer, model = model_load(
+        base_model, spec.base_model_uri, method, trust_remote_code=spec.trust_remote_code
+    )
     model = method_apply(
         model, method, base_model=base_model, gradient_checkpointing=hyper.gradient_checkpointing
     )
