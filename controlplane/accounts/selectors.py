@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db.models import QuerySet
+from django.db.models import OuterRef, QuerySet, Subquery
 
 from controlplane.accounts.models import Membership, Project, Role
 from controlplane.errors import Forbidden, NotFound
@@ -23,6 +23,11 @@ def project_list(*, user: User) -> QuerySet[Project]:
 def membership_role(*, user: User, project: Project) -> Role | None:
     if not user.is_authenticated:
         return None
+    # A project loaded by project_get knows its reader's role already: an API
+    # call then checks it again in the service for free.
+    known = getattr(project, "_member_roles", {})
+    if user.pk in known:
+        return known[user.pk]
     role = Membership.objects.filter(user=user, project=project).values_list("role", flat=True).first()
     return Role(role) if role else None
 
@@ -43,8 +48,12 @@ def project_role_check(*, user: User, project: Project, role: Role) -> Role:
 def project_get(*, user: User, slug: str, role: Role = Role.VIEWER) -> Project:
     if not SLUG.fullmatch(slug):
         raise NotFound(f"No project {slug[:100]!r}.")
-    project = Project.objects.filter(slug=slug).first()
+    # The project and the reader's role in it, in one query.
+    member_role = Membership.objects.filter(project=OuterRef("pk"), user_id=user.pk).values("role")[:1]
+    project = Project.objects.filter(slug=slug).annotate(member_role=Subquery(member_role)).first()
     if project is None:
         raise NotFound(f"No project {slug!r}.")
+    if user.is_authenticated:
+        project._member_roles = {user.pk: Role(project.member_role) if project.member_role else None}
     project_role_check(user=user, project=project, role=role)
     return project

@@ -445,29 +445,30 @@ def job_cancel(*, job: Job, user) -> Job:
 def job_claim(*, job_id: int, attempt: int, worker: str) -> JobSpec:
     """A worker takes a queued attempt. A second claim of the same attempt is a Conflict."""
     now = timezone.now()
-    held = Job.objects.filter(
-        pk=job_id, attempt=attempt, status=S.QUEUED, project__dispatch_paused_at__isnull=False
-    )
-    if held.update(dispatched_at=None, waiting_reason=PAUSED_REASON):
-        # Sent before its project was paused: it waits, and is sent again on resume.
-        raise Conflict(f"Job {job_id} is held: its project's dispatch is paused.")
-    checkpoint_step = Job.objects.filter(pk=job_id).values_list("checkpoint_step", flat=True).first()
+    # Read once, before the transition: what the spec is built from cannot change
+    # while the attempt waits (only its own running attempt writes run ids and
+    # checkpoints), and the transition below is fenced by status and attempt.
+    job = Job.objects.select_related("project", "base_model", "dataset_version").filter(pk=job_id).first()
+    if job is None:
+        raise NotFound(f"No job {job_id}.")
+    if job.project.dispatch_paused_at is not None:
+        held = Job.objects.filter(pk=job_id, attempt=attempt, status=S.QUEUED)
+        if held.update(dispatched_at=None, waiting_reason=PAUSED_REASON):
+            # Sent before its project was paused: it waits, and is sent again on resume.
+            raise Conflict(f"Job {job_id} is held: its project's dispatch is paused.")
     won = job_transition(
         job_id=job_id,
         attempt=attempt,
         to=S.RUNNING,
         actor_label=f"worker:{worker}",
         # What the attempt starts from, for the audit trail.
-        message=f"resumes from the checkpoint at step {checkpoint_step}" if checkpoint_step else "",
+        message=f"resumes from the checkpoint at step {job.checkpoint_step}" if job.checkpoint_step else "",
         worker=worker,
         started_at=now,
         heartbeat_at=now,
     )
     if not won:
-        if not Job.objects.filter(pk=job_id).exists():
-            raise NotFound(f"No job {job_id}.")
         raise Conflict(f"Job {job_id} attempt {attempt} is not waiting to be claimed.")
-    job = Job.objects.select_related("project", "base_model", "dataset_version").get(pk=job_id)
     return job_spec_build(job)
 
 
