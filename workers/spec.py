@@ -351,6 +351,19 @@ class EvaluationConfig(_Frozen):
         )
 
 
+# Methods whose adapter changes weights, so it can be folded into them (not
+# prompt learning; not QLoRA, whose base is 4-bit).
+MERGEABLE_METHODS = ("lora", "ia3")
+
+
+class ExportConfig(_Frozen):
+    """What a finished fine-tune saves besides its trained weights."""
+
+    # The adapter folded into a copy of its base, logged as the job's ``model``:
+    # a whole model that serves without peft (and the one registered from the job).
+    merge_adapter: bool = False
+
+
 class TrainingConfig(_Frozen):
     """What a person chooses when launching a fine-tune; validated at the API edge."""
 
@@ -360,6 +373,7 @@ class TrainingConfig(_Frozen):
     resources: Resources = Field(default_factory=Resources)
     # Metrics computed on the held-out rows (validation_fraction) once training ends.
     evaluation: EvaluationConfig | None = None
+    export: ExportConfig | None = None
 
     @model_validator(mode="after")
     def _method_fits(self) -> TrainingConfig:
@@ -374,6 +388,12 @@ class TrainingConfig(_Frozen):
             raise ValueError(f"{' and '.join(gpu_only)} needs a CUDA GPU: set resources.gpus to 1 or more")
         if self.objective.name == "dpo" and self.method.name not in DPO_METHODS:
             raise ValueError(f"DPO works with the methods {', '.join(DPO_METHODS)}, not {self.method.name}")
+        merges = self.export is not None and self.export.merge_adapter
+        if merges and self.method.name not in MERGEABLE_METHODS:
+            raise ValueError(
+                f"merge_adapter folds a {' or '.join(MERGEABLE_METHODS)} adapter into its base;"
+                f" {self.method.name} has none to fold"
+            )
         if self.evaluation is not None:
             if self.hyperparameters.validation_fraction == 0:
                 raise ValueError("evaluation runs on held-out rows: set hyperparameters.validation_fraction")

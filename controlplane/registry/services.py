@@ -38,7 +38,9 @@ def model_version_create(*, job: Job, user, name: str) -> ModelVersion:
     name_check(name, what="model")
     if job.status != JobStatus.SUCCEEDED:
         raise Conflict(f"Only a succeeded job can be registered; job {job.pk} is {job.status}.")
-    source = job.artifacts.get("adapter") or job.artifacts.get("model")
+    # A whole model where the job saved one (full fine-tuning, or an adapter merged
+    # into its base for export); otherwise the adapter.
+    source = job.artifacts.get("model") or job.artifacts.get("adapter")
     if not source:
         raise Conflict(f"Job {job.pk} produced no model artifact to register.")
     mlflow_name = f"{job.project.slug}.{name}"

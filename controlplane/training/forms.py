@@ -47,6 +47,11 @@ class JobLaunchForm(forms.Form):
         min_value=1,
         help_text="a retried attempt resumes from the last checkpoint; empty for none",
     )
+    merge_adapter = forms.BooleanField(
+        required=False,
+        label="Merge the adapter for export",
+        help_text="LoRA or IA3: also save the adapter folded into the base, as a whole model",
+    )
     gpus = forms.IntegerField(initial=0, min_value=0)
     queue = forms.CharField(required=False, max_length=64, help_text=QUEUE_HELP)
     timeout_seconds = forms.IntegerField(
@@ -82,7 +87,10 @@ class JobLaunchForm(forms.Form):
         resources = resources_config(data)
         if data["timeout_seconds"]:
             resources["timeout_seconds"] = data["timeout_seconds"]
-        return {"method": method, "hyperparameters": hyperparameters, "resources": resources}
+        config = {"method": method, "hyperparameters": hyperparameters, "resources": resources}
+        if data["merge_adapter"]:
+            config["export"] = {"merge_adapter": True}
+        return config
 
 
 def resources_config(data: dict[str, Any]) -> dict[str, Any]:

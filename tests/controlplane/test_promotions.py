@@ -184,6 +184,25 @@ def test_a_second_open_request_and_an_unknown_target_are_refused(people, trained
     assert Promotion.objects.count() == 1
 
 
+def test_a_job_that_merged_its_adapter_registers_the_whole_model(
+    people, trained_job, tmp_path, mlflow_server
+):
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    # Where the engine logs a merged model: the job's own run, beside the adapter.
+    MlflowClient(mlflow_server).log_artifacts(trained_job.mlflow_run_id, str(model), "model")
+    merged = f"runs:/{trained_job.mlflow_run_id}/model"
+    trained_job.artifacts = {**trained_job.artifacts, "model": merged}
+    trained_job.save(update_fields=["artifacts"])
+
+    version = model_version_create(job=trained_job, user=people["alice"], name="tiny-merged")
+
+    assert version.source_uri == merged
+    registered = MlflowClient(mlflow_server).get_model_version(version.mlflow_name, str(version.version))
+    assert registered.source == merged
+
+
 def test_only_a_succeeded_job_can_be_registered(people, api_for):
     job = job_make(people["demo"], people["alice"])
     response = api_for("alice").post("/api/v1/model-versions", {"job": job.pk, "name": "x"}, format="json")

@@ -106,6 +106,28 @@ def test_the_launch_form_sets_checkpoints_time_limit_and_priority(people, broker
     job = Job.objects.get()
     assert job.priority == 7 and job.config["resources"]["timeout_seconds"] == 600 and job.queue == QUEUE
     assert job.config["hyperparameters"]["checkpoint_every_steps"] is None
+    assert job.config["export"] is None
+
+
+def test_the_launch_form_merges_a_lora_adapter_and_refuses_to_merge_a_full_model(people, broker):
+    from tests.factories import base_model_make, dataset_version_make
+
+    base = base_model_make(people["demo"])
+    version = dataset_version_make(people["demo"], people["alice"])
+    page = Client()
+    page.force_login(people["alice"])
+    form = {
+        "base_model": base.pk, "dataset_version": version.pk, "method": "full", "learning_rate": 0.001,
+        "epochs": 1, "batch_size": 4, "max_seq_length": 64, "seed": 0, "gpus": 0, "priority": 0,
+        "queue": QUEUE, "lora_r": 8, "lora_alpha": 16, "lora_dropout": 0, "merge_adapter": "on",
+    }  # fmt: skip
+
+    refused = page.post("/p/demo/jobs/new", form, follow=True)
+    assert "has none to fold" in refused.content.decode()
+    assert not Job.objects.exists()
+
+    assert page.post("/p/demo/jobs/new", form | {"method": "lora"}).status_code == 302
+    assert Job.objects.get().config["export"] == {"merge_adapter": True}
 
 
 def test_after_a_resume_cpu_jobs_go_even_behind_a_gpu_job_over_quota(

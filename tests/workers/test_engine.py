@@ -160,6 +160,7 @@ def engine_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, EngineRun
     build_tiny_model(model)
     lora_spec = _spec(1, model, lora, learning_rate=1e-2)
     lora_spec["config"]["hyperparameters"]["checkpoint_every_steps"] = 10
+    lora_spec["config"]["export"] = {"merge_adapter": True}
     started["lora"] = _start(base / "lora", lora_spec, good_rows, store)
     started["full"] = _start(base / "full", _spec(2, model, full, learning_rate=1e-3), good_rows, store)
     chat_spec = _spec(4, model, {"name": "p_tuning", "num_virtual_tokens": 4}, learning_rate=1e-2)
@@ -224,7 +225,8 @@ def test_lora_run_emits_run_then_progress_then_result(engine_runs: dict[str, Eng
     assert all({"loss", "learning_rate"} <= event["metrics"].keys() for event in progress)
     result = run.events("result")[0]
     assert result["metrics"]["train_loss"] > 0
-    assert result["artifacts"] == {"adapter": f"runs:/{run.events('run')[0]['mlflow_run_id']}/adapter"}
+    run_id = run.events("run")[0]["mlflow_run_id"]
+    assert result["artifacts"] == {"adapter": f"runs:/{run_id}/adapter", "model": f"runs:/{run_id}/model"}
 
 
 def test_lora_loss_decreases_on_a_repetitive_dataset(engine_runs: dict[str, EngineRun]) -> None:
@@ -333,6 +335,36 @@ def test_full_run_trains_every_weight_and_logs_the_model(engine_runs: dict[str, 
     names = {Path(item.path).name for item in client.list_artifacts(run_id, "model")}
     assert {"model.safetensors", "config.json", "tokenizer.json"} <= names
     assert client.get_run(run_id).data.params["method"] == "full"
+
+
+def test_an_adapter_merged_for_export_is_logged_as_a_whole_model_with_the_adapters_logits(
+    engine_runs: dict[str, EngineRun], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from workers.tracking import download
+
+    run = engine_runs["lora"]  # exported with merge_adapter
+    assert run.returncode == EXIT_OK, run.stderr[-3000:]
+    run_id = run.events("run")[0]["mlflow_run_id"]
+    artifacts = run.events("result")[0]["artifacts"]
+    assert artifacts == {"adapter": f"runs:/{run_id}/adapter", "model": f"runs:/{run_id}/model"}
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", run.tracking_uri)
+    merged = download(artifacts["model"], tmp_path / "merged")
+    adapter = download(artifacts["adapter"], tmp_path / "adapter")
+    assert isinstance(merged, Path) and isinstance(adapter, Path)
+    assert (merged / "model.safetensors").is_file() and not (merged / "adapter_config.json").exists()
+    base_dir = Path(json.loads((run.workdir.parent / "spec.json").read_text())["base_model_uri"])
+    inputs = torch.tensor([[1, 20, 30, 40, 50, 60, 70]])
+    with torch.no_grad():
+        expected = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir), adapter)(
+            input_ids=inputs
+        ).logits
+        got = AutoModelForCausalLM.from_pretrained(merged)(input_ids=inputs).logits
+    assert torch.allclose(got, expected, atol=1e-4)
 
 
 # --- other methods and objectives, through the whole job -----------------------------

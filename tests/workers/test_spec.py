@@ -85,12 +85,23 @@ def test_the_default_objective_is_supervised_and_dpo_has_its_options():
         ({"resources": {"gpus": -1}}, "gpus"),
         ({"resources": {"queue": "../etc"}}, "queue"),
         ({"unknown": 1}, "unknown"),
+        ({"method": {"name": "full"}, "export": {"merge_adapter": True}}, "full has none to fold"),
+        ({"method": {"name": "prefix_tuning"}, "export": {"merge_adapter": True}}, "merge_adapter"),
+        ({"export": {"merge_adapter": "please"}}, "merge_adapter"),
     ],
 )
 def test_bad_configs_are_refused_naming_the_field(config, where):
     with pytest.raises(ValidationError) as info:
         TrainingConfig.model_validate(config)
     assert where in str(info.value)
+
+
+def test_a_lora_or_ia3_adapter_can_be_merged_for_export():
+    for method in ("lora", "ia3"):
+        config = TrainingConfig.model_validate(
+            {"method": {"name": method}, "export": {"merge_adapter": True}}
+        )
+        assert config.export is not None and config.export.merge_adapter
 
 
 def test_a_spec_without_datasets_is_refused():

@@ -61,14 +61,15 @@ def run_job(spec: JobSpec, workdir: Path) -> None:
 
         trained = train(spec, base_model, rows, workdir, on_step, on_checkpoint, resume_from)
         run.log_metrics(trained.metrics, trained.steps)
-        artifact_uri = run.log_artifacts(trained.path, trained.artifact_name)
-    emit(
-        {
-            "event": "result",
-            "metrics": trained.metrics,
-            "artifacts": {trained.artifact_name: artifact_uri},
-        }
-    )
+        artifacts = {trained.artifact_name: run.log_artifacts(trained.path, trained.artifact_name)}
+        if spec.config.export is not None and spec.config.export.merge_adapter:
+            from workers.engine.methods import adapter_merge
+
+            merged = adapter_merge(
+                trained.path, base_model, workdir / "merged", trust_remote_code=spec.trust_remote_code
+            )
+            artifacts["model"] = run.log_artifacts(merged, "model")
+    emit({"event": "result", "metrics": trained.metrics, "artifacts": artifacts})
 
 
 @contextmanager
