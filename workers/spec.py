@@ -391,8 +391,7 @@ class TrainingConfig(_Frozen):
         merges = self.export is not None and self.export.merge_adapter
         if merges and self.method.name not in MERGEABLE_METHODS:
             raise ValueError(
-                f"merge_adapter folds a {' or '.join(MERGEABLE_METHODS)} adapter into its base;"
-                f" {self.method.name} has none to fold"
+                f"merge_adapter works with the methods {', '.join(MERGEABLE_METHODS)}, not {self.method.name}"
             )
         if self.evaluation is not None:
             if self.hyperparameters.validation_fraction == 0:

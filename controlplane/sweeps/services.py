@@ -175,6 +175,9 @@ def sweep_create(
     if pruner is None:
         pruner = raysweeps.RAY_DEFAULT_PRUNER if backend == Backend.RAY else Pruner.MEDIAN
     base_config = pydantic_parse(TrainingConfig, config or {}, field="config").model_dump(mode="json")
+    if (base_config.get("export") or {}).get("merge_adapter"):
+        # Every trial would write a whole model; the best one can be merged when it is retrained.
+        raise ValidationFailed("A sweep's trials do not export merged models: leave config.export out.")
     space = search_space_parse(search_space, base_config)
     _choice_check("direction", direction, Direction)
     _choice_check("sampler", sampler, Sampler)

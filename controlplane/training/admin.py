@@ -12,6 +12,11 @@ class BaseModelAdmin(admin.ModelAdmin):
     list_display = ["name", "project", "uri", "trust_remote_code"]
     list_filter = ["trust_remote_code"]
 
+    def get_readonly_fields(self, request, obj=None):  # type: ignore[no-untyped-def]
+        # Workers serve every project: only a superuser lets a model's code run on them.
+        readonly = list(super().get_readonly_fields(request, obj))
+        return readonly if request.user.is_superuser else [*readonly, "trust_remote_code"]
+
 
 class JobEventInline(admin.TabularInline):
     model = JobEvent

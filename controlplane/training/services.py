@@ -156,7 +156,7 @@ def base_model_create(
     workers that load it; only a site admin may allow it.
     """
     project_role_check(user=user, project=project, role=Role.MEMBER)
-    if trust_remote_code and not user.is_staff:
+    if trust_remote_code and not user.is_superuser:
         raise Forbidden(
             "Only a site admin can allow a base model's own code to run on the workers (trust_remote_code)."
         )
@@ -452,7 +452,10 @@ def job_claim(*, job_id: int, attempt: int, worker: str) -> JobSpec:
     if job is None:
         raise NotFound(f"No job {job_id}.")
     if job.project.dispatch_paused_at is not None:
-        held = Job.objects.filter(pk=job_id, attempt=attempt, status=S.QUEUED)
+        # Still paused at the update: a resume committed since the read lets the claim go on.
+        held = Job.objects.filter(
+            pk=job_id, attempt=attempt, status=S.QUEUED, project__dispatch_paused_at__isnull=False
+        )
         if held.update(dispatched_at=None, waiting_reason=PAUSED_REASON):
             # Sent before its project was paused: it waits, and is sent again on resume.
             raise Conflict(f"Job {job_id} is held: its project's dispatch is paused.")

@@ -34,9 +34,55 @@ def test_a_member_cannot_allow_a_models_own_code_and_nothing_is_stored(api_for, 
     assert not BaseModel.objects.exists()
 
 
-def test_a_site_admin_can_allow_a_models_own_code_and_its_jobs_carry_it(api_for, people):
+def test_staff_who_are_not_site_admins_cannot_allow_a_models_own_code(api_for, people):
     people["alice"].is_staff = True
     people["alice"].save(update_fields=["is_staff"])
+
+    response = api_for("alice").post(
+        "/api/v1/base-models",
+        {"project": "demo", "name": "m", "uri": "org/model", "trust_remote_code": True},
+        format="json",
+    )
+
+    assert response.status_code == 403
+    assert not BaseModel.objects.exists()
+
+
+def test_a_site_admin_outside_the_project_cannot_add_models_to_it(api_for, people):
+    people["charlie"].is_superuser = True
+    people["charlie"].save(update_fields=["is_superuser"])
+
+    response = api_for("charlie").post(
+        "/api/v1/base-models",
+        {"project": "demo", "name": "m", "uri": "org/model", "trust_remote_code": True},
+        format="json",
+    )
+
+    assert response.status_code == 404
+    assert not BaseModel.objects.exists()
+
+
+def test_only_a_superuser_may_tick_the_box_in_the_admin_site(client, people):
+    model = base_model_make(people["demo"])
+    people["alice"].is_staff = True
+    people["alice"].save(update_fields=["is_staff"])
+    from django.contrib.auth.models import Permission
+
+    people["alice"].user_permissions.add(*Permission.objects.filter(codename__endswith="_basemodel"))
+    client.force_login(people["alice"])
+    url = f"/admin/training/basemodel/{model.pk}/change/"
+
+    page = client.get(url).content.decode()
+    assert 'name="trust_remote_code"' not in page  # shown read-only
+
+    people["alice"].is_superuser = True
+    people["alice"].save(update_fields=["is_superuser"])
+    assert 'name="trust_remote_code"' in client.get(url).content.decode()
+
+
+def test_a_site_admin_can_allow_a_models_own_code_and_its_jobs_carry_it(api_for, people):
+    people["alice"].is_superuser = True
+    people["alice"].save(update_fields=["is_superuser"])
 
     response = api_for("alice").post(
         "/api/v1/base-models",
@@ -61,8 +107,8 @@ def test_a_job_on_an_ordinary_base_model_does_not_trust_its_code(people):
 
 @pytest.mark.parametrize("value", ["yes", 1, None, [True]])
 def test_trust_remote_code_must_be_a_boolean(api_for, people, value):
-    people["alice"].is_staff = True
-    people["alice"].save(update_fields=["is_staff"])
+    people["alice"].is_superuser = True
+    people["alice"].save(update_fields=["is_superuser"])
 
     response = api_for("alice").post(
         "/api/v1/base-models",

@@ -123,7 +123,7 @@ def test_the_launch_form_merges_a_lora_adapter_and_refuses_to_merge_a_full_model
     }  # fmt: skip
 
     refused = page.post("/p/demo/jobs/new", form, follow=True)
-    assert "has none to fold" in refused.content.decode()
+    assert "merge_adapter works with the methods lora, ia3, not full" in refused.content.decode()
     assert not Job.objects.exists()
 
     assert page.post("/p/demo/jobs/new", form | {"method": "lora"}).status_code == 302

@@ -200,6 +200,10 @@ def test_bad_sweep_settings_are_400s_and_outsiders_get_404(api_for, inputs):
         ({"parallelism": "two"}, "parallelism"),
         ({"sampler": "grid"}, "a grid needs categorical or linear integer parameters"),
         ({"unknown": 1}, "unknown"),
+        (
+            {"config": {"resources": {"queue": QUEUE}, "export": {"merge_adapter": True}}},
+            "do not export merged models",
+        ),
     ]:
         response = alice.post("/api/v1/sweeps", sweep_body(inputs, **overrides), format="json")
         assert response.status_code == 400 and message in response.json()["message"], (

@@ -160,11 +160,14 @@ def test_full_fine_tuning_saves_a_whole_model_as_safetensors(tiny_model: Path, t
     assert not [f for f in files if f.endswith((".bin", ".pt", ".pth", ".pkl"))]
 
 
-def test_no_code_path_trusts_remote_code() -> None:
-    # A base model is uploaded data: its repository's Python must never run on a worker.
+def test_no_code_path_trusts_remote_code_by_itself() -> None:
+    # A base model is uploaded data: its repository's Python runs on a worker only
+    # where the spec says a site admin allowed it (test_model_trust.py).
     for path in (ROOT / "workers").rglob("*.py"):
         text = path.read_text()
-        assert not re.search(r"trust_remote_code\s*=\s*(?!False)", text), path
+        assert not re.search(
+            r"trust_remote_code\s*=\s*(?!False|trust_remote_code\b|spec\.trust_remote_code\b)", text
+        ), path
 
 
 # --- QLoRA: GPU only ---------------------------------------------------------------------
@@ -396,6 +399,25 @@ def test_a_merged_model_gives_the_adapter_models_logits(
             base(input_ids=inputs).logits, expected, atol=1e-4
         )  # the adapter did something
     assert torch.allclose(got, expected, atol=1e-4)
+
+
+def test_a_merged_model_is_saved_in_its_bases_dtype(adapter_runs, tiny_model: Path, tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    from safetensors import safe_open
+
+    trained, _ = adapter_runs["lora"]
+    half_base = shutil.copytree(tiny_model, tmp_path / "bf16-base")
+    config = json.loads((half_base / "config.json").read_text())
+    config["dtype"] = "bfloat16"
+    (half_base / "config.json").write_text(json.dumps(config))
+
+    merged_dir = adapter_merge(trained.path, half_base, tmp_path / "merged")
+
+    with safe_open(merged_dir / "model.safetensors", "pt") as weights:
+        dtypes = {weights.get_slice(name).get_dtype() for name in weights.keys()}
+    assert dtypes == {"BF16"}
 
 
 def test_a_prompt_learning_adapter_cannot_be_merged(adapter_runs, tiny_model: Path, tmp_path: Path) -> None:

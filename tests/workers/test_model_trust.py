@@ -10,8 +10,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from workers.engine.data import InstructionRow
 from workers.engine.methods import BaseModelError, model_load
-from workers.spec import FullMethod
+from workers.engine.train import train
+from workers.spec import FullMethod, JobSpec
 from workers.tinymodel import build_tiny_model
 
 # A model repository that brings its own code: a Llama under a new name, marked
@@ -75,3 +77,37 @@ def test_safetensors_weights_load(tiny_model: Path):
 
     assert not getattr(model, "from_repository_code", False)
     assert sum(p.numel() for p in model.parameters()) > 0
+
+
+def _spec(model: Path, *, trust_remote_code: bool) -> JobSpec:
+    return JobSpec.model_validate(
+        {
+            "job_id": 1,
+            "attempt": 1,
+            "project": "demo",
+            "base_model_uri": "org/probe",
+            "trust_remote_code": trust_remote_code,
+            "dataset_uris": ["unused"],
+            "mlflow_experiment": "tests",
+            "config": {
+                # peft has no default target modules for an architecture it does not know.
+                "method": {"name": "lora", "target_modules": ["q_proj", "v_proj"]},
+                "hyperparameters": {"max_steps": 1, "batch_size": 2},
+            },
+        }
+    )
+
+
+@pytest.mark.parametrize("trusted", [False, True])
+def test_training_follows_the_specs_trust_in_the_models_code(model_with_code: Path, tmp_path: Path, trusted):
+    rows = [InstructionRow(instruction="Say hello.", output="Hello!")] * 4
+    spec = _spec(model_with_code, trust_remote_code=trusted)
+
+    def run():  # type: ignore[no-untyped-def]
+        return train(spec, model_with_code, rows, tmp_path, lambda *args: None)
+
+    if not trusted:
+        with pytest.raises(BaseModelError, match="custom code"):
+            run()
+        return
+    assert run().steps == 1

@@ -85,7 +85,11 @@ def test_the_default_objective_is_supervised_and_dpo_has_its_options():
         ({"resources": {"gpus": -1}}, "gpus"),
         ({"resources": {"queue": "../etc"}}, "queue"),
         ({"unknown": 1}, "unknown"),
-        ({"method": {"name": "full"}, "export": {"merge_adapter": True}}, "full has none to fold"),
+        ({"method": {"name": "full"}, "export": {"merge_adapter": True}}, "lora, ia3, not full"),
+        (
+            {"method": {"name": "qlora"}, "resources": {"gpus": 1}, "export": {"merge_adapter": True}},
+            "not qlora",
+        ),
         ({"method": {"name": "prefix_tuning"}, "export": {"merge_adapter": True}}, "merge_adapter"),
         ({"export": {"merge_adapter": "please"}}, "merge_adapter"),
     ],

@@ -63,13 +63,26 @@ def run_job(spec: JobSpec, workdir: Path) -> None:
         run.log_metrics(trained.metrics, trained.steps)
         artifacts = {trained.artifact_name: run.log_artifacts(trained.path, trained.artifact_name)}
         if spec.config.export is not None and spec.config.export.merge_adapter:
-            from workers.engine.methods import adapter_merge
-
-            merged = adapter_merge(
-                trained.path, base_model, workdir / "merged", trust_remote_code=spec.trust_remote_code
-            )
-            artifacts["model"] = run.log_artifacts(merged, "model")
+            artifacts |= _merged_export(spec, run, trained.path, base_model, workdir / "merged")
     emit({"event": "result", "metrics": trained.metrics, "artifacts": artifacts})
+
+
+def _merged_export(
+    spec: JobSpec, run: RunLogger, adapter: Path, base_model: Path | str, out_dir: Path
+) -> dict[str, str]:
+    """The adapter folded into its base, logged as ``model``; nothing if it cannot be merged.
+
+    A failed merge does not fail the job: the trained adapter is already
+    stored and registrable, and training it again would not make it merge.
+    """
+    from workers.engine.methods import adapter_merge
+
+    try:
+        merged = adapter_merge(adapter, base_model, out_dir, trust_remote_code=spec.trust_remote_code)
+    except (JobInputError, OSError) as exc:
+        print(f"tuneyard: the adapter was not merged for export: {exc}", flush=True)
+        return {}
+    return {"model": run.log_artifacts(merged, "model")}
 
 
 @contextmanager

@@ -27,7 +27,7 @@ from peft import (
     get_peft_model,
     prepare_model_for_kbit_training,
 )
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from workers.engine import JobInputError
 from workers.spec import (
@@ -185,12 +185,16 @@ def adapter_merge(
 ) -> Path:
     """Fold a LoRA (or IA3) adapter into its base model and save the whole model as safetensors.
 
-    The merged model needs no peft to serve and runs as fast as the base.
+    The merged model needs no peft to serve. It is merged in float32 and saved
+    in the base's own dtype (a bf16 base stays bf16), with the tokenizer the
+    adapter was trained with (DPO, for one, gives it a pad token).
     Prompt-learning adapters (prefix, P-tuning, prompt tuning) add tokens
     instead of changing weights, so they cannot be merged.
     """
     try:
-        tokenizer = AutoTokenizer.from_pretrained(base_model, trust_remote_code=trust_remote_code)
+        tokenizer_source = adapter_dir if (adapter_dir / "tokenizer_config.json").is_file() else base_model
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_source, trust_remote_code=trust_remote_code)
+        saved_dtype = AutoConfig.from_pretrained(base_model, trust_remote_code=trust_remote_code).dtype
         base = AutoModelForCausalLM.from_pretrained(
             base_model, trust_remote_code=trust_remote_code, use_safetensors=True, dtype=torch.float32
         )
@@ -200,6 +204,8 @@ def adapter_merge(
     if model.peft_config[model.active_adapter].is_prompt_learning:
         raise JobInputError("a prompt-learning adapter adds virtual tokens and cannot be merged into weights")
     merged = model.merge_and_unload()
+    if isinstance(saved_dtype, torch.dtype) and saved_dtype.is_floating_point:
+        merged = merged.to(saved_dtype)
     merged.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
     return out_dir
