@@ -15,7 +15,9 @@ from typing import Any
 
 import psutil
 import pytest
+import torch
 from mlflow import MlflowClient
+from safetensors.torch import load_file
 
 from controlplane.training.models import Job, JobStatus
 from controlplane.training.services import job_cancel, job_create
@@ -70,6 +72,9 @@ def runs(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> dict
     two = _spec(1, tiny_model_dir, processes=2, batch_size=2)
     started["two"] = _start(base / "two", two, rows, store)
     started["one"] = _start(base / "one", _spec(2, tiny_model_dir, processes=1, batch_size=4), rows, store)
+    fsdp = _spec(5, tiny_model_dir, processes=2, batch_size=2)
+    fsdp["config"]["resources"]["distributed"] = {"name": "fsdp"}
+    started["fsdp"] = _start(base / "fsdp", fsdp, rows, store)
     finished = {name: _finish(process, base / name) for name, process in started.items()}
     resumed = {**two, "attempt": 2, "resume_checkpoint_uri": str(base / "two/work/trainer/checkpoint-2")}
     finished["resumed"] = _finish(_start(base / "resumed", resumed, rows, store), base / "resumed")
@@ -109,6 +114,27 @@ def test_two_processes_train_as_one_with_the_same_global_batch(runs: dict[str, E
     final_two, final_one = (run.events("result")[0]["metrics"]["train_loss"] for run in (two, one))
     assert final_two == pytest.approx(final_one, rel=1e-5)
     assert two.losses()[-1] < two.losses()[0]
+
+
+def test_fsdp_shards_the_model_and_trains_as_one_process_would(runs: dict[str, EngineRun]) -> None:
+    one, fsdp = runs["one"], runs["fsdp"]
+    assert fsdp.returncode == EXIT_OK, fsdp.stderr[-3000:]
+
+    assert [event["event"] for event in fsdp.events()].count("result") == 1
+    # Sharding changes where the weights live, not the arithmetic of a step.
+    assert fsdp.losses() == pytest.approx(one.losses(), rel=1e-5)
+    # The adapter was gathered whole from the shards and saved once: the same
+    # tensors, whole, that the DDP run saved.
+    run_id = fsdp.events("run")[0]["mlflow_run_id"]
+    assert fsdp.events("result")[0]["artifacts"] == {"adapter": f"runs:/{run_id}/adapter"}
+    stored = MlflowClient(tracking_uri=fsdp.tracking_uri).list_artifacts(run_id, "adapter")
+    assert {"adapter_config.json", "adapter_model.safetensors"} <= {Path(entry.path).name for entry in stored}
+    sharded, replicated = (
+        load_file(run.workdir / "adapter" / "adapter_model.safetensors") for run in (fsdp, runs["two"])
+    )
+    assert sharded.keys() == replicated.keys()
+    for name, tensor in sharded.items():
+        assert torch.allclose(tensor, replicated[name], atol=1e-5), name
 
 
 def test_a_two_process_job_resumes_from_its_checkpoint_step_for_step(runs: dict[str, EngineRun]) -> None:

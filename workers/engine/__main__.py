@@ -23,7 +23,6 @@ from pathlib import Path  # noqa: E402
 from pydantic import ValidationError  # noqa: E402
 
 from workers.engine import JobInputError, distributed  # noqa: E402
-from workers.engine.job import run_job  # noqa: E402
 from workers.engine.protocol import EXIT_CANCELLED, EXIT_FAILED, EXIT_INVALID_INPUT, EXIT_OK  # noqa: E402
 from workers.spec import JobKind, JobSpec  # noqa: E402
 
@@ -61,6 +60,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             if failure is not None:
                 return _fail(failure.reason, failure.code)
         else:
+            # Imported here: MLflow takes seconds to import, and torchrun's agent never needs it.
+            from workers.engine.job import run_job
+
             run_job(spec, args.workdir)
     except KeyboardInterrupt:
         return _rank_fail(args.workdir, "cancelled", EXIT_CANCELLED, rank_process)

@@ -234,7 +234,7 @@ def training_options(spec: JobSpec, output_dir: Path) -> dict[str, Any]:
     on_gpu = torch.cuda.is_available()
     bf16, fp16 = _precision(hyper.mixed_precision, on_gpu)
     _optimizer_check(hyper.optimizer, on_gpu)
-    return dict(
+    options = dict(
         output_dir=str(output_dir),
         per_device_train_batch_size=hyper.batch_size,
         per_device_eval_batch_size=hyper.batch_size,
@@ -276,8 +276,9 @@ def training_options(spec: JobSpec, output_dir: Path) -> dict[str, Any]:
         dataloader_num_workers=0,
         # A PeftModel's forward takes **kwargs, so Trainer cannot find "labels" by itself.
         label_names=["labels"],
-        **_strategy_options(spec),
     )
+    # A strategy's own options take the place of the general ones (activation checkpointing).
+    return options | _strategy_options(spec)
 
 
 def _strategy_options(spec: JobSpec) -> dict[str, Any]:
