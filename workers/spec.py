@@ -359,6 +359,8 @@ class Resources(_Frozen):
             raise ValueError("a GPU job runs one process per GPU: cpu_processes is for jobs without GPUs")
         if not self.gpus and self.distributed.name == "deepspeed":
             raise ValueError("DeepSpeed needs CUDA GPUs: set resources.gpus to 1 or more")
+        if not self.gpus and isinstance(self.distributed, FsdpStrategy) and self.distributed.cpu_offload:
+            raise ValueError("cpu_offload frees GPU memory, and a job without GPUs has none: leave it out")
         if (
             isinstance(self.distributed, FsdpStrategy)
             and self.processes == 1

@@ -158,6 +158,10 @@ def test_several_gpus_or_cpu_processes_launch_under_torchrun_and_one_does_not():
         ({"resources": {"gpus": 2, "cpu_processes": 2}}, "cpu_processes is for jobs without GPUs"),
         ({"resources": {"distributed": {"name": "deepspeed"}}}, "DeepSpeed needs CUDA GPUs"),
         ({"resources": {"gpus": 1, "distributed": {"name": "fsdp"}}}, "give it 2 or more, or cpu_offload"),
+        (
+            {"resources": {"cpu_processes": 2, "distributed": {"name": "fsdp", "cpu_offload": True}}},
+            "a job without GPUs has none",
+        ),
         ({"resources": {"gpus": 2, "distributed": {"name": "deepspeed", "stage": 4}}}, "stage"),
         ({"resources": {"gpus": 2, "distributed": {"name": "horovod"}}}, "horovod"),
         (
