@@ -46,7 +46,11 @@ def rank() -> int:
 
 
 def is_main() -> bool:
-    return rank() == 0
+    """Whether this process reports: the only process of a job, or rank 0 of several.
+
+    A RANK the worker's own environment happens to carry means nothing outside torchrun.
+    """
+    return not is_rank_process() or rank() == 0
 
 
 def is_rank_process() -> bool:
@@ -137,7 +141,8 @@ class Inputs:
     """What rank 0 fetched, as local paths every rank can read."""
 
     dataset_files: list[str]
-    base_model: str  # a local directory, or a hub id that from_pretrained fetches
+    base_model: str
+    base_model_is_local: bool  # else a hub id, which from_pretrained fetches
     resume_from: str | None
 
 

@@ -45,6 +45,7 @@ def run_job(spec: JobSpec, workdir: Path) -> None:
             inputs = distributed.Inputs(
                 dataset_files=[str(path) for path in files],
                 base_model=str(base_model),
+                base_model_is_local=isinstance(base_model, Path),
                 resume_from=str(resume_from) if resume_from else None,
             )
             distributed.inputs_share(workdir, inputs)
@@ -138,9 +139,7 @@ def _replica_run(spec: JobSpec, workdir: Path) -> None:
     """
     inputs = distributed.inputs_wait(workdir)
     rows = read_instruction_rows([Path(path) for path in inputs.dataset_files])
-    base_model: Path | str = (
-        Path(inputs.base_model) if Path(inputs.base_model).exists() else inputs.base_model
-    )
+    base_model: Path | str = Path(inputs.base_model) if inputs.base_model_is_local else inputs.base_model
     resume_from = Path(inputs.resume_from) if inputs.resume_from else None
     from workers.engine.train import train
 
