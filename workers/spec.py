@@ -293,13 +293,91 @@ class Hyperparameters(_Frozen):
         return self
 
 
+# --- distributed training: how a job spreads over its GPUs ---------------------
+
+
+class DdpStrategy(_Frozen):
+    """Distributed data parallel: every process holds the whole model and trains on its
+    share of each batch; gradients are averaged after every backward pass."""
+
+    name: Literal["ddp"] = "ddp"
+
+
+class FsdpStrategy(_Frozen):
+    """Fully sharded data parallel (torch FSDP, full shard): weights, gradients and optimizer
+    state are split across the processes and each layer is gathered whole only while it
+    computes, so a model too large for one GPU trains on several."""
+
+    name: Literal["fsdp"] = "fsdp"
+    # Sharded weights and gradients wait in host memory between uses: a larger model, slower steps.
+    cpu_offload: bool = False
+
+
+class DeepSpeedStrategy(_Frozen):
+    """DeepSpeed ZeRO: stage 1 shards the optimizer state, 2 the gradients too, 3 the weights too.
+
+    Needs the ``deepspeed`` package on the worker and CUDA GPUs; a worker without
+    it fails the job as a bad input, with that reason.
+    """
+
+    name: Literal["deepspeed"] = "deepspeed"
+    stage: Literal[1, 2, 3] = 2
+    # The optimizer state (and at stage 3 the weights) in host memory.
+    cpu_offload: bool = False
+
+
+Strategy = Annotated[DdpStrategy | FsdpStrategy | DeepSpeedStrategy, Field(discriminator="name")]
+
+
 class Resources(_Frozen):
+    """What a job takes from its worker, and how its training spreads over it.
+
+    A job with several GPUs runs one training process per GPU on one host
+    (launched with torchrun), each with ``batch_size`` examples per step, so
+    an optimizer step sees ``batch_size * processes * gradient_accumulation_steps``
+    examples. ``cpu_processes`` asks for that many processes on the CPU (the
+    gloo backend) for a job without GPUs: a multi-core CPU host's way to train
+    data-parallel, and the way to try a multi-process job where there is no
+    GPU. It is part of the config rather than a worker setting because it
+    changes the effective batch, and so the training: the same job must train
+    the same way on whichever worker takes it.
+    """
+
     gpus: int = Field(0, ge=0, le=64)
+    cpu_processes: int = Field(1, ge=1, le=64)
+    # How several processes share the work; the default replicates the model (DDP).
+    distributed: Strategy = Field(default_factory=DdpStrategy)
     # The Celery queue; by default "gpu" for GPU jobs and "cpu" otherwise.
     queue: str | None = Field(None, pattern=QUEUE_PATTERN)
     # Wall-clock limit of one attempt; past it the worker kills the trainer and
     # the job fails with that reason (a timeout is not retried).
     timeout_seconds: int | None = Field(None, ge=1, le=30 * 24 * 3600)
+
+    @model_validator(mode="after")
+    def _processes_fit(self) -> Resources:
+        if self.gpus and self.cpu_processes > 1:
+            raise ValueError("a GPU job runs one process per GPU: cpu_processes is for jobs without GPUs")
+        if not self.gpus and self.distributed.name == "deepspeed":
+            raise ValueError("DeepSpeed needs CUDA GPUs: set resources.gpus to 1 or more")
+        if not self.gpus and isinstance(self.distributed, FsdpStrategy) and self.distributed.cpu_offload:
+            raise ValueError("cpu_offload frees GPU memory, and a job without GPUs has none: leave it out")
+        if (
+            isinstance(self.distributed, FsdpStrategy)
+            and self.processes == 1
+            and not self.distributed.cpu_offload
+        ):
+            raise ValueError("FSDP shards the model across processes: give it 2 or more, or cpu_offload")
+        return self
+
+    @property
+    def processes(self) -> int:
+        """How many training processes the job runs (the world size)."""
+        return self.gpus or self.cpu_processes
+
+    @property
+    def launched(self) -> bool:
+        """Whether the job trains under torchrun: several processes, or a sharding strategy."""
+        return self.processes > 1 or self.distributed.name != "ddp"
 
     @property
     def queue_name(self) -> str:
@@ -393,12 +471,40 @@ class TrainingConfig(_Frozen):
             raise ValueError(
                 f"merge_adapter works with the methods {', '.join(MERGEABLE_METHODS)}, not {self.method.name}"
             )
+        self._distributed_fits()
         if self.evaluation is not None:
             if self.hyperparameters.validation_fraction == 0:
                 raise ValueError("evaluation runs on held-out rows: set hyperparameters.validation_fraction")
             if EvaluationMetric.MULTIPLE_CHOICE in self.evaluation.metrics:
                 raise ValueError("multiple_choice is scored on multiple-choice data, not on held-out rows")
         return self
+
+    def _distributed_fits(self) -> None:
+        resources, strategy = self.resources, self.resources.distributed
+        if resources.processes > 1 and self.hyperparameters.auto_find_batch_size:
+            # Each process would halve its batch on its own out-of-memory, and the processes,
+            # stepping together, would then wait on each other forever.
+            raise ValueError("auto_find_batch_size works with one process: set batch_size instead")
+        sharded_weights = isinstance(strategy, FsdpStrategy) or (
+            isinstance(strategy, DeepSpeedStrategy) and strategy.stage == 3
+        )
+        if sharded_weights and self.method.name == "qlora":
+            raise ValueError(
+                f"QLoRA's 4-bit weights cannot be sharded by {_strategy_title(strategy)}: use ddp"
+            )
+        if sharded_weights and self.evaluation is not None:
+            # The suite generates with one whole copy of the model, on one process.
+            title = _strategy_title(strategy)
+            raise ValueError(
+                f"the held-out evaluation needs the whole model in one process, which {title} does not "
+                "keep: use ddp or leave evaluation out"
+            )
+
+
+def _strategy_title(strategy: DdpStrategy | FsdpStrategy | DeepSpeedStrategy) -> str:
+    if isinstance(strategy, DeepSpeedStrategy):
+        return f"DeepSpeed ZeRO stage {strategy.stage}"
+    return strategy.name.upper()
 
 
 class RaySweep(_Frozen):
@@ -444,6 +550,12 @@ class JobSpec(_Frozen):
     def _sweep_matches_kind(self) -> JobSpec:
         if (self.kind is JobKind.SWEEP_DRIVER) != (self.sweep is not None):
             raise ValueError("a sweep-driver job, and only one, carries 'sweep'")
+        if self.kind is JobKind.SWEEP_DRIVER and self.config.resources.launched:
+            # Ray Tune runs each trial in one actor process.
+            raise ValueError(
+                "a Ray Tune sweep's trials train in one process each: leave out cpu_processes "
+                "and distributed, and ask for at most 1 GPU per trial"
+            )
         return self
 
     @property

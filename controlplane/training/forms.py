@@ -25,6 +25,25 @@ METHOD_CHOICES = [
 _LORA_METHODS = ("lora", "qlora")
 
 
+# The launch form's strategies, as the config's ``resources.distributed``.
+_DISTRIBUTED: dict[str, dict[str, Any]] = {
+    "ddp": {"name": "ddp"},
+    "fsdp": {"name": "fsdp"},
+    "fsdp_offload": {"name": "fsdp", "cpu_offload": True},
+    "zero1": {"name": "deepspeed", "stage": 1},
+    "zero2": {"name": "deepspeed", "stage": 2},
+    "zero3": {"name": "deepspeed", "stage": 3},
+}
+DISTRIBUTED_CHOICES = [
+    ("ddp", "DDP: a whole copy of the model on each GPU"),
+    ("fsdp", "FSDP: the model sharded across the GPUs"),
+    ("fsdp_offload", "FSDP with CPU offload"),
+    ("zero1", "DeepSpeed ZeRO stage 1 (optimizer state sharded)"),
+    ("zero2", "DeepSpeed ZeRO stage 2 (and gradients)"),
+    ("zero3", "DeepSpeed ZeRO stage 3 (and weights)"),
+]
+
+
 class JobLaunchForm(forms.Form):
     """The launch form. Field bounds are checked again by the JobSpec models in the service."""
 
@@ -53,6 +72,12 @@ class JobLaunchForm(forms.Form):
         help_text="LoRA or IA3: also save the adapter folded into the base, as a whole model",
     )
     gpus = forms.IntegerField(initial=0, min_value=0)
+    distributed = forms.ChoiceField(
+        choices=DISTRIBUTED_CHOICES,
+        initial="ddp",
+        required=False,
+        help_text="how a job of several GPUs shares the work: one process per GPU",
+    )
     queue = forms.CharField(required=False, max_length=64, help_text=QUEUE_HELP)
     timeout_seconds = forms.IntegerField(
         required=False, min_value=1, help_text="an attempt running longer is stopped and fails"
@@ -85,6 +110,7 @@ class JobLaunchForm(forms.Form):
             hyperparameters["max_steps"] = data["max_steps"]
         hyperparameters["checkpoint_every_steps"] = data["checkpoint_every_steps"]
         resources = resources_config(data)
+        resources["distributed"] = _DISTRIBUTED[data["distributed"] or "ddp"]
         if data["timeout_seconds"]:
             resources["timeout_seconds"] = data["timeout_seconds"]
         config = {"method": method, "hyperparameters": hyperparameters, "resources": resources}

@@ -130,6 +130,31 @@ def test_the_launch_form_merges_a_lora_adapter_and_refuses_to_merge_a_full_model
     assert Job.objects.get().config["export"] == {"merge_adapter": True}
 
 
+def test_the_launch_form_sets_the_distributed_strategy_and_refuses_one_without_gpus(people, broker):
+    from tests.factories import base_model_make, dataset_version_make
+
+    page = Client()
+    page.force_login(people["alice"])
+    form = {
+        "base_model": base_model_make(people["demo"]).pk,
+        "dataset_version": dataset_version_make(people["demo"], people["alice"]).pk,
+        "method": "lora", "learning_rate": 0.001, "epochs": 1, "batch_size": 4, "max_seq_length": 64,
+        "seed": 0, "priority": 0, "checkpoint_every_steps": 100, "queue": QUEUE,
+        "lora_r": 8, "lora_alpha": 16, "lora_dropout": 0,
+    }  # fmt: skip
+    response = page.post("/p/demo/jobs/new", form | {"gpus": 4, "distributed": "fsdp_offload"})
+    assert response.status_code == 302, response.content.decode()[-2000:]
+    job = Job.objects.get()
+    assert job.gpus == 4
+    assert job.config["resources"]["distributed"] == {"name": "fsdp", "cpu_offload": True}
+
+    # Said on the launch page it came from, as every refused launch is.
+    refused = page.post("/p/demo/jobs/new", form | {"gpus": 0, "distributed": "zero3"}, follow=True)
+    assert refused.redirect_chain == [("/p/demo/jobs/new", 302)]
+    assert "DeepSpeed needs CUDA GPUs" in refused.content.decode()
+    assert Job.objects.count() == 1
+
+
 def test_after_a_resume_cpu_jobs_go_even_behind_a_gpu_job_over_quota(
     people, dana, broker, django_capture_on_commit_callbacks
 ):

@@ -201,3 +201,35 @@ def test_prompt_and_scaling_methods_trainable_params_equal_the_engines_peft_mode
     estimate = _estimate(_config_json(tiny_model_dir), {"method": method})
 
     assert (estimate.total_params, estimate.trainable_params) == _counts(peft_model)
+
+
+def test_sharding_strategies_split_what_they_shard_across_the_gpus(tiny_model_dir: Path) -> None:
+    config = _config_json(tiny_model_dir)
+
+    def memory(resources: dict[str, Any]) -> Any:
+        return _estimate(config, {"method": {"name": "full"}, "resources": resources}).memory
+
+    ddp = memory({"gpus": 4})
+    fsdp = memory({"gpus": 4, "distributed": {"name": "fsdp"}})
+    zero2 = memory({"gpus": 4, "distributed": {"name": "deepspeed", "stage": 2}})
+    zero1_offload = memory({"gpus": 4, "distributed": {"name": "deepspeed", "stage": 1, "cpu_offload": True}})
+    fsdp_offload = memory({"gpus": 4, "distributed": {"name": "fsdp", "cpu_offload": True}})
+
+    # FSDP holds a quarter of everything, plus the one layer it gathers whole to compute.
+    assert math.ceil(ddp.weights / 4) < fsdp.weights < ddp.weights
+    assert (fsdp.gradients, fsdp.optimizer) == (math.ceil(ddp.gradients / 4), math.ceil(ddp.optimizer / 4))
+    assert fsdp.activations == ddp.activations  # each GPU still computes its own batch
+    assert (zero2.weights, zero2.gradients) == (ddp.weights, math.ceil(ddp.gradients / 4))
+    assert (zero1_offload.gradients, zero1_offload.optimizer) == (ddp.gradients, 0)
+    assert fsdp_offload.optimizer == fsdp_offload.gradients == 0
+    assert fsdp_offload.weights == fsdp.weights - math.ceil(ddp.weights / 4)  # only the gathered layer
+    assert any(
+        "FSDP (full shard) over 4 processes" in note
+        for note in _estimate(config, {"resources": {"gpus": 4, "distributed": {"name": "fsdp"}}}).notes
+    )
+
+
+def test_cpu_processes_share_each_step_like_gpus(tiny_model_dir: Path) -> None:
+    hyper = {"batch_size": 8, "epochs": 1}
+    two = _estimate(None, {"hyperparameters": hyper, "resources": {"cpu_processes": 2}}, dataset_rows=100)
+    assert two.steps == math.ceil(100 / 16)

@@ -153,3 +153,67 @@ def test_a_sweep_driver_and_only_a_sweep_driver_carries_a_sweep():
     for kind, carried in [("sweep-driver", None), ("finetune", sweep)]:
         with pytest.raises(ValidationError, match="a sweep-driver job, and only one, carries 'sweep'"):
             _spec(kind=kind, sweep=carried)
+
+
+def test_several_gpus_or_cpu_processes_launch_under_torchrun_and_one_does_not():
+    assert (Resources().processes, Resources().launched) == (1, False)
+    assert (Resources(gpus=1).processes, Resources(gpus=1).launched) == (1, False)
+    assert (Resources(gpus=4).processes, Resources(gpus=4).launched) == (4, True)
+    assert (Resources(cpu_processes=2).processes, Resources(cpu_processes=2).launched) == (2, True)
+    assert Resources(gpus=4).distributed.name == "ddp"
+    offloaded = Resources.model_validate({"gpus": 1, "distributed": {"name": "fsdp", "cpu_offload": True}})
+    assert (offloaded.processes, offloaded.launched) == (1, True)
+    zero = Resources.model_validate({"gpus": 8, "distributed": {"name": "deepspeed"}}).distributed
+    assert (zero.stage, zero.cpu_offload) == (2, False)
+
+
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        ({"resources": {"gpus": 2, "cpu_processes": 2}}, "cpu_processes is for jobs without GPUs"),
+        ({"resources": {"distributed": {"name": "deepspeed"}}}, "DeepSpeed needs CUDA GPUs"),
+        ({"resources": {"gpus": 1, "distributed": {"name": "fsdp"}}}, "give it 2 or more, or cpu_offload"),
+        (
+            {"resources": {"cpu_processes": 2, "distributed": {"name": "fsdp", "cpu_offload": True}}},
+            "a job without GPUs has none",
+        ),
+        ({"resources": {"gpus": 2, "distributed": {"name": "deepspeed", "stage": 4}}}, "stage"),
+        ({"resources": {"gpus": 2, "distributed": {"name": "horovod"}}}, "horovod"),
+        (
+            {"resources": {"gpus": 2}, "hyperparameters": {"auto_find_batch_size": True}},
+            "auto_find_batch_size works with one process",
+        ),
+        (
+            {"method": {"name": "qlora"}, "resources": {"gpus": 2, "distributed": {"name": "fsdp"}}},
+            "QLoRA's 4-bit weights cannot be sharded by FSDP",
+        ),
+        (
+            {
+                "resources": {"gpus": 2, "distributed": {"name": "deepspeed", "stage": 3}},
+                "hyperparameters": {"validation_fraction": 0.1},
+                "evaluation": {"metrics": ["perplexity"]},
+            },
+            "which DeepSpeed ZeRO stage 3 does not keep",
+        ),
+    ],
+)
+def test_a_distributed_setup_that_cannot_run_is_refused_with_the_reason(config, message):
+    with pytest.raises(ValidationError, match=message):
+        TrainingConfig.model_validate(config)
+
+
+def test_a_ray_sweep_refuses_trials_of_several_processes():
+    sweep = {
+        "search_space": {"learning_rate": {"type": "float", "low": 1e-5, "high": 1e-3}},
+        "objective_metric": "train_loss",
+        "intermediate_metric": "loss",
+        "direction": "minimize",
+        "sampler": "tpe",
+        "scheduler": "fifo",
+        "n_trials": 2,
+        "max_concurrent_trials": 1,
+        "seed": 0,
+    }
+    with pytest.raises(ValidationError, match="train in one process each"):
+        _spec(kind="sweep-driver", sweep=sweep, config={"resources": {"gpus": 2}})
+    assert _spec(kind="sweep-driver", sweep=sweep, config={"resources": {"gpus": 1}}).sweep is not None

@@ -22,8 +22,7 @@ from pathlib import Path  # noqa: E402
 
 from pydantic import ValidationError  # noqa: E402
 
-from workers.engine import JobInputError  # noqa: E402
-from workers.engine.job import run_job  # noqa: E402
+from workers.engine import JobInputError, distributed  # noqa: E402
 from workers.engine.protocol import EXIT_CANCELLED, EXIT_FAILED, EXIT_INVALID_INPUT, EXIT_OK  # noqa: E402
 from workers.spec import JobKind, JobSpec  # noqa: E402
 
@@ -45,6 +44,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # MLflow run's context manager, which then ends the run KILLED.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     _quiet_progress_bars()
+    rank_process = distributed.is_rank_process()
+    if rank_process and not distributed.is_main():
+        distributed.stdout_silence()
     try:
         spec = _load_spec(args.spec)
         args.workdir.mkdir(parents=True, exist_ok=True)
@@ -53,15 +55,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             from workers.engine.sweep import run_sweep
 
             run_sweep(spec, args.workdir)
+        elif spec.config.resources.launched and not rank_process:
+            failure = distributed.launch(args.spec, args.workdir, spec.config.resources)
+            if failure is not None:
+                return _fail(failure.reason, failure.code)
         else:
+            # Imported here: MLflow takes seconds to import, and torchrun's agent never needs it.
+            from workers.engine.job import run_job
+
             run_job(spec, args.workdir)
     except KeyboardInterrupt:
-        return _fail("cancelled", EXIT_CANCELLED)
+        return _rank_fail(args.workdir, "cancelled", EXIT_CANCELLED, rank_process)
     except JobInputError as exc:
-        return _fail(str(exc), EXIT_INVALID_INPUT)
+        return _rank_fail(args.workdir, str(exc), EXIT_INVALID_INPUT, rank_process)
     except Exception as exc:  # the process boundary: every failure becomes a sentence
         traceback.print_exc()
-        return _fail(f"{type(exc).__name__}: {exc}", EXIT_FAILED)
+        return _rank_fail(args.workdir, f"{type(exc).__name__}: {exc}", EXIT_FAILED, rank_process)
     return EXIT_OK
 
 
@@ -78,11 +87,21 @@ def _load_spec(path: Path) -> JobSpec:
         raise SpecError(f"the job spec is invalid: {problems}") from exc
 
 
+def _rank_fail(workdir: Path, reason: str, code: int, rank_process: bool) -> int:
+    """``_fail``, and under torchrun also a record of it for the agent, which reports the job's end."""
+    if rank_process:
+        distributed.failure_record(workdir, distributed.Failure(code, _sentence(reason)))
+    return _fail(reason, code)
+
+
+def _sentence(reason: str) -> str:
+    return " ".join(reason.split())[:MAX_REASON_CHARS] or "failed"
+
+
 def _fail(reason: str, code: int) -> int:
     """Print the reason as the last stderr line: the runner shows it to the user as is."""
     sys.stdout.flush()
-    sentence = " ".join(reason.split())[:MAX_REASON_CHARS] or "failed"
-    print(f"error: {sentence}", file=sys.stderr, flush=True)
+    print(f"error: {_sentence(reason)}", file=sys.stderr, flush=True)
     return code
 
 

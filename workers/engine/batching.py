@@ -17,12 +17,13 @@ random order.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from transformers import PreTrainedModel
+from transformers.trainer_pt_utils import LengthGroupedSampler
 
 IGNORE_INDEX = -100  # label value the loss skips
 
@@ -108,6 +109,27 @@ def _pack_row(features: Features) -> tuple[list[int], list[int], list[int]]:
         labels.extend([IGNORE_INDEX, *own[1:]])
         position_ids.extend(range(len(ids)))
     return input_ids, labels, position_ids
+
+
+class SeededLengthGroupedSampler(LengthGroupedSampler):
+    """Length-grouped order drawn from ``seed + epoch`` alone: the same on every rank and every run.
+
+    In a job of several processes each rank walks the whole order and takes
+    every n-th batch of it (accelerate's batch sharding), so the order must
+    agree across ranks; the Trainer sets the epoch on the sampler.
+    """
+
+    def __init__(self, batch_size: int, *, lengths: list[int], seed: int) -> None:
+        super().__init__(batch_size, lengths=lengths, generator=torch.Generator())
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        self.generator.manual_seed(self.seed + self.epoch)
+        return super().__iter__()
 
 
 @dataclass(frozen=True)

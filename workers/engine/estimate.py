@@ -8,8 +8,10 @@ memory is an estimate, and every assumption it makes is listed in ``notes``.
 
 Memory follows the engine as it trains (``workers.engine.train``): weights are
 loaded in float32 (on a GPU, bf16 comes from autocast), AdamW keeps two float32
-moments per trainable weight, and a multi-GPU job replicates the model on every
-GPU, each GPU taking ``batch_size`` examples.
+moments per trainable weight, and each process of a multi-process job takes
+``batch_size`` examples. DDP replicates the model in every process; FSDP and
+DeepSpeed ZeRO split what their strategy shards evenly across the processes,
+and a strategy's CPU offload moves it off the GPU (``sharded_memory``).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from workers.spec import (
+    DeepSpeedStrategy,
+    FsdpStrategy,
     FullMethod,
     Ia3Method,
     LoraMethod,
@@ -86,7 +90,7 @@ class Linear:
 
 @dataclass(frozen=True)
 class Memory:
-    """One device's share, in bytes (each GPU of a multi-GPU job holds all of it)."""
+    """One device's share, in bytes (under DDP each GPU of a multi-GPU job holds all of it)."""
 
     weights: int
     gradients: int
@@ -168,7 +172,9 @@ def training_estimate(
     hyper = training.hyperparameters
     gpus = training.resources.gpus
     row_tokens = min(tokens_per_row + 1, hyper.max_seq_length)  # + the eos the engine appends
-    steps, examples = training_steps(dataset_rows, hyper.batch_size, hyper.epochs, hyper.max_steps, gpus)
+    steps, examples = training_steps(
+        dataset_rows, hyper.batch_size, hyper.epochs, hyper.max_steps, training.resources.processes
+    )
     sizes: dict[str, Any] = {}
     if model_config is not None:
         sizes = _model_sizes(model_config, training, notes)
@@ -223,7 +229,52 @@ def _model_sizes(config: Mapping[str, Any], training: TrainingConfig, notes: lis
         ),
         overhead=GPU_OVERHEAD_BYTES if on_gpu else 0,
     )
+    memory = sharded_memory(memory, training, _layer_weight_bytes(shape), notes)
     return {"total_params": total, "trainable_params": trainable, "memory": memory}
+
+
+def sharded_memory(memory: Memory, training: TrainingConfig, layer_bytes: int, notes: list[str]) -> Memory:
+    """One process's share under the job's strategy; DDP keeps everything in every process.
+
+    FSDP (full shard) and ZeRO stage 3 split weights, gradients and optimizer
+    state; stages 2 and 1 split the gradients and optimizer state, or only the
+    latter. Split parts are divided evenly by the processes (in truth a
+    little uneven, by whole layers). A sharded weight must be gathered whole
+    for its layer's forward and backward: one decoder layer's float32 weights
+    are added for that. Offloaded parts live in host memory instead of the GPU's.
+    """
+    strategy = training.resources.distributed
+    n = training.resources.processes
+    if isinstance(strategy, FsdpStrategy):
+        sharded, offloaded = {"weights", "gradients", "optimizer"}, strategy.cpu_offload
+        offload = {"weights", "gradients", "optimizer"} if offloaded else set()
+        name = "FSDP (full shard)"
+    elif isinstance(strategy, DeepSpeedStrategy):
+        sharded = {1: {"optimizer"}, 2: {"optimizer", "gradients"}, 3: {"optimizer", "gradients", "weights"}}[
+            strategy.stage
+        ]
+        offload = set()
+        if strategy.cpu_offload:
+            offload = {"optimizer", "weights"} if strategy.stage == 3 else {"optimizer"}
+        name = f"DeepSpeed ZeRO stage {strategy.stage}"
+    else:
+        return memory
+    parts = {"weights": memory.weights, "gradients": memory.gradients, "optimizer": memory.optimizer}
+    share = {
+        key: 0 if key in offload else (math.ceil(value / n) if key in sharded else value)
+        for key, value in parts.items()
+    }
+    if "weights" in sharded:
+        share["weights"] += layer_bytes
+    where = f"; {', '.join(sorted(offload))} offloaded to host memory" if offload else ""
+    notes.append(f"{name} over {n} processes: {', '.join(sorted(sharded))} split evenly{where}")
+    return Memory(activations=memory.activations, overhead=memory.overhead, **share)
+
+
+def _layer_weight_bytes(shape: Shape) -> int:
+    """One decoder layer's weights, gathered whole while it computes under a sharded strategy."""
+    h, i = shape.hidden, shape.intermediate
+    return (2 * h * shape.q_dim + 2 * h * shape.kv_dim + 3 * h * i) * WEIGHT_BYTES
 
 
 def shape_from_config(config: Mapping[str, Any]) -> Shape:
@@ -326,14 +377,14 @@ def lora_params(linear: Linear, r: int) -> int:
 
 
 def training_steps(
-    rows: int, batch_size: int, epochs: int, max_steps: int | None, gpus: int
+    rows: int, batch_size: int, epochs: int, max_steps: int | None, processes: int
 ) -> tuple[int, int]:
     """Optimizer steps, and the examples they read (an example read twice counts twice).
 
-    Each GPU takes ``batch_size`` examples a step, so a step reads batch_size ×
-    GPUs examples; the Trainer's last batch of an epoch may be short.
+    Each process (one per GPU) takes ``batch_size`` examples a step, so a step
+    reads batch_size × processes examples; the Trainer's last batch of an epoch may be short.
     """
-    per_step = batch_size * max(gpus, 1)
+    per_step = batch_size * max(processes, 1)
     per_epoch = math.ceil(rows / per_step)
     if max_steps is not None:
         whole, rest = divmod(max_steps, per_epoch)

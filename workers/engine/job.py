@@ -7,7 +7,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-from workers.engine import JobInputError
+from workers.engine import JobInputError, distributed
 from workers.engine.data import (
     DatasetError,
     PreferenceRow,
@@ -25,15 +25,30 @@ def run_job(spec: JobSpec, workdir: Path) -> None:
 
     The run is started first, so that even a bad dataset leaves a FAILED run
     with the job's tags behind, and the runner learns its id at once.
+
+    In a job of several processes this is rank 0's part; the others train
+    alongside it in silence (``_replica_run``).
     """
+    if not distributed.is_main():
+        _replica_run(spec, workdir)
+        return
     with attempt_run(spec) as run:
         run.log_params(training_params(spec))
         # The data first: it is small, and a bad row should not wait for a
         # many-gigabyte base model to download.
-        rows = read_rows(spec.dataset_uris, workdir / "inputs")
+        files = dataset_paths(spec.dataset_uris, workdir / "inputs")
+        rows = read_instruction_rows(files)
         _rows_fit_objective(spec, rows)
         base_model = download(spec.base_model_uri, workdir / "inputs" / "base-model")
         resume_from = _checkpoint_fetch(spec.resume_checkpoint_uri, workdir / "inputs" / "checkpoint")
+        if distributed.is_rank_process():
+            inputs = distributed.Inputs(
+                dataset_files=[str(path) for path in files],
+                base_model=str(base_model),
+                base_model_is_local=isinstance(base_model, Path),
+                resume_from=str(resume_from) if resume_from else None,
+            )
+            distributed.inputs_share(workdir, inputs)
 
         def on_step(step: int, total_steps: int, metrics: Mapping[str, float]) -> None:
             run.log_metrics(metrics, step)
@@ -131,14 +146,33 @@ def _rows_fit_objective(spec: JobSpec, rows: list[TrainingRow]) -> None:
             )
 
 
+def _replica_run(spec: JobSpec, workdir: Path) -> None:
+    """A rank other than 0: the same rows and model as rank 0, trained in step with it; no reports.
+
+    The Trainer's sampler hands each rank its share of every batch.
+    """
+    inputs = distributed.inputs_wait(workdir)
+    rows = read_instruction_rows([Path(path) for path in inputs.dataset_files])
+    base_model: Path | str = Path(inputs.base_model) if inputs.base_model_is_local else inputs.base_model
+    resume_from = Path(inputs.resume_from) if inputs.resume_from else None
+    from workers.engine.train import train
+
+    train(spec, base_model, rows, workdir, lambda step, total, metrics: None, None, resume_from)
+
+
 def read_rows(uris: list[str], inputs: Path) -> list[TrainingRow]:
+    return read_instruction_rows(dataset_paths(uris, inputs))
+
+
+def dataset_paths(uris: list[str], inputs: Path) -> list[Path]:
+    """The datasets' files on this machine, downloaded under ``inputs`` where they are not local."""
     files: list[Path] = []
     for index, uri in enumerate(uris):
         local = download(uri, inputs / f"dataset-{index}")
         if isinstance(local, str):
             raise DatasetError(f"dataset URI {uri!r} is not a local path or an MLflow artifact URI")
         files.extend(dataset_files(local))
-    return read_instruction_rows(files)
+    return files
 
 
 def _checkpoint_fetch(uri: str | None, dst: Path) -> Path | None:

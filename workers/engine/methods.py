@@ -9,6 +9,7 @@ as it is. QLoRA is the one method that changes how the base model is loaded
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -78,7 +79,8 @@ def model_load(
                 quantization_config=quantization,
                 # The layers left unquantized (norms, embeddings) in the compute dtype too.
                 dtype=quantization.bnb_4bit_compute_dtype,
-                device_map={"": torch.cuda.current_device()},
+                # Under torchrun each rank's own GPU (torch has not been told it yet).
+                device_map={"": int(os.environ.get("LOCAL_RANK", "0"))},
             )
     except (OSError, ValueError) as exc:
         raise BaseModelError(f"cannot load base model {uri!r}: {first_line(exc)}") from exc

@@ -30,14 +30,16 @@ from transformers import (
 from transformers.trainer_callback import ExportableState
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from workers.engine import JobInputError
-from workers.engine.batching import batching_choose
+from workers.engine import JobInputError, distributed
+from workers.engine.batching import SeededLengthGroupedSampler, batching_choose
 from workers.engine.data import DatasetError, TrainingRow
 from workers.engine.methods import BaseModelError, method_apply, model_load
 from workers.engine.sft import IGNORE_INDEX, sft_examples
 from workers.spec import (
     GPU_ONLY_OPTIMIZERS,
+    DeepSpeedStrategy,
     DpoObjective,
+    FsdpStrategy,
     Hyperparameters,
     JobSpec,
     MixedPrecision,
@@ -115,10 +117,20 @@ def train(
             final |= {key: value for key, value in last.items() if key.startswith("eval_")}
         else:
             final |= trainer.evaluate()
+    artifact_name = "adapter" if isinstance(model, PeftModel) else "model"
+    out_dir = workdir / artifact_name
+    if spec.config.resources.distributed.name != "ddp":
+        # The weights are sharded across the ranks: gathering them whole takes every rank.
+        _sharded_save(trainer, model, out_dir, spec.base_model_uri)
+    if not distributed.is_main():
+        # The rest is rank 0's: the held-out suite runs on its whole copy of the
+        # model (which a sharded job refuses at the API), and only its result is reported.
+        return TrainedModel(out_dir, artifact_name, output.global_step, {})
     if spec.config.evaluation is not None:
         final |= _held_out_evaluation(model, tokenizer, spec.config.evaluation, eval_rows)
-    artifact_name = "adapter" if isinstance(model, PeftModel) else "model"
-    saved = _save(model, tokenizer, workdir / artifact_name, spec.base_model_uri)
+    if spec.config.resources.distributed.name == "ddp":
+        _save(model, tokenizer, out_dir, spec.base_model_uri)
+    saved = out_dir
     metrics = {
         key: float(value)
         for key, value in final.items()
@@ -161,7 +173,7 @@ def _sft_trainer(
     batching = batching_choose(model, hyper.packing, padded=CausalLMCollator(_pad_id(tokenizer)))
     print(f"tuneyard: batching: {batching.description}", flush=True)
     args.train_sampling_strategy = batching.sampling
-    return Trainer(
+    return _SftTrainer(
         model=model,
         args=args,
         train_dataset=examples(train_rows),
@@ -170,6 +182,27 @@ def _sft_trainer(
         processing_class=tokenizer,
         callbacks=callbacks,
     )
+
+
+class _SftTrainer(Trainer):
+    """The Trainer with a length-grouped sampler whose order depends on the seed and epoch only.
+
+    The Trainer's own draws its order from the global RNG, which dropout has
+    advanced differently on each rank by the second epoch; every rank would
+    then take its share of a different order, reading some examples twice and
+    others never. Seeded per epoch, every rank walks the same order, and a
+    resumed run the same as an uninterrupted one.
+    """
+
+    def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+        if self.args.train_sampling_strategy != "group_by_length":
+            return super()._get_train_sampler(train_dataset)
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        return SeededLengthGroupedSampler(
+            self.args.train_batch_size * self.args.gradient_accumulation_steps,
+            lengths=[len(example["input_ids"]) for example in dataset],
+            seed=self.args.data_seed if self.args.data_seed is not None else self.args.seed,
+        )
 
 
 def validation_split(
@@ -203,7 +236,7 @@ def training_options(spec: JobSpec, output_dir: Path) -> dict[str, Any]:
     on_gpu = torch.cuda.is_available()
     bf16, fp16 = _precision(hyper.mixed_precision, on_gpu)
     _optimizer_check(hyper.optimizer, on_gpu)
-    return dict(
+    options = dict(
         output_dir=str(output_dir),
         per_device_train_batch_size=hyper.batch_size,
         per_device_eval_batch_size=hyper.batch_size,
@@ -246,6 +279,67 @@ def training_options(spec: JobSpec, output_dir: Path) -> dict[str, Any]:
         # A PeftModel's forward takes **kwargs, so Trainer cannot find "labels" by itself.
         label_names=["labels"],
     )
+    # A strategy's own options take the place of the general ones (activation checkpointing).
+    return options | _strategy_options(spec)
+
+
+def _strategy_options(spec: JobSpec) -> dict[str, Any]:
+    """TrainingArguments for the job's distributed strategy; DDP needs none (torchrun's
+    environment is enough: gloo on the CPU, NCCL on GPUs)."""
+    hyper = spec.config.hyperparameters
+    strategy = spec.config.resources.distributed
+    if isinstance(strategy, FsdpStrategy):
+        return {
+            "fsdp": True,
+            "fsdp_config": {
+                "version": 2,
+                # Full shard: each layer is gathered for its forward and backward and freed after.
+                "reshard_after_forward": True,
+                "cpu_offload": strategy.cpu_offload,
+                # Wraps each decoder layer (the model's _no_split_modules).
+                "auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
+                # Checkpoints and the saved model are whole, loadable without FSDP.
+                "state_dict_type": "FULL_STATE_DICT",
+                # FSDP's own: the Trainer's would gather every layer's weights a second time.
+                "activation_checkpointing": hyper.gradient_checkpointing,
+            },
+            "activation_checkpointing": False,
+            "activation_checkpointing_kwargs": None,
+        }
+    if isinstance(strategy, DeepSpeedStrategy):
+        return {"deepspeed": deepspeed_config(strategy)}
+    return {}
+
+
+def deepspeed_config(strategy: DeepSpeedStrategy) -> dict[str, Any]:
+    """A ZeRO config whose "auto" values the Trainer fills from the job's own arguments."""
+    zero: dict[str, Any] = {
+        "stage": strategy.stage,
+        "overlap_comm": True,
+        "contiguous_gradients": True,
+        # The saved model is whole 16-bit weights rather than ZeRO's per-rank shards.
+        "stage3_gather_16bit_weights_on_model_save": strategy.stage == 3,
+    }
+    config: dict[str, Any] = {
+        "train_micro_batch_size_per_gpu": "auto",
+        "train_batch_size": "auto",
+        "gradient_accumulation_steps": "auto",
+        "gradient_clipping": "auto",
+        "bf16": {"enabled": "auto"},
+        "fp16": {"enabled": "auto"},
+        "zero_optimization": zero,
+    }
+    if strategy.cpu_offload:
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
+        if strategy.stage == 3:
+            zero["offload_param"] = {"device": "cpu", "pin_memory": True}
+        # DeepSpeed's CPU Adam steps the offloaded state; a torch optimizer would
+        # run it on the GPU's copy, which offloading does not keep.
+        config["optimizer"] = {
+            "type": "AdamW",
+            "params": {"lr": "auto", "betas": "auto", "eps": "auto", "weight_decay": "auto"},
+        }
+    return config
 
 
 def _optimizer_check(optimizer: Optimizer, on_gpu: bool) -> None:
@@ -352,9 +446,12 @@ class _CheckpointReporter(TrainerCallback):
     def on_save(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
+        # The Trainer calls on_save once this rank's part of the checkpoint is
+        # written; every rank writes its own RNG state (and, sharded, its own
+        # optimizer state), so rank 0 waits for all before storing the directory.
+        distributed.barrier()
         if self.on_checkpoint is None:
             return
-        # The Trainer calls on_save after the checkpoint directory is complete.
         path = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
         self.on_checkpoint(state.global_step, path)
 
@@ -372,6 +469,17 @@ def _save(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out_dir: P
         model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     return out_dir
+
+
+def _sharded_save(trainer: Trainer, model: PreTrainedModel, out_dir: Path, base_uri: str) -> None:
+    """Gather the sharded weights whole and save them from rank 0 (every rank must call this)."""
+    if isinstance(model, PeftModel):
+        for adapter_config in model.peft_config.values():
+            adapter_config.base_model_name_or_path = base_uri
+    trainer.save_model(str(out_dir))
+    if distributed.is_main():
+        # The Trainer's pickled arguments: nothing a loader needs, and pickles are not to be loaded.
+        (out_dir / "training_args.bin").unlink(missing_ok=True)
 
 
 class EarlyStopping(TrainerCallback, ExportableState):
