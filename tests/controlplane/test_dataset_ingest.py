@@ -384,3 +384,49 @@ def test_a_long_multibyte_file_name_is_shortened_by_bytes_keeping_its_extensions
 
     name = filename_check("数据" * 100 + ".jsonl.gz")
     assert name.startswith("数据") and name.endswith(".jsonl.gz") and len(name.encode()) <= MAX_FILENAME_BYTES
+
+
+# The content hash is the address of a stored version: a change to how rows are read must not
+# move it, or the same upload would stop matching the version already stored.
+PINNED_ROWS = {
+    Schema.TEXT: [{"text": "The sky is blue."}, {"text": 'Héllo wörld ✓ "quoted" \\ back'}],
+    Schema.INSTRUCTION: [
+        *INSTRUCTION_ROWS,
+        {"instruction": "Left out", "output": "ok"},
+        {"instruction": "Null", "input": None, "output": "ok"},
+    ],
+    Schema.CHAT: ROWS_BY_SCHEMA[Schema.CHAT],
+    Schema.PREFERENCE: ROWS_BY_SCHEMA[Schema.PREFERENCE],
+    Schema.MULTIPLE_CHOICE: ROWS_BY_SCHEMA[Schema.MULTIPLE_CHOICE],
+}
+PINNED_HASHES = {
+    Schema.TEXT: "be2b0e221025d8e18b3da6510a8d89f32f157de8c11b16555c313fe7ae8378b1",
+    Schema.INSTRUCTION: "c296d9fc6f0591353ad75774892fa29fa139f8ab0bb0e20d2a860365d241fd47",
+    Schema.CHAT: "d36cad2d1cd2284b946d52b2b3ff03be479a18a54d3982e9c4924fb4b1629cb3",
+    Schema.PREFERENCE: "7e03ce2a1e602a986dbd26957e3aef973c396349b4157965b584ea4fc31b4d7a",
+    Schema.MULTIPLE_CHOICE: "e0f34c0d3bb0591fbf145d62af6c35561c4a967c7de133bc00faf4a5a8ad9d9a",
+}
+
+
+@pytest.mark.parametrize("schema", list(Schema))
+def test_the_content_hash_of_a_fixed_file_stays_the_same(tmp_path, schema):
+    content = b"".join(json.dumps(row, ensure_ascii=False).encode() + b"\n" for row in PINNED_ROWS[schema])
+    assert _run(tmp_path, "a.jsonl", content).sha256 == PINNED_HASHES[schema]
+
+
+def test_the_content_hash_of_a_file_of_many_read_blocks_stays_the_same(tmp_path):
+    rows = [
+        {
+            "instruction": f"question {i} " + "why " * (i % 13),
+            "input": "" if i % 3 else f"context {i}",
+            "output": "é" * (i % 5) + "x" * (i % 97 + 1),
+        }
+        for i in range(150_000)
+    ]
+    # About 22 MB, half of it with non-ASCII text escaped: it spans several read blocks.
+    body = b"".join(json.dumps(row, ensure_ascii=i % 2 == 0).encode() + b"\n" for i, row in enumerate(rows))
+    pinned = "83c1e8728f1b01bf935fc8d859466c8f77d3ef96fb51f8313d7c5f513e6108ef"
+    assert _run(tmp_path, "a.jsonl", body).sha256 == pinned
+    # A blank line midway sends its block down the row-by-row path: the same rows, the same hash.
+    half = body.index(b"\n", len(body) // 2) + 1
+    assert _run(tmp_path, "b.jsonl", b"\xef\xbb\xbf" + body[:half] + b"\n  \n" + body[half:]).sha256 == pinned
