@@ -430,3 +430,98 @@ def test_the_content_hash_of_a_file_of_many_read_blocks_stays_the_same(tmp_path)
     # A blank line midway sends its block down the row-by-row path: the same rows, the same hash.
     half = body.index(b"\n", len(body) // 2) + 1
     assert _run(tmp_path, "b.jsonl", b"\xef\xbb\xbf" + body[:half] + b"\n  \n" + body[half:]).sha256 == pinned
+
+
+# Arrow's JSON reader and Python's json differ on these lines; each must come out as json reads it.
+EXTRA = "is not valid JSON (Extra data)"
+
+
+@pytest.mark.parametrize(
+    "content, counts, example",
+    [
+        # Two objects on one line, and a blank line that would even out Arrow's row count.
+        (GOOD + b'{"instruction": "a", "output": "b"} {"instruction": "c", "output": "d"}\n\n',
+         {"syntax": 1}, f"line 3: {EXTRA}"),
+        # The same with an object spread over two lines instead of the blank line.
+        (b'{"instruction": "a", "output": "b"}{"instruction": "c", "output": "d"}\n'
+         b'{"instruction": "e",\n"output": "f"}\n', {"syntax": 3}, f"line 1: {EXTRA}"),
+        (GOOD + b'{"instruction": "a", "output": "b"} x\n', {"syntax": 1}, f"line 3: {EXTRA}"),
+        (GOOD + b'{"instruction": "a", "output": "b"},\n', {"syntax": 1}, f"line 3: {EXTRA}"),
+        (GOOD + b"null\n", {"not_an_object": 1}, "line 3: must be an object with the instruction fields"),
+        (GOOD + b'{"instruction": "a", "output": "b", "extra": null}\n', {"unknown_field": 1},
+         "line 3: 'extra' is not a field of the instruction schema"),
+        # A duplicate key: json keeps the last value.
+        (GOOD + b'{"instruction": "a", "instruction": 5, "output": "b"}\n', {"wrong_type": 1},
+         "line 3: 'instruction' must be text, not a number"),
+        (GOOD + b'{"instruction": "\\ud800", "output": "b"}\n', {"encoding": 1},
+         "line 3: 'instruction' holds half of a surrogate pair"),
+        (GOOD + b'{"instr\xffuction": "a", "output": "b"}\n', {"encoding": 1}, "line 3: is not UTF-8 text"),
+        (GOOD + b'{"instruction": 1.5, "output": "b"}\n', {"wrong_type": 1},
+         "line 3: 'instruction' must be text, not a number"),
+        (GOOD + b'{"instruction": ["a"], "output": "b"}\n', {"wrong_type": 1},
+         "line 3: 'instruction' must be text, not a list"),
+        (b'{"question": "q", "choices": ["a", 2], "answer": 0}\n', {"wrong_type": 1},
+         "line 1: 'choices[1]' must be text, not a number"),
+    ],
+)  # fmt: skip
+def test_lines_arrow_reads_otherwise_are_refused_as_json_reads_them(tmp_path, content, counts, example):
+    problem = _refused(tmp_path, "a.jsonl", content)
+    assert problem.report["counts"] == counts
+    assert problem.report["examples"][next(iter(counts))][0].startswith(example)
+
+
+def test_a_duplicate_key_keeps_its_last_value_as_json_does(tmp_path):
+    content = GOOD + b'{"instruction": 5, "instruction": "a", "output": "b"}\n'
+    rows = pq.read_table(_run(tmp_path, "a.jsonl", content).parquet_path).to_pylist()
+    assert rows[-1] == {"instruction": "a", "input": "", "output": "b"}
+
+
+def test_text_that_looks_like_a_date_stays_text(tmp_path):
+    # Arrow's reader guesses a timestamp type for a column of such strings.
+    result = _run(tmp_path, "a.jsonl", b'{"text": "2020-01-01"}\n{"text": "2021-02-03 10:00:00"}\n')
+    assert pq.read_table(result.parquet_path).to_pylist() == [
+        {"text": "2020-01-01"},
+        {"text": "2021-02-03 10:00:00"},
+    ]
+    row = {"question": "When?", "choices": ["2020-01-01", "2021-01-01"], "answer": 1}
+    assert pq.read_table(_run(tmp_path, "b.jsonl", _jsonl([row])).parquet_path).to_pylist() == [row]
+
+
+def test_bad_values_in_later_blocks_are_named_by_their_line(tmp_path, monkeypatch):
+    from controlplane.datasets.ingest import readers
+
+    # Blocks of a few lines: the first tells the layout, the later ones are read with it.
+    monkeypatch.setattr(readers, "BLOCK_BYTES", 200)
+    rows = [{"instruction": f"q{i}", "output": f"a{i}"} for i in range(60)]
+    lines = [json.dumps(row).encode() for row in rows]
+    lines[30] = b'{"instruction": 7, "output": "x"}'
+    lines[45] = b'{"instruction": "2020-01-01", "output": "x"} {"instruction": "y", "output": "z"}'
+    lines[50] = b'{"instruction": "x", "output": {"a": 1}}'
+    problem = _refused(tmp_path, "a.jsonl", b"\n".join(lines) + b"\n")
+    assert problem.report["examples"] == {
+        "wrong_type": [
+            "line 31: 'instruction' must be text, not a number",
+            "line 51: 'output' must be text, not an object",
+        ],
+        "syntax": ["line 46: is not valid JSON (Extra data)"],
+    }
+    lines[30], lines[45], lines[50] = b'{"instruction": "2020-01-01", "output": "x"}', lines[44], lines[49]
+    assert _run(tmp_path, "b.jsonl", b"\n".join(lines) + b"\n").row_count == 60
+
+
+def test_windows_line_ends_and_spaces_around_a_row_do_not_change_the_hash(tmp_path):
+    plain = _run(tmp_path, "a.jsonl", _jsonl(INSTRUCTION_ROWS)).sha256
+    crlf = b"".join(json.dumps(row).encode() + b"\r\n" for row in INSTRUCTION_ROWS)
+    assert _run(tmp_path, "b.jsonl", crlf).sha256 == plain
+    padded = b"".join(b"  " + json.dumps(row).encode() + b" \t\n" for row in INSTRUCTION_ROWS)
+    assert _run(tmp_path, "c.jsonl", padded).sha256 == plain
+
+
+def test_only_the_line_nested_past_the_limit_is_named_among_rows_of_many_brackets(tmp_path):
+    chat = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}] * 40}
+    at_limit = b'{"messages": ' + b"[" * 99 + b"]" * 99 + b"}"  # 100 levels with the object
+    past_limit = b'{"messages": ' + b"[" * 100 + b"]" * 100 + b"}"
+    lines = [json.dumps(chat).encode()] * 50 + [at_limit] + [json.dumps(chat).encode()] * 50 + [past_limit]
+    problem = _refused(tmp_path, "a.jsonl", b"\n".join(lines) + b"\n")
+    assert problem.report["examples"]["syntax"] == ["line 102: is nested more than 100 levels deep"]
+    assert problem.report["counts"] == {"syntax": 1, "wrong_type": 1}

@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from controlplane.datasets.ingest.problems import IngestRefused, ProblemKind, ProblemReport, RowsInvalid
-from controlplane.datasets.ingest.readers import RawBatch, batches_read, row_label
+from controlplane.datasets.ingest.readers import ParseHints, RawBatch, batches_read, row_label
 from controlplane.datasets.ingest.schemas import (
     ARROW_SCHEMAS,
     Layout,
@@ -187,11 +187,13 @@ def _ingest_source(
     layout: Layout | None = None
     sink: RowSink | None = None
     last_report = 0.0
+    hints = ParseHints()
     try:
-        for batch in batches_read(source):
+        for batch in batches_read(source, hints):
             if layout is None:
                 layout = _layout_of_first(batch, options)
                 sink = RowSink(output, layout.schema, token_counter=options.token_counter)
+                hints.text_columns, hints.text_list_columns = _text_columns(layout)
             assert sink is not None
             table = _batch_normalize(batch, layout, report, label)
             if table is not None and options.max_tokens and options.token_counter is not None:
@@ -237,24 +239,22 @@ def _layout_of_first(batch: RawBatch, options: IngestOptions) -> Layout:
     return layout_choose(columns, schema=options.schema, mapping=options.mapping or {})
 
 
+def _text_columns(layout: Layout) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The file's columns that hold text, and those that hold lists of text, in this layout."""
+    schema = ARROW_SCHEMAS[layout.schema]
+    texts = tuple(layout.source_of(f.name) for f in schema if f.type == pa.string())
+    lists = tuple(layout.source_of(f.name) for f in schema if f.type == pa.list_(pa.string()))
+    return texts, lists
+
+
 def _batch_normalize(batch: RawBatch, layout: Layout, report: ProblemReport, label: str) -> pa.Table | None:
     if batch.table is not None:
         fast = table_normalize(batch.table, layout)
         if fast is not None:
             return fast
-        # Something in the batch needs naming: check it row by row.
-        rows = list(
-            zip(
-                range(batch.first_row, batch.first_row + batch.table.num_rows),
-                batch.table.to_pylist(),
-                strict=True,
-            )
-        )
-        rows = [(n, {k: v for k, v in row.items() if v is not None}) for n, row in rows]
-    else:
-        rows = batch.rows
+    # Something in the batch needs naming: check it row by row.
     good = []
-    for number, value in rows:
+    for number, value in batch.python_rows():
         if isinstance(value, tuple):
             kind, reason = value
             report.add(kind, f"{label} {number}", reason)
