@@ -36,6 +36,9 @@ from controlplane.datasets.ingest.sources import Limits, OpenedSource, source_op
 from controlplane.datasets.ingest.stats import ContentHash, StatsBuilder, TokenCounter, row_texts
 
 ROW_GROUP_ROWS = 128 * 1024
+# pyarrow imports pandas (where installed) on its first conversion of a Python value, about
+# half a second of CPU; a worker pays that once, when it loads this module, not in an upload.
+pa.scalar(0)
 ProgressCallback = Callable[[float], None]
 
 
@@ -75,7 +78,15 @@ class RowSink:
     def __init__(self, path: Path, schema: Schema, *, token_counter: TokenCounter | None) -> None:
         self.hasher = ContentHash(schema)
         self.stats = StatsBuilder(schema, token_counter=token_counter)
-        self._writer = pq.ParquetWriter(path, ARROW_SCHEMAS[schema], compression="snappy")
+        # No dictionaries or min/max statistics: rows of text rarely repeat, and nothing reads
+        # the statistics of a text column; both only cost time on every page.
+        self._writer = pq.ParquetWriter(
+            path,
+            ARROW_SCHEMAS[schema],
+            compression="snappy",
+            use_dictionary=False,
+            write_statistics=False,
+        )
         self._pending: list[pa.Table] = []
         self._pending_rows = 0
         self._queue: queue.Queue[pa.Table | None] = queue.Queue(maxsize=4)
