@@ -485,6 +485,21 @@ def test_text_that_looks_like_a_date_stays_text(tmp_path):
     ]
     row = {"question": "When?", "choices": ["2020-01-01", "2021-01-01"], "answer": 1}
     assert pq.read_table(_run(tmp_path, "b.jsonl", _jsonl([row])).parquet_path).to_pylist() == [row]
+    chat = {
+        "messages": [{"role": "user", "content": "Today?"}, {"role": "assistant", "content": "2024-05-06"}]
+    }
+    assert pq.read_table(_run(tmp_path, "c.jsonl", _jsonl([chat])).parquet_path).to_pylist() == [chat]
+
+
+def test_a_mapping_reading_two_fields_from_one_column_reads_it_for_both(tmp_path):
+    content = _jsonl([{"prompt": "p", "answer": "same"}] * 3)
+    mapping = {"prompt": "prompt", "chosen": "answer", "rejected": "answer"}
+    result = _run(tmp_path, "a.jsonl", content, schema=Schema.PREFERENCE, mapping=mapping)
+    assert pq.read_table(result.parquet_path).to_pylist()[0] == {
+        "prompt": "p",
+        "chosen": "same",
+        "rejected": "same",
+    }
 
 
 def test_bad_values_in_later_blocks_are_named_by_their_line(tmp_path, monkeypatch):

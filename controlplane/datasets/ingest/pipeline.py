@@ -204,7 +204,7 @@ def _ingest_source(
             if layout is None:
                 layout = _layout_of_first(batch, options)
                 sink = RowSink(output, layout.schema, token_counter=options.token_counter)
-                hints.text_columns, hints.text_list_columns = _text_columns(layout)
+                hints.columns = _typed_columns(layout)
             assert sink is not None
             table = _batch_normalize(batch, layout, report, label)
             if table is not None and options.max_tokens and options.token_counter is not None:
@@ -250,12 +250,14 @@ def _layout_of_first(batch: RawBatch, options: IngestOptions) -> Layout:
     return layout_choose(columns, schema=options.schema, mapping=options.mapping or {})
 
 
-def _text_columns(layout: Layout) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """The file's columns that hold text, and those that hold lists of text, in this layout."""
+def _typed_columns(layout: Layout) -> tuple[tuple[str, pa.DataType], ...]:
+    """The file's columns of text, lists of text or messages, with their types, in this layout.
+
+    A multiple-choice answer is left out: a file may write it as a letter, which Arrow would
+    refuse as an integer, or as 1.0, which it might take for one.
+    """
     schema = ARROW_SCHEMAS[layout.schema]
-    texts = tuple(layout.source_of(f.name) for f in schema if f.type == pa.string())
-    lists = tuple(layout.source_of(f.name) for f in schema if f.type == pa.list_(pa.string()))
-    return texts, lists
+    return tuple((layout.source_of(f.name), f.type) for f in schema if f.name != "answer")
 
 
 def _batch_normalize(batch: RawBatch, layout: Layout, report: ProblemReport, label: str) -> pa.Table | None:

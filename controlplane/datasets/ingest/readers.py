@@ -69,19 +69,19 @@ class RawBatch:
 class ParseHints:
     """What the reader may assume once the first batch has told the layout.
 
-    ``text_columns`` are the file's columns that must hold text: Arrow parses
-    them as strings without guessing their type (a column of dates stays
-    text), and a number or a list in one of them fails the parse, so that
-    block goes to the row-by-row path, which names the row.
+    ``columns`` are the file's columns of text (or lists of text, or chat
+    messages) with their types: Arrow parses them as that without guessing
+    (a column of dates stays text), and a number or an object where text
+    belongs fails the parse, so that block goes to the row-by-row path,
+    which names the row.
     """
 
-    text_columns: tuple[str, ...] = ()
-    text_list_columns: tuple[str, ...] = ()
+    columns: tuple[tuple[str, pa.DataType], ...] = ()
 
     def explicit_schema(self) -> pa.Schema | None:
-        fields = [(name, pa.string()) for name in self.text_columns]
-        fields += [(name, pa.list_(pa.string())) for name in self.text_list_columns]
-        return pa.schema(fields) if fields else None
+        # A mapping may read two fields from one column: Arrow takes each name once.
+        named = dict(reversed(self.columns))
+        return pa.schema(list(named.items())) if named else None
 
 
 def row_label(file_format: FileFormat) -> str:
