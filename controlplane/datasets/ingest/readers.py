@@ -49,7 +49,7 @@ class RawBatch:
     first_row: int
     table: pa.Table | None = None
     rows: list[tuple[int, Any]] = field(default_factory=list)
-    lines: bytes | None = None
+    lines: memoryview | None = None
 
     def python_rows(self) -> list[tuple[int, Any]]:
         """Every row of the batch as a Python value with its number, for the row-by-row checks."""
@@ -111,27 +111,37 @@ def batches_read(source: OpenedSource, hints: ParseHints | None = None) -> Itera
 # --- JSONL ----------------------------------------------------------------------
 
 
-def _jsonl_blocks(stream: IO[bytes]) -> Iterator[bytes]:
-    """Blocks of whole lines, each ending in a newline (the last one may not)."""
+def _jsonl_blocks(stream: IO[bytes]) -> Iterator[memoryview]:
+    """Blocks of whole lines, each ending in a newline (the last one may not).
+
+    Each block is read into a buffer of its own, after the cut-off line carried
+    over from the one before, and handed on as a view: a block is never copied
+    once read.
+    """
     rest = b""
     first = True
     while True:
-        chunk = stream.read(BLOCK_BYTES)
+        buffer = bytearray(len(rest) + BLOCK_BYTES)
+        buffer[: len(rest)] = rest
+        view = memoryview(buffer)
+        filled = len(rest)
+        while filled < len(buffer) and (got := stream.readinto(view[filled:])):
+            filled += got
+        start = 0
         if first:
             # Editors on Windows start UTF-8 files with a byte-order mark.
-            chunk = chunk.removeprefix(BOM)
+            start = len(BOM) if buffer.startswith(BOM) else 0
             first = False
-        if not chunk:
-            if rest:
-                yield rest
+        if filled == len(rest):
+            if filled > start:
+                yield view[start:filled]
             return
-        data = rest + chunk if rest else chunk
-        cut = data.rfind(b"\n")
+        cut = buffer.rfind(b"\n", start, filled)
         if cut < 0:
-            rest = data
+            rest = bytes(view[start:filled])
             continue
-        rest = data[cut + 1 :]
-        yield data if cut == len(data) - 1 else data[: cut + 1]
+        rest = bytes(view[cut + 1 : filled])
+        yield view[start : cut + 1]
 
 
 def _too_deep(line: bytes) -> bool:
@@ -171,7 +181,7 @@ class _BlockShape:
     suspect: tuple[int, ...]
 
 
-def _block_shape(block: bytes) -> _BlockShape:
+def _block_shape(block: memoryview) -> _BlockShape:
     # Vectorized passes over the block; nothing here runs once per line in Python.
     data = np.frombuffer(block, dtype=np.uint8)
     newlines = np.flatnonzero(data == _NEWLINE[0])
@@ -199,7 +209,7 @@ def _block_shape(block: bytes) -> _BlockShape:
 
 
 def _deep_lines(
-    block: bytes,
+    block: memoryview,
     data: np.ndarray,
     newlines: np.ndarray,
     starts: np.ndarray,
@@ -220,15 +230,14 @@ def _deep_lines(
     for index in np.flatnonzero(per_line > MAX_JSON_DEPTH).tolist():
         # Only a line with that many brackets is walked, after its strings (whose brackets are
         # only text) are cut out.
-        if _too_deep(_JSON_STRING.sub(b"", block[starts[index] : starts[index + 1] - 1])):
+        line = bytes(block[starts[index] : starts[index + 1] - 1])
+        if _too_deep(_JSON_STRING.sub(b"", line)):
             deep.add(index)
     return frozenset(deep)
 
 
-def _utf8_valid(block: bytes) -> bool:
+def _utf8_valid(block: memoryview) -> bool:
     """Whether the whole block is UTF-8, checked by Arrow's validator without a copy."""
-    if block.isascii():
-        return True
     offsets = pa.py_buffer(np.array([0, len(block)], dtype=np.int32))
     try:
         pa.Array.from_buffers(pa.string(), 1, [None, offsets, pa.py_buffer(block)]).validate(full=True)
@@ -250,10 +259,12 @@ def _line_parse(line: bytes) -> Any:
         return (ProblemKind.SYNTAX, TOO_DEEP)
 
 
-def _lines_parse(block: bytes, first_row: int, deep: frozenset[int] = frozenset()) -> list[tuple[int, Any]]:
+def _lines_parse(
+    block: memoryview, first_row: int, deep: frozenset[int] = frozenset()
+) -> list[tuple[int, Any]]:
     """Each non-blank line of the block parsed on its own, with its line number."""
     rows = []
-    for offset, line in enumerate(block.split(b"\n")):
+    for offset, line in enumerate(bytes(block).split(b"\n")):
         if offset in deep:
             rows.append((first_row + offset, (ProblemKind.SYNTAX, TOO_DEEP)))
         elif line.strip():
@@ -266,7 +277,7 @@ def _lines_parse(block: bytes, first_row: int, deep: frozenset[int] = frozenset(
 PARSE_BLOCK_BYTES = 1024 * 1024
 
 
-def _jsonl_parse(block: bytes, hints: ParseHints) -> pa.Table | None:
+def _jsonl_parse(block: memoryview, hints: ParseHints) -> pa.Table | None:
     """The block's rows as a table, or None when Arrow cannot read every line."""
     explicit = hints.explicit_schema()
     parse_options = pa_json.ParseOptions(explicit_schema=explicit) if explicit is not None else None
@@ -284,9 +295,9 @@ def _jsonl_parse(block: bytes, hints: ParseHints) -> pa.Table | None:
     return None
 
 
-def _one_value_per_line(block: bytes, shape: _BlockShape) -> bool:
+def _one_value_per_line(block: memoryview, shape: _BlockShape) -> bool:
     for index in shape.suspect:
-        line = block[shape.starts[index] : shape.starts[index + 1] - 1]
+        line = bytes(block[shape.starts[index] : shape.starts[index + 1] - 1])
         if isinstance(_line_parse(line), tuple):
             return False
     return True
