@@ -540,3 +540,49 @@ def test_only_the_line_nested_past_the_limit_is_named_among_rows_of_many_bracket
     problem = _refused(tmp_path, "a.jsonl", b"\n".join(lines) + b"\n")
     assert problem.report["examples"]["syntax"] == ["line 102: is nested more than 100 levels deep"]
     assert problem.report["counts"] == {"syntax": 1, "wrong_type": 1}
+
+
+def _outcome(tmp_path: Path, content: bytes) -> tuple:
+    try:
+        result = _run(tmp_path, "a.jsonl", content)
+    except IngestRefused as refused:
+        return ("refused", refused.message, refused.report)
+    return ("stored", result.sha256, pq.read_table(result.parquet_path).to_pylist(), result.stats)
+
+
+ODD_LINES = [
+    b'{"instruction": "a", "output": "b"} {"instruction": "c", "output": "d"}',
+    b'{"instruction": "a",',
+    b'"output": "b"}',
+    b"",
+    b"   ",
+    b"null",
+    b"{}",
+    b'{"instruction": "2020-01-01", "output": "b"}',
+    b'{"instruction": 5, "output": "b"}',
+    b'{"instruction": "a", "instruction": "b", "output": "c"}',
+    b'{"instruction": "\\ud800", "output": "b"}',
+    b'{"instruction": "\xc3", "output": "b"}',
+    b'  {"instruction": "padded", "output": "b"}  ',
+    b'{"instruction": "a", "output": "b", "input": null}',
+    b'{"instruction": "a", "output": "b"}\r',
+    b'{"instruction": "a", "output": ' + b"[" * 150 + b"]" * 150 + b"}",
+]
+
+
+def test_the_fast_path_agrees_with_reading_every_line_with_json(tmp_path, monkeypatch):
+    """Every pair of lines Arrow reads otherwise, among good rows: the same outcome as json alone."""
+    from itertools import combinations_with_replacement
+
+    from controlplane.datasets.ingest import readers
+
+    good = [json.dumps({"instruction": f"q{i}", "output": f"a{i}"}).encode() for i in range(6)]
+    contents = [
+        b"\n".join([*good[:2], first, *good[2:4], second, *good[4:]]) + b"\n"
+        for first, second in combinations_with_replacement(ODD_LINES, 2)
+    ]
+    fast = [_outcome(tmp_path, content) for content in contents]
+    # Arrow never vouching for a block: every line is read by json.
+    monkeypatch.setattr(readers, "_jsonl_parse", lambda block, hints: None)
+    for content, outcome in zip(contents, fast, strict=True):
+        assert _outcome(tmp_path, content) == outcome, content
