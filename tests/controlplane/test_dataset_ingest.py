@@ -384,3 +384,205 @@ def test_a_long_multibyte_file_name_is_shortened_by_bytes_keeping_its_extensions
 
     name = filename_check("数据" * 100 + ".jsonl.gz")
     assert name.startswith("数据") and name.endswith(".jsonl.gz") and len(name.encode()) <= MAX_FILENAME_BYTES
+
+
+# The content hash is the address of a stored version: a change to how rows are read must not
+# move it, or the same upload would stop matching the version already stored.
+PINNED_ROWS = {
+    Schema.TEXT: [{"text": "The sky is blue."}, {"text": 'Héllo wörld ✓ "quoted" \\ back'}],
+    Schema.INSTRUCTION: [
+        *INSTRUCTION_ROWS,
+        {"instruction": "Left out", "output": "ok"},
+        {"instruction": "Null", "input": None, "output": "ok"},
+    ],
+    Schema.CHAT: ROWS_BY_SCHEMA[Schema.CHAT],
+    Schema.PREFERENCE: ROWS_BY_SCHEMA[Schema.PREFERENCE],
+    Schema.MULTIPLE_CHOICE: ROWS_BY_SCHEMA[Schema.MULTIPLE_CHOICE],
+}
+PINNED_HASHES = {
+    Schema.TEXT: "be2b0e221025d8e18b3da6510a8d89f32f157de8c11b16555c313fe7ae8378b1",
+    Schema.INSTRUCTION: "c296d9fc6f0591353ad75774892fa29fa139f8ab0bb0e20d2a860365d241fd47",
+    Schema.CHAT: "d36cad2d1cd2284b946d52b2b3ff03be479a18a54d3982e9c4924fb4b1629cb3",
+    Schema.PREFERENCE: "7e03ce2a1e602a986dbd26957e3aef973c396349b4157965b584ea4fc31b4d7a",
+    Schema.MULTIPLE_CHOICE: "e0f34c0d3bb0591fbf145d62af6c35561c4a967c7de133bc00faf4a5a8ad9d9a",
+}
+
+
+@pytest.mark.parametrize("schema", list(Schema))
+def test_the_content_hash_of_a_fixed_file_stays_the_same(tmp_path, schema):
+    content = b"".join(json.dumps(row, ensure_ascii=False).encode() + b"\n" for row in PINNED_ROWS[schema])
+    assert _run(tmp_path, "a.jsonl", content).sha256 == PINNED_HASHES[schema]
+
+
+def test_the_content_hash_of_a_file_of_many_read_blocks_stays_the_same(tmp_path):
+    rows = [
+        {
+            "instruction": f"question {i} " + "why " * (i % 13),
+            "input": "" if i % 3 else f"context {i}",
+            "output": "é" * (i % 5) + "x" * (i % 97 + 1),
+        }
+        for i in range(150_000)
+    ]
+    # About 22 MB, half of it with non-ASCII text escaped: it spans several read blocks.
+    body = b"".join(json.dumps(row, ensure_ascii=i % 2 == 0).encode() + b"\n" for i, row in enumerate(rows))
+    pinned = "83c1e8728f1b01bf935fc8d859466c8f77d3ef96fb51f8313d7c5f513e6108ef"
+    assert _run(tmp_path, "a.jsonl", body).sha256 == pinned
+    # A blank line midway sends its block down the row-by-row path: the same rows, the same hash.
+    half = body.index(b"\n", len(body) // 2) + 1
+    assert _run(tmp_path, "b.jsonl", b"\xef\xbb\xbf" + body[:half] + b"\n  \n" + body[half:]).sha256 == pinned
+
+
+# Arrow's JSON reader and Python's json differ on these lines; each must come out as json reads it.
+EXTRA = "is not valid JSON (Extra data)"
+
+
+@pytest.mark.parametrize(
+    "content, counts, example",
+    [
+        # Two objects on one line, and a blank line that would even out Arrow's row count.
+        (GOOD + b'{"instruction": "a", "output": "b"} {"instruction": "c", "output": "d"}\n\n',
+         {"syntax": 1}, f"line 3: {EXTRA}"),
+        # The same with an object spread over two lines instead of the blank line.
+        (b'{"instruction": "a", "output": "b"}{"instruction": "c", "output": "d"}\n'
+         b'{"instruction": "e",\n"output": "f"}\n', {"syntax": 3}, f"line 1: {EXTRA}"),
+        (GOOD + b'{"instruction": "a", "output": "b"} x\n', {"syntax": 1}, f"line 3: {EXTRA}"),
+        (GOOD + b'{"instruction": "a", "output": "b"},\n', {"syntax": 1}, f"line 3: {EXTRA}"),
+        (GOOD + b"null\n", {"not_an_object": 1}, "line 3: must be an object with the instruction fields"),
+        (GOOD + b'{"instruction": "a", "output": "b", "extra": null}\n', {"unknown_field": 1},
+         "line 3: 'extra' is not a field of the instruction schema"),
+        # A duplicate key: json keeps the last value.
+        (GOOD + b'{"instruction": "a", "instruction": 5, "output": "b"}\n', {"wrong_type": 1},
+         "line 3: 'instruction' must be text, not a number"),
+        (GOOD + b'{"instruction": "\\ud800", "output": "b"}\n', {"encoding": 1},
+         "line 3: 'instruction' holds half of a surrogate pair"),
+        (GOOD + b'{"instr\xffuction": "a", "output": "b"}\n', {"encoding": 1}, "line 3: is not UTF-8 text"),
+        (GOOD + b'{"instruction": 1.5, "output": "b"}\n', {"wrong_type": 1},
+         "line 3: 'instruction' must be text, not a number"),
+        (GOOD + b'{"instruction": ["a"], "output": "b"}\n', {"wrong_type": 1},
+         "line 3: 'instruction' must be text, not a list"),
+        (b'{"question": "q", "choices": ["a", 2], "answer": 0}\n', {"wrong_type": 1},
+         "line 1: 'choices[1]' must be text, not a number"),
+    ],
+)  # fmt: skip
+def test_lines_arrow_reads_otherwise_are_refused_as_json_reads_them(tmp_path, content, counts, example):
+    problem = _refused(tmp_path, "a.jsonl", content)
+    assert problem.report["counts"] == counts
+    assert problem.report["examples"][next(iter(counts))][0].startswith(example)
+
+
+def test_a_duplicate_key_keeps_its_last_value_as_json_does(tmp_path):
+    content = GOOD + b'{"instruction": 5, "instruction": "a", "output": "b"}\n'
+    rows = pq.read_table(_run(tmp_path, "a.jsonl", content).parquet_path).to_pylist()
+    assert rows[-1] == {"instruction": "a", "input": "", "output": "b"}
+
+
+def test_text_that_looks_like_a_date_stays_text(tmp_path):
+    # Arrow's reader guesses a timestamp type for a column of such strings.
+    result = _run(tmp_path, "a.jsonl", b'{"text": "2020-01-01"}\n{"text": "2021-02-03 10:00:00"}\n')
+    assert pq.read_table(result.parquet_path).to_pylist() == [
+        {"text": "2020-01-01"},
+        {"text": "2021-02-03 10:00:00"},
+    ]
+    row = {"question": "When?", "choices": ["2020-01-01", "2021-01-01"], "answer": 1}
+    assert pq.read_table(_run(tmp_path, "b.jsonl", _jsonl([row])).parquet_path).to_pylist() == [row]
+    chat = {
+        "messages": [{"role": "user", "content": "Today?"}, {"role": "assistant", "content": "2024-05-06"}]
+    }
+    assert pq.read_table(_run(tmp_path, "c.jsonl", _jsonl([chat])).parquet_path).to_pylist() == [chat]
+
+
+def test_a_mapping_reading_two_fields_from_one_column_reads_it_for_both(tmp_path):
+    content = _jsonl([{"prompt": "p", "answer": "same"}] * 3)
+    mapping = {"prompt": "prompt", "chosen": "answer", "rejected": "answer"}
+    result = _run(tmp_path, "a.jsonl", content, schema=Schema.PREFERENCE, mapping=mapping)
+    assert pq.read_table(result.parquet_path).to_pylist()[0] == {
+        "prompt": "p",
+        "chosen": "same",
+        "rejected": "same",
+    }
+
+
+def test_bad_values_in_later_blocks_are_named_by_their_line(tmp_path, monkeypatch):
+    from controlplane.datasets.ingest import readers
+
+    # Blocks of a few lines: the first tells the layout, the later ones are read with it.
+    monkeypatch.setattr(readers, "BLOCK_BYTES", 200)
+    rows = [{"instruction": f"q{i}", "output": f"a{i}"} for i in range(60)]
+    lines = [json.dumps(row).encode() for row in rows]
+    lines[30] = b'{"instruction": 7, "output": "x"}'
+    lines[45] = b'{"instruction": "2020-01-01", "output": "x"} {"instruction": "y", "output": "z"}'
+    lines[50] = b'{"instruction": "x", "output": {"a": 1}}'
+    problem = _refused(tmp_path, "a.jsonl", b"\n".join(lines) + b"\n")
+    assert problem.report["examples"] == {
+        "wrong_type": [
+            "line 31: 'instruction' must be text, not a number",
+            "line 51: 'output' must be text, not an object",
+        ],
+        "syntax": ["line 46: is not valid JSON (Extra data)"],
+    }
+    lines[30], lines[45], lines[50] = b'{"instruction": "2020-01-01", "output": "x"}', lines[44], lines[49]
+    assert _run(tmp_path, "b.jsonl", b"\n".join(lines) + b"\n").row_count == 60
+
+
+def test_windows_line_ends_and_spaces_around_a_row_do_not_change_the_hash(tmp_path):
+    plain = _run(tmp_path, "a.jsonl", _jsonl(INSTRUCTION_ROWS)).sha256
+    crlf = b"".join(json.dumps(row).encode() + b"\r\n" for row in INSTRUCTION_ROWS)
+    assert _run(tmp_path, "b.jsonl", crlf).sha256 == plain
+    padded = b"".join(b"  " + json.dumps(row).encode() + b" \t\n" for row in INSTRUCTION_ROWS)
+    assert _run(tmp_path, "c.jsonl", padded).sha256 == plain
+
+
+def test_only_the_line_nested_past_the_limit_is_named_among_rows_of_many_brackets(tmp_path):
+    chat = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}] * 40}
+    at_limit = b'{"messages": ' + b"[" * 99 + b"]" * 99 + b"}"  # 100 levels with the object
+    past_limit = b'{"messages": ' + b"[" * 100 + b"]" * 100 + b"}"
+    lines = [json.dumps(chat).encode()] * 50 + [at_limit] + [json.dumps(chat).encode()] * 50 + [past_limit]
+    problem = _refused(tmp_path, "a.jsonl", b"\n".join(lines) + b"\n")
+    assert problem.report["examples"]["syntax"] == ["line 102: is nested more than 100 levels deep"]
+    assert problem.report["counts"] == {"syntax": 1, "wrong_type": 1}
+
+
+def _outcome(tmp_path: Path, content: bytes) -> tuple:
+    try:
+        result = _run(tmp_path, "a.jsonl", content)
+    except IngestRefused as refused:
+        return ("refused", refused.message, refused.report)
+    return ("stored", result.sha256, pq.read_table(result.parquet_path).to_pylist(), result.stats)
+
+
+ODD_LINES = [
+    b'{"instruction": "a", "output": "b"} {"instruction": "c", "output": "d"}',
+    b'{"instruction": "a",',
+    b'"output": "b"}',
+    b"",
+    b"   ",
+    b"null",
+    b"{}",
+    b'{"instruction": "2020-01-01", "output": "b"}',
+    b'{"instruction": 5, "output": "b"}',
+    b'{"instruction": "a", "instruction": "b", "output": "c"}',
+    b'{"instruction": "\\ud800", "output": "b"}',
+    b'{"instruction": "\xc3", "output": "b"}',
+    b'  {"instruction": "padded", "output": "b"}  ',
+    b'{"instruction": "a", "output": "b", "input": null}',
+    b'{"instruction": "a", "output": "b"}\r',
+    b'{"instruction": "a", "output": ' + b"[" * 150 + b"]" * 150 + b"}",
+]
+
+
+def test_the_fast_path_agrees_with_reading_every_line_with_json(tmp_path, monkeypatch):
+    """Every pair of lines Arrow reads otherwise, among good rows: the same outcome as json alone."""
+    from itertools import combinations_with_replacement
+
+    from controlplane.datasets.ingest import readers
+
+    good = [json.dumps({"instruction": f"q{i}", "output": f"a{i}"}).encode() for i in range(6)]
+    contents = [
+        b"\n".join([*good[:2], first, *good[2:4], second, *good[4:]]) + b"\n"
+        for first, second in combinations_with_replacement(ODD_LINES, 2)
+    ]
+    fast = [_outcome(tmp_path, content) for content in contents]
+    # Arrow never vouching for a block: every line is read by json.
+    monkeypatch.setattr(readers, "_jsonl_parse", lambda block, hints: None)
+    for content, outcome in zip(contents, fast, strict=True):
+        assert _outcome(tmp_path, content) == outcome, content

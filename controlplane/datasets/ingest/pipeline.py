@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from controlplane.datasets.ingest.problems import IngestRefused, ProblemKind, ProblemReport, RowsInvalid
-from controlplane.datasets.ingest.readers import RawBatch, batches_read, row_label
+from controlplane.datasets.ingest.readers import ParseHints, RawBatch, batches_read, row_label
 from controlplane.datasets.ingest.schemas import (
     ARROW_SCHEMAS,
     Layout,
@@ -36,6 +36,9 @@ from controlplane.datasets.ingest.sources import Limits, OpenedSource, source_op
 from controlplane.datasets.ingest.stats import ContentHash, StatsBuilder, TokenCounter, row_texts
 
 ROW_GROUP_ROWS = 128 * 1024
+# pyarrow imports pandas (where installed) on its first conversion of a Python value, about
+# half a second of CPU; a worker pays that once, when it loads this module, not in an upload.
+pa.scalar(0)
 ProgressCallback = Callable[[float], None]
 
 
@@ -75,7 +78,15 @@ class RowSink:
     def __init__(self, path: Path, schema: Schema, *, token_counter: TokenCounter | None) -> None:
         self.hasher = ContentHash(schema)
         self.stats = StatsBuilder(schema, token_counter=token_counter)
-        self._writer = pq.ParquetWriter(path, ARROW_SCHEMAS[schema], compression="snappy")
+        # No dictionaries or min/max statistics: rows of text rarely repeat, and nothing reads
+        # the statistics of a text column; both only cost time on every page.
+        self._writer = pq.ParquetWriter(
+            path,
+            ARROW_SCHEMAS[schema],
+            compression="snappy",
+            use_dictionary=False,
+            write_statistics=False,
+        )
         self._pending: list[pa.Table] = []
         self._pending_rows = 0
         self._queue: queue.Queue[pa.Table | None] = queue.Queue(maxsize=4)
@@ -187,11 +198,13 @@ def _ingest_source(
     layout: Layout | None = None
     sink: RowSink | None = None
     last_report = 0.0
+    hints = ParseHints()
     try:
-        for batch in batches_read(source):
+        for batch in batches_read(source, hints):
             if layout is None:
                 layout = _layout_of_first(batch, options)
                 sink = RowSink(output, layout.schema, token_counter=options.token_counter)
+                hints.columns = _typed_columns(layout)
             assert sink is not None
             table = _batch_normalize(batch, layout, report, label)
             if table is not None and options.max_tokens and options.token_counter is not None:
@@ -237,24 +250,24 @@ def _layout_of_first(batch: RawBatch, options: IngestOptions) -> Layout:
     return layout_choose(columns, schema=options.schema, mapping=options.mapping or {})
 
 
+def _typed_columns(layout: Layout) -> tuple[tuple[str, pa.DataType], ...]:
+    """The file's columns of text, lists of text or messages, with their types, in this layout.
+
+    A multiple-choice answer is left out: a file may write it as a letter, which Arrow would
+    refuse as an integer, or as 1.0, which it might take for one.
+    """
+    schema = ARROW_SCHEMAS[layout.schema]
+    return tuple((layout.source_of(f.name), f.type) for f in schema if f.name != "answer")
+
+
 def _batch_normalize(batch: RawBatch, layout: Layout, report: ProblemReport, label: str) -> pa.Table | None:
     if batch.table is not None:
         fast = table_normalize(batch.table, layout)
         if fast is not None:
             return fast
-        # Something in the batch needs naming: check it row by row.
-        rows = list(
-            zip(
-                range(batch.first_row, batch.first_row + batch.table.num_rows),
-                batch.table.to_pylist(),
-                strict=True,
-            )
-        )
-        rows = [(n, {k: v for k, v in row.items() if v is not None}) for n, row in rows]
-    else:
-        rows = batch.rows
+    # Something in the batch needs naming: check it row by row.
     good = []
-    for number, value in rows:
+    for number, value in batch.python_rows():
         if isinstance(value, tuple):
             kind, reason = value
             report.add(kind, f"{label} {number}", reason)

@@ -222,9 +222,20 @@ def _text(value: Any, field: str, *, required: bool) -> str:
         return ""
     if not isinstance(value, str):
         raise RowProblem(ProblemKind.WRONG_TYPE, f"'{field}' must be text, not {_type_name(value)}")
+    if not value.isascii() and not _encodable(value):
+        raise RowProblem(ProblemKind.ENCODING, f"'{field}' holds half of a surrogate pair, which is not text")
     if required and not value.strip():
         raise RowProblem(ProblemKind.EMPTY, f"'{field}' is empty")
     return value
+
+
+def _encodable(value: str) -> bool:
+    """Whether the text can be stored: JSON lets a lone surrogate through as an escape ("\\ud800")."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _type_name(value: Any) -> str:
