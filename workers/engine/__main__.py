@@ -23,7 +23,7 @@ from pathlib import Path  # noqa: E402
 from pydantic import ValidationError  # noqa: E402
 
 from workers.engine import JobInputError  # noqa: E402
-from workers.engine.job import run_job  # noqa: E402
+from workers.engine.job import run_evaluate, run_job  # noqa: E402
 from workers.engine.protocol import EXIT_CANCELLED, EXIT_FAILED, EXIT_INVALID_INPUT, EXIT_OK  # noqa: E402
 from workers.spec import JobKind, JobSpec  # noqa: E402
 
@@ -53,6 +53,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from workers.engine.sweep import run_sweep
 
             run_sweep(spec, args.workdir)
+        elif spec.kind is JobKind.EVALUATE:
+            run_evaluate(spec, args.workdir)
         else:
             run_job(spec, args.workdir)
     except KeyboardInterrupt:
