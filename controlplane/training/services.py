@@ -409,8 +409,8 @@ def _evaluate_spec_build(job: Job) -> JobSpec:
         config=TrainingConfig(resources=evaluate.resources),
         evaluation=evaluate.evaluation,
         # A succeeded job's artifacts never change, so they are read now rather than copied at creation.
-        trained_artifact=_trained_artifact(job.source_job) if job.source_job_id else None,
-        fewshot_dataset_uri=job.fewshot_dataset_version.uri if job.fewshot_dataset_version_id else None,
+        trained_artifact=_trained_artifact(job.source_job) if job.source_job is not None else None,
+        fewshot_dataset_uri=job.fewshot_dataset_version.uri if job.fewshot_dataset_version else None,
         mlflow_experiment=job.mlflow_experiment,
         mlflow_run_id=job.mlflow_run_id or None,
     )

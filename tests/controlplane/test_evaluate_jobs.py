@@ -70,7 +70,11 @@ def test_an_evaluate_job_of_a_base_model_is_queued_with_an_evaluate_spec(api_for
     assert spec.evaluation is not None and spec.evaluation.metrics == ["multiple_choice"]
     assert (spec.base_model_uri, spec.dataset_uris) == (data["base"].uri, ["runs:/d/mc"])
     assert spec.trained_artifact is None and spec.fewshot_dataset_uri is None
-    assert spec.queue == FACTORY_QUEUE
+    assert spec.queue == FACTORY_QUEUE and spec.trust_remote_code is False
+    # What a site admin allows for the base model holds for its evaluations too.
+    type(data["base"]).objects.filter(pk=data["base"].pk).update(trust_remote_code=True)
+    job.refresh_from_db()
+    assert services.job_spec_build(Job.objects.get(pk=job.pk)).trust_remote_code is True
 
 
 def test_a_finetunes_adapter_is_evaluated_on_its_own_base_model(api_for, data, finetune):
