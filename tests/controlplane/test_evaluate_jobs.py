@@ -230,6 +230,7 @@ def test_an_evaluate_job_goes_through_claim_finish_retry_and_clone_like_a_finetu
         data["mc"].pk,
         job.config,
     )
+    assert alice.post(f"/api/v1/jobs/{clone['id']}/cancel").json()["status"] == "cancelled"
 
 
 def test_an_evaluate_job_is_never_registered_as_a_model_version(api_for, data):
@@ -260,6 +261,7 @@ def test_the_job_page_shows_an_evaluations_metrics_and_no_loss_chart_or_register
 
     assert 'id="evaluation-metrics"' in page and "<code>mc_acc</code></td><td>0.8000" in page
     assert "loss-chart" not in page and "Register as a model version" not in page
+    assert "step 0 / 0" not in page
     assert "multiple_choice" in page
 
 

@@ -18,7 +18,7 @@ from workers.engine.data import (
     read_multiple_choice_rows,
 )
 from workers.engine.protocol import emit
-from workers.spec import EvaluationMetric, JobKind, JobSpec
+from workers.spec import EvaluationMetric, JobKind, JobSpec, TrainedArtifactKind
 from workers.tracking import RunLogger, download
 
 
@@ -96,7 +96,6 @@ def run_evaluate(spec: JobSpec, workdir: Path) -> None:
                 )
         else:
             rows = read_rows(spec.dataset_uris, inputs)
-        base_model = download(spec.base_model_uri, inputs / "base-model")
         artifact = spec.trained_artifact
         artifact_dir = None
         if artifact is not None:
@@ -104,6 +103,9 @@ def run_evaluate(spec: JobSpec, workdir: Path) -> None:
             if isinstance(local, str):
                 raise JobInputError(f"the trained artifact {artifact.uri!r} is not a path or an MLflow URI")
             artifact_dir = local
+        # A whole trained model replaces its base, which then need not be downloaded at all.
+        whole = artifact is not None and artifact.kind is TrainedArtifactKind.MODEL
+        base_model = spec.base_model_uri if whole else download(spec.base_model_uri, inputs / "base-model")
 
         # Imported only now: torch and transformers take seconds to load.
         from workers.engine.evaluation.job import evaluated_model_load, evaluation_data, model_evaluate
