@@ -214,3 +214,19 @@ def test_an_evaluate_spec_carries_its_evaluation_and_nothing_else_does():
     with pytest.raises(ValueError, match="only an evaluate job"):
         JobSpec.model_validate(base | {"trained_artifact": {"kind": "adapter", "uri": "runs:/x/adapter"}})
     assert JobSpec.model_validate(base | {"kind": "evaluate", "evaluation": {}}).evaluation is not None
+
+
+def test_a_whole_trained_model_is_loaded_in_place_of_its_base(tiny_model_dir, tiny):
+    model, _ = tiny
+    missing_base = Path("/nonexistent/base-model")
+
+    _, loaded = evaluated_model_load(
+        missing_base, "runs:/base/model", tiny_model_dir, TrainedArtifactKind.MODEL, "runs:/r/model"
+    )
+
+    assert all(
+        torch.equal(mine, theirs)
+        for mine, theirs in zip(loaded.state_dict().values(), model.state_dict().values(), strict=True)
+    )
+    with pytest.raises(BaseModelError, match="cannot load base model 'runs:/base/model'"):
+        evaluated_model_load(missing_base, "runs:/base/model", None, None)
