@@ -33,6 +33,7 @@ urlpatterns = [
         name="dataset-version-operation",
     ),
     path("p/<slug:slug>/jobs/new", training_views.job_new, name="job-new"),
+    path("p/<slug:slug>/jobs/evaluate", training_views.evaluate_new, name="evaluate-new"),
     path("p/<slug:slug>/jobs/estimate", training_views.job_estimate, name="job-estimate"),
     path("p/<slug:slug>/sweeps/new", sweep_views.sweep_new, name="sweep-new"),
     path("sweeps/<int:sweep_id>/", sweep_views.sweep_detail, name="sweep"),

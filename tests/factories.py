@@ -15,17 +15,24 @@ def base_model_make(project, *, uri: str = "runs:/0/model") -> BaseModel:
     return BaseModel.objects.create(project=project, name=f"base-{next(_numbers)}", uri=uri)
 
 
-def dataset_version_make(project, user, *, uri: str = "runs:/0/dataset/d.jsonl") -> DatasetVersion:
+def dataset_version_make(
+    project,
+    user,
+    *,
+    uri: str = "runs:/0/dataset/d.jsonl",
+    schema: str = "instruction",
+    row_count: int = 3,
+) -> DatasetVersion:
     n = next(_numbers)
     dataset = Dataset.objects.create(project=project, name=f"data-{n}")
     return DatasetVersion.objects.create(
         dataset=dataset,
         version=1,
-        format="instruction",
+        format=schema,
         sha256=f"{n:064d}",
         uri=uri,
         filename="d.jsonl",
-        row_count=3,
+        row_count=row_count,
         size_bytes=100,
         created_by=user,
     )

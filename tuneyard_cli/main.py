@@ -175,6 +175,12 @@ def run(args: argparse.Namespace, api: Api) -> int:  # noqa: C901 - one branch p
             _print(job)
             return 0
         return _ended(job_wait(api, job["id"]))
+    elif command == "evaluate":
+        job = api.call("POST", "jobs", json=_evaluate_body(args))
+        if not args.wait:
+            _print(job)
+            return 0
+        return _ended(job_wait(api, job["id"]))
     elif command in ("get", "cancel", "retry", "clone"):
         path = f"jobs/{args.job}" if command == "get" else f"jobs/{args.job}/{command}"
         _print(api.call("GET" if command == "get" else "POST", path))
@@ -205,6 +211,33 @@ def run(args: argparse.Namespace, api: Api) -> int:  # noqa: C901 - one branch p
         params = {key: value for key, value in (("project", args.project), ("model", args.model)) if value}
         _print(api.call("GET", f"deployments/{args.target}", params=params))
     return 0
+
+
+def _evaluate_body(args: argparse.Namespace) -> dict[str, Any]:
+    """An evaluate job's body: the config file's evaluation and resources, with the flags' metrics on top."""
+    config = _config(args.config)
+    if not isinstance(config, dict):
+        raise ValueError(f"{args.config} must hold a mapping (evaluation, resources)")
+    evaluation = config.setdefault("evaluation", {})
+    if not isinstance(evaluation, dict):
+        raise ValueError(f"{args.config}: 'evaluation' must be a mapping")
+    if args.metric:
+        evaluation["metrics"] = args.metric
+    if args.num_fewshot is not None:
+        evaluation["num_fewshot"] = args.num_fewshot
+    body = {
+        "project": args.project,
+        "kind": "evaluate",
+        "dataset_version": args.dataset_version,
+        "config": config,
+        "name": args.name or "",
+    }
+    optional = (
+        ("base_model", args.base_model),
+        ("source_job", args.job),
+        ("fewshot_dataset_version", args.fewshot_dataset_version),
+    )
+    return body | {key: value for key, value in optional if value is not None}
 
 
 def _sweep(args: argparse.Namespace, api: Api) -> int:
@@ -279,6 +312,23 @@ def parser_build() -> argparse.ArgumentParser:
     submit.add_argument("--config", help="a JSON or YAML file: method, hyperparameters, resources")
     submit.add_argument("--name")
     submit.add_argument("--wait", action="store_true", help="wait for the end; exit 1 unless it succeeded")
+    evaluate = commands.add_parser(
+        "evaluate", help="evaluate a base model, or what a succeeded finetune trained, on a dataset version"
+    )
+    evaluate.add_argument("--project", required=True)
+    evaluate.add_argument("--dataset-version", type=int, required=True)
+    evaluate.add_argument("--base-model", type=int, help="the base model as it is (or the job's own base)")
+    evaluate.add_argument("--job", type=int, help="a succeeded finetune: its adapter or model is evaluated")
+    evaluate.add_argument(
+        "--metric",
+        action="append",
+        help="perplexity, bleu, rouge, exact_match or multiple_choice; repeat for several",
+    )
+    evaluate.add_argument("--num-fewshot", type=int, help="solved examples before each question")
+    evaluate.add_argument("--fewshot-dataset-version", type=int, help="where few-shot examples come from")
+    evaluate.add_argument("--config", help="a JSON or YAML file: evaluation, resources")
+    evaluate.add_argument("--name")
+    evaluate.add_argument("--wait", action="store_true", help="wait for the end; exit 1 unless it succeeded")
     for name, text in (
         ("get", "show a job"),
         ("wait", "wait for a job to end, with a progress bar; exit 1 unless it succeeded"),

@@ -34,6 +34,8 @@ class JobKind(StrEnum):
     FINETUNE = "finetune"
     # One job that runs a whole Ray Tune sweep (its JobSpec carries ``sweep``).
     SWEEP_DRIVER = "sweep-driver"
+    # Scores a model (a base model, or a finetune's adapter or model) on a dataset; trains nothing.
+    EVALUATE = "evaluate"
 
 
 class DatasetFormat(StrEnum):
@@ -507,6 +509,29 @@ def _strategy_title(strategy: DdpStrategy | FsdpStrategy | DeepSpeedStrategy) ->
     return strategy.name.upper()
 
 
+class EvaluateConfig(_Frozen):
+    """What a person chooses when launching an evaluate job; validated at the API edge.
+
+    Which metrics fit which dataset schema is the control plane's check, since
+    only it knows the schema (``controlplane.training.services``).
+    """
+
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    resources: Resources = Field(default_factory=Resources)
+
+
+class TrainedArtifactKind(StrEnum):
+    ADAPTER = "adapter"  # peft weights, loaded on top of the base model
+    MODEL = "model"  # a whole model (full fine-tuning), loaded in place of the base model
+
+
+class TrainedArtifact(_Frozen):
+    """A finetune job's output, as its result named it (``JobResult.artifacts``)."""
+
+    kind: TrainedArtifactKind
+    uri: Annotated[str, StringConstraints(min_length=1, max_length=2000)]
+
+
 class RaySweep(_Frozen):
     """What a sweep-driver job runs: Ray Tune over ``search_space`` (a validated
     ``workers.sweep_space.SearchSpace``), each trial training the job's config with
@@ -540,11 +565,18 @@ class JobSpec(_Frozen):
     trust_remote_code: bool = False
     dataset_uris: list[str] = Field(min_length=1)
     dataset_format: DatasetFormat = DatasetFormat.INSTRUCTION
+    # For an evaluate job only its resources count; the rest keeps its defaults.
     config: TrainingConfig
     mlflow_experiment: str = Field(min_length=1)
     mlflow_run_id: str | None = None
     resume_checkpoint_uri: str | None = None
     sweep: RaySweep | None = None
+    # An evaluate job's metrics, the trained weights it scores (none: the base
+    # model as it is) and where its few-shot examples come from (none: the
+    # evaluated rows themselves, each example never shown its own answer).
+    evaluation: EvaluationConfig | None = None
+    trained_artifact: TrainedArtifact | None = None
+    fewshot_dataset_uri: str | None = Field(None, min_length=1)
 
     @model_validator(mode="after")
     def _sweep_matches_kind(self) -> JobSpec:
@@ -556,6 +588,10 @@ class JobSpec(_Frozen):
                 "a Ray Tune sweep's trials train in one process each: leave out cpu_processes "
                 "and distributed, and ask for at most 1 GPU per trial"
             )
+        if (self.kind is JobKind.EVALUATE) != (self.evaluation is not None):
+            raise ValueError("an evaluate job, and only one, carries 'evaluation'")
+        if self.kind is not JobKind.EVALUATE and (self.trained_artifact or self.fewshot_dataset_uri):
+            raise ValueError("only an evaluate job carries 'trained_artifact' or 'fewshot_dataset_uri'")
         return self
 
     @property

@@ -27,7 +27,7 @@ from controlplane.registry.models import (
     PromotionStatus,
     Target,
 )
-from controlplane.training.models import Job, JobStatus
+from controlplane.training.models import Job, JobKind, JobStatus
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,10 @@ def model_version_create(*, job: Job, user, name: str) -> ModelVersion:
     """Register a succeeded job's trained artifact as the next version of model ``name``."""
     project_role_check(user=user, project=job.project, role=Role.MEMBER)
     name_check(name, what="model")
+    if job.kind != JobKind.FINETUNE:
+        raise Conflict(
+            f"Job {job.pk} is an evaluation and trained no model; register the finetune it evaluated."
+        )
     if job.status != JobStatus.SUCCEEDED:
         raise Conflict(f"Only a succeeded job can be registered; job {job.pk} is {job.status}.")
     # A whole model where the job saved one (full fine-tuning, or an adapter merged

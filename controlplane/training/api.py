@@ -19,6 +19,7 @@ from controlplane.api_common import (
 )
 from controlplane.errors import ValidationFailed, pydantic_parse
 from controlplane.training import selectors, services
+from controlplane.training.models import JobKind
 from workers.spec import ClaimRequest, Heartbeat, JobResult, WorkerHeartbeat
 
 
@@ -35,11 +36,14 @@ class JobSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     project = serializers.CharField(source="project.slug")
     name = serializers.CharField()
+    kind = serializers.CharField()
     status = serializers.CharField()
     attempt = serializers.IntegerField()
     queue = serializers.CharField()
     base_model = serializers.IntegerField(source="base_model_id")
     dataset_version = serializers.IntegerField(source="dataset_version_id")
+    source_job = serializers.IntegerField(source="source_job_id", allow_null=True)
+    fewshot_dataset_version = serializers.IntegerField(source="fewshot_dataset_version_id", allow_null=True)
     config = serializers.JSONField()
     progress = serializers.FloatField()
     step = serializers.IntegerField()
@@ -91,20 +95,46 @@ class JobListApi(APIView):
         return Response({"results": JobSerializer(jobs, many=True).data})
 
     def post(self, request: Request) -> Response:
+        """A finetune, or with ``"kind": "evaluate"`` an evaluation: one endpoint, since either is
+        then a job like any other (listed, watched, cancelled and retried the same way)."""
         project = project_from_request(request, role=Role.MEMBER)
-        config = request_body(request).get("config", {})
+        body = request_body(request)
+        config = body.get("config", {})
         if not isinstance(config, dict):
             raise ValidationFailed("'config' must be an object.")
+        kind = body.get("kind", JobKind.FINETUNE)
+        if kind not in JobKind.values:
+            raise ValidationFailed(f"'kind' is one of {', '.join(JobKind.values)}.")
+        if kind == JobKind.EVALUATE:
+            job = services.evaluate_job_create(
+                project=project,
+                user=request.user,
+                dataset_version_id=int_field(body, "dataset_version"),
+                base_model_id=_optional_id(body, "base_model"),
+                source_job_id=_optional_id(body, "source_job"),
+                fewshot_dataset_version_id=_optional_id(body, "fewshot_dataset_version"),
+                config=config,
+                name=str(body.get("name", "")),
+                priority=_body_int(body, "priority", default=0),
+            )
+            return Response(JobSerializer(job).data, status=status.HTTP_201_CREATED)
+        for field in ("source_job", "fewshot_dataset_version"):
+            if body.get(field) is not None:
+                raise ValidationFailed(f"'{field}' is for an evaluate job; a finetune takes none.")
         job = services.job_create(
             project=project,
             user=request.user,
-            base_model_id=int_field(request_body(request), "base_model"),
-            dataset_version_id=int_field(request_body(request), "dataset_version"),
+            base_model_id=int_field(body, "base_model"),
+            dataset_version_id=int_field(body, "dataset_version"),
             config=config,
-            name=str(request_body(request).get("name", "")),
-            priority=_body_int(request_body(request), "priority", default=0),
+            name=str(body.get("name", "")),
+            priority=_body_int(body, "priority", default=0),
         )
         return Response(JobSerializer(job).data, status=status.HTTP_201_CREATED)
+
+
+def _optional_id(body: Any, name: str) -> int | None:
+    return None if body.get(name) is None else int_field(body, name)
 
 
 class JobEstimateApi(APIView):

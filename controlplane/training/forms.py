@@ -6,8 +6,8 @@ from django import forms
 
 from controlplane.accounts.models import Project
 from controlplane.datasets.selectors import dataset_version_list
-from controlplane.training.selectors import base_model_list
-from workers.spec import Hyperparameters, LoraMethod
+from controlplane.training.selectors import base_model_list, evaluable_job_list
+from workers.spec import EvaluationConfig, EvaluationMetric, Hyperparameters, LoraMethod
 
 _HP = Hyperparameters()
 QUEUE_HELP = "a resource class, such as a GPU type; empty: gpu for GPU jobs, cpu otherwise"
@@ -125,3 +125,64 @@ def resources_config(data: dict[str, Any]) -> dict[str, Any]:
     if data["queue"]:
         resources["queue"] = data["queue"]
     return resources
+
+
+_EVAL = EvaluationConfig()
+
+
+class EvaluateLaunchForm(forms.Form):
+    """The evaluate form: a base model, or a finetune's trained weights, scored on a dataset version.
+
+    Which metrics fit which dataset is checked by the service, which says why.
+    """
+
+    name = forms.CharField(max_length=200, required=False)
+    source_job = forms.ModelChoiceField(
+        queryset=None,
+        required=False,
+        label="Trained by job",
+        empty_label="none: the base model as it is",
+        help_text="a succeeded finetune; its adapter or model is evaluated on its own base model",
+    )
+    base_model = forms.ModelChoiceField(
+        queryset=None, required=False, help_text="needed when no job is chosen above"
+    )
+    dataset_version = forms.ModelChoiceField(queryset=None, empty_label=None)
+    metrics = forms.MultipleChoiceField(
+        choices=[(metric.value, metric.value) for metric in EvaluationMetric],
+        initial=[metric.value for metric in _EVAL.metrics],
+        widget=forms.CheckboxSelectMultiple,
+        help_text="multiple_choice needs a multiple-choice dataset, BLEU, ROUGE and exact match "
+        "instruction or chat rows, perplexity rows of text",
+    )
+    num_fewshot = forms.IntegerField(
+        initial=_EVAL.num_fewshot,
+        min_value=0,
+        help_text="solved examples before each question (multiple_choice)",
+    )
+    fewshot_dataset_version = forms.ModelChoiceField(
+        queryset=None,
+        required=False,
+        empty_label="the evaluated rows (never a question's own)",
+        label="Few-shot examples from",
+    )
+    batch_size = forms.IntegerField(initial=_EVAL.batch_size, min_value=1)
+    max_new_tokens = forms.IntegerField(
+        initial=_EVAL.max_new_tokens, min_value=1, help_text="generation's limit (BLEU, ROUGE, exact match)"
+    )
+    gpus = forms.IntegerField(initial=0, min_value=0)
+    queue = forms.CharField(required=False, max_length=64, help_text=QUEUE_HELP)
+    priority = forms.IntegerField(initial=0, min_value=-100, max_value=100)
+
+    def __init__(self, *args: Any, project: Project, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["source_job"].queryset = evaluable_job_list(project=project)
+        self.fields["source_job"].label_from_instance = lambda job: f"job {job.pk}: {job.name}"
+        self.fields["base_model"].queryset = base_model_list(project=project)
+        self.fields["dataset_version"].queryset = dataset_version_list(project=project)
+        self.fields["fewshot_dataset_version"].queryset = dataset_version_list(project=project)
+
+    def config(self) -> dict[str, Any]:
+        data = self.cleaned_data
+        evaluation = {key: data[key] for key in ("metrics", "num_fewshot", "batch_size", "max_new_tokens")}
+        return {"evaluation": evaluation, "resources": resources_config(data)}

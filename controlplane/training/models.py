@@ -46,6 +46,13 @@ class JobStatus(models.TextChoices):
         return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
 
 
+class JobKind(models.TextChoices):
+    """What a job does. A sweep's trials and its Ray driver are finetunes here (their sweep says so)."""
+
+    FINETUNE = "finetune"
+    EVALUATE = "evaluate"
+
+
 def broker_priority(priority: int) -> int:
     """A job's priority (-100..100, higher first) as a Redis message priority (0..9, 0 first)."""
     return round((100 - priority) * 9 / 200)
@@ -55,10 +62,21 @@ class Job(models.Model):
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="jobs")
     name = models.CharField(max_length=200)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT)
+    kind = models.CharField(max_length=16, choices=JobKind.choices, default=JobKind.FINETUNE)
     base_model = models.ForeignKey(BaseModel, on_delete=models.PROTECT, related_name="jobs")
+    # The data trained on, or, for an evaluate job, scored.
     dataset_version = models.ForeignKey(DatasetVersion, on_delete=models.PROTECT, related_name="jobs")
-    # A validated workers.spec.TrainingConfig, as JSON.
+    # A validated workers.spec.TrainingConfig (an EvaluateConfig for an evaluate job), as JSON.
     config = models.JSONField()
+    # An evaluate job's: the succeeded finetune whose adapter or model it scores (none: the base
+    # model as it is), and the multiple-choice version its few-shot examples come from (none: the
+    # evaluated rows themselves).
+    source_job = models.ForeignKey(
+        "self", on_delete=models.PROTECT, null=True, blank=True, related_name="evaluations"
+    )
+    fewshot_dataset_version = models.ForeignKey(
+        DatasetVersion, on_delete=models.PROTECT, null=True, blank=True, related_name="fewshot_jobs"
+    )
     queue = models.CharField(max_length=64)
     # Whole GPUs the job holds while it runs (from its config's resources).
     gpus = models.PositiveIntegerField(default=0)
@@ -113,6 +131,19 @@ class Job(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.status_enum.is_finished()
+
+    @property
+    def is_evaluation(self) -> bool:
+        return self.kind == JobKind.EVALUATE
+
+    @property
+    def is_evaluable(self) -> bool:
+        """Whether an evaluate job can score what this job trained."""
+        return (
+            self.kind == JobKind.FINETUNE
+            and self.status == JobStatus.SUCCEEDED
+            and bool(self.artifacts.get("adapter") or self.artifacts.get("model"))
+        )
 
     @property
     def config_json(self) -> str:

@@ -3,14 +3,14 @@ from __future__ import annotations
 from datetime import timedelta
 
 from django.conf import settings
-from django.db.models import Count, F, FloatField, Min, QuerySet, Sum
+from django.db.models import Count, F, FloatField, Min, Q, QuerySet, Sum
 from django.utils import timezone
 
 from controlplane.accounts.models import Project, Role
 from controlplane.accounts.selectors import project_list, project_role_check
 from controlplane.datasets.models import DatasetVersion
 from controlplane.errors import NotFound, ServiceUnavailable, ValidationFailed, pydantic_parse
-from controlplane.training.models import BaseModel, Job, JobStatus, Worker, broker_priority
+from controlplane.training.models import BaseModel, Job, JobKind, JobStatus, Worker, broker_priority
 from workers.engine.estimate import EstimateError, training_estimate
 from workers.spec import TrainingConfig
 
@@ -18,6 +18,15 @@ from workers.spec import TrainingConfig
 def job_list(*, project: Project) -> QuerySet[Job]:
     return Job.objects.filter(project=project).select_related(
         "project", "created_by", "base_model", "dataset_version__dataset"
+    )
+
+
+def evaluable_job_list(*, project: Project) -> QuerySet[Job]:
+    """The project's finetunes an evaluate job can score: succeeded, with an adapter or a model."""
+    return (
+        Job.objects.filter(project=project, kind=JobKind.FINETUNE, status=JobStatus.SUCCEEDED)
+        .filter(Q(artifacts__has_key="adapter") | Q(artifacts__has_key="model"))
+        .select_related("base_model")
     )
 
 

@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from controlplane.accounts.models import Project, Role
 from controlplane.accounts.selectors import project_role_check
-from controlplane.datasets.models import DatasetVersion
+from controlplane.datasets.models import DatasetFormat, DatasetVersion
 from controlplane.errors import Conflict, Forbidden, NotFound, ValidationFailed, pydantic_parse
 from controlplane.faults import DISPATCH_BEFORE_PUBLISH, fault_point
 from controlplane.naming import name_check
@@ -22,6 +22,7 @@ from controlplane.training.models import (
     BaseModel,
     Job,
     JobEvent,
+    JobKind,
     JobLogLine,
     JobMetricPoint,
     JobStatus,
@@ -29,15 +30,19 @@ from controlplane.training.models import (
     broker_priority,
 )
 from workers.spec import (
+    EvaluateConfig,
+    EvaluationMetric,
     Heartbeat,
     HeartbeatReply,
-    JobKind,
     JobOutcome,
     JobResult,
     JobSpec,
+    TrainedArtifact,
+    TrainedArtifactKind,
     TrainingConfig,
     WorkerHeartbeat,
 )
+from workers.spec import JobKind as SpecKind
 
 log = logging.getLogger(__name__)
 
@@ -194,26 +199,25 @@ def job_create(
     base_model = BaseModel.objects.filter(pk=base_model_id, project=project).first()
     if base_model is None:
         raise NotFound(f"No base model {base_model_id} in project {project.slug}.")
-    dataset_version = (
-        DatasetVersion.objects.select_related("dataset__project")
-        .filter(pk=dataset_version_id, dataset__project=project)
-        .first()
-    )
-    if dataset_version is None:
-        raise NotFound(f"No dataset version {dataset_version_id} in project {project.slug}.")
+    dataset_version = _project_dataset_version(project=project, version_id=dataset_version_id)
     method = training_config.method.name
+    job = Job(
+        name=(name or f"{method} {base_model.name} on {dataset_version}")[:200],
+        created_by=user,
+        base_model=base_model,
+        dataset_version=dataset_version,
+        config=training_config.model_dump(mode="json"),
+        queue=training_config.resources.queue_name,
+        gpus=training_config.resources.gpus,
+        priority=priority,
+        mlflow_experiment=f"tuneyard/{project.slug}",
+    )
+    return _job_insert(job, project=project, user=user)
+
+
+def _job_insert(job: Job, *, project: Project, user) -> Job:
+    """Store a new job, queued, and send it on commit unless its project holds it."""
     with transaction.atomic():
-        job = Job(
-            name=(name or f"{method} {base_model.name} on {dataset_version}")[:200],
-            created_by=user,
-            base_model=base_model,
-            dataset_version=dataset_version,
-            config=training_config.model_dump(mode="json"),
-            queue=training_config.resources.queue_name,
-            gpus=training_config.resources.gpus,
-            priority=priority,
-            mlflow_experiment=f"tuneyard/{project.slug}",
-        )
         # Decided in the same transaction as the insert, under the project's row
         # lock: one commit, and no second look at the row before the publish.
         reason = _dispatch_reserve(job, project_id=project.pk)
@@ -225,14 +229,161 @@ def job_create(
     return job
 
 
+# Which dataset schemas each metric can score. Generation metrics need a prompt
+# and its reference answer; perplexity needs rows that read as text;
+# multiple-choice accuracy needs the choices apart.
+_GENERATION_METRICS = (EvaluationMetric.BLEU, EvaluationMetric.ROUGE, EvaluationMetric.EXACT_MATCH)
+_METRIC_SCHEMAS: dict[EvaluationMetric, tuple[DatasetFormat, ...]] = {
+    EvaluationMetric.PERPLEXITY: (
+        DatasetFormat.TEXT,
+        DatasetFormat.INSTRUCTION,
+        DatasetFormat.CHAT,
+        DatasetFormat.PREFERENCE,
+    ),
+    **dict.fromkeys(_GENERATION_METRICS, (DatasetFormat.INSTRUCTION, DatasetFormat.CHAT)),
+    EvaluationMetric.MULTIPLE_CHOICE: (DatasetFormat.MULTIPLE_CHOICE,),
+}
+
+
+def evaluate_job_create(
+    *,
+    project: Project,
+    user,
+    dataset_version_id: int,
+    base_model_id: int | None = None,
+    source_job_id: int | None = None,
+    fewshot_dataset_version_id: int | None = None,
+    config: dict[str, Any] | None = None,
+    name: str = "",
+    priority: int = 0,
+) -> Job:
+    """Queue a job that scores a model on a dataset version: a base model as it is, or the adapter
+    or model a succeeded finetune (``source_job``) trained on it. Nothing is stored unless every
+    input fits: the metrics the dataset's schema allows, few-shot examples enough."""
+    project_role_check(user=user, project=project, role=Role.MEMBER)
+    if not -100 <= priority <= 100:
+        raise ValidationFailed("'priority' is between -100 and 100 (higher goes first).")
+    evaluate = pydantic_parse(EvaluateConfig, config or {}, field="config")
+    source_job = None
+    if source_job_id is not None:
+        source_job = _evaluated_job(project=project, job_id=source_job_id)
+        if base_model_id is not None and base_model_id != source_job.base_model_id:
+            raise ValidationFailed(
+                f"Job {source_job.pk} trained on base model {source_job.base_model_id}, not "
+                f"{base_model_id}: leave 'base_model' out to evaluate it on its own base model."
+            )
+        base_model = source_job.base_model
+    elif base_model_id is not None:
+        base_model = BaseModel.objects.filter(pk=base_model_id, project=project).first()
+        if base_model is None:
+            raise NotFound(f"No base model {base_model_id} in project {project.slug}.")
+    else:
+        raise ValidationFailed("Say what to evaluate: 'base_model', or 'source_job' (a succeeded finetune).")
+    dataset_version = _project_dataset_version(project=project, version_id=dataset_version_id)
+    fewshot_version = None
+    if fewshot_dataset_version_id is not None:
+        fewshot_version = _project_dataset_version(project=project, version_id=fewshot_dataset_version_id)
+    _evaluation_fits(evaluate, dataset_version, fewshot_version)
+    subject = f"job {source_job.pk}" if source_job else base_model.name
+    job = Job(
+        kind=JobKind.EVALUATE,
+        name=(name or f"evaluate {subject} on {dataset_version}")[:200],
+        created_by=user,
+        base_model=base_model,
+        dataset_version=dataset_version,
+        source_job=source_job,
+        fewshot_dataset_version=fewshot_version,
+        config=evaluate.model_dump(mode="json"),
+        queue=evaluate.resources.queue_name,
+        gpus=evaluate.resources.gpus,
+        priority=priority,
+        mlflow_experiment=f"tuneyard/{project.slug}",
+    )
+    return _job_insert(job, project=project, user=user)
+
+
+def _evaluated_job(*, project: Project, job_id: int) -> Job:
+    """A finetune of ``project`` that succeeded with a trained adapter or model."""
+    job = Job.objects.select_related("base_model").filter(pk=job_id, project=project).first()
+    if job is None:
+        raise NotFound(f"No job {job_id} in project {project.slug}.")
+    if job.kind != JobKind.FINETUNE:
+        raise ValidationFailed(f"Job {job.pk} is an evaluation; evaluate the finetune it evaluated instead.")
+    if job.status != S.SUCCEEDED:
+        raise Conflict(f"Job {job.pk} is {job.status}; only a succeeded finetune can be evaluated.")
+    if _trained_artifact(job) is None:
+        raise Conflict(
+            f"Job {job.pk} produced no adapter or model to evaluate (a sweep's driver trains none)."
+        )
+    return job
+
+
+def _trained_artifact(job: Job) -> TrainedArtifact | None:
+    for kind in TrainedArtifactKind:
+        uri = job.artifacts.get(kind.value)
+        if uri:
+            return TrainedArtifact(kind=kind, uri=uri)
+    return None
+
+
+def _project_dataset_version(*, project: Project, version_id: int) -> DatasetVersion:
+    version = (
+        DatasetVersion.objects.select_related("dataset__project")
+        .filter(pk=version_id, dataset__project=project)
+        .first()
+    )
+    if version is None:
+        raise NotFound(f"No dataset version {version_id} in project {project.slug}.")
+    return version
+
+
+def _evaluation_fits(config: EvaluateConfig, dataset: DatasetVersion, fewshot: DatasetVersion | None) -> None:
+    """Refuse metrics the dataset's schema cannot give, and few-shot settings that cannot work."""
+    evaluation = config.evaluation
+    for metric in evaluation.metrics:
+        schemas = _METRIC_SCHEMAS[metric]
+        if dataset.format not in schemas:
+            raise ValidationFailed(
+                f"{metric.value} needs a dataset of schema {' or '.join(schemas)}; "
+                f"{dataset} is {dataset.format}."
+            )
+    choice = EvaluationMetric.MULTIPLE_CHOICE in evaluation.metrics
+    if not choice:
+        if evaluation.num_fewshot or fewshot is not None:
+            raise ValidationFailed(
+                "Few-shot examples ('num_fewshot', 'fewshot_dataset_version') are for multiple_choice."
+            )
+        return
+    if fewshot is not None:
+        if fewshot.format != DatasetFormat.MULTIPLE_CHOICE:
+            raise ValidationFailed(
+                f"The few-shot examples must be multiple-choice; {fewshot} is {fewshot.format}."
+            )
+        if evaluation.num_fewshot == 0:
+            raise ValidationFailed("'fewshot_dataset_version' is given but 'num_fewshot' is 0.")
+        if fewshot.row_count < evaluation.num_fewshot:
+            raise ValidationFailed(
+                f"{evaluation.num_fewshot}-shot needs {evaluation.num_fewshot} few-shot examples; "
+                f"{fewshot} has {fewshot.row_count} rows."
+            )
+    elif evaluation.num_fewshot and dataset.row_count <= evaluation.num_fewshot:
+        # Each question's examples are drawn from the others.
+        raise ValidationFailed(
+            f"{evaluation.num_fewshot}-shot from the evaluated rows needs more than "
+            f"{evaluation.num_fewshot} of them; {dataset} has {dataset.row_count}."
+        )
+
+
 def job_spec_build(job: Job) -> JobSpec:
+    if job.kind == JobKind.EVALUATE:
+        return _evaluate_spec_build(job)
     from controlplane.sweeps.raysweeps import driver_spec
 
     sweep = driver_spec(job=job)  # a Ray sweep's driver job carries the whole search
     return JobSpec(
         job_id=job.pk,
         attempt=job.attempt,
-        kind=JobKind.SWEEP_DRIVER if sweep else JobKind.FINETUNE,
+        kind=SpecKind.SWEEP_DRIVER if sweep else SpecKind.FINETUNE,
         sweep=sweep,
         project=job.project.slug,
         base_model_uri=job.base_model.uri,
@@ -242,6 +393,26 @@ def job_spec_build(job: Job) -> JobSpec:
         mlflow_experiment=job.mlflow_experiment,
         mlflow_run_id=job.mlflow_run_id or None,
         resume_checkpoint_uri=job.checkpoint_uri or None,
+    )
+
+
+def _evaluate_spec_build(job: Job) -> JobSpec:
+    evaluate = EvaluateConfig.model_validate(job.config)
+    return JobSpec(
+        job_id=job.pk,
+        attempt=job.attempt,
+        kind=SpecKind.EVALUATE,
+        project=job.project.slug,
+        base_model_uri=job.base_model.uri,
+        trust_remote_code=job.base_model.trust_remote_code,
+        dataset_uris=[job.dataset_version.uri],
+        config=TrainingConfig(resources=evaluate.resources),
+        evaluation=evaluate.evaluation,
+        # A succeeded job's artifacts never change, so they are read now rather than copied at creation.
+        trained_artifact=_trained_artifact(job.source_job) if job.source_job is not None else None,
+        fewshot_dataset_uri=job.fewshot_dataset_version.uri if job.fewshot_dataset_version else None,
+        mlflow_experiment=job.mlflow_experiment,
+        mlflow_run_id=job.mlflow_run_id or None,
     )
 
 
@@ -612,6 +783,18 @@ def job_retry(*, job: Job, user) -> Job:
 
 def job_clone(*, job: Job, user) -> Job:
     """A new job with the same base model, dataset version and config."""
+    if job.kind == JobKind.EVALUATE:
+        return evaluate_job_create(
+            project=job.project,
+            user=user,
+            dataset_version_id=job.dataset_version_id,
+            base_model_id=job.base_model_id,
+            source_job_id=job.source_job_id,
+            fewshot_dataset_version_id=job.fewshot_dataset_version_id,
+            config=job.config,
+            name=f"{job.name} (clone of {job.pk})"[:200],
+            priority=job.priority,
+        )
     return job_create(
         project=job.project,
         user=user,

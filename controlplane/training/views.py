@@ -12,7 +12,7 @@ from controlplane.accounts.selectors import membership_role, project_get
 from controlplane.datasets.selectors import contamination_checks
 from controlplane.errors import ServiceUnavailable, ValidationFailed, page_errors
 from controlplane.training import selectors, services
-from controlplane.training.forms import JobLaunchForm
+from controlplane.training.forms import EvaluateLaunchForm, JobLaunchForm
 
 
 @login_required
@@ -37,6 +37,38 @@ def job_new(request: HttpRequest, slug: str) -> HttpResponse:
         "job_new.html",
         {"project": project, "form": form, "contamination": contamination_checks(project=project)},
     )
+
+
+@login_required
+@page_errors
+def evaluate_new(request: HttpRequest, slug: str) -> HttpResponse:
+    """Launch an evaluate job; ``?source_job=N`` chooses the finetune to evaluate."""
+    project = project_get(user=request.user, slug=slug, role=Role.MEMBER)
+    initial = {"source_job": request.GET.get("source_job")} if request.GET.get("source_job") else {}
+    form = EvaluateLaunchForm(request.POST or None, project=project, initial=initial)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        try:
+            job = services.evaluate_job_create(
+                project=project,
+                user=request.user,
+                dataset_version_id=data["dataset_version"].pk,
+                base_model_id=data["base_model"].pk if data["base_model"] else None,
+                source_job_id=data["source_job"].pk if data["source_job"] else None,
+                fewshot_dataset_version_id=(
+                    data["fewshot_dataset_version"].pk if data["fewshot_dataset_version"] else None
+                ),
+                config=form.config(),
+                name=data["name"],
+                priority=data["priority"],
+            )
+        except ValidationFailed as exc:
+            # Shown on the form, which keeps what was typed, rather than as a redirect's message.
+            form.add_error(None, exc.message)
+        else:
+            messages.success(request, f"Job {job.pk} is queued.")
+            return redirect("job", job_id=job.pk)
+    return render(request, "evaluate_new.html", {"project": project, "form": form})
 
 
 @login_required

@@ -172,3 +172,39 @@ def test_a_large_file_goes_up_in_pieces_and_an_interrupted_upload_resumes(
     wrong = tuneyard("upload", str(data), "--project", "demo", "--name", "pieces", "--resume", upload_id,
                      url=url, token=token)  # fmt: skip
     assert wrong.returncode == 2 and "refused" in wrong.stderr
+
+
+@pytest.mark.django_db(transaction=True)
+def test_evaluate_launches_an_evaluate_job_and_a_bad_one_is_refused_with_the_sentence(
+    people, live_server, tmp_path
+):
+    from controlplane.training.models import Job
+    from tests.factories import FACTORY_QUEUE, base_model_make, dataset_version_make
+
+    base = base_model_make(people["demo"])
+    quiz = dataset_version_make(people["demo"], people["alice"], schema="multiple_choice", row_count=4)
+    url = live_server.url
+    token = tuneyard("token", "alice", url=url, password=PASSWORD).stdout.strip()
+    config = tmp_path / "evaluate.yaml"
+    # No worker serves this queue: the job stays queued for the test to read.
+    config.write_text(f"evaluation:\n  batch_size: 2\nresources:\n  queue: {FACTORY_QUEUE}\n")
+    common = ["--project", "demo", "--base-model", str(base.pk), "--dataset-version", str(quiz.pk)]
+
+    launched = tuneyard(
+        "evaluate", *common, "--metric", "multiple_choice", "--num-fewshot", "2", "--config", str(config),
+        url=url, token=token,
+    )  # fmt: skip
+    refused = tuneyard("evaluate", *common, "--metric", "perplexity", url=url, token=token)
+
+    assert launched.returncode == 0, launched.stderr
+    job = json.loads(launched.stdout)
+    assert (job["kind"], job["queue"]) == ("evaluate", FACTORY_QUEUE)
+    evaluation = job["config"]["evaluation"]
+    assert (evaluation["metrics"], evaluation["num_fewshot"], evaluation["batch_size"]) == (
+        ["multiple_choice"],
+        2,
+        2,
+    )
+    assert refused.returncode == 2
+    assert "perplexity needs a dataset of schema text" in refused.stderr
+    assert Job.objects.count() == 1

@@ -55,6 +55,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             from workers.engine.sweep import run_sweep
 
             run_sweep(spec, args.workdir)
+        elif spec.kind is JobKind.EVALUATE:
+            # One process: an evaluation scores on the first of its GPUs.
+            from workers.engine.job import run_evaluate
+
+            run_evaluate(spec, args.workdir)
         elif spec.config.resources.launched and not rank_process:
             failure = distributed.launch(args.spec, args.workdir, spec.config.resources)
             if failure is not None:

@@ -64,6 +64,15 @@ class PreferenceRow:
 TrainingRow = InstructionRow | TextRow | ChatRow | PreferenceRow
 
 
+@dataclass(frozen=True)
+class MultipleChoiceRow:
+    """A question, its choices and the index of the right one: what an evaluate job scores by likelihood."""
+
+    question: str
+    choices: tuple[str, ...]
+    answer: int
+
+
 # The one template for every instruction dataset (Alpaca's layout); the tiny
 # test model's tokenizer was trained on text in this shape.
 def instruction_prompt(row: InstructionRow) -> str:
@@ -122,6 +131,58 @@ def read_instruction_rows(files: Iterable[Path]) -> list[TrainingRow]:
 
 
 PARQUET_BATCH_ROWS = 4096
+MULTIPLE_CHOICE_COLUMNS = frozenset({"question", "choices", "answer"})
+
+
+def read_multiple_choice_rows(files: Iterable[Path]) -> list[MultipleChoiceRow]:
+    """Every row of normalized multiple-choice Parquet ``files`` (question, choices, answer), in order.
+
+    Training reads these rows as plain text (``read_instruction_rows``); an
+    evaluation needs the choices apart, to score each one.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows: list[MultipleChoiceRow] = []
+    for file in files:
+        if file.suffix != ".parquet":
+            raise DatasetError(
+                f"dataset file {file.name!r} is not Parquet: multiple-choice rows are stored as Parquet"
+            )
+        try:
+            parquet = pq.ParquetFile(file)
+            columns = set(parquet.schema_arrow.names)
+            if not MULTIPLE_CHOICE_COLUMNS <= columns:
+                raise DatasetError(
+                    f"dataset file {file.name!r} is not multiple-choice: it has the columns "
+                    f"{', '.join(sorted(columns))}, not question, choices and answer"
+                )
+            for batch in parquet.iter_batches(
+                batch_size=PARQUET_BATCH_ROWS, columns=sorted(MULTIPLE_CHOICE_COLUMNS)
+            ):
+                for value in batch.to_pylist():
+                    rows.append(_multiple_choice_row(value, len(rows) + 1, file.name))
+        except (pa.ArrowException, OSError) as exc:
+            raise DatasetError(f"dataset file {file.name!r} is not readable Parquet ({exc})") from None
+    if not rows:
+        raise DatasetError("the dataset has no rows")
+    return rows
+
+
+def _multiple_choice_row(value: dict[str, Any], number: int, file_name: str) -> MultipleChoiceRow:
+    question, choices, answer = value["question"], value["choices"], value["answer"]
+    # Ingest guarantees these; a file written by hand may not.
+    if (
+        not isinstance(question, str)
+        or not isinstance(choices, list)
+        or not all(isinstance(c, str) for c in choices)
+    ):
+        raise DatasetError(f"dataset row {number} has a question or choices that are not text ({file_name})")
+    if isinstance(answer, bool) or not isinstance(answer, int) or not 0 <= answer < len(choices):
+        raise DatasetError(
+            f"dataset row {number}'s answer {answer!r} is not one of its choices ({file_name})"
+        )
+    return MultipleChoiceRow(question, tuple(choices), answer)
 
 
 def _parquet_rows(file: Path) -> Iterator[TrainingRow]:

@@ -10,13 +10,15 @@ from pathlib import Path
 from workers.engine import JobInputError, distributed
 from workers.engine.data import (
     DatasetError,
+    MultipleChoiceRow,
     PreferenceRow,
     TrainingRow,
     dataset_files,
     read_instruction_rows,
+    read_multiple_choice_rows,
 )
 from workers.engine.protocol import emit
-from workers.spec import JobSpec
+from workers.spec import EvaluationMetric, JobKind, JobSpec, TrainedArtifactKind
 from workers.tracking import RunLogger, download
 
 
@@ -98,6 +100,77 @@ def _merged_export(
         print(f"tuneyard: the adapter was not merged for export: {exc}", flush=True)
         return {}
     return {"model": run.log_artifacts(merged, "model")}
+
+
+def run_evaluate(spec: JobSpec, workdir: Path) -> None:
+    """Score the model ``spec`` names on its dataset; the MLflow run ends FINISHED before ``result``.
+
+    The same order as ``run_job``: the run first, then the rows (a bad one fails
+    before the model downloads), then the model.
+    """
+    config = spec.evaluation
+    assert config is not None  # JobSpec guarantees it for an evaluate job
+    with attempt_run(spec, {"tuneyard.kind": JobKind.EVALUATE.value}) as run:
+        run.log_params(evaluation_params(spec))
+        inputs = workdir / "inputs"
+        rows: list[TrainingRow] = []
+        choice_rows: list[MultipleChoiceRow] = []
+        fewshot_rows: list[MultipleChoiceRow] | None = None
+        if EvaluationMetric.MULTIPLE_CHOICE in config.metrics:
+            choice_rows = read_multiple_choice_rows(dataset_paths(spec.dataset_uris, inputs))
+            if spec.fewshot_dataset_uri is not None:
+                fewshot_rows = read_multiple_choice_rows(
+                    dataset_paths([spec.fewshot_dataset_uri], inputs / "fewshot")
+                )
+        else:
+            rows = read_rows(spec.dataset_uris, inputs)
+        artifact = spec.trained_artifact
+        artifact_dir = None
+        if artifact is not None:
+            local = download(artifact.uri, inputs / "trained")
+            if isinstance(local, str):
+                raise JobInputError(f"the trained artifact {artifact.uri!r} is not a path or an MLflow URI")
+            artifact_dir = local
+        # A whole trained model replaces its base, which then need not be downloaded at all.
+        whole = artifact is not None and artifact.kind is TrainedArtifactKind.MODEL
+        base_model = spec.base_model_uri if whole else download(spec.base_model_uri, inputs / "base-model")
+
+        # Imported only now: torch and transformers take seconds to load.
+        from workers.engine.evaluation.job import evaluated_model_load, evaluation_data, model_evaluate
+
+        tokenizer, model = evaluated_model_load(
+            base_model,
+            spec.base_model_uri,
+            artifact_dir,
+            artifact.kind if artifact else None,
+            artifact.uri if artifact else "",
+            on_gpu=spec.config.resources.gpus > 0,
+            trust_remote_code=spec.trust_remote_code,
+        )
+        data = evaluation_data(
+            config, tokenizer, rows=rows, choice_rows=choice_rows, fewshot_rows=fewshot_rows
+        )
+        count = len(choice_rows) or len(rows)
+        print(f"tuneyard: evaluating {', '.join(config.metrics)} on {count} rows", flush=True)
+        metrics = model_evaluate(model, tokenizer, config, data)
+        run.log_metrics(metrics, 0)
+    emit({"event": "result", "metrics": metrics, "artifacts": {}})
+
+
+def evaluation_params(spec: JobSpec) -> dict[str, object]:
+    """The evaluation config, the model and the data as flat params: ``metrics``, ``num_fewshot``…"""
+    assert spec.evaluation is not None
+    params: dict[str, object] = {
+        key: ",".join(value) if isinstance(value, list) else value
+        for key, value in spec.evaluation.model_dump(mode="json").items()
+    }
+    params["base_model_uri"] = spec.base_model_uri
+    if spec.trained_artifact is not None:
+        params[f"{spec.trained_artifact.kind.value}_uri"] = spec.trained_artifact.uri
+    params["dataset_uris"] = ",".join(spec.dataset_uris)
+    if spec.fewshot_dataset_uri is not None:
+        params["fewshot_dataset_uri"] = spec.fewshot_dataset_uri
+    return params
 
 
 @contextmanager

@@ -20,7 +20,10 @@ a choice, this module makes the same one, so its numbers and ours compare:
 * k-shot: each example gets k solved examples (context, ``" "``, the right
   choice, then ``"\\n\\n"``) before its own context, drawn by ``random.sample``
   from a separate pool with one ``random.Random(seed)`` shared by the examples
-  in order; ties go to the first choice (``numpy.argmax``).
+  in order; ties go to the first choice (``numpy.argmax``);
+* k-shot from the evaluated examples themselves (no separate pool, as when its
+  ``fewshot_split`` is the test split): k + 1 are drawn and the example itself
+  is dropped from them (by value, as its ``x != doc`` does), then the first k kept.
 """
 
 from __future__ import annotations
@@ -57,10 +60,23 @@ def multiple_choice_accuracy(
     num_fewshot: int = 0,
     seed: int = 1234,
     batch_size: int = 8,
+    fewshot_from_examples: bool = False,
 ) -> dict[str, float]:
-    """``mc_acc`` and ``mc_acc_norm`` (0-1) over ``examples``, with ``num_fewshot`` solved examples each."""
+    """``mc_acc`` and ``mc_acc_norm`` (0-1) over ``examples``, with ``num_fewshot`` solved examples each.
+
+    With ``fewshot_from_examples`` the solved examples come from ``examples``
+    (never an example's own), and ``fewshot_pool`` must be empty.
+    """
     check_examples(examples, "example")
-    contexts = fewshot_contexts(examples, fewshot_pool, num_fewshot=num_fewshot, seed=seed)
+    if fewshot_from_examples and fewshot_pool:
+        raise EvaluationDataError("few-shot examples come from a pool or from the examples, not both")
+    contexts = fewshot_contexts(
+        examples,
+        examples if fewshot_from_examples else fewshot_pool,
+        num_fewshot=num_fewshot,
+        seed=seed,
+        exclude_self=fewshot_from_examples,
+    )
     scores = choice_loglikelihoods(model, tokenizer, contexts, examples, batch_size=batch_size)
     hits = []
     for score, example in zip(scores, examples, strict=True):
@@ -78,23 +94,28 @@ def fewshot_contexts(
     *,
     num_fewshot: int,
     seed: int,
+    exclude_self: bool = False,
 ) -> list[str]:
     """Each example's context, after ``num_fewshot`` solved examples drawn from ``pool``.
 
     The same examples, pool and seed always give the same prompts. The pool is
-    kept apart from the examples, so an example never sees its own answer.
+    kept apart from the examples, so an example never sees its own answer; with
+    ``exclude_self`` the pool may hold the examples, and each is left out of its own draw.
     """
     if num_fewshot == 0:
         return [example.context for example in examples]
     check_examples(pool, "few-shot example")
-    if len(pool) < num_fewshot:
+    drawn = num_fewshot + 1 if exclude_self else num_fewshot
+    if len(pool) < drawn:
         raise EvaluationDataError(
-            f"{num_fewshot}-shot needs {num_fewshot} few-shot examples; the pool has {len(pool)}"
+            f"{num_fewshot}-shot needs {drawn} few-shot examples; the pool has {len(pool)}"
         )
     rng = random.Random(seed)
     contexts = []
     for example in examples:
-        shots = rng.sample(list(pool), num_fewshot)
+        shots = rng.sample(list(pool), drawn)
+        if exclude_self:
+            shots = [shot for shot in shots if shot != example][:num_fewshot]
         solved = "".join(
             shot.context + TARGET_DELIMITER + shot.choices[shot.answer] + FEWSHOT_DELIMITER for shot in shots
         )

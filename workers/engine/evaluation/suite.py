@@ -38,6 +38,8 @@ class EvaluationData:
     generation: Sequence[GenerationExample] = ()  # BLEU, ROUGE, exact match
     multiple_choice: Sequence[MultipleChoiceExample] = ()
     fewshot_pool: Sequence[MultipleChoiceExample] = ()  # k-shot examples are drawn from here
+    # Or from multiple_choice itself, each example's own left out (fewshot_pool then stays empty).
+    fewshot_from_examples: bool = False
 
 
 def evaluate(
@@ -79,6 +81,7 @@ def evaluate(
             num_fewshot=config.num_fewshot,
             seed=config.seed,
             batch_size=config.batch_size,
+            fewshot_from_examples=data.fewshot_from_examples,
         )
     return metrics
 

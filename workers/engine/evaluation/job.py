@@ -1,0 +1,99 @@
+"""What an evaluate job runs once its inputs are on disk: load the model it names, score the rows.
+
+Knows nothing of MLflow or of the stdout protocol (``workers.engine.job.run_evaluate``
+decides where the metrics go), so a test can call it on local files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from peft import PeftModel
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from workers.engine import JobInputError
+from workers.engine.data import DatasetError, MultipleChoiceRow, TrainingRow
+from workers.engine.evaluation import EvaluationDataError
+from workers.engine.evaluation.multiple_choice import MultipleChoiceExample
+from workers.engine.evaluation.suite import EvaluationData, evaluate, held_out_data
+from workers.engine.methods import BaseModelError, first_line, model_load
+from workers.spec import EvaluationConfig, EvaluationMetric, FullMethod, TrainedArtifactKind
+
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+
+
+def evaluated_model_load(
+    base_model: Path | str,
+    base_uri: str,
+    artifact: Path | None,
+    artifact_kind: TrainedArtifactKind | None,
+    artifact_uri: str = "",
+    *,
+    on_gpu: bool = False,
+    trust_remote_code: bool = False,
+) -> tuple[PreTrainedTokenizerBase, PreTrainedModel]:
+    """The tokenizer and the model to score: the base model, with the trained adapter on top, or the
+    trained whole model instead. Weights are read from safetensors only, the adapter's too: a
+    pickle is code, and a checkpoint someone uploaded must not run on a worker."""
+    if artifact is not None and artifact_kind is TrainedArtifactKind.MODEL:
+        # A whole model trained from a base keeps that base's architecture, and its code.
+        tokenizer, model = model_load(
+            artifact, artifact_uri, FullMethod(), trust_remote_code=trust_remote_code
+        )
+    else:
+        tokenizer, model = model_load(base_model, base_uri, FullMethod(), trust_remote_code=trust_remote_code)
+        if artifact is not None:
+            if not (artifact / ADAPTER_WEIGHTS).is_file():
+                raise BaseModelError(f"the adapter {artifact_uri!r} has no {ADAPTER_WEIGHTS}")
+            try:
+                model = PeftModel.from_pretrained(model, artifact, is_trainable=False)
+            except (OSError, ValueError, RuntimeError) as exc:
+                # e.g. an adapter trained on another base model: its shapes do not fit.
+                raise BaseModelError(
+                    f"cannot load the adapter {artifact_uri!r} on {base_uri!r}: {first_line(exc)}"
+                ) from exc
+    if on_gpu and torch.cuda.is_available():
+        model = model.to("cuda")
+    return tokenizer, model
+
+
+def multiple_choice_example(row: MultipleChoiceRow) -> MultipleChoiceExample:
+    """A question as the model reads it: lm-evaluation-harness's usual "Question: …\\nAnswer:" prompt
+    (ARC, SciQ, OpenBookQA), each choice then scored as the continuation " choice"."""
+    return MultipleChoiceExample(f"Question: {row.question}\nAnswer:", row.choices, row.answer)
+
+
+def evaluation_data(
+    config: EvaluationConfig,
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    rows: Sequence[TrainingRow] = (),
+    choice_rows: Sequence[MultipleChoiceRow] = (),
+    fewshot_rows: Sequence[MultipleChoiceRow] | None = None,
+) -> EvaluationData:
+    """What the metrics run on: multiple-choice questions, or the texts and prompts of other rows.
+
+    Without ``fewshot_rows`` the k-shot examples come from the questions themselves.
+    """
+    if EvaluationMetric.MULTIPLE_CHOICE in config.metrics:
+        if len(config.metrics) > 1:
+            # One dataset has one schema: multiple-choice rows have no text or reference to score otherwise.
+            raise JobInputError("multiple_choice is computed alone: the other metrics need other rows")
+        return EvaluationData(
+            multiple_choice=[multiple_choice_example(row) for row in choice_rows],
+            fewshot_pool=[multiple_choice_example(row) for row in fewshot_rows or ()],
+            fewshot_from_examples=fewshot_rows is None and config.num_fewshot > 0,
+        )
+    return held_out_data(rows, tokenizer)
+
+
+def model_evaluate(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, config: EvaluationConfig, data: EvaluationData
+) -> dict[str, float]:
+    """The suite's metrics; data it cannot score is the dataset's fault, said as such."""
+    try:
+        return evaluate(model, tokenizer, config, data)
+    except EvaluationDataError as exc:
+        raise DatasetError(f"the dataset cannot be evaluated: {exc}") from exc
