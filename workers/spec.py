@@ -519,6 +519,17 @@ class EvaluateConfig(_Frozen):
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     resources: Resources = Field(default_factory=Resources)
 
+    @model_validator(mode="after")
+    def _one_process(self) -> EvaluateConfig:
+        # The model is scored in one process on one device: more GPUs would be
+        # held (and counted in the quota) for nothing.
+        if self.resources.launched or self.resources.gpus > 1:
+            raise ValueError(
+                "an evaluation runs in one process on at most one GPU: "
+                "leave out cpu_processes and distributed, and ask for gpus 0 or 1"
+            )
+        return self
+
 
 class TrainedArtifactKind(StrEnum):
     ADAPTER = "adapter"  # peft weights, loaded on top of the base model

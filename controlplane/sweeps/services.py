@@ -174,7 +174,8 @@ def sweep_create(
     _choice_check("backend", backend, Backend)
     if pruner is None:
         pruner = raysweeps.RAY_DEFAULT_PRUNER if backend == Backend.RAY else Pruner.MEDIAN
-    base_config = pydantic_parse(TrainingConfig, config or {}, field="config").model_dump(mode="json")
+    training_config = pydantic_parse(TrainingConfig, config or {}, field="config")
+    base_config = training_config.model_dump(mode="json")
     if (base_config.get("export") or {}).get("merge_adapter"):
         # Every trial would write a whole model; the best one can be merged when it is retrained.
         raise ValidationFailed("A sweep's trials do not export merged models: leave config.export out.")
@@ -194,6 +195,11 @@ def sweep_create(
         raise ValidationFailed("'seed' is between 0 and 2**31 - 1.")
     if backend == Backend.RAY:
         raysweeps.ray_settings_check(sampler=sampler, pruner=pruner, gpu_hours_cap=gpu_hours_cap)
+        if training_config.resources.launched:
+            raise ValidationFailed(
+                "A ray sweep's trials train in one process each: leave out cpu_processes and "
+                "distributed, and ask for at most 1 GPU per trial."
+            )
     if sampler == Sampler.GRID:
         _grid(space)
     if not BaseModel.objects.filter(pk=base_model_id, project=project).exists():

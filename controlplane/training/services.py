@@ -10,6 +10,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import F, FloatField, Q, Sum
 from django.utils import timezone
+from pydantic import ValidationError
 
 from controlplane.accounts.models import Project, Role
 from controlplane.accounts.selectors import project_role_check
@@ -281,7 +282,9 @@ def evaluate_job_create(
         raise ValidationFailed("Say what to evaluate: 'base_model', or 'source_job' (a succeeded finetune).")
     dataset_version = _project_dataset_version(project=project, version_id=dataset_version_id)
     fewshot_version = None
-    if fewshot_dataset_version_id is not None:
+    if fewshot_dataset_version_id is not None and fewshot_dataset_version_id != dataset_version.pk:
+        # The evaluated version itself is the default pool, from which each question's own
+        # row is left out: named explicitly, its answers would be shown to it.
         fewshot_version = _project_dataset_version(project=project, version_id=fewshot_dataset_version_id)
     _evaluation_fits(evaluate, dataset_version, fewshot_version)
     subject = f"job {source_job.pk}" if source_job else base_model.name
@@ -319,7 +322,9 @@ def _evaluated_job(*, project: Project, job_id: int) -> Job:
 
 
 def _trained_artifact(job: Job) -> TrainedArtifact | None:
-    for kind in TrainedArtifactKind:
+    # The whole model first, as registration takes it: an adapter merged for
+    # export is scored as it will be deployed.
+    for kind in (TrainedArtifactKind.MODEL, TrainedArtifactKind.ADAPTER):
         uri = job.artifacts.get(kind.value)
         if uri:
             return TrainedArtifact(kind=kind, uri=uri)
@@ -564,7 +569,13 @@ def jobs_redispatch_unclaimed() -> int:
         waiting = broker.queued_attempts(queue for _, _, queue in candidates)
         if waiting is not None:
             ids |= {pk for pk, attempt, _ in candidates if (pk, attempt) not in waiting}
-    sent = sum(job_dispatch(job_id=job_id) for job_id in sorted(ids))
+    sent = 0
+    for job_id in sorted(ids):
+        try:
+            sent += job_dispatch(job_id=job_id)
+        except ValidationError:
+            # A stored job whose spec no longer validates must not keep the jobs after it unsent.
+            log.exception("job %s cannot be dispatched: its spec does not validate", job_id)
     # Held jobs go when quota frees up, on the commit that frees it; if that
     # process died before sending them, they go from here.
     held = Job.objects.filter(status=S.QUEUED).exclude(waiting_reason="")

@@ -153,6 +153,14 @@ def test_metrics_the_datasets_schema_cannot_give_are_400s_that_store_nothing(api
         ({"source_job": "seven"}, "'source_job'"),
         ({"dataset_version": None}, "'dataset_version'"),
         ({"priority": 101}, "'priority'"),
+        (
+            {"config": {"evaluation": {}, "resources": {"queue": FACTORY_QUEUE, "gpus": 2}}},
+            "one process on at most one GPU",
+        ),
+        (
+            {"config": {"evaluation": {}, "resources": {"queue": FACTORY_QUEUE, "cpu_processes": 2}}},
+            "one process on at most one GPU",
+        ),
     ]
     for change, words in cases:
         _refused(alice, _body(data, **change), 400, words)
@@ -293,3 +301,32 @@ def test_the_evaluate_page_launches_a_job_and_says_why_it_refuses_one(data, fine
     assert launched.status_code == 302 and launched["Location"] == f"/jobs/{job.pk}/"
     assert job.source_job == finetune and job.base_model == finetune.base_model
     assert job.queue == FACTORY_QUEUE
+
+
+def test_the_evaluated_version_named_as_its_own_few_shot_pool_leaves_each_question_out(api_for, data):
+    body = _body(data, fewshot_dataset_version=data["mc"].pk)
+    body["config"] = {**MC, "evaluation": {"metrics": ["multiple_choice"], "num_fewshot": 2}}
+
+    response = api_for("alice").post("/api/v1/jobs", body, format="json")
+
+    assert response.status_code == 201, response.content
+    job = Job.objects.get(pk=response.json()["id"])
+    # No separate pool: the worker then draws from the evaluated rows without the question's own.
+    assert job.fewshot_dataset_version is None
+    assert services.job_spec_build(job).fewshot_dataset_uri is None
+
+
+def test_a_finetune_that_merged_its_adapter_is_evaluated_as_the_merged_model(api_for, data, people):
+    merged = _succeed(
+        job_make(people["demo"], people["alice"]),
+        {"adapter": "runs:/abc/adapter", "model": "runs:/abc/model"},
+    )
+    body = _body(data, source_job=merged.pk)
+    body.pop("base_model")
+
+    response = api_for("alice").post("/api/v1/jobs", body, format="json")
+
+    assert response.status_code == 201, response.content
+    artifact = services.job_spec_build(Job.objects.get(pk=response.json()["id"])).trained_artifact
+    assert artifact is not None
+    assert (artifact.kind, artifact.uri) == (TrainedArtifactKind.MODEL, "runs:/abc/model")

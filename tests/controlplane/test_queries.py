@@ -35,3 +35,33 @@ def test_list_endpoints_do_not_query_per_row(people, api_for):
         model_version_make(more, people["bob"], name=f"more-{n}")
     many = {url: _queries(client, url) for url in LISTS}
     assert many == few
+
+
+def test_creating_and_claiming_a_job_cost_a_fixed_few_statements(people, api_for):
+    # The dispatch path's statements are its latency: each is a round trip to the
+    # database. Counted here, savepoints included, so that one more shows up.
+    from controlplane.training.models import Job
+    from controlplane.training.services import job_claim
+    from tests.factories import FACTORY_QUEUE, base_model_make, dataset_version_make
+
+    base = base_model_make(people["demo"])
+    version = dataset_version_make(people["demo"], people["alice"])
+    body = {
+        "project": "demo",
+        "base_model": base.pk,
+        "dataset_version": version.pk,
+        "config": {"resources": {"queue": FACTORY_QUEUE}},
+    }
+    with CaptureQueriesContext(connection) as created:
+        response = api_for("alice").post("/api/v1/jobs", body, format="json")
+    assert response.status_code == 201
+    job = Job.objects.get(pk=response.json()["id"])
+    with CaptureQueriesContext(connection) as claimed:
+        job_claim(job_id=job.pk, attempt=1, worker="w1")
+
+    # Project with the caller's role, base model, dataset version; in one
+    # transaction the project's lock, the job and its event.
+    assert len(created) == 8, [q["sql"][:80] for q in created]
+    # The job with what its spec needs, the sweep it may drive, then the fenced
+    # transition (its read, the update, the event).
+    assert len(claimed) == 7, [q["sql"][:80] for q in claimed]

@@ -204,6 +204,10 @@ def test_bad_sweep_settings_are_400s_and_outsiders_get_404(api_for, inputs):
             {"config": {"resources": {"queue": QUEUE}, "export": {"merge_adapter": True}}},
             "do not export merged models",
         ),
+        (
+            {"backend": "ray", "config": {"resources": {"queue": QUEUE, "gpus": 2}}},
+            "train in one process each",
+        ),
     ]:
         response = alice.post("/api/v1/sweeps", sweep_body(inputs, **overrides), format="json")
         assert response.status_code == 400 and message in response.json()["message"], (
