@@ -22,8 +22,7 @@ from django.utils import timezone
 
 from controlplane.accounts.models import Project, Role
 from controlplane.accounts.selectors import project_role_check
-from controlplane.datasets.models import DatasetVersion
-from controlplane.errors import Conflict, DomainError, NotFound, ValidationFailed, pydantic_parse
+from controlplane.errors import Conflict, DomainError, ValidationFailed, pydantic_parse
 from controlplane.sweeps import raysweeps
 from controlplane.sweeps.models import (
     Backend,
@@ -43,7 +42,8 @@ from controlplane.sweeps.space import (
     params_suggest,
     search_space_parse,
 )
-from controlplane.training.models import BaseModel, Job, JobStatus
+from controlplane.training.models import Job, JobStatus
+from controlplane.training.selectors import base_model_get, dataset_version_get
 from workers.spec import TrainingConfig
 
 log = logging.getLogger(__name__)
@@ -202,10 +202,8 @@ def sweep_create(
             )
     if sampler == Sampler.GRID:
         _grid(space)
-    if not BaseModel.objects.filter(pk=base_model_id, project=project).exists():
-        raise NotFound(f"No base model {base_model_id} in project {project.slug}.")
-    if not DatasetVersion.objects.filter(pk=dataset_version_id, dataset__project=project).exists():
-        raise NotFound(f"No dataset version {dataset_version_id} in project {project.slug}.")
+    base_model_get(project=project, base_model_id=base_model_id)
+    dataset_version_get(project=project, dataset_version_id=dataset_version_id)
 
     sweep = Sweep(
         project=project,

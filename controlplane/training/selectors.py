@@ -123,6 +123,25 @@ def job_log_page(*, job: Job, attempt: int, after: int = 0, limit: int = 1000) -
     return list(lines.values_list("pk", "text")[:limit])
 
 
+def base_model_get(*, project: Project, base_model_id: int) -> BaseModel:
+    base_model = BaseModel.objects.filter(pk=base_model_id, project=project).first()
+    if base_model is None:
+        raise NotFound(f"No base model {base_model_id} in project {project.slug}.")
+    return base_model
+
+
+def dataset_version_get(*, project: Project, dataset_version_id: int) -> DatasetVersion:
+    """A dataset version of ``project``, with its dataset (its name is part of a job's name)."""
+    version = (
+        DatasetVersion.objects.select_related("dataset__project")
+        .filter(pk=dataset_version_id, dataset__project=project)
+        .first()
+    )
+    if version is None:
+        raise NotFound(f"No dataset version {dataset_version_id} in project {project.slug}.")
+    return version
+
+
 def base_model_list(*, project: Project) -> QuerySet[BaseModel]:
     return BaseModel.objects.filter(project=project).select_related("project")
 
@@ -185,12 +204,8 @@ def job_estimate(
     """
     project_role_check(user=user, project=project, role=Role.MEMBER)
     training = pydantic_parse(TrainingConfig, config, field="config")
-    base_model = BaseModel.objects.filter(pk=base_model_id, project=project).first()
-    if base_model is None:
-        raise NotFound(f"No base model {base_model_id} in project {project.slug}.")
-    version = DatasetVersion.objects.filter(pk=dataset_version_id, dataset__project=project).first()
-    if version is None:
-        raise NotFound(f"No dataset version {dataset_version_id} in project {project.slug}.")
+    base_model = base_model_get(project=project, base_model_id=base_model_id)
+    version = dataset_version_get(project=project, dataset_version_id=dataset_version_id)
     notes: list[str] = []
     tokens_per_row = _tokens_per_row(version, notes)
     gpu_memory = (

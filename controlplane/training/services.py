@@ -30,6 +30,7 @@ from controlplane.training.models import (
     Worker,
     broker_priority,
 )
+from controlplane.training.selectors import base_model_get, dataset_version_get
 from workers.spec import (
     EvaluateConfig,
     EvaluationMetric,
@@ -197,10 +198,8 @@ def job_create(
     if not -100 <= priority <= 100:
         raise ValidationFailed("'priority' is between -100 and 100 (higher goes first).")
     training_config = pydantic_parse(TrainingConfig, config or {}, field="config")
-    base_model = BaseModel.objects.filter(pk=base_model_id, project=project).first()
-    if base_model is None:
-        raise NotFound(f"No base model {base_model_id} in project {project.slug}.")
-    dataset_version = _project_dataset_version(project=project, version_id=dataset_version_id)
+    base_model = base_model_get(project=project, base_model_id=base_model_id)
+    dataset_version = dataset_version_get(project=project, dataset_version_id=dataset_version_id)
     method = training_config.method.name
     job = Job(
         name=(name or f"{method} {base_model.name} on {dataset_version}")[:200],
@@ -275,17 +274,15 @@ def evaluate_job_create(
             )
         base_model = source_job.base_model
     elif base_model_id is not None:
-        base_model = BaseModel.objects.filter(pk=base_model_id, project=project).first()
-        if base_model is None:
-            raise NotFound(f"No base model {base_model_id} in project {project.slug}.")
+        base_model = base_model_get(project=project, base_model_id=base_model_id)
     else:
         raise ValidationFailed("Say what to evaluate: 'base_model', or 'source_job' (a succeeded finetune).")
-    dataset_version = _project_dataset_version(project=project, version_id=dataset_version_id)
+    dataset_version = dataset_version_get(project=project, dataset_version_id=dataset_version_id)
     fewshot_version = None
     if fewshot_dataset_version_id is not None and fewshot_dataset_version_id != dataset_version.pk:
         # The evaluated version itself is the default pool, from which each question's own
         # row is left out: named explicitly, its answers would be shown to it.
-        fewshot_version = _project_dataset_version(project=project, version_id=fewshot_dataset_version_id)
+        fewshot_version = dataset_version_get(project=project, dataset_version_id=fewshot_dataset_version_id)
     _evaluation_fits(evaluate, dataset_version, fewshot_version)
     subject = f"job {source_job.pk}" if source_job else base_model.name
     job = Job(
@@ -329,17 +326,6 @@ def _trained_artifact(job: Job) -> TrainedArtifact | None:
         if uri:
             return TrainedArtifact(kind=kind, uri=uri)
     return None
-
-
-def _project_dataset_version(*, project: Project, version_id: int) -> DatasetVersion:
-    version = (
-        DatasetVersion.objects.select_related("dataset__project")
-        .filter(pk=version_id, dataset__project=project)
-        .first()
-    )
-    if version is None:
-        raise NotFound(f"No dataset version {version_id} in project {project.slug}.")
-    return version
 
 
 def _evaluation_fits(config: EvaluateConfig, dataset: DatasetVersion, fewshot: DatasetVersion | None) -> None:
