@@ -1,10 +1,14 @@
 """Dispatch overhead, side by side on one machine and one Redis.
 
 1. Latency from the API call that submits a job to the worker's accepted
-   claim (the job's started_at), against a raw Celery round trip: send_task
-   to the moment a bare task starts on a solo worker.
+   claim (the job's started_at), against a raw Celery round trip: delay() of a
+   bare task on a solo worker with the same delivery settings, to its result
+   read back. The one-way trip (send to task start) is shown too, and the
+   floor of the path: two of the lightest authenticated API requests plus that
+   one-way trip.
 2. A whole trivial job through Tuneyard (API call to finished_at) against the
    same training run started directly (python -m workers.engine), alternating.
+   --claims-only skips this: each job is cancelled once claimed.
 
 Run from the repository root: .venv/bin/python -m bench.dispatch_overhead [--jobs 12]
 """
@@ -13,7 +17,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
+import secrets
 import statistics
 import subprocess
 import sys
@@ -46,9 +52,13 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=12)
     parser.add_argument("--pings", type=int, default=200)
     parser.add_argument(
+        "--claims-only", action="store_true", help="measure the claim only: cancel each job once claimed"
+    )
+    parser.add_argument(
         "--database-url", default=None, help="a PostgreSQL database to create afresh (default: SQLite)"
     )
     args = parser.parse_args()
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request otherwise
 
     tmp = Path(tempfile.mkdtemp(prefix="tuneyard-bench-"))
     redis_port, web_port = processes.free_port(), processes.free_port()
@@ -57,7 +67,10 @@ def main() -> None:
         os.environ,
         DATABASE_URL=args.database_url or f"sqlite:///{tmp / 'bench.sqlite3'}",
         TUNEYARD_VAR_DIR=str(tmp),
-        DEBUG="true",
+        # Served as in production: DEBUG off, so real secrets, made up for this run.
+        DEBUG="false",
+        SECRET_KEY=secrets.token_urlsafe(40),
+        WORKER_TOKEN=secrets.token_urlsafe(24),
         CELERY_BROKER_URL=broker,
         REDIS_URL=broker,
         MLFLOW_TRACKING_URI=f"sqlite:///{tmp / 'mlflow.db'}",
@@ -105,20 +118,23 @@ def main() -> None:
         import redis
 
         from bench.raw_celery import app as raw_app
+        from bench.raw_celery import echo
         from controlplane.training.services import job_spec_build
 
-        # -- 1. raw Celery round trips
+        # -- 1. raw Celery: one way (send to task start) and a round trip (delay() to its result)
         r = redis.Redis.from_url(broker)
-        raw_latencies = []
+        raw_latencies, round_trips = [], []
         for i in range(args.pings + 10):
             key = f"ping-{i}"
             sent = time.time()
             raw_app.send_task("raw.ping", args=[key], queue="raw")
             started = float(r.blpop(key, timeout=30)[1])
+            begin = time.perf_counter()
+            assert echo.apply_async(args=[i], queue="raw").get(timeout=30) == i
             if i >= 10:  # warm-up
                 raw_latencies.append(started - sent)
+                round_trips.append(time.perf_counter() - begin)
 
-        # -- 2. Tuneyard jobs, alternating with the same training run started directly
         config = {
             "hyperparameters": {"max_steps": 4, "batch_size": 4, "max_seq_length": 64},
             "resources": {"queue": "bench"},
@@ -126,7 +142,16 @@ def main() -> None:
         api = httpx.Client(
             base_url=f"http://127.0.0.1:{web_port}/api/v1/", headers={"Authorization": f"Token {token}"}
         )
-        claim_latencies, api_latencies, tuneyard_walls, direct_walls = [], [], [], []
+        # -- 2. the lightest authenticated API request (three statements: token, roles, projects)
+        request_latencies = []
+        for i in range(args.pings + 10):
+            begin = time.perf_counter()
+            api.get("projects").raise_for_status()
+            if i >= 10:
+                request_latencies.append(time.perf_counter() - begin)
+
+        # -- 3. Tuneyard jobs, alternating with the same training run started directly
+        claim_latencies, api_latencies, publish_latencies, tuneyard_walls, direct_walls = [], [], [], [], []
         for i in range(args.jobs + 1):
             sent = time.time()
             response = api.post(
@@ -140,11 +165,24 @@ def main() -> None:
             )
             answered = time.time()
             job_id = response.json()["id"]
+            fields = ("started_at", "finished_at", "status", "published_at")
             while True:
-                job = Job.objects.filter(pk=job_id).values("started_at", "finished_at", "status").get()
+                job = Job.objects.filter(pk=job_id).values(*fields).get()
+                if job["started_at"] and args.claims_only:
+                    # Only the claim is measured: stop the run and wait for the worker to let it go.
+                    api.post(f"jobs/{job_id}/cancel").raise_for_status()
+                    while not Job.objects.filter(pk=job_id, finished_at__isnull=False).exists():
+                        time.sleep(0.05)
+                    break
                 if job["finished_at"]:
                     break
                 time.sleep(0.002 if job["started_at"] is None else 0.05)
+            if i > 0:  # the first is a warm-up: first imports, first MLflow schema
+                claim_latencies.append(job["started_at"].timestamp() - sent)
+                publish_latencies.append(job["published_at"].timestamp() - sent)
+                api_latencies.append(answered - sent)
+            if args.claims_only:
+                continue
             assert job["status"] == "succeeded", Job.objects.get(pk=job_id).error
             direct_dir = tmp / f"direct-{i}"
             direct_dir.mkdir()
@@ -163,26 +201,44 @@ def main() -> None:
             direct_env = env | {"CUDA_VISIBLE_DEVICES": ""}
             subprocess.run(command, cwd=direct_dir, env=direct_env, check=True, capture_output=True)
             direct = time.time() - begin
-            if i == 0:
-                continue  # warm-up: first imports, first MLflow schema
-            claim_latencies.append(job["started_at"].timestamp() - sent)
-            api_latencies.append(answered - sent)
-            tuneyard_walls.append(job["finished_at"].timestamp() - sent)
-            direct_walls.append(direct)
+            if i > 0:
+                tuneyard_walls.append(job["finished_at"].timestamp() - sent)
+                direct_walls.append(direct)
 
         def median_ms(values: list[float]) -> float:
             return statistics.median(values) * 1000
 
         result = {
-            "raw_celery_round_trip_ms_p50": round(median_ms(raw_latencies), 2),
+            "raw_celery_round_trip_ms_p50": round(median_ms(round_trips), 2),
+            "raw_celery_one_way_ms_p50": round(median_ms(raw_latencies), 2),
             "api_call_to_claim_ms_p50": round(median_ms(claim_latencies), 2),
-            "of_which_api_answer_ms_p50": round(median_ms(api_latencies), 2),
-            "claim_vs_raw_ratio": round(
+            "api_call_to_publish_ms_p50": round(median_ms(publish_latencies), 2),
+            "api_answer_ms_p50": round(median_ms(api_latencies), 2),
+            "claim_vs_round_trip_ratio": round(
+                statistics.median(claim_latencies) / statistics.median(round_trips), 2
+            ),
+            "lightest_api_request_ms_p50": round(median_ms(request_latencies), 2),
+            # The path's floor under the contracts: two authenticated requests (the call, the
+            # worker's claim) and one broker hop, before any of the path's own work.
+            "floor_vs_round_trip_ratio": round(
+                (2 * statistics.median(request_latencies) + statistics.median(raw_latencies))
+                / statistics.median(round_trips),
+                2,
+            ),
+            "claim_vs_one_way_ratio": round(
                 statistics.median(claim_latencies) / statistics.median(raw_latencies), 2
             ),
-            "tuneyard_job_s_p50": round(statistics.median(tuneyard_walls), 3),
-            "direct_run_s_p50": round(statistics.median(direct_walls), 3),
-            "whole_job_ratio": round(statistics.median(tuneyard_walls) / statistics.median(direct_walls), 3),
+            **(
+                {}
+                if args.claims_only
+                else {
+                    "tuneyard_job_s_p50": round(statistics.median(tuneyard_walls), 3),
+                    "direct_run_s_p50": round(statistics.median(direct_walls), 3),
+                    "whole_job_ratio": round(
+                        statistics.median(tuneyard_walls) / statistics.median(direct_walls), 3
+                    ),
+                }
+            ),
             "database": env["DATABASE_URL"].split(":", 1)[0],
             "jobs": args.jobs,
             "pings": args.pings,

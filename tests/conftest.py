@@ -210,6 +210,16 @@ def api_for(people):
     return make
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    from django.conf import settings
+
+    # The live server in this process serves each HTTP connection in a thread of its own, which
+    # would keep its database connection while its client keeps the socket open, and the test
+    # database could not be dropped. As Django advises for its development server, such threads
+    # close theirs after each request. The web processes the suite starts keep the default.
+    settings.DATABASES["default"]["CONN_MAX_AGE"] = 0
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # The slow end-to-end and browser tests run last, after the fast ones have spoken.
     items.sort(key=lambda item: ("browser" in item.keywords, "e2e" in item.keywords))

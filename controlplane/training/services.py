@@ -495,6 +495,8 @@ def _job_publish(job: Job) -> bool:
             args=[spec.model_dump(mode="json")],
             queue=job.queue,
             priority=broker_priority(job.priority),
+            # What Celery logs and shows of the message: a name, not a repr of the whole spec.
+            argsrepr=f"(job {job.pk}, attempt {job.attempt})",
         )
     except Exception:  # noqa: BLE001 - any broker failure is transient here
         log.exception("dispatch of job %s failed; the reconciler will resend it", job.pk)
