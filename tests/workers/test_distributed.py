@@ -7,9 +7,15 @@ importing torch once per process rather than once per test.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -181,10 +187,12 @@ def _job_processes(job_id: int) -> set[int]:
     return found
 
 
-@pytest.mark.django_db(transaction=True)
-def test_a_cancel_kills_torchrun_and_every_rank(
-    people: dict, live_server: Any, settings: Any, tiny_model_dir: Path, tmp_path: Path, monkeypatch
-) -> None:
+def _endless_two_process_job(
+    people: dict, tiny_model_dir: Path, tmp_path: Path, monkeypatch
+) -> tuple[Job, Any]:
+    """A queued two-process job that would train for hours, and its JobSpec."""
+    from controlplane.training.services import job_spec_build
+
     rows = tmp_path / "rows.jsonl"
     rows.write_text("\n".join(json.dumps(row) for row in ROWS) + "\n")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{_empty_store(tmp_path / 'mlflow.db')}")
@@ -200,11 +208,31 @@ def test_a_cancel_kills_torchrun_and_every_rank(
             "resources": {"cpu_processes": 2, "queue": FACTORY_QUEUE},
         },
     )
-    from controlplane.training.services import job_spec_build
-
     spec = job_spec_build(
         Job.objects.select_related("project", "base_model", "dataset_version").get(pk=job.pk)
     )
+    return job, spec
+
+
+def _wait_until_both_ranks_train(job: Job, alive: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + 120
+    while Job.objects.get(pk=job.pk).step < 1:  # a step needs both ranks
+        assert alive() and time.monotonic() < deadline, "the job never trained"
+        time.sleep(0.2)
+    assert len(_job_processes(job.pk)) == 3  # the agent and two ranks
+
+
+def _wait_until_gone(job: Job, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while _job_processes(job.pk) and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_cancel_kills_torchrun_and_every_rank(
+    people: dict, live_server: Any, settings: Any, tiny_model_dir: Path, tmp_path: Path, monkeypatch
+) -> None:
+    job, spec = _endless_two_process_job(people, tiny_model_dir, tmp_path, monkeypatch)
     client = ControlPlaneClient(live_server.url, settings.WORKER_TOKEN, tries=2)
     outcome: list[str] = []
     thread = threading.Thread(
@@ -212,20 +240,59 @@ def test_a_cancel_kills_torchrun_and_every_rank(
     )
     thread.start()
     try:
-        deadline = time.monotonic() + 120
-        while Job.objects.get(pk=job.pk).step < 1:  # both ranks train: a step needs them both
-            assert thread.is_alive() and time.monotonic() < deadline, "the job never trained"
-            time.sleep(0.2)
-        processes = _job_processes(job.pk)
-        assert len(processes) == 3  # the agent and two ranks
-        job_cancel(job=Job.objects.get(pk=job.pk), user=alice)
+        _wait_until_both_ranks_train(job, thread.is_alive)
+        job_cancel(job=Job.objects.get(pk=job.pk), user=people["alice"])
         thread.join(timeout=60)
     finally:
         client.close()
     assert outcome == ["cancelled"]
     assert Job.objects.get(pk=job.pk).status == JobStatus.CANCELLED
     # The runner returns once the agent has exited; the ranks exit before it or with it.
-    deadline = time.monotonic() + 5
-    while _job_processes(job.pk) and time.monotonic() < deadline:
-        time.sleep(0.1)
+    _wait_until_gone(job, 5)
     assert not _job_processes(job.pk)
+
+
+# A worker process as the Celery worker runs it: the runner in the process's main thread.
+_WORKER = """
+import sys
+from pathlib import Path
+from workers import runner
+from workers.controlplane_client import ControlPlaneClient
+from workers.spec import JobSpec
+
+spec = JobSpec.model_validate_json(Path(sys.argv[1]).read_text())
+client = ControlPlaneClient(sys.argv[2], sys.argv[3], tries=2)
+runner.job_run(spec, client=client, worker="w1", heartbeat_seconds=0.2)
+"""
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_sigkilled_worker_leaves_neither_torchrun_nor_any_rank_training(
+    people: dict, live_server: Any, settings: Any, tiny_model_dir: Path, tmp_path: Path, monkeypatch
+) -> None:
+    job, spec = _endless_two_process_job(people, tiny_model_dir, tmp_path, monkeypatch)
+    spec_file = tmp_path / "job-spec.json"
+    spec_file.write_text(spec.model_dump_json())
+    command = [sys.executable, "-c", _WORKER, str(spec_file), live_server.url, settings.WORKER_TOKEN]
+    # Its job folder, which a killed worker cannot remove, in this test's folder.
+    env = dict(os.environ, TMPDIR=str(tmp_path))
+    worker = subprocess.Popen(
+        command, cwd=Path(__file__).resolve().parents[2], env=env, stderr=subprocess.DEVNULL
+    )
+    try:
+        _wait_until_both_ranks_train(job, lambda: worker.poll() is None)
+        # Frozen, as in a long step or while importing, they will not write to the closed pipe
+        # and die of that: only their tie to the runner (workers.engine.lifeline) can end them.
+        for pid in _job_processes(job.pk):
+            os.kill(pid, signal.SIGSTOP)
+        # Nothing can run in a SIGKILLed worker: the agent and ranks must go by themselves.
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(timeout=10)
+        _wait_until_gone(job, 10)
+        left = _job_processes(job.pk)
+    finally:
+        worker.kill()
+        for pid in _job_processes(job.pk):  # never leave them training for the tests after this one
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    assert not left, f"still alive after their worker was killed: {sorted(left)}"
