@@ -14,13 +14,13 @@ app = Celery("raw-bench", broker=broker, backend=broker.rsplit("/", 1)[0] + "/1"
 app.conf.update(task_acks_late=True, worker_prefetch_multiplier=1, worker_hijack_root_logger=False)
 
 
-@app.task(name="raw.ping")
+@app.task(name="raw.ping", ignore_result=True)
 def ping(key: str) -> None:
     """Record when the task starts: one way, from the send to the worker."""
     redis.Redis.from_url(broker).rpush(key, time.time())
 
 
-@app.task(name="raw.echo")
+@app.task(name="raw.echo", queue="raw")
 def echo(value: int) -> int:
     """A round trip: the caller waits for this result."""
     return value

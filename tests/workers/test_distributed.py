@@ -15,7 +15,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -173,17 +172,19 @@ def test_a_bad_row_fails_a_two_process_job_as_a_bad_input_with_its_reason(runs: 
 # --- cancel, through the worker's runner and the live control plane ------------------
 
 
-def _job_processes(job_id: int) -> set[int]:
-    """The trainer's live processes: torchrun's agent and every rank name the job's spec file."""
+def _job_processes(job_id: int, *, under: Path | None = None) -> set[int]:
+    """The trainer's live processes: torchrun's agent and every rank name the job's spec file
+    (in its folder ``under`` a test's own folder, when given)."""
     marker = f"tuneyard-job-{job_id}-".encode()
     found = set()
     for proc in Path("/proc").iterdir():
         try:
             # A zombie's command line reads empty: it no longer runs.
-            if proc.name.isdigit() and marker in (proc / "cmdline").read_bytes():
-                found.add(int(proc.name))
+            cmdline = (proc / "cmdline").read_bytes() if proc.name.isdigit() else b""
         except OSError:  # gone meanwhile
             continue
+        if marker in cmdline and (under is None or str(under).encode() in cmdline):
+            found.add(int(proc.name))
     return found
 
 
@@ -214,20 +215,6 @@ def _endless_two_process_job(
     return job, spec
 
 
-def _wait_until_both_ranks_train(job: Job, alive: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + 120
-    while Job.objects.get(pk=job.pk).step < 1:  # a step needs both ranks
-        assert alive() and time.monotonic() < deadline, "the job never trained"
-        time.sleep(0.2)
-    assert len(_job_processes(job.pk)) == 3  # the agent and two ranks
-
-
-def _wait_until_gone(job: Job, seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while _job_processes(job.pk) and time.monotonic() < deadline:
-        time.sleep(0.1)
-
-
 @pytest.mark.django_db(transaction=True)
 def test_a_cancel_kills_torchrun_and_every_rank(
     people: dict, live_server: Any, settings: Any, tiny_model_dir: Path, tmp_path: Path, monkeypatch
@@ -240,7 +227,11 @@ def test_a_cancel_kills_torchrun_and_every_rank(
     )
     thread.start()
     try:
-        _wait_until_both_ranks_train(job, thread.is_alive)
+        deadline = time.monotonic() + 120
+        while Job.objects.get(pk=job.pk).step < 1:  # both ranks train: a step needs them both
+            assert thread.is_alive() and time.monotonic() < deadline, "the job never trained"
+            time.sleep(0.2)
+        assert len(_job_processes(job.pk)) == 3  # the agent and two ranks
         job_cancel(job=Job.objects.get(pk=job.pk), user=people["alice"])
         thread.join(timeout=60)
     finally:
@@ -248,11 +239,14 @@ def test_a_cancel_kills_torchrun_and_every_rank(
     assert outcome == ["cancelled"]
     assert Job.objects.get(pk=job.pk).status == JobStatus.CANCELLED
     # The runner returns once the agent has exited; the ranks exit before it or with it.
-    _wait_until_gone(job, 5)
+    deadline = time.monotonic() + 5
+    while _job_processes(job.pk) and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert not _job_processes(job.pk)
 
 
-# A worker process as the Celery worker runs it: the runner in the process's main thread.
+# A worker process with the runner in its main thread. (A Celery worker runs it in a pool
+# thread; the trainer's tie is to the thread that started it, which lives as long as the job.)
 _WORKER = """
 import sys
 from pathlib import Path
@@ -274,25 +268,37 @@ def test_a_sigkilled_worker_leaves_neither_torchrun_nor_any_rank_training(
     spec_file = tmp_path / "job-spec.json"
     spec_file.write_text(spec.model_dump_json())
     command = [sys.executable, "-c", _WORKER, str(spec_file), live_server.url, settings.WORKER_TOKEN]
-    # Its job folder, which a killed worker cannot remove, in this test's folder.
+    # The job's folder, which a killed worker cannot remove, in this test's folder.
     env = dict(os.environ, TMPDIR=str(tmp_path))
-    worker = subprocess.Popen(
-        command, cwd=Path(__file__).resolve().parents[2], env=env, stderr=subprocess.DEVNULL
-    )
+    log = tmp_path / "worker.log"
+    with log.open("wb") as stderr:
+        worker = subprocess.Popen(command, cwd=Path(__file__).resolve().parents[2], env=env, stderr=stderr)
+
+    def ours() -> set[int]:
+        return _job_processes(job.pk, under=tmp_path)
+
     try:
-        _wait_until_both_ranks_train(job, lambda: worker.poll() is None)
+        deadline = time.monotonic() + 120
+        while Job.objects.get(pk=job.pk).step < 1:  # a step needs both ranks
+            assert worker.poll() is None, f"the worker died:\n{log.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, f"the job never trained:\n{log.read_text()[-3000:]}"
+            time.sleep(0.2)
+        assert len(ours()) == 3  # the agent and two ranks
         # Frozen, as in a long step or while importing, they will not write to the closed pipe
         # and die of that: only their tie to the runner (workers.engine.lifeline) can end them.
-        for pid in _job_processes(job.pk):
+        for pid in ours():
             os.kill(pid, signal.SIGSTOP)
         # Nothing can run in a SIGKILLed worker: the agent and ranks must go by themselves.
         worker.send_signal(signal.SIGKILL)
         worker.wait(timeout=10)
-        _wait_until_gone(job, 10)
-        left = _job_processes(job.pk)
+        deadline = time.monotonic() + 10
+        while ours() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        left = ours()
     finally:
         worker.kill()
-        for pid in _job_processes(job.pk):  # never leave them training for the tests after this one
+        worker.wait(timeout=10)
+        for pid in ours():  # never leave them training for the tests after this one
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
     assert not left, f"still alive after their worker was killed: {sorted(left)}"
