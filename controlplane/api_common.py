@@ -1,18 +1,27 @@
-"""What every REST module shares: the project parameter, body parsing, the worker token."""
+"""What every REST module shares: the project parameter, request models and their parsing, the worker token.
+
+Each endpoint declares one pydantic model of what it takes (its body, or its
+query) and parses it once, here; services receive the typed values. The same
+models are what the OpenAPI schema shows.
+"""
 
 from __future__ import annotations
 
 import hmac
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any, TypeVar
 
 from django.conf import settings
+from django.http import QueryDict
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, RootModel
+from pydantic_core import PydanticCustomError
 from rest_framework import authentication, permissions
+from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.request import Request
 
 from controlplane.accounts.models import Project, Role
 from controlplane.accounts.selectors import project_get
-from controlplane.errors import ValidationFailed
+from controlplane.errors import ValidationFailed, pydantic_parse
 
 
 def project_from_request(request: Request, *, role: Role = Role.VIEWER) -> Project:
@@ -34,16 +43,62 @@ def request_body(request: Request) -> Mapping[str, Any]:
     return request.data
 
 
-def int_field(data: Mapping[str, Any], name: str) -> int:
-    """A positive integer id from a field: 7 or "7", never 7.5, true or "7abc"."""
-    value = data.get(name)
-    if isinstance(value, str) and value.isascii() and value.isdigit():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValidationFailed(f"'{name}' is required and must be an integer id.")
-    if not 1 <= value <= MAX_ID:
-        raise ValidationFailed(f"'{name}' must be a positive id.")
+def _flag(value: Any) -> Any:
+    # A JSON boolean or a form's "true" / "false"; pydantic alone would also take "yes", "on" and 1.
+    if value in ("true", "false"):
+        return value == "true"
+    if not isinstance(value, bool):
+        raise PydanticCustomError("flag", "must be true or false")
     return value
+
+
+Flag = Annotated[bool, BeforeValidator(_flag)]
+
+
+def _whole(value: Any) -> Any:
+    # A JSON integer or form text ("7"); pydantic alone would take true as 1 and 7.0 as 7.
+    text = isinstance(value, str)
+    digits = value.removeprefix("-") if text else ""
+    if isinstance(value, bool | float) or (text and not (digits.isascii() and digits.isdigit())):
+        raise PydanticCustomError("whole_number", "must be a whole number")
+    return value
+
+
+Whole = Annotated[int, BeforeValidator(_whole)]
+# A row's id: what a database's bigint primary key holds.
+Id = Annotated[Whole, Field(ge=1, le=MAX_ID)]
+# A job's priority among its project's waiting jobs: higher goes first.
+Priority = Annotated[Whole, Field(ge=-100, le=100, description="higher goes first")]
+
+
+class RequestModel(BaseModel):
+    """What one endpoint takes. Unknown fields are refused, so a typo is a 400, not a silent default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ProjectRequest(RequestModel):
+    # The project may be named in the body as well as in the query (it is resolved first).
+    project: str | None = Field(None, max_length=64)
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def body_parse(request: Request, model: type[M]) -> M:
+    """The request's body (a JSON object or form fields) as ``model``; a 400 naming the first bad field.
+
+    A ``RootModel`` of a tagged union (one endpoint taking several kinds) names
+    the field without the tag, as the person wrote it.
+    """
+    data = request_body(request)
+    data = data.dict() if isinstance(data, QueryDict) else data
+    return pydantic_parse(model, data, tagged=issubclass(model, RootModel))
+
+
+def query_parse(request: Request, model: type[M]) -> M:
+    """The request's query parameters as ``model``; a 400 naming the first bad one."""
+    return pydantic_parse(model, request.query_params.dict())
 
 
 class WorkerTokenAuthentication(authentication.BaseAuthentication):
@@ -55,8 +110,6 @@ class WorkerTokenAuthentication(authentication.BaseAuthentication):
         if scheme.lower() != "bearer" or not token:
             return None
         if not hmac.compare_digest(token.encode(), settings.WORKER_TOKEN.encode()):
-            from rest_framework.exceptions import AuthenticationFailed
-
             raise AuthenticationFailed("Invalid worker token.")
         return (None, "worker")
 

@@ -61,13 +61,18 @@ class ServiceUnavailable(DomainError):
 M = TypeVar("M", bound=BaseModel)
 
 
-def pydantic_parse(model: type[M], data: Any, *, field: str = "") -> M:
-    """``model`` from ``data``, or a ValidationFailed naming the first bad field (under ``field``)."""
+def pydantic_parse(model: type[M], data: Any, *, field: str = "", tagged: bool = False) -> M:
+    """``model`` from ``data``, or a ValidationFailed naming the first bad field (under ``field``).
+
+    ``tagged``: ``model`` is a tagged union, whose errors start with the tag of
+    the member that was tried; the field is named without it.
+    """
     try:
         return model.model_validate(data)
     except PydanticValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join([field, *(str(part) for part in first["loc"])] if field else map(str, first["loc"]))
+        loc = first["loc"][1:] if tagged and first["type"] != "union_tag_invalid" else first["loc"]
+        where = ".".join([field, *(str(part) for part in loc)] if field else map(str, loc))
         raise ValidationFailed(
             f"{where or 'body'}: {first['msg']}",
             details=exc.errors(include_url=False, include_context=False, include_input=False),

@@ -174,7 +174,7 @@ def worker(live_server, redis_url: str, mlflow_server: str, services_dir: Path) 
 def django_db_setup(django_db_setup):
     """pytest-django's test database, with the sweeps' Optuna connections closed before it is dropped."""
     yield
-    from controlplane.sweeps.services import storages_close
+    from controlplane.sweeps.studies import storages_close
 
     storages_close()
 

@@ -7,6 +7,7 @@ import itertools
 from controlplane.datasets.models import Dataset, DatasetVersion
 from controlplane.training.models import BaseModel, Job
 from controlplane.training.services import job_create
+from workers.spec import TrainingConfig
 
 _numbers = itertools.count(1)
 
@@ -51,7 +52,7 @@ def job_make(project, user, *, config: dict | None = None, priority: int = 0) ->
         user=user,
         base_model_id=base_model_make(project).pk,
         dataset_version_id=dataset_version_make(project, user).pk,
-        config=config,
+        config=TrainingConfig.model_validate(config),
         priority=priority,
     )
 

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 from django.conf import settings
+
+# Tuneyard's people are Django's own users; services name them by this type.
+from django.contrib.auth.models import User as User
 from django.db import models
 
 

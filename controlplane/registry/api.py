@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from pydantic import Field
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -7,7 +8,7 @@ from rest_framework.views import APIView
 
 from controlplane.accounts.models import Role
 from controlplane.accounts.selectors import project_get
-from controlplane.api_common import int_field, project_from_request, request_body
+from controlplane.api_common import Id, RequestModel, body_parse, project_from_request
 from controlplane.errors import ValidationFailed
 from controlplane.registry import selectors, services
 from controlplane.registry.models import Target
@@ -55,6 +56,25 @@ class DeploymentSerializer(serializers.Serializer):
     approved_at = serializers.DateTimeField()
 
 
+class ModelVersionRequest(RequestModel):
+    """Register what a succeeded finetune trained as the next version of model ``name``."""
+
+    job: Id
+    name: str = Field(max_length=100)
+
+
+class PromotionRequest(RequestModel):
+    """Ask for a model version to be deployed to ``target``; another approver decides."""
+
+    model_version: Id
+    target: Target
+    comment: str = Field("", max_length=5000)
+
+
+class DecisionRequest(RequestModel):
+    comment: str = Field("", max_length=5000)
+
+
 class ModelVersionListApi(APIView):
     def get(self, request: Request) -> Response:
         project = project_from_request(request)
@@ -62,10 +82,9 @@ class ModelVersionListApi(APIView):
         return Response({"results": ModelVersionSerializer(versions, many=True).data})
 
     def post(self, request: Request) -> Response:
-        job = job_get(user=request.user, job_id=int_field(request_body(request), "job"))
-        version = services.model_version_create(
-            job=job, user=request.user, name=str(request_body(request).get("name", ""))
-        )
+        body = body_parse(request, ModelVersionRequest)
+        job = job_get(user=request.user, job_id=body.job)
+        version = services.model_version_create(job=job, user=request.user, name=body.name)
         return Response(ModelVersionSerializer(version).data, status=status.HTTP_201_CREATED)
 
 
@@ -76,14 +95,10 @@ class PromotionListApi(APIView):
         return Response({"results": PromotionSerializer(promotions, many=True).data})
 
     def post(self, request: Request) -> Response:
-        version = selectors.model_version_get(
-            user=request.user, model_version_id=int_field(request_body(request), "model_version")
-        )
+        body = body_parse(request, PromotionRequest)
+        version = selectors.model_version_get(user=request.user, model_version_id=body.model_version)
         promotion = services.promotion_request(
-            model_version=version,
-            user=request.user,
-            target=str(request_body(request).get("target", "")),
-            comment=str(request_body(request).get("comment", "")),
+            model_version=version, user=request.user, target=body.target, comment=body.comment
         )
         return Response(PromotionSerializer(promotion).data, status=status.HTTP_201_CREATED)
 
@@ -91,18 +106,16 @@ class PromotionListApi(APIView):
 class PromotionApproveApi(APIView):
     def post(self, request: Request, promotion_id: int) -> Response:
         promotion = selectors.promotion_get(user=request.user, promotion_id=promotion_id)
-        deployment = services.promotion_approve(
-            promotion=promotion, user=request.user, comment=str(request_body(request).get("comment", ""))
-        )
+        comment = body_parse(request, DecisionRequest).comment
+        deployment = services.promotion_approve(promotion=promotion, user=request.user, comment=comment)
         return Response(DeploymentSerializer(deployment).data)
 
 
 class PromotionRejectApi(APIView):
     def post(self, request: Request, promotion_id: int) -> Response:
         promotion = selectors.promotion_get(user=request.user, promotion_id=promotion_id)
-        promotion = services.promotion_reject(
-            promotion=promotion, user=request.user, comment=str(request_body(request).get("comment", ""))
-        )
+        comment = body_parse(request, DecisionRequest).comment
+        promotion = services.promotion_reject(promotion=promotion, user=request.user, comment=comment)
         return Response(PromotionSerializer(promotion).data)
 
 

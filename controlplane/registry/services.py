@@ -39,6 +39,8 @@ def model_version_create(*, job: Job, user, name: str) -> ModelVersion:
     if job.kind != JobKind.FINETUNE:
         raise Conflict(
             f"Job {job.pk} is an evaluation and trained no model; register the finetune it evaluated."
+            if job.kind == JobKind.EVALUATE
+            else f"Job {job.pk} drives a sweep and trained no model; register one of its trials' jobs."
         )
     if job.status != JobStatus.SUCCEEDED:
         raise Conflict(f"Only a succeeded job can be registered; job {job.pk} is {job.status}.")

@@ -1,8 +1,8 @@
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -10,39 +10,44 @@ from rest_framework.views import APIView
 
 from controlplane.accounts.models import Role
 from controlplane.api_common import (
-    MAX_ID,
+    Id,
     IsWorker,
+    ProjectRequest,
+    RequestModel,
+    Whole,
     WorkerTokenAuthentication,
+    body_parse,
     project_from_request,
-    request_body,
 )
 from controlplane.errors import pydantic_parse
 from controlplane.sweeps import raysweeps, selectors, services
-from controlplane.sweeps.models import SweepStatus
-from workers.spec import SweepTrialReport
+from controlplane.sweeps.models import Backend, Direction, Pruner, Sampler, SweepStatus
+from controlplane.sweeps.services import MAX_TRIALS
+from workers.spec import SweepTrialReport, TrainingConfig
 
 
-class SweepRequest(BaseModel):
-    """A new sweep, as the API takes it; the service checks the meaning (space, choices, ranges)."""
+class SweepRequest(ProjectRequest):
+    """A new sweep, as the API takes it; the service checks the meaning (the space, what a backend allows)."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    project: str
     name: str = Field("", max_length=200)
-    base_model: int = Field(ge=1, le=MAX_ID)
-    dataset_version: int = Field(ge=1, le=MAX_ID)
-    config: dict[str, Any] = Field(default_factory=dict)
+    base_model: Id
+    dataset_version: Id
+    config: TrainingConfig = Field(default_factory=TrainingConfig)
     search_space: dict[str, Any]
-    objective_metric: str = "train_loss"
-    direction: str = "minimize"
-    sampler: str = "tpe"
+    objective_metric: str = Field("train_loss", min_length=1, max_length=100)
+    direction: Direction = Direction.MINIMIZE
+    sampler: Sampler = Sampler.TPE
     # None: the backend's usual pruner (median for optuna, successive_halving, i.e. ASHA, for ray).
-    pruner: str | None = None
-    n_trials: int = 10
-    parallelism: int = 1
-    gpu_hours_cap: float | None = None
-    seed: int = 0
-    backend: str = "optuna"
+    pruner: Pruner | None = None
+    n_trials: Annotated[Whole, Field(ge=1, le=MAX_TRIALS)] = 10
+    parallelism: Annotated[Whole, Field(ge=1, le=100)] = 1
+    gpu_hours_cap: float | None = Field(None, gt=0, lt=1e6)
+    seed: Annotated[Whole, Field(ge=0, lt=2**31)] = 0
+    backend: Backend = Backend.OPTUNA
+
+
+class AddTrialsRequest(RequestModel):
+    count: Annotated[Whole, Field(ge=1, le=MAX_TRIALS)]
 
 
 class TrialSerializer(serializers.Serializer):
@@ -100,7 +105,7 @@ class SweepListApi(APIView):
     def post(self, request: Request) -> Response:
         # The project first: an outsider learns nothing from the body's errors.
         project = project_from_request(request, role=Role.MEMBER)
-        body = pydantic_parse(SweepRequest, dict(request_body(request)))
+        body = body_parse(request, SweepRequest)
         sweep = services.sweep_create(
             project=project,
             user=request.user,
@@ -135,9 +140,7 @@ class SweepActionApi(APIView):
     def post(self, request: Request, sweep_id: int) -> Response:
         sweep = selectors.sweep_get(user=request.user, sweep_id=sweep_id)
         if self.action == "add-trials":
-            count = request_body(request).get("count")
-            if isinstance(count, bool) or not isinstance(count, int):
-                count = 0  # the service says what is wrong with it
+            count = body_parse(request, AddTrialsRequest).count
             services.sweep_trials_add(sweep=sweep, user=request.user, count=count)
         elif self.action == "rerun-failed":
             services.sweep_failed_rerun(sweep=sweep, user=request.user)

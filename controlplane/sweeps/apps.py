@@ -6,3 +6,10 @@ from django.apps import AppConfig
 class SweepsConfig(AppConfig):
     name = "controlplane.sweeps"
     label = "sweeps"
+
+    def ready(self) -> None:
+        # Sweeps hear of their trials' and drivers' jobs through training's hooks;
+        # training never imports sweeps.
+        from controlplane.sweeps import job_hooks
+
+        job_hooks.register()

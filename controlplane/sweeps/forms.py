@@ -7,9 +7,12 @@ from django import forms
 
 from controlplane.accounts.models import Project
 from controlplane.datasets.selectors import dataset_version_list
+from controlplane.errors import pydantic_parse
 from controlplane.sweeps.models import Backend, Direction, Pruner, Sampler
+from controlplane.sweeps.services import MAX_TRIALS
 from controlplane.training.forms import QUEUE_HELP, resources_config
 from controlplane.training.selectors import base_model_list
+from workers.spec import TrainingConfig
 
 DEFAULT_SPACE = {
     "hyperparameters.learning_rate": {"type": "float", "low": 1e-5, "high": 1e-2, "log": True},
@@ -48,10 +51,10 @@ class SweepLaunchForm(forms.Form):
     pruner = forms.ChoiceField(
         choices=[("", "the backend's usual (median; ASHA for Ray)"), *Pruner.choices], required=False
     )
-    n_trials = forms.IntegerField(initial=12, min_value=1, label="Trials")
-    parallelism = forms.IntegerField(initial=2, min_value=1)
-    gpu_hours_cap = forms.FloatField(required=False, min_value=0.001, label="GPU-hour cap")
-    seed = forms.IntegerField(initial=0, min_value=0)
+    n_trials = forms.IntegerField(initial=12, min_value=1, max_value=MAX_TRIALS, label="Trials")
+    parallelism = forms.IntegerField(initial=2, min_value=1, max_value=100)
+    gpu_hours_cap = forms.FloatField(required=False, min_value=0.001, max_value=999_999, label="GPU-hour cap")
+    seed = forms.IntegerField(initial=0, min_value=0, max_value=2**31 - 1)
 
     def __init__(self, *args: Any, project: Project, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -64,10 +67,11 @@ class SweepLaunchForm(forms.Form):
         except ValueError as exc:
             raise forms.ValidationError(f"The search space is not valid JSON: {exc}") from exc
 
-    def config(self) -> dict[str, Any]:
+    def config(self) -> TrainingConfig:
         data = self.cleaned_data
-        return {
+        config = {
             "method": {"name": data["method"]},
             "hyperparameters": {key: data[key] for key in ("max_steps", "batch_size", "max_seq_length")},
             "resources": resources_config(data),
         }
+        return pydantic_parse(TrainingConfig, config, field="config")

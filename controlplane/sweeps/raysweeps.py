@@ -16,8 +16,9 @@ from django.db.models import F
 
 from controlplane.errors import Conflict, NotFound, ValidationFailed
 from controlplane.sweeps.models import Direction, Pruner, Sampler, Sweep, SweepStatus, Trial, TrialState
-from controlplane.training.models import Job, JobStatus
-from workers.spec import RaySweep, SweepTrialReport, SweepTrialState
+from controlplane.training.models import Job, JobKind, JobStatus
+from controlplane.training.services import job_create
+from workers.spec import RaySweep, SweepTrialReport, SweepTrialState, TrainingConfig
 
 log = logging.getLogger(__name__)
 
@@ -50,14 +51,13 @@ def ray_settings_check(*, sampler: str, pruner: str, gpu_hours_cap: float | None
 
 def driver_job_create(*, sweep: Sweep) -> Job:
     """The sweep's one job; call inside the transaction that saves the sweep (it dispatches on commit)."""
-    from controlplane.training.services import job_create
-
     job = job_create(
+        kind=JobKind.SWEEP_DRIVER,
         project=sweep.project,
         user=sweep.created_by,
         base_model_id=sweep.base_model_id,
         dataset_version_id=sweep.dataset_version_id,
-        config=sweep.base_config,
+        config=TrainingConfig.model_validate(sweep.base_config),
         name=f"{sweep.name} · ray tune driver",
     )
     Sweep.objects.filter(pk=sweep.pk).update(driver_job=job)
@@ -65,15 +65,15 @@ def driver_job_create(*, sweep: Sweep) -> Job:
     return job
 
 
-def driver_spec(*, job: Job) -> RaySweep | None:
-    """What a driver job's JobSpec carries; None for any other job.
+def driver_spec(*, job: Job) -> RaySweep:
+    """What a driver job's JobSpec carries: the whole search.
 
     A later attempt (the first one was lost) runs only the trials that have not
     ended yet, numbered after every trial reported so far.
     """
     sweep = Sweep.objects.filter(driver_job_id=job.pk).first()
     if sweep is None:
-        return None
+        raise NotFound(f"Job {job.pk} is a sweep driver that drives no sweep.")
     trials = sweep.trials.all()
     ended = trials.exclude(state=TrialState.RUNNING).count()
     last = trials.order_by("-number").values_list("number", flat=True).first()

@@ -2,12 +2,15 @@ from __future__ import annotations
 
 import json
 
+import optuna
 from django.db.models import QuerySet
 
 from controlplane.accounts.models import Project, Role
 from controlplane.accounts.selectors import project_role_check
 from controlplane.errors import NotFound
 from controlplane.sweeps.models import Backend, Direction, Sweep, Trial, TrialState
+from controlplane.sweeps.space import CategoricalParam, FloatParam, SearchSpace
+from controlplane.sweeps.studies import study_load
 
 
 def sweep_list(*, project: Project) -> QuerySet[Sweep]:
@@ -36,9 +39,7 @@ def sweep_best_trial(*, sweep: Sweep) -> Trial | None:
 def sweep_figures(*, sweep: Sweep) -> dict[str, dict]:
     """Optuna's own charts of the study, as Plotly figures (plain dicts) by name; a chart its
     trials cannot draw yet (too few finished, one parameter) is left out."""
-    import optuna.visualization as vis
-
-    from controlplane.sweeps.services import study_load
+    import optuna.visualization as vis  # plotly: loaded only when a page draws the charts
 
     study = study_load(sweep) if sweep.backend == Backend.OPTUNA else _ray_study(sweep)
     if not any(t.state.is_finished() for t in study.get_trials(deepcopy=False)):
@@ -63,10 +64,6 @@ def _ray_study(sweep: Sweep):  # type: ignore[no-untyped-def]
 
     Built from our rows at each call: the rows are the truth, and a sweep has few trials.
     """
-    import optuna
-
-    from controlplane.sweeps.space import CategoricalParam, FloatParam, SearchSpace
-
     space = SearchSpace.model_validate(sweep.search_space).root
     distributions: dict[str, optuna.distributions.BaseDistribution] = {}
     for path, param in space.items():

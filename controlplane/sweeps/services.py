@@ -9,21 +9,18 @@ A sweep on the ray backend has no study here: see ``raysweeps``.
 
 from __future__ import annotations
 
-import functools
 import logging
 import uuid
-from typing import Any
 
 import optuna
-from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import F, FloatField, Q, Sum
 from django.utils import timezone
 
 from controlplane.accounts.models import Project, Role
 from controlplane.accounts.selectors import project_role_check
-from controlplane.errors import Conflict, DomainError, ValidationFailed, pydantic_parse
-from controlplane.sweeps import raysweeps
+from controlplane.errors import Conflict, DomainError, ValidationFailed
+from controlplane.sweeps import raysweeps, studies
 from controlplane.sweeps.models import (
     Backend,
     Direction,
@@ -35,8 +32,6 @@ from controlplane.sweeps.models import (
     TrialState,
 )
 from controlplane.sweeps.space import (
-    CategoricalParam,
-    FloatParam,
     SearchSpace,
     config_build,
     params_suggest,
@@ -44,106 +39,13 @@ from controlplane.sweeps.space import (
 )
 from controlplane.training.models import Job, JobStatus
 from controlplane.training.selectors import base_model_get, dataset_version_get
+from controlplane.training.services import job_create, job_transition
 from workers.spec import TrainingConfig
 
 log = logging.getLogger(__name__)
 
 PRUNED = "pruned"  # how a pruned trial's job error starts
 MAX_TRIALS = 10_000
-MAX_GRID_POINTS = 10_000
-
-
-# --- the study -------------------------------------------------------------------
-
-
-def storage_url() -> str:
-    """Optuna's storage: the control plane's PostgreSQL database, or a SQLite file beside SQLite's."""
-    if settings.OPTUNA_STORAGE_URL:
-        return settings.OPTUNA_STORAGE_URL
-    db = connection.settings_dict  # read now: under tests it names the test database
-    if db["ENGINE"].endswith("postgresql"):
-        auth = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
-        return f"postgresql+psycopg://{auth}@{db['HOST'] or 'localhost'}:{db['PORT'] or 5432}/{db['NAME']}"
-    return f"sqlite:///{settings.VAR_DIR / 'optuna.sqlite3'}"
-
-
-# One storage (one connection pool) per URL for the life of the process.
-_storages: dict[str, optuna.storages.RDBStorage] = {}
-
-
-def _storage(url: str) -> optuna.storages.RDBStorage:
-    if url not in _storages:
-        _storages[url] = optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
-    return _storages[url]
-
-
-def storages_close() -> None:
-    """Close the studies' database connections (before the database they use is dropped)."""
-    for storage in _storages.values():
-        storage.remove_session()
-        storage.engine.dispose()
-
-
-def study_load(sweep: Sweep, *, seed_offset: int = 0) -> optuna.Study:
-    # A fresh sampler is built at every load, so its seed moves with each trial
-    # asked; the same seed every time would propose the same first points again.
-    return optuna.load_study(
-        study_name=sweep.study_name,
-        storage=_storage(storage_url()),
-        sampler=_sampler(sweep, sweep.seed + seed_offset),
-        pruner=_pruner(sweep),
-    )
-
-
-def _sampler(sweep: Sweep, seed: int) -> optuna.samplers.BaseSampler:
-    match sweep.sampler:
-        case Sampler.RANDOM:
-            return optuna.samplers.RandomSampler(seed=seed)
-        case Sampler.GRID:
-            return optuna.samplers.GridSampler(
-                _grid(SearchSpace.model_validate(sweep.search_space)), seed=seed
-            )
-        case Sampler.CMAES:
-            return optuna.samplers.CmaEsSampler(seed=seed)
-        case Sampler.QMC:
-            return optuna.samplers.QMCSampler(seed=sweep.seed, scramble=True)  # one sequence for the sweep
-        case _:
-            return optuna.samplers.TPESampler(seed=seed)
-
-
-def _pruner(sweep: Sweep) -> optuna.pruners.BasePruner:
-    match sweep.pruner:
-        case Pruner.MEDIAN:
-            # Small sweeps are the norm: start judging after two finished trials.
-            return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
-        case Pruner.SUCCESSIVE_HALVING:
-            return optuna.pruners.SuccessiveHalvingPruner()
-        case Pruner.HYPERBAND:
-            return optuna.pruners.HyperbandPruner()
-        case _:
-            return optuna.pruners.NopPruner()
-
-
-def _trial_id(sweep: Sweep, number: int) -> int:
-    storage = _storage(storage_url())
-    return storage.get_trial_id_from_study_id_trial_number(
-        storage.get_study_id_from_name(sweep.study_name), number
-    )
-
-
-def _grid(space: SearchSpace) -> dict[str, list[Any]]:
-    grid: dict[str, list[Any]] = {}
-    for path, param in space.root.items():
-        if isinstance(param, CategoricalParam):
-            grid[path] = list(param.choices)
-        elif isinstance(param, FloatParam) or param.log:
-            raise ValidationFailed(f"a grid needs categorical or linear integer parameters; {path!r} is not")
-        else:
-            grid[path] = list(range(param.low, param.high + 1, param.step))
-    points = functools.reduce(lambda n, values: n * len(values), grid.values(), 1)
-    if points > MAX_GRID_POINTS:
-        raise ValidationFailed(f"the grid has {points} points; at most {MAX_GRID_POINTS}")
-    return grid
 
 
 # --- creating and steering --------------------------------------------------------
@@ -156,43 +58,29 @@ def sweep_create(
     name: str,
     base_model_id: int,
     dataset_version_id: int,
-    config: dict[str, Any] | None,
+    config: TrainingConfig,
     search_space: object,
     objective_metric: str = "train_loss",
-    direction: str = Direction.MINIMIZE,
-    sampler: str = Sampler.TPE,
-    pruner: str | None = None,
+    direction: Direction = Direction.MINIMIZE,
+    sampler: Sampler = Sampler.TPE,
+    pruner: Pruner | None = None,
     n_trials: int = 10,
     parallelism: int = 1,
     gpu_hours_cap: float | None = None,
     seed: int = 0,
-    backend: str = Backend.OPTUNA,
+    backend: Backend = Backend.OPTUNA,
 ) -> Sweep:
     """A new sweep, started at once. ``pruner`` None means the backend's usual one:
     the median pruner for Optuna, ASHA (successive halving) for Ray."""
     project_role_check(user=user, project=project, role=Role.MEMBER)
-    _choice_check("backend", backend, Backend)
     if pruner is None:
         pruner = raysweeps.RAY_DEFAULT_PRUNER if backend == Backend.RAY else Pruner.MEDIAN
-    training_config = pydantic_parse(TrainingConfig, config or {}, field="config")
+    training_config = config
     base_config = training_config.model_dump(mode="json")
     if (base_config.get("export") or {}).get("merge_adapter"):
         # Every trial would write a whole model; the best one can be merged when it is retrained.
         raise ValidationFailed("A sweep's trials do not export merged models: leave config.export out.")
     space = search_space_parse(search_space, base_config)
-    _choice_check("direction", direction, Direction)
-    _choice_check("sampler", sampler, Sampler)
-    _choice_check("pruner", pruner, Pruner)
-    if not 1 <= n_trials <= MAX_TRIALS:
-        raise ValidationFailed(f"'n_trials' is between 1 and {MAX_TRIALS}.")
-    if not 1 <= parallelism <= 100:
-        raise ValidationFailed("'parallelism' is between 1 and 100.")
-    if gpu_hours_cap is not None and not 0 < gpu_hours_cap < 1e6:
-        raise ValidationFailed("'gpu_hours_cap' is a positive number of GPU-hours.")
-    if not objective_metric or len(objective_metric) > 100:
-        raise ValidationFailed("'objective_metric' names a metric the job reports, e.g. train_loss.")
-    if not 0 <= seed < 2**31:
-        raise ValidationFailed("'seed' is between 0 and 2**31 - 1.")
     if backend == Backend.RAY:
         raysweeps.ray_settings_check(sampler=sampler, pruner=pruner, gpu_hours_cap=gpu_hours_cap)
         if training_config.resources.launched:
@@ -201,7 +89,7 @@ def sweep_create(
                 "distributed, and ask for at most 1 GPU per trial."
             )
     if sampler == Sampler.GRID:
-        _grid(space)
+        studies.grid(space)
     base_model_get(project=project, base_model_id=base_model_id)
     dataset_version_get(project=project, dataset_version_id=dataset_version_id)
 
@@ -230,15 +118,10 @@ def sweep_create(
             raysweeps.driver_job_create(sweep=sweep)
         return sweep
     # The study first: a sweep row never points at a study that does not exist.
-    optuna.create_study(study_name=sweep.study_name, storage=_storage(storage_url()), direction=direction)
+    optuna.create_study(study_name=sweep.study_name, storage=studies.study_storage(), direction=direction)
     sweep.save()
     transaction.on_commit(lambda: sweep_fill(sweep_id=sweep.pk))
     return sweep
-
-
-def _choice_check(field: str, value: str, choices: type) -> None:
-    if value not in choices.values:
-        raise ValidationFailed(f"'{field}' is one of {', '.join(choices.values)}, not {value!r}.")
 
 
 # Ray Tune holds the whole search inside one driver job, which cannot take new budget or pause.
@@ -288,7 +171,7 @@ def sweep_failed_rerun(*, sweep: Sweep, user) -> int:
     failed = list(sweep.trials.filter(state=TrialState.FAILED, rerun=False))
     if not failed:
         return 0
-    study = study_load(sweep)
+    study = studies.study_load(sweep)
     for trial in failed:
         study.enqueue_trial(trial.params, skip_if_exists=False)
     Trial.objects.filter(pk__in=[t.pk for t in failed]).update(rerun=True)
@@ -340,9 +223,7 @@ def _fill_step(sweep_id: int) -> bool:
 
 
 def _trial_launch(sweep: Sweep, slot: int) -> bool:
-    from controlplane.training.services import job_create
-
-    study = study_load(sweep, seed_offset=slot)
+    study = studies.study_load(sweep, seed_offset=slot)
     trial = study.ask()
     space = SearchSpace.model_validate(sweep.search_space)
     try:
@@ -354,13 +235,16 @@ def _trial_launch(sweep: Sweep, slot: int) -> bool:
                 user=sweep.created_by,
                 base_model_id=sweep.base_model_id,
                 dataset_version_id=sweep.dataset_version_id,
-                config=config,
+                config=TrainingConfig.model_validate(config),
                 name=f"{sweep.name} · trial {trial.number}",
             )
             Trial.objects.create(
-                sweep=sweep, number=trial.number, optuna_trial_id=_trial_id(sweep, trial.number), job=job,
+                sweep=sweep,
+                number=trial.number,
+                optuna_trial_id=studies.trial_id(sweep, trial.number),
+                job=job,
                 params=params,
-            )  # fmt: skip
+            )
     except DomainError as exc:
         # The sweep cannot go on as it is (its creator left the project, a base model went away).
         study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
@@ -390,8 +274,6 @@ def _cap_reason(sweep: Sweep) -> str:
 
 
 def _trials_cancel(sweep: Sweep, *, reason: str) -> None:
-    from controlplane.training.services import job_transition
-
     jobs = Job.objects.filter(Q(trial__sweep=sweep) | Q(driven_sweep=sweep))
     for job_id, status, attempt in jobs.filter(status__in=[JobStatus.QUEUED, JobStatus.RUNNING]).values_list(
         "pk", "status", "attempt"
@@ -409,9 +291,9 @@ def trial_report(*, job_id: int, points: list[tuple[int, float]]) -> str:
     trial = Trial.objects.select_related("sweep").filter(job_id=job_id, state=TrialState.RUNNING).first()
     if trial is None or not points:
         return ""
-    study = study_load(trial.sweep)
+    study = studies.study_load(trial.sweep)
     live = optuna.Trial(study, trial.optuna_trial_id)
-    reported = _storage(storage_url()).get_trial(trial.optuna_trial_id).intermediate_values
+    reported = studies.study_storage().get_trial(trial.optuna_trial_id).intermediate_values
     for step, value in points:
         if step not in reported:  # a resent heartbeat repeats points
             live.report(value, step)
@@ -420,13 +302,13 @@ def trial_report(*, job_id: int, points: list[tuple[int, float]]) -> str:
     return ""
 
 
-def trial_finish(*, job_id: int) -> None:
-    """Tell the study how a trial's job ended, then launch what the sweep has room for."""
+def trial_finish(*, job_id: int) -> int:
+    """Tell the study how a trial's job ended, then launch what the sweep has room for; how many."""
     trial = (
         Trial.objects.select_related("sweep", "job").filter(job_id=job_id, state=TrialState.RUNNING).first()
     )
-    if trial is None or not JobStatus(trial.job.status).is_finished():
-        return
+    if trial is None or trial.job is None or not JobStatus(trial.job.status).is_finished():
+        return 0
     job, sweep = trial.job, trial.sweep
     value = None
     if job.status == JobStatus.SUCCEEDED and job.metrics.get(sweep.objective_metric) is not None:
@@ -440,7 +322,7 @@ def trial_finish(*, job_id: int) -> None:
         TrialState.PRUNED: optuna.trial.TrialState.PRUNED,
         TrialState.FAILED: optuna.trial.TrialState.FAIL,
     }[state]
-    study_load(sweep).tell(trial.number, value, state=optuna_state, skip_if_finished=True)
+    studies.study_load(sweep).tell(trial.number, value, state=optuna_state, skip_if_finished=True)
     Trial.objects.filter(pk=trial.pk, state=TrialState.RUNNING).update(state=state, value=value)
     return sweep_fill(sweep_id=sweep.pk)
 

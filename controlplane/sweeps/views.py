@@ -11,7 +11,7 @@ from controlplane.accounts.selectors import membership_role, project_get
 from controlplane.errors import ValidationFailed, page_errors
 from controlplane.sweeps import selectors, services
 from controlplane.sweeps.forms import SweepLaunchForm
-from controlplane.sweeps.models import Backend, SweepStatus
+from controlplane.sweeps.models import Backend, Direction, Pruner, Sampler, SweepStatus
 
 
 @login_required
@@ -31,14 +31,14 @@ def sweep_new(request: HttpRequest, slug: str) -> HttpResponse:
                 config=form.config(),
                 search_space=data["search_space"],
                 objective_metric=data["objective_metric"],
-                direction=data["direction"],
-                sampler=data["sampler"],
-                pruner=data["pruner"] or None,
+                direction=Direction(data["direction"]),
+                sampler=Sampler(data["sampler"]),
+                pruner=Pruner(data["pruner"]) if data["pruner"] else None,
                 n_trials=data["n_trials"],
                 parallelism=data["parallelism"],
                 gpu_hours_cap=data["gpu_hours_cap"],
                 seed=data["seed"],
-                backend=data["backend"] or Backend.OPTUNA,
+                backend=Backend(data["backend"] or Backend.OPTUNA),
             )
         except ValidationFailed as exc:
             form.add_error(None, exc.message)  # shown on the form, with what was typed kept

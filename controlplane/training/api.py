@@ -1,7 +1,8 @@
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 
+from pydantic import Discriminator, Field, RootModel, Tag
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -11,16 +12,22 @@ from controlplane.accounts.models import Role
 from controlplane.accounts.selectors import project_get
 from controlplane.api_common import (
     MAX_ID,
+    Flag,
+    Id,
     IsWorker,
+    Priority,
+    ProjectRequest,
+    RequestModel,
+    Whole,
     WorkerTokenAuthentication,
-    int_field,
+    body_parse,
     project_from_request,
-    request_body,
+    query_parse,
 )
-from controlplane.errors import ValidationFailed, pydantic_parse
+from controlplane.errors import pydantic_parse
 from controlplane.training import selectors, services
 from controlplane.training.models import JobKind
-from workers.spec import ClaimRequest, Heartbeat, JobResult, WorkerHeartbeat
+from workers.spec import ClaimRequest, EvaluateConfig, Heartbeat, JobResult, TrainingConfig, WorkerHeartbeat
 
 
 class BaseModelSerializer(serializers.Serializer):
@@ -69,6 +76,68 @@ class JobSerializer(serializers.Serializer):
     finished_at = serializers.DateTimeField()
 
 
+class BaseModelRequest(ProjectRequest):
+    """A base model to register: a hub id, a path on the workers, or an MLflow artifact URI."""
+
+    name: str = Field(max_length=100)
+    uri: str = Field(min_length=1, max_length=1000)
+    description: str = Field("", max_length=10_000)
+    # Only a site admin may allow a model's own code to run on the workers.
+    trust_remote_code: Flag = False
+
+
+class FinetuneRequest(ProjectRequest):
+    """A job that trains ``base_model`` on ``dataset_version`` as ``config`` says."""
+
+    kind: Literal["finetune"] = "finetune"
+    name: str = Field("", max_length=200)
+    base_model: Id
+    dataset_version: Id
+    config: TrainingConfig = Field(default_factory=TrainingConfig)
+    priority: Priority = 0
+
+
+class EvaluateRequest(ProjectRequest):
+    """A job that scores a base model, or what a succeeded finetune (``source_job``) trained."""
+
+    kind: Literal["evaluate"]
+    name: str = Field("", max_length=200)
+    dataset_version: Id
+    base_model: Id | None = None
+    source_job: Id | None = None
+    fewshot_dataset_version: Id | None = None
+    config: EvaluateConfig = Field(default_factory=dict, validate_default=True)  # type: ignore[arg-type]
+    priority: Priority = 0
+
+
+def _job_kind(body: Any) -> str | None:
+    # "kind" may be left out for a finetune; the union is told apart by it all the same.
+    kind = body.get("kind", JobKind.FINETUNE) if isinstance(body, dict) else getattr(body, "kind", None)
+    return kind if isinstance(kind, str) else None
+
+
+JobRequest = RootModel[
+    Annotated[
+        Annotated[FinetuneRequest, Tag(JobKind.FINETUNE)] | Annotated[EvaluateRequest, Tag(JobKind.EVALUATE)],
+        Discriminator(
+            _job_kind,
+            custom_error_type="job_kind",
+            custom_error_message="'kind' is one of finetune, evaluate",
+        ),
+    ]
+]
+
+
+class EstimateRequest(ProjectRequest):
+    """A finetune's inputs, to estimate what it would need without launching it."""
+
+    name: str = Field("", max_length=200)
+    base_model: Id
+    dataset_version: Id
+    config: TrainingConfig = Field(default_factory=TrainingConfig)
+    priority: Priority = 0
+
+
 class BaseModelListApi(APIView):
     def get(self, request: Request) -> Response:
         project = project_from_request(request)
@@ -77,13 +146,14 @@ class BaseModelListApi(APIView):
 
     def post(self, request: Request) -> Response:
         project = project_from_request(request, role=Role.MEMBER)
+        body = body_parse(request, BaseModelRequest)
         model = services.base_model_create(
             project=project,
             user=request.user,
-            name=request_body(request).get("name", ""),
-            uri=str(request_body(request).get("uri", "")),
-            description=str(request_body(request).get("description", "")),
-            trust_remote_code=_body_bool(request_body(request), "trust_remote_code", default=False),
+            name=body.name,
+            uri=body.uri,
+            description=body.description,
+            trust_remote_code=body.trust_remote_code,
         )
         return Response(BaseModelSerializer(model).data, status=status.HTTP_201_CREATED)
 
@@ -97,61 +167,45 @@ class JobListApi(APIView):
     def post(self, request: Request) -> Response:
         """A finetune, or with ``"kind": "evaluate"`` an evaluation: one endpoint, since either is
         then a job like any other (listed, watched, cancelled and retried the same way)."""
-        project = project_from_request(request, role=Role.MEMBER)
-        body = request_body(request)
-        config = body.get("config", {})
-        if not isinstance(config, dict):
-            raise ValidationFailed("'config' must be an object.")
-        kind = body.get("kind", JobKind.FINETUNE)
-        if kind not in JobKind.values:
-            raise ValidationFailed(f"'kind' is one of {', '.join(JobKind.values)}.")
-        if kind == JobKind.EVALUATE:
+        project = project_from_request(request)  # the service checks the member role
+        body = body_parse(request, JobRequest).root
+        if isinstance(body, EvaluateRequest):
             job = services.evaluate_job_create(
                 project=project,
                 user=request.user,
-                dataset_version_id=int_field(body, "dataset_version"),
-                base_model_id=_optional_id(body, "base_model"),
-                source_job_id=_optional_id(body, "source_job"),
-                fewshot_dataset_version_id=_optional_id(body, "fewshot_dataset_version"),
-                config=config,
-                name=str(body.get("name", "")),
-                priority=_body_int(body, "priority", default=0),
+                dataset_version_id=body.dataset_version,
+                base_model_id=body.base_model,
+                source_job_id=body.source_job,
+                fewshot_dataset_version_id=body.fewshot_dataset_version,
+                config=body.config,
+                name=body.name,
+                priority=body.priority,
             )
-            return Response(JobSerializer(job).data, status=status.HTTP_201_CREATED)
-        for field in ("source_job", "fewshot_dataset_version"):
-            if body.get(field) is not None:
-                raise ValidationFailed(f"'{field}' is for an evaluate job; a finetune takes none.")
-        job = services.job_create(
-            project=project,
-            user=request.user,
-            base_model_id=int_field(body, "base_model"),
-            dataset_version_id=int_field(body, "dataset_version"),
-            config=config,
-            name=str(body.get("name", "")),
-            priority=_body_int(body, "priority", default=0),
-        )
+        else:
+            job = services.job_create(
+                project=project,
+                user=request.user,
+                base_model_id=body.base_model,
+                dataset_version_id=body.dataset_version,
+                config=body.config,
+                name=body.name,
+                priority=body.priority,
+            )
         return Response(JobSerializer(job).data, status=status.HTTP_201_CREATED)
-
-
-def _optional_id(body: Any, name: str) -> int | None:
-    return None if body.get(name) is None else int_field(body, name)
 
 
 class JobEstimateApi(APIView):
     """``POST jobs/estimate``: a job creation's body; answers what the job would need, launches nothing."""
 
     def post(self, request: Request) -> Response:
-        project = project_from_request(request, role=Role.MEMBER)
-        body = request_body(request)
-        config = body.get("config", {})
-        if not isinstance(config, dict):
-            raise ValidationFailed("'config' must be an object.")
+        project = project_from_request(request)
+        body = body_parse(request, EstimateRequest)
         estimate = selectors.job_estimate(
             project=project,
             user=request.user,
-            base_model_id=int_field(body, "base_model"),
-            dataset_version_id=int_field(body, "dataset_version"),
-            config=config,
+            base_model_id=body.base_model,
+            dataset_version_id=body.dataset_version,
+            config=body.config,
         )
         return Response(estimate)
 
@@ -168,24 +222,6 @@ class JobDetailApi(APIView):
                 "start_estimate_seconds": round(estimate.total_seconds()) if estimate is not None else None,
             }
         )
-
-
-def _body_int(body: Any, name: str, *, default: int) -> int:
-    value = body.get(name, default)
-    if isinstance(value, str) and value.lstrip("-").isdigit():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValidationFailed(f"'{name}' must be an integer.")
-    return value
-
-
-def _body_bool(body: Any, name: str, *, default: bool) -> bool:
-    value = body.get(name, default)
-    if value in ("true", "false"):  # a form field
-        value = value == "true"
-    if not isinstance(value, bool):
-        raise ValidationFailed(f"'{name}' must be true or false.")
-    return value
 
 
 class ProjectDispatchApi(APIView):
@@ -222,13 +258,19 @@ class JobCloneApi(APIView):
         return Response(JobSerializer(clone).data, status=status.HTTP_201_CREATED)
 
 
+class LogsQuery(RequestModel):
+    after: Annotated[Whole, Field(ge=0, le=MAX_ID)] = 0  # the last ``next`` seen
+    attempt: Id | None = None  # default: the job's current attempt
+
+
 class JobLogsApi(APIView):
     """Tail and follow: ask again with ``after`` set to the last ``next`` to get only new lines."""
 
     def get(self, request: Request, job_id: int) -> Response:
         job = selectors.job_get(user=request.user, job_id=job_id)
-        after = _query_int(request, "after", default=0)
-        attempt = _query_int(request, "attempt", default=job.attempt)
+        query = query_parse(request, LogsQuery)
+        after = query.after
+        attempt = job.attempt if query.attempt is None else query.attempt
         lines = selectors.job_log_page(job=job, attempt=attempt, after=after)
         return Response(
             {
@@ -238,15 +280,6 @@ class JobLogsApi(APIView):
                 "finished": job.is_finished or attempt != job.attempt,
             }
         )
-
-
-def _query_int(request: Request, name: str, *, default: int) -> int:
-    value = request.query_params.get(name)
-    if value is None:
-        return default
-    if not (value.isascii() and value.isdigit()) or int(value) > MAX_ID:
-        raise ValidationFailed(f"'{name}' must be a non-negative integer.")
-    return int(value)
 
 
 class JobMetricsApi(APIView):
@@ -320,14 +353,16 @@ class WorkerListApi(APIView):
         )
 
 
+class UsageQuery(ProjectRequest):
+    days: Annotated[Whole, Field(ge=1, le=3660)] = 30
+
+
 class UsageApi(APIView):
     """Run-hours and GPU-hours per person in a project, over the last ``days`` days (default 30)."""
 
     def get(self, request: Request) -> Response:
         project = project_from_request(request)
-        days = _query_int(request, "days", default=30)
-        if not 1 <= days <= 3660:
-            raise ValidationFailed("'days' is between 1 and 3660.")
+        days = query_parse(request, UsageQuery).days
         rows = selectors.usage_by_user(project=project, days=days)
         total = {key: round(sum(row[key] for row in rows), 4) for key in ("jobs", "run_hours", "gpu_hours")}
         return Response({"project": project.slug, "days": days, "by_user": rows, "total": total})

@@ -6,8 +6,16 @@ from django import forms
 
 from controlplane.accounts.models import Project
 from controlplane.datasets.selectors import dataset_version_list
+from controlplane.errors import pydantic_parse
 from controlplane.training.selectors import base_model_list, evaluable_job_list
-from workers.spec import EvaluationConfig, EvaluationMetric, Hyperparameters, LoraMethod
+from workers.spec import (
+    EvaluateConfig,
+    EvaluationConfig,
+    EvaluationMetric,
+    Hyperparameters,
+    LoraMethod,
+    TrainingConfig,
+)
 
 _HP = Hyperparameters()
 QUEUE_HELP = "a resource class, such as a GPU type; empty: gpu for GPU jobs, cpu otherwise"
@@ -94,7 +102,8 @@ class JobLaunchForm(forms.Form):
         self.fields["base_model"].queryset = base_model_list(project=project)
         self.fields["dataset_version"].queryset = dataset_version_list(project=project)
 
-    def config(self) -> dict[str, Any]:
+    def config(self) -> TrainingConfig:
+        """The job's config from the form; a ValidationFailed naming the first field the contract refuses."""
         data = self.cleaned_data
         method: dict[str, Any] = {"name": data["method"]}
         if data["method"] in _LORA_METHODS:
@@ -116,7 +125,7 @@ class JobLaunchForm(forms.Form):
         config = {"method": method, "hyperparameters": hyperparameters, "resources": resources}
         if data["merge_adapter"]:
             config["export"] = {"merge_adapter": True}
-        return config
+        return pydantic_parse(TrainingConfig, config, field="config")
 
 
 def resources_config(data: dict[str, Any]) -> dict[str, Any]:
@@ -182,7 +191,8 @@ class EvaluateLaunchForm(forms.Form):
         self.fields["dataset_version"].queryset = dataset_version_list(project=project)
         self.fields["fewshot_dataset_version"].queryset = dataset_version_list(project=project)
 
-    def config(self) -> dict[str, Any]:
+    def config(self) -> EvaluateConfig:
         data = self.cleaned_data
         evaluation = {key: data[key] for key in ("metrics", "num_fewshot", "batch_size", "max_new_tokens")}
-        return {"evaluation": evaluation, "resources": resources_config(data)}
+        config = {"evaluation": evaluation, "resources": resources_config(data)}
+        return pydantic_parse(EvaluateConfig, config, field="config")

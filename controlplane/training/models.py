@@ -8,6 +8,7 @@ from django.utils import timezone
 
 from controlplane.accounts.models import Project
 from controlplane.datasets.models import DatasetVersion
+from workers.spec import JobKind, TrainedArtifact, TrainedArtifactKind
 
 
 class BaseModel(models.Model):
@@ -46,11 +47,9 @@ class JobStatus(models.TextChoices):
         return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
 
 
-class JobKind(models.TextChoices):
-    """What a job does. A sweep's trials and its Ray driver are finetunes here (their sweep says so)."""
-
-    FINETUNE = "finetune"
-    EVALUATE = "evaluate"
+# What a job does: the one enum of job kinds, shared with the workers (a sweep's
+# trials are finetunes; its Ray driver is a sweep-driver job).
+JOB_KIND_CHOICES = [(kind.value, kind.value.replace("-", " ")) for kind in JobKind]
 
 
 def broker_priority(priority: int) -> int:
@@ -62,7 +61,7 @@ class Job(models.Model):
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="jobs")
     name = models.CharField(max_length=200)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT)
-    kind = models.CharField(max_length=16, choices=JobKind.choices, default=JobKind.FINETUNE)
+    kind = models.CharField(max_length=16, choices=JOB_KIND_CHOICES, default=JobKind.FINETUNE)
     base_model = models.ForeignKey(BaseModel, on_delete=models.PROTECT, related_name="jobs")
     # The data trained on, or, for an evaluate job, scored.
     dataset_version = models.ForeignKey(DatasetVersion, on_delete=models.PROTECT, related_name="jobs")
@@ -88,7 +87,7 @@ class Job(models.Model):
     gpu_indices = models.JSONField(default=list, blank=True)
     gpu_idle_since = models.DateTimeField(null=True, blank=True)
 
-    # Only training.services.job_transition writes status and attempt.
+    # Only training.services.transitions.job_transition writes status and attempt.
     status = models.CharField(max_length=16, choices=JobStatus.choices, default=JobStatus.QUEUED)
     attempt = models.PositiveIntegerField(default=1)
     worker = models.CharField(max_length=200, blank=True)
@@ -113,6 +112,9 @@ class Job(models.Model):
     dispatched_at = models.DateTimeField(null=True, blank=True)
     published_at = models.DateTimeField(null=True, blank=True)
     broker_epoch = models.CharField(max_length=64, blank=True)
+    # The current attempt's JobSpec (a workers.spec.JobSpec as JSON), built once when the
+    # attempt is first sent; the message carries it and the worker's claim is answered with it.
+    spec = models.JSONField(default=dict, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -144,6 +146,16 @@ class Job(models.Model):
             and self.status == JobStatus.SUCCEEDED
             and bool(self.artifacts.get("adapter") or self.artifacts.get("model"))
         )
+
+    @property
+    def trained_artifact(self) -> TrainedArtifact | None:
+        """What this job trained, as an evaluation or a registration takes it; None if nothing."""
+        # The whole model first: an adapter merged for export is scored as it will be deployed.
+        for kind in (TrainedArtifactKind.MODEL, TrainedArtifactKind.ADAPTER):
+            uri = self.artifacts.get(kind.value)
+            if uri:
+                return TrainedArtifact(kind=kind, uri=uri)
+        return None
 
     @property
     def config_json(self) -> str:

@@ -6,10 +6,10 @@ from django.conf import settings
 from django.db.models import Count, F, FloatField, Min, Q, QuerySet, Sum
 from django.utils import timezone
 
-from controlplane.accounts.models import Project, Role
+from controlplane.accounts.models import Project, Role, User
 from controlplane.accounts.selectors import project_list, project_role_check
 from controlplane.datasets.models import DatasetVersion
-from controlplane.errors import NotFound, ServiceUnavailable, ValidationFailed, pydantic_parse
+from controlplane.errors import NotFound, ServiceUnavailable, ValidationFailed
 from controlplane.training.models import BaseModel, Job, JobKind, JobStatus, Worker, broker_priority
 from workers.engine.estimate import EstimateError, training_estimate
 from workers.spec import TrainingConfig
@@ -194,7 +194,7 @@ BYTES_PER_TOKEN = 4
 
 
 def job_estimate(
-    *, project: Project, user, base_model_id: int, dataset_version_id: int, config: dict
+    *, project: Project, user: User, base_model_id: int, dataset_version_id: int, config: TrainingConfig
 ) -> dict:
     """What a job launched with these inputs would need: parameters, memory per GPU, tokens, steps.
 
@@ -203,7 +203,7 @@ def job_estimate(
     says in ``notes`` where each number it could not measure came from.
     """
     project_role_check(user=user, project=project, role=Role.MEMBER)
-    training = pydantic_parse(TrainingConfig, config, field="config")
+    training = config
     base_model = base_model_get(project=project, base_model_id=base_model_id)
     version = dataset_version_get(project=project, dataset_version_id=dataset_version_id)
     notes: list[str] = []

@@ -311,6 +311,7 @@ def test_the_version_page_escapes_html_in_rows_and_pages_through_them(api_for, p
 def test_the_version_page_lists_the_jobs_and_model_versions_built_from_it(api_for, people, mlflow_server):
     from controlplane.training.services import job_create
     from tests.factories import base_model_make, model_version_make
+    from workers.spec import TrainingConfig
 
     version = _upload(api_for("alice"), GOOD).json()["id"]
     job = job_create(
@@ -318,6 +319,7 @@ def test_the_version_page_lists_the_jobs_and_model_versions_built_from_it(api_fo
         user=people["alice"],
         base_model_id=base_model_make(people["demo"]).pk,
         dataset_version_id=version,
+        config=TrainingConfig(),
         name="lineage-job",
     )
     model_version_make(job, people["alice"], name="from-lineage")

@@ -10,8 +10,7 @@ from controlplane.training import services
 from controlplane.training.models import Job, JobKind, JobStatus
 from tests.conftest import PASSWORD
 from tests.factories import FACTORY_QUEUE, base_model_make, dataset_version_make, job_make
-from workers.spec import JobKind as SpecKind
-from workers.spec import JobOutcome, JobResult, TrainedArtifactKind
+from workers.spec import EvaluateConfig, JobOutcome, JobResult, TrainedArtifactKind
 
 pytestmark = pytest.mark.django_db
 
@@ -66,7 +65,7 @@ def test_an_evaluate_job_of_a_base_model_is_queued_with_an_evaluate_spec(api_for
     assert (body["kind"], body["status"], body["source_job"]) == ("evaluate", "queued", None)
     job = Job.objects.get(pk=body["id"])
     spec = services.job_spec_build(job)
-    assert spec.kind is SpecKind.EVALUATE
+    assert spec.kind is JobKind.EVALUATE
     assert spec.evaluation is not None and spec.evaluation.metrics == ["multiple_choice"]
     assert (spec.base_model_uri, spec.dataset_uris) == (data["base"].uri, ["runs:/d/mc"])
     assert spec.trained_artifact is None and spec.fewshot_dataset_uri is None
@@ -146,13 +145,13 @@ def test_metrics_the_datasets_schema_cannot_give_are_400s_that_store_nothing(api
         ({"config": _evaluation(metrics=["accuracy"])}, "config.evaluation.metrics.0"),
         ({"config": _evaluation(metrics=[])}, "config.evaluation.metrics"),
         ({"config": {"evaluation": {}, "method": {"name": "lora"}}}, "config.method"),
-        ({"config": ["multiple_choice"]}, "'config' must be an object"),
+        ({"config": ["multiple_choice"]}, "config: Input should be a valid dictionary"),
         ({"base_model": None}, "'source_job' (a succeeded finetune)"),
         ({"kind": "distill"}, "'kind' is one of finetune, evaluate"),
         ({"kind": ["evaluate"]}, "'kind' is one of"),
-        ({"source_job": "seven"}, "'source_job'"),
-        ({"dataset_version": None}, "'dataset_version'"),
-        ({"priority": 101}, "'priority'"),
+        ({"source_job": "seven"}, "source_job: must be a whole number"),
+        ({"dataset_version": None}, "dataset_version: "),
+        ({"priority": 101}, "priority: Input should be less than or equal to 100"),
         (
             {"config": {"evaluation": {}, "resources": {"queue": FACTORY_QUEUE, "gpus": 2}}},
             "one process on at most one GPU",
@@ -171,7 +170,7 @@ def test_what_to_evaluate_must_be_a_succeeded_finetune_of_the_project(api_for, d
     running = job_make(people["demo"], people["alice"])
     evaluation = services.evaluate_job_create(
         project=people["demo"], user=people["alice"], base_model_id=data["base"].pk,
-        dataset_version_id=data["mc"].pk, config=MC,
+        dataset_version_id=data["mc"].pk, config=EvaluateConfig.model_validate(MC),
     )  # fmt: skip
     no_adapter = _succeed(job_make(people["demo"], people["alice"]), {"log": "runs:/x/logs/attempt-1.log"})
     other_base = base_model_make(people["demo"])
@@ -191,14 +190,15 @@ def test_what_to_evaluate_must_be_a_succeeded_finetune_of_the_project(api_for, d
         "base_model": data["base"].pk,
         "dataset_version": data["instruction"].pk,
     }
-    _refused(alice, finetune_body | {"source_job": finetune.pk}, 400, "'source_job' is for an evaluate job")
+    refused_with_source = finetune_body | {"source_job": finetune.pk}
+    _refused(alice, refused_with_source, 400, "source_job: Extra inputs are not permitted")
 
 
 def test_charlie_the_outsider_gets_404s(api_for, data, finetune, people):
     charlie = api_for("charlie")
     evaluation = services.evaluate_job_create(
         project=people["demo"], user=people["alice"], base_model_id=data["base"].pk,
-        dataset_version_id=data["mc"].pk, config=MC,
+        dataset_version_id=data["mc"].pk, config=EvaluateConfig.model_validate(MC),
     )  # fmt: skip
 
     _refused(charlie, _body(data), 404, "")
@@ -219,14 +219,14 @@ def test_an_evaluate_job_goes_through_claim_finish_retry_and_clone_like_a_finetu
     job = Job.objects.get(pk=alice.post("/api/v1/jobs", _body(data), format="json").json()["id"])
 
     claimed = services.job_claim(job_id=job.pk, attempt=1, worker="w")
-    assert claimed.kind is SpecKind.EVALUATE
+    assert claimed.kind is JobKind.EVALUATE
     failed = JobResult(
         attempt=1, worker="w", outcome=JobOutcome.FAILED, error="lost the host", retryable=False
     )
     services.job_finish(job_id=job.pk, result=failed)
     retried = alice.post(f"/api/v1/jobs/{job.pk}/retry").json()
     assert (retried["status"], retried["attempt"], retried["kind"]) == ("queued", 2, "evaluate")
-    assert services.job_claim(job_id=job.pk, attempt=2, worker="w").kind is SpecKind.EVALUATE
+    assert services.job_claim(job_id=job.pk, attempt=2, worker="w").kind is JobKind.EVALUATE
     metrics = {"mc_acc": 0.6, "mc_acc_norm": 0.4}
     done = JobResult(attempt=2, worker="w", outcome=JobOutcome.SUCCEEDED, metrics=metrics)
     assert services.job_finish(job_id=job.pk, result=done).status == JobStatus.SUCCEEDED
@@ -255,7 +255,7 @@ def test_an_evaluate_job_is_never_registered_as_a_model_version(api_for, data):
 def test_the_job_page_shows_an_evaluations_metrics_and_no_loss_chart_or_register_form(data, people):
     job = services.evaluate_job_create(
         project=people["demo"], user=people["alice"], base_model_id=data["base"].pk,
-        dataset_version_id=data["mc"].pk, config=MC,
+        dataset_version_id=data["mc"].pk, config=EvaluateConfig.model_validate(MC),
     )  # fmt: skip
     services.job_claim(job_id=job.pk, attempt=1, worker="w")
     services.job_finish(

@@ -5,7 +5,7 @@ import threading
 import pytest
 from django.db import connection
 
-from controlplane.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from controlplane.errors import Conflict, Forbidden, NotFound
 from controlplane.training.models import Job, JobEvent, JobStatus
 from controlplane.training.services import (
     job_cancel,
@@ -14,7 +14,7 @@ from controlplane.training.services import (
     job_heartbeat,
     job_transition,
 )
-from tests.factories import job_make
+from tests.factories import base_model_make, dataset_version_make, job_make
 from workers.spec import Heartbeat, JobOutcome, JobResult
 
 pytestmark = pytest.mark.django_db
@@ -31,12 +31,14 @@ def test_a_new_job_is_queued_with_an_audit_row(people):
     assert (event.actor, event.to_status) == (people["alice"], JobStatus.QUEUED)
 
 
-def test_a_bad_config_is_refused_and_stores_nothing(people):
-    with pytest.raises(
-        ValidationFailed,
-        match=r"config\.method\.lora\.r: Input should be greater than or equal to 1",
-    ):
-        job_make(people["demo"], people["alice"], config={"method": {"name": "lora", "r": -3}})
+def test_a_bad_config_is_refused_at_the_api_and_stores_nothing(people, api_for):
+    base, version = base_model_make(people["demo"]), dataset_version_make(people["demo"], people["alice"])
+    body = {"project": "demo", "base_model": base.pk, "dataset_version": version.pk}
+    response = api_for("alice").post(
+        "/api/v1/jobs", body | {"config": {"method": {"name": "lora", "r": -3}}}, format="json"
+    )
+    assert response.status_code == 400
+    assert response.json()["message"] == "config.method.lora.r: Input should be greater than or equal to 1"
     assert not Job.objects.exists()
 
 

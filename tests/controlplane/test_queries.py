@@ -37,7 +37,9 @@ def test_list_endpoints_do_not_query_per_row(people, api_for):
     assert many == few
 
 
-def test_creating_and_claiming_a_job_cost_a_fixed_few_statements(people, api_for):
+def test_creating_publishing_and_claiming_a_job_cost_a_fixed_few_statements(
+    people, api_for, django_capture_on_commit_callbacks
+):
     # The dispatch path's statements are its latency: each is a round trip to the
     # database. Counted here, savepoints included, so that one more shows up.
     from controlplane.training.models import Job
@@ -52,16 +54,23 @@ def test_creating_and_claiming_a_job_cost_a_fixed_few_statements(people, api_for
         "dataset_version": version.pk,
         "config": {"resources": {"queue": FACTORY_QUEUE}},
     }
-    with CaptureQueriesContext(connection) as created:
-        response = api_for("alice").post("/api/v1/jobs", body, format="json")
+    with django_capture_on_commit_callbacks() as on_commit:
+        with CaptureQueriesContext(connection) as created:
+            response = api_for("alice").post("/api/v1/jobs", body, format="json")
     assert response.status_code == 201
+    with CaptureQueriesContext(connection) as published:
+        for callback in on_commit:
+            callback()
     job = Job.objects.get(pk=response.json()["id"])
+    assert job.spec["job_id"] == job.pk and job.published_at is not None
     with CaptureQueriesContext(connection) as claimed:
-        job_claim(job_id=job.pk, attempt=1, worker="w1")
+        spec = job_claim(job_id=job.pk, attempt=1, worker="w1")
+    assert spec.model_dump(mode="json") == job.spec  # the spec is built once, at the publish
 
     # Project with the caller's role, base model, dataset version; in one
     # transaction the project's lock, the job and its event.
     assert len(created) == 8, [q["sql"][:80] for q in created]
-    # The job with what its spec needs, the sweep it may drive, then the fenced
-    # transition (its read, the update, the event).
-    assert len(claimed) == 7, [q["sql"][:80] for q in claimed]
+    # The spec stored before the send, then the publish recorded after it.
+    assert len(published) == 2, [q["sql"][:80] for q in published]
+    # The job with its project, then the fenced transition (its read, the update, the event).
+    assert len(claimed) == 6, [q["sql"][:80] for q in claimed]

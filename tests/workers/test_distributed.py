@@ -193,6 +193,7 @@ def _endless_two_process_job(
 ) -> tuple[Job, Any]:
     """A queued two-process job that would train for hours, and its JobSpec."""
     from controlplane.training.services import job_spec_build
+    from workers.spec import TrainingConfig
 
     rows = tmp_path / "rows.jsonl"
     rows.write_text("\n".join(json.dumps(row) for row in ROWS) + "\n")
@@ -204,10 +205,12 @@ def _endless_two_process_job(
         user=alice,
         base_model_id=base_model_make(project, uri=str(tiny_model_dir)).pk,
         dataset_version_id=dataset_version_make(project, alice, uri=str(rows)).pk,
-        config={
-            "hyperparameters": {"max_steps": 100_000, "batch_size": 2, "checkpoint_every_steps": None},
-            "resources": {"cpu_processes": 2, "queue": FACTORY_QUEUE},
-        },
+        config=TrainingConfig.model_validate(
+            {
+                "hyperparameters": {"max_steps": 100_000, "batch_size": 2, "checkpoint_every_steps": None},
+                "resources": {"cpu_processes": 2, "queue": FACTORY_QUEUE},
+            }
+        ),
     )
     spec = job_spec_build(
         Job.objects.select_related("project", "base_model", "dataset_version").get(pk=job.pk)
