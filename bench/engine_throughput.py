@@ -68,7 +68,7 @@ LOSS_TOLERANCE_PERCENT = 2.0
 
 def skewed_rows(count: int, seed: int) -> list[Any]:
     """Instruction rows: about 85% short (a dozen words), the rest long (up to a few hundred)."""
-    from workers.spec import InstructionRow
+    from workers.engine.data import InstructionRow
 
     rng = random.Random(seed)
     rows = []

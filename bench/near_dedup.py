@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 from controlplane.datasets.ingest import curation  # noqa: E402
 from controlplane.datasets.ingest.pipeline import ingest  # noqa: E402
-from controlplane.datasets.ingest.schemas import Schema  # noqa: E402
+from controlplane.datasets.ingest.schemas import DatasetSchema  # noqa: E402
 
 
 def generate(path: Path, rows: int, duplicate_share: float, seed: int = 11) -> dict[str, int]:
@@ -66,7 +66,7 @@ def main() -> None:
         outcome = curation.dedup(
             stored.parquet_path,
             Path(tmp) / "kept.parquet",
-            schema=Schema.INSTRUCTION,
+            schema=DatasetSchema.INSTRUCTION,
             threshold=args.threshold,
         )
         seconds = time.perf_counter() - started

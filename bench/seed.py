@@ -31,7 +31,7 @@ def project_seed(tmp: Path, *, slug: str, rows: int) -> dict[str, Any]:
     from controlplane.accounts.models import Role
     from controlplane.accounts.services import member_add, project_create
     from controlplane.datasets.models import Dataset, DatasetVersion
-    from controlplane.demo import demo_instruction_rows, demo_jsonl
+    from controlplane.site.demo import demo_instruction_rows, demo_jsonl
     from controlplane.training.models import BaseModel
     from workers.tinymodel import build_tiny_model
 

@@ -32,8 +32,9 @@ import optuna  # noqa: E402
 
 django.setup()  # for the demo dataset's rows only; no database is touched
 
-from controlplane.demo import demo_instruction_rows  # noqa: E402
-from workers.spec import InstructionRow, JobSpec  # noqa: E402
+from controlplane.site.demo import demo_instruction_rows  # noqa: E402
+from workers.engine.data import InstructionRow  # noqa: E402
+from workers.spec import JobSpec  # noqa: E402
 from workers.tinymodel import build_tiny_model  # noqa: E402
 
 TAIL = 5  # the objective: the mean loss of the last TAIL steps

@@ -5,17 +5,17 @@ from __future__ import annotations
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from controlplane.accounts import views as account_views
 from controlplane.datasets import views as dataset_views
 from controlplane.registry import views as registry_views
+from controlplane.site import views as site_views
 from controlplane.sweeps import views as sweep_views
 from controlplane.training import views as training_views
 
 urlpatterns = [
-    path("", account_views.home, name="home"),
+    path("", site_views.home, name="home"),
     path("login/", auth_views.LoginView.as_view(template_name="login.html"), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
-    path("p/<slug:slug>/", account_views.project_overview, name="project"),
+    path("p/<slug:slug>/", site_views.project_overview, name="project"),
     path("workers/", training_views.worker_list, name="workers"),
     path("p/<slug:slug>/pause", training_views.project_dispatch, {"paused": True}, name="project-pause"),
     path("p/<slug:slug>/resume", training_views.project_dispatch, {"paused": False}, name="project-resume"),
@@ -26,7 +26,7 @@ urlpatterns = [
         dataset_views.operation_live,
         name="dataset-operation-live",
     ),
-    path("datasets/<int:version_id>/", dataset_views.version_detail, name="dataset-version"),
+    path("datasets/<int:version_id>/", site_views.version_detail, name="dataset-version"),
     path(
         "datasets/<int:version_id>/operations",
         dataset_views.version_operation_start,

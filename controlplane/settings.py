@@ -52,6 +52,7 @@ INSTALLED_APPS = [
     "controlplane.training",
     "controlplane.registry",
     "controlplane.sweeps",
+    "controlplane.site",
 ]
 
 MIDDLEWARE = [

@@ -112,7 +112,7 @@ def redis_url(services_dir: Path) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from controlplane.demo import demo_instruction_rows
+    from controlplane.site.demo import demo_instruction_rows
     from workers.tinymodel import build_tiny_model
 
     corpus = [f"{r['instruction']} {r['input']} {r['output']}" for r in demo_instruction_rows(256)]

@@ -38,23 +38,18 @@ class JobKind(StrEnum):
     EVALUATE = "evaluate"
 
 
-class DatasetFormat(StrEnum):
-    INSTRUCTION = "instruction"
+class DatasetSchema(StrEnum):
+    """The row schema of a dataset version: its normalized Parquet columns, the one list of them.
 
+    The control plane detects and stores it at ingest; a job's spec carries it,
+    and the engine reads the rows by it.
+    """
 
-class InstructionRow(_Frozen):
-    """One instruction-dataset row, as the control plane checks it and the engine reads it."""
-
-    instruction: str = Field(min_length=1)
-    input: str = ""
-    output: str = Field(min_length=1)
-
-    @field_validator("instruction", "output")
-    @classmethod
-    def _not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("must not be blank")
-        return value
+    TEXT = "text"  # text
+    INSTRUCTION = "instruction"  # instruction, input, output
+    CHAT = "chat"  # messages: [{role, content}, ...]
+    PREFERENCE = "preference"  # prompt, chosen, rejected
+    MULTIPLE_CHOICE = "multiple_choice"  # question, choices, answer
 
 
 # --- training methods: one class per method, told apart by ``name`` ---------
@@ -575,7 +570,8 @@ class JobSpec(_Frozen):
     # Allowed by a site admin for this base model only: its repository's Python runs here.
     trust_remote_code: bool = False
     dataset_uris: list[str] = Field(min_length=1)
-    dataset_format: DatasetFormat = DatasetFormat.INSTRUCTION
+    # The schema of the dataset versions at ``dataset_uris`` (a local JSONL file has instruction rows).
+    dataset_format: DatasetSchema = DatasetSchema.INSTRUCTION
     # For an evaluate job only its resources count; the rest keeps its defaults.
     config: TrainingConfig
     mlflow_experiment: str = Field(min_length=1)

@@ -7,11 +7,19 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from controlplane.accounts.models import Role
-from controlplane.api_common import project_from_request, request_body
-from controlplane.datasets import selectors, services, uploads
+from controlplane.api_common import body_parse, project_from_request, query_parse, request_body
+from controlplane.datasets import selectors, services
+from controlplane.datasets.inputs import (
+    IngestRequest,
+    OperationRequest,
+    RowsQuery,
+    UploadBeginRequest,
+    UploadFinishRequest,
+)
 from controlplane.datasets.models import ChunkedUpload, DatasetOperation, OperationStatus
-from controlplane.datasets.preview import PREVIEW_MAX_ROWS, version_rows
-from controlplane.errors import ValidationFailed
+from controlplane.datasets.preview import version_rows
+from controlplane.datasets.services import uploads
+from controlplane.errors import ValidationFailed, pydantic_parse
 
 
 class DatasetVersionSerializer(serializers.Serializer):
@@ -70,18 +78,25 @@ class DatasetVersionListApi(APIView):
         upload = request.FILES.get("file")
         if upload is None:
             raise ValidationFailed("Attach the dataset file as the 'file' field.")
-        body = request_body(request)
+        body = ingest_request_parse(request, IngestRequest)
         operation = services.dataset_ingest_create(
             project=project,
             user=request.user,
-            name=body.get("name", ""),
+            name=body.name,
             upload=upload,
-            schema=body.get("schema", ""),
-            mapping=body.get("mapping"),
-            tokenizer=body.get("tokenizer"),
-            max_tokens=body.get("max_tokens"),
+            schema=body.schema_,
+            mapping=body.mapping,
+            tokenizer=body.tokenizer,
+            max_tokens=body.max_tokens,
         )
         return _ingest_response(operation)
+
+
+def ingest_request_parse(request: Request, model: type[IngestRequest]) -> IngestRequest:
+    """An upload's settings: its form fields or JSON body, the file part aside."""
+    fields = request_body(request)
+    fields = fields.dict() if hasattr(fields, "dict") else dict(fields)
+    return pydantic_parse(model, {key: value for key, value in fields.items() if key != "file"})
 
 
 def _ingest_response(operation: DatasetOperation) -> Response:
@@ -101,9 +116,9 @@ class DatasetVersionDetailApi(APIView):
 class DatasetVersionRowsApi(APIView):
     def get(self, request: Request, version_id: int) -> Response:
         version = selectors.dataset_version_get(user=request.user, version_id=version_id)
-        offset = _int_param(request, "offset", 0, maximum=2**40)
-        limit = _int_param(request, "limit", 20, maximum=PREVIEW_MAX_ROWS)
-        return Response({"offset": offset, "rows": version_rows(version=version, offset=offset, limit=limit)})
+        query = query_parse(request, RowsQuery)
+        rows = version_rows(version=version, offset=query.offset, limit=query.limit)
+        return Response({"offset": query.offset, "rows": rows})
 
 
 class DatasetVersionOperationsApi(APIView):
@@ -111,13 +126,8 @@ class DatasetVersionOperationsApi(APIView):
 
     def post(self, request: Request, version_id: int) -> Response:
         version = selectors.dataset_version_get(user=request.user, version_id=version_id)
-        body = request_body(request)
-        operation = services.dataset_operation_start(
-            version=version,
-            user=request.user,
-            kind=str(body.get("kind", "")),
-            options={k: v for k, v in body.items() if k != "kind"},
-        )
+        options = body_parse(request, OperationRequest).root
+        operation = services.dataset_operation_start(version=version, user=request.user, options=options)
         return Response(DatasetOperationSerializer(operation).data, status=status.HTTP_202_ACCEPTED)
 
 
@@ -147,9 +157,9 @@ class ChunkedUploadListApi(APIView):
 
     def post(self, request: Request) -> Response:
         project = project_from_request(request, role=Role.MEMBER)
-        body = request_body(request)
+        body = body_parse(request, UploadBeginRequest)
         upload = uploads.upload_begin(
-            project=project, user=request.user, filename=body.get("filename"), size=body.get("size")
+            project=project, user=request.user, filename=body.filename, size=body.size
         )
         return _upload_answer(upload, status.HTTP_201_CREATED)
 
@@ -175,15 +185,15 @@ class ChunkedUploadFinishApi(APIView):
     """Every byte is in: ingest the file as a one-piece upload would be (201 or 202)."""
 
     def post(self, request: Request, upload_id) -> Response:
-        body = request_body(request)
+        body = ingest_request_parse(request, UploadFinishRequest)
         operation = uploads.upload_finish(
             user=request.user,
             upload_id=upload_id,
-            name=body.get("name", ""),
-            schema=body.get("schema", ""),
-            mapping=body.get("mapping"),
-            tokenizer=body.get("tokenizer"),
-            max_tokens=body.get("max_tokens"),
+            name=body.name,
+            schema=body.schema_,
+            mapping=body.mapping,
+            tokenizer=body.tokenizer,
+            max_tokens=body.max_tokens,
         )
         return _ingest_response(operation)
 
@@ -193,10 +203,3 @@ def _header_int(raw: str | None) -> int | None:
     if raw and raw.isascii() and raw.isdigit() and len(raw) < 19:
         return int(raw)
     return None
-
-
-def _int_param(request: Request, name: str, default: int, *, maximum: int) -> int:
-    raw = request.query_params.get(name, str(default))
-    if not (raw.isascii() and raw.isdigit()) or len(raw) > 15 or int(raw) > maximum:
-        raise ValidationFailed(f"'{name}' must be a whole number from 0 to {maximum}.")
-    return int(raw)

@@ -6,16 +6,10 @@ from django.conf import settings
 from django.db import models
 
 from controlplane.accounts.models import Project
+from workers.spec import DatasetSchema
 
-
-class DatasetFormat(models.TextChoices):
-    """The row schema of a version (its normalized Parquet columns)."""
-
-    TEXT = "text"
-    INSTRUCTION = "instruction"
-    CHAT = "chat"
-    PREFERENCE = "preference"
-    MULTIPLE_CHOICE = "multiple_choice"
+# The row schema of a version (its normalized Parquet columns): the contract's one enum of them.
+DATASET_SCHEMA_CHOICES = [(schema.value, schema.name.replace("_", " ").title()) for schema in DatasetSchema]
 
 
 class Dataset(models.Model):
@@ -39,7 +33,7 @@ class DatasetVersion(models.Model):
 
     dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="versions")
     version = models.PositiveIntegerField()
-    format = models.CharField(max_length=32, choices=DatasetFormat.choices)
+    format = models.CharField(max_length=32, choices=DATASET_SCHEMA_CHOICES)
     sha256 = models.CharField(max_length=64)
     uri = models.CharField(max_length=1000)
     filename = models.CharField(max_length=255)
@@ -103,7 +97,7 @@ class DatasetOperation(models.Model):
     # The staged upload, deleted when the operation ends.
     staged_path = models.CharField(max_length=1000, blank=True)
     size_bytes = models.PositiveBigIntegerField(default=0)
-    schema = models.CharField(max_length=32, choices=DatasetFormat.choices, blank=True)
+    schema = models.CharField(max_length=32, choices=DATASET_SCHEMA_CHOICES, blank=True)
     mapping = models.JSONField(default=dict, blank=True)
     source_version = models.ForeignKey(
         DatasetVersion, on_delete=models.CASCADE, null=True, blank=True, related_name="operations"

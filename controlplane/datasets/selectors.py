@@ -4,7 +4,7 @@ from django.db.models import QuerySet
 
 from controlplane.accounts.models import Project, Role
 from controlplane.accounts.selectors import membership_role, project_role_check
-from controlplane.datasets.models import DatasetOperation, DatasetVersion
+from controlplane.datasets.models import DatasetOperation, DatasetVersion, OperationKind, OperationStatus
 from controlplane.errors import NotFound
 
 
@@ -24,17 +24,6 @@ def dataset_version_get(*, user, version_id: int, role: Role = Role.VIEWER) -> D
         raise NotFound("No such dataset version.")
     project_role_check(user=user, project=version.dataset.project, role=role)
     return version
-
-
-def dataset_version_lineage(*, version: DatasetVersion) -> dict[str, list]:
-    """The jobs trained on this version and the model versions registered from them."""
-    from controlplane.registry.models import ModelVersion
-
-    jobs = list(version.jobs.select_related("created_by", "base_model").order_by("-pk"))
-    model_versions = list(
-        ModelVersion.objects.filter(job__dataset_version=version).select_related("job").order_by("-pk")
-    )
-    return {"jobs": jobs, "model_versions": model_versions}
 
 
 def dataset_operation_get(*, user, operation_id: int) -> DatasetOperation:
@@ -77,8 +66,6 @@ def contamination_checks(*, project: Project, limit: int = 20) -> list[dict]:
     Shown on the launch form, so a person sees before training whether an
     evaluation set overlaps the data they are about to train on.
     """
-    from controlplane.datasets.models import OperationKind, OperationStatus
-
     operations = (
         DatasetOperation.objects.filter(
             project=project, kind=OperationKind.CONTAMINATION, status=OperationStatus.SUCCEEDED

@@ -4,6 +4,7 @@ from django.db.models import QuerySet
 
 from controlplane.accounts.models import Project, Role
 from controlplane.accounts.selectors import project_list, project_role_check
+from controlplane.datasets.models import DatasetVersion
 from controlplane.errors import NotFound
 from controlplane.registry.models import Deployment, ModelVersion, Promotion
 
@@ -49,3 +50,12 @@ def deployment_list(
     if project is not None:
         deployments = deployments.filter(project=project)
     return deployments
+
+
+def dataset_version_lineage(*, version: DatasetVersion) -> dict[str, list]:
+    """The jobs trained on a dataset version and the model versions registered from them."""
+    jobs = list(version.jobs.select_related("created_by", "base_model").order_by("-pk"))
+    model_versions = list(
+        ModelVersion.objects.filter(job__dataset_version=version).select_related("job").order_by("-pk")
+    )
+    return {"jobs": jobs, "model_versions": model_versions}

@@ -6,9 +6,11 @@ from django.conf import settings
 from django.db.models import Count, F, FloatField, Min, Q, QuerySet, Sum
 from django.utils import timezone
 
+from controlplane import tracking
 from controlplane.accounts.models import Project, Role, User
 from controlplane.accounts.selectors import project_list, project_role_check
 from controlplane.datasets.models import DatasetVersion
+from controlplane.datasets.tokenizers import TokenizerRef
 from controlplane.errors import NotFound, ServiceUnavailable, ValidationFailed
 from controlplane.training.models import BaseModel, Job, JobKind, JobStatus, Worker, broker_priority
 from workers.engine.estimate import EstimateError, training_estimate
@@ -142,6 +144,12 @@ def dataset_version_get(*, project: Project, dataset_version_id: int) -> Dataset
     return version
 
 
+def base_model_tokenizer_ref(project: Project, base_model_id: int) -> TokenizerRef | None:
+    """For the datasets' uploads: the tokenizer of ``project``'s base model ``base_model_id``, if any."""
+    found = BaseModel.objects.filter(pk=base_model_id, project=project).values_list("name", "uri").first()
+    return TokenizerRef(base_model_id=base_model_id, name=found[0], uri=found[1]) if found else None
+
+
 def base_model_list(*, project: Project) -> QuerySet[BaseModel]:
     return BaseModel.objects.filter(project=project).select_related("project")
 
@@ -226,8 +234,6 @@ def job_estimate(
 
 
 def _base_model_config(base_model: BaseModel, notes: list[str]) -> dict | None:
-    from controlplane import tracking
-
     try:
         config = tracking.model_config_read(base_model.uri)
     except (ServiceUnavailable, OSError, ValueError) as exc:

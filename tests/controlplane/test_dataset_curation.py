@@ -11,7 +11,7 @@ import pytest
 
 from controlplane.datasets.ingest import curation
 from controlplane.datasets.ingest.pipeline import ingest
-from controlplane.datasets.ingest.schemas import Schema
+from workers.spec import DatasetSchema
 
 WORDS = (
     "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma".split()
@@ -43,7 +43,7 @@ def test_dedup_removes_planted_exact_and_near_duplicates_and_keeps_the_rest(tmp_
     rows += near
     rng.shuffle(rows[300:])
     outcome = curation.dedup(
-        _stored(tmp_path, rows), tmp_path / "out.parquet", schema=Schema.TEXT, threshold=0.8
+        _stored(tmp_path, rows), tmp_path / "out.parquet", schema=DatasetSchema.TEXT, threshold=0.8
     )
     assert (outcome.removed_exact, outcome.removed_near) == (20, 30)
     kept = pq.read_table(outcome.kept.parquet_path).column("text").to_pylist()
@@ -58,7 +58,7 @@ def test_dedup_of_distinct_rows_changes_nothing_and_keeps_the_content_hash(tmp_p
     rng = random.Random(2)
     rows = [{"instruction": _sentence(rng, 10), "output": _sentence(rng, 10)} for _ in range(100)]
     stored = _stored(tmp_path, rows)
-    outcome = curation.dedup(stored, tmp_path / "out.parquet", schema=Schema.INSTRUCTION)
+    outcome = curation.dedup(stored, tmp_path / "out.parquet", schema=DatasetSchema.INSTRUCTION)
     assert outcome.removed_exact == outcome.removed_near == 0
     original = ingest(tmp_path / "data.jsonl", filename="data.jsonl", output=tmp_path / "again.parquet")
     assert outcome.kept.sha256 == original.sha256
@@ -72,7 +72,7 @@ def test_a_seeded_split_is_repeatable_and_partitions_every_row(tmp_path):
     def parts(seed: int, folder: str) -> dict[str, list[str]]:
         (tmp_path / folder).mkdir()
         outputs = {name: tmp_path / folder / f"{name}.parquet" for name in fractions}
-        curation.split(stored, outputs, schema=Schema.TEXT, fractions=fractions, seed=seed)
+        curation.split(stored, outputs, schema=DatasetSchema.TEXT, fractions=fractions, seed=seed)
         return {name: pq.read_table(path).column("text").to_pylist() for name, path in outputs.items()}
 
     first, again, other = parts(7, "a"), parts(7, "b"), parts(8, "c")
@@ -93,8 +93,8 @@ def test_the_contamination_check_finds_planted_overlap(tmp_path):
     found = curation.contamination(
         _stored(tmp_path, evals, "eval"),
         _stored(tmp_path, train, "train"),
-        eval_schema=Schema.MULTIPLE_CHOICE,
-        train_schema=Schema.INSTRUCTION,
+        eval_schema=DatasetSchema.MULTIPLE_CHOICE,
+        train_schema=DatasetSchema.INSTRUCTION,
     )
     assert found["contaminated_rows"] == 3 and found["eval_rows"] == 50 and found["train_rows"] == 500
     assert [(e["eval_row"], e["train_row"]) for e in found["examples"]] == [(5, 11), (18, 251), (43, 500)]
@@ -105,7 +105,7 @@ def test_the_pii_scan_counts_planted_emails_and_phone_numbers_with_examples(tmp_
     rows[3]["text"] = "write to jane.doe@example.com or john@example.org"
     rows[50]["text"] = "call +1 415-555-0134 today"
     rows[77]["text"] = "server at 10.0.0.12"
-    found = curation.pii_scan(_stored(tmp_path, rows), schema=Schema.TEXT)
+    found = curation.pii_scan(_stored(tmp_path, rows), schema=DatasetSchema.TEXT)
     kinds = found["kinds"]
     assert (kinds["email"]["rows"], kinds["email"]["matches"]) == (1, 2)
     assert kinds["email"]["examples"] == [{"row": 4, "at": 9, "match": "j***.***@*******.*om"}]
@@ -119,7 +119,7 @@ def test_dedup_refuses_a_threshold_that_is_not_a_similarity(tmp_path, threshold)
         curation.dedup(
             _stored(tmp_path, [{"text": "x"}]),
             tmp_path / "o.parquet",
-            schema=Schema.TEXT,
+            schema=DatasetSchema.TEXT,
             threshold=threshold,
         )
 
@@ -127,10 +127,10 @@ def test_dedup_refuses_a_threshold_that_is_not_a_similarity(tmp_path, threshold)
 @pytest.mark.parametrize(
     "schema, rows",
     [
-        (Schema.TEXT, [{"text": "x < y"}, {"text": "x > y"}]),
-        (Schema.TEXT, [{"text": "🙂🙂"}, {"text": "🎉"}, {"text": "!!!"}, {"text": "???"}]),
+        (DatasetSchema.TEXT, [{"text": "x < y"}, {"text": "x > y"}]),
+        (DatasetSchema.TEXT, [{"text": "🙂🙂"}, {"text": "🎉"}, {"text": "!!!"}, {"text": "???"}]),
         (
-            Schema.MULTIPLE_CHOICE,
+            DatasetSchema.MULTIPLE_CHOICE,
             [
                 {"question": "Which is larger?", "choices": ["one", "two"], "answer": 0},
                 {"question": "Which is larger?", "choices": ["one", "two"], "answer": 1},
@@ -145,14 +145,14 @@ def test_dedup_keeps_rows_that_differ_only_in_symbols_or_answers(tmp_path, schem
 
 def test_dedup_treats_rows_differing_only_in_case_and_spacing_as_exact_copies(tmp_path):
     rows = [{"text": "x < y"}, {"text": "  X   <\ty "}]
-    outcome = curation.dedup(_stored(tmp_path, rows), tmp_path / "out.parquet", schema=Schema.TEXT)
+    outcome = curation.dedup(_stored(tmp_path, rows), tmp_path / "out.parquet", schema=DatasetSchema.TEXT)
     assert (outcome.removed_exact, outcome.removed_near, outcome.kept.row_count) == (1, 0, 1)
 
 
 def test_the_pii_scan_result_never_holds_the_data_it_found(tmp_path):
     secrets = ["jane.doe@example.com", "4111 1111 1111 1234", "DE89 3704 0044 0532 0130 00"]
     rows = [{"text": f"mine is {secret}, keep it safe"} for secret in secrets]
-    found = curation.pii_scan(_stored(tmp_path, rows), schema=Schema.TEXT)
+    found = curation.pii_scan(_stored(tmp_path, rows), schema=DatasetSchema.TEXT)
     stored = json.dumps(found)
     assert not any(secret in stored for secret in secrets)
     assert found["kinds"]["credit_card"]["examples"][0] == {"row": 2, "at": 8, "match": "4*** **** **** **34"}

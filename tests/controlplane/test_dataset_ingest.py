@@ -15,16 +15,16 @@ import pytest
 
 from controlplane.datasets.ingest.pipeline import IngestOptions, ingest
 from controlplane.datasets.ingest.problems import IngestRefused, RowsInvalid
-from controlplane.datasets.ingest.schemas import Schema
+from workers.spec import DatasetSchema
 
 INSTRUCTION_ROWS = [
     {"instruction": "Say hi", "input": "", "output": "hi"},
     {"instruction": "Add", "input": "1 2", "output": "3"},
 ]
 ROWS_BY_SCHEMA = {
-    Schema.TEXT: [{"text": "The sky is blue."}, {"text": "Water is wet."}],
-    Schema.INSTRUCTION: INSTRUCTION_ROWS,
-    Schema.CHAT: [
+    DatasetSchema.TEXT: [{"text": "The sky is blue."}, {"text": "Water is wet."}],
+    DatasetSchema.INSTRUCTION: INSTRUCTION_ROWS,
+    DatasetSchema.CHAT: [
         {
             "messages": [
                 {"role": "system", "content": "Be brief."},
@@ -34,11 +34,11 @@ ROWS_BY_SCHEMA = {
         },
         {"messages": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}]},
     ],  # fmt: skip
-    Schema.PREFERENCE: [
+    DatasetSchema.PREFERENCE: [
         {"prompt": "Greet me", "chosen": "Hello!", "rejected": "No."},
         {"prompt": "Count to 2", "chosen": "1 2", "rejected": "3"},
     ],
-    Schema.MULTIPLE_CHOICE: [
+    DatasetSchema.MULTIPLE_CHOICE: [
         {"question": "2+2?", "choices": ["3", "4", "5"], "answer": 1},
         {"question": "Sky colour?", "choices": ["blue", "green"], "answer": 0},
     ],
@@ -108,7 +108,7 @@ def _zstd(content: bytes) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
-@pytest.mark.parametrize("schema", list(Schema))
+@pytest.mark.parametrize("schema", list(DatasetSchema))
 @pytest.mark.parametrize("filename", [*FORMATS, "saved.zip"])
 def test_every_format_and_schema_goes_in_and_comes_out_as_the_same_rows(tmp_path, schema, filename):
     rows = ROWS_BY_SCHEMA[schema]
@@ -158,13 +158,13 @@ def test_a_left_out_input_is_an_empty_input(tmp_path):
 def test_a_column_mapping_names_the_fields_of_other_files(tmp_path):
     content = _csv([{"question_text": "Say hi", "reply": "hi"}])
     result = _run(tmp_path, "a.csv", content, mapping={"instruction": "question_text", "output": "reply"})
-    assert result.schema is Schema.INSTRUCTION
+    assert result.schema is DatasetSchema.INSTRUCTION
     assert pq.read_table(result.parquet_path).column("output").to_pylist() == ["hi"]
 
 
 def test_a_named_schema_overrides_detection(tmp_path):
     content = _jsonl([{"prompt": "a", "chosen": "b", "rejected": "c"}])
-    problem = _refused(tmp_path, "a.jsonl", content, schema=Schema.TEXT)
+    problem = _refused(tmp_path, "a.jsonl", content, schema=DatasetSchema.TEXT)
     assert "line 1: 'prompt' is not a field of the text schema" in problem.message
 
 
@@ -247,7 +247,7 @@ def test_a_large_file_is_written_in_row_groups_with_its_stats(tmp_path):
 
 
 def test_chat_stats_count_roles_and_turns(tmp_path):
-    result = _run(tmp_path, "a.jsonl", _jsonl(ROWS_BY_SCHEMA[Schema.CHAT]))
+    result = _run(tmp_path, "a.jsonl", _jsonl(ROWS_BY_SCHEMA[DatasetSchema.CHAT]))
     assert result.stats["roles"] == {"assistant": 2, "system": 1, "user": 2}
     assert (result.stats["turns"]["min"], result.stats["turns"]["max"]) == (2, 3)
 
@@ -389,26 +389,26 @@ def test_a_long_multibyte_file_name_is_shortened_by_bytes_keeping_its_extensions
 # The content hash is the address of a stored version: a change to how rows are read must not
 # move it, or the same upload would stop matching the version already stored.
 PINNED_ROWS = {
-    Schema.TEXT: [{"text": "The sky is blue."}, {"text": 'Héllo wörld ✓ "quoted" \\ back'}],
-    Schema.INSTRUCTION: [
+    DatasetSchema.TEXT: [{"text": "The sky is blue."}, {"text": 'Héllo wörld ✓ "quoted" \\ back'}],
+    DatasetSchema.INSTRUCTION: [
         *INSTRUCTION_ROWS,
         {"instruction": "Left out", "output": "ok"},
         {"instruction": "Null", "input": None, "output": "ok"},
     ],
-    Schema.CHAT: ROWS_BY_SCHEMA[Schema.CHAT],
-    Schema.PREFERENCE: ROWS_BY_SCHEMA[Schema.PREFERENCE],
-    Schema.MULTIPLE_CHOICE: ROWS_BY_SCHEMA[Schema.MULTIPLE_CHOICE],
+    DatasetSchema.CHAT: ROWS_BY_SCHEMA[DatasetSchema.CHAT],
+    DatasetSchema.PREFERENCE: ROWS_BY_SCHEMA[DatasetSchema.PREFERENCE],
+    DatasetSchema.MULTIPLE_CHOICE: ROWS_BY_SCHEMA[DatasetSchema.MULTIPLE_CHOICE],
 }
 PINNED_HASHES = {
-    Schema.TEXT: "be2b0e221025d8e18b3da6510a8d89f32f157de8c11b16555c313fe7ae8378b1",
-    Schema.INSTRUCTION: "c296d9fc6f0591353ad75774892fa29fa139f8ab0bb0e20d2a860365d241fd47",
-    Schema.CHAT: "d36cad2d1cd2284b946d52b2b3ff03be479a18a54d3982e9c4924fb4b1629cb3",
-    Schema.PREFERENCE: "7e03ce2a1e602a986dbd26957e3aef973c396349b4157965b584ea4fc31b4d7a",
-    Schema.MULTIPLE_CHOICE: "e0f34c0d3bb0591fbf145d62af6c35561c4a967c7de133bc00faf4a5a8ad9d9a",
+    DatasetSchema.TEXT: "be2b0e221025d8e18b3da6510a8d89f32f157de8c11b16555c313fe7ae8378b1",
+    DatasetSchema.INSTRUCTION: "c296d9fc6f0591353ad75774892fa29fa139f8ab0bb0e20d2a860365d241fd47",
+    DatasetSchema.CHAT: "d36cad2d1cd2284b946d52b2b3ff03be479a18a54d3982e9c4924fb4b1629cb3",
+    DatasetSchema.PREFERENCE: "7e03ce2a1e602a986dbd26957e3aef973c396349b4157965b584ea4fc31b4d7a",
+    DatasetSchema.MULTIPLE_CHOICE: "e0f34c0d3bb0591fbf145d62af6c35561c4a967c7de133bc00faf4a5a8ad9d9a",
 }
 
 
-@pytest.mark.parametrize("schema", list(Schema))
+@pytest.mark.parametrize("schema", list(DatasetSchema))
 def test_the_content_hash_of_a_fixed_file_stays_the_same(tmp_path, schema):
     content = b"".join(json.dumps(row, ensure_ascii=False).encode() + b"\n" for row in PINNED_ROWS[schema])
     assert _run(tmp_path, "a.jsonl", content).sha256 == PINNED_HASHES[schema]
@@ -494,7 +494,7 @@ def test_text_that_looks_like_a_date_stays_text(tmp_path):
 def test_a_mapping_reading_two_fields_from_one_column_reads_it_for_both(tmp_path):
     content = _jsonl([{"prompt": "p", "answer": "same"}] * 3)
     mapping = {"prompt": "prompt", "chosen": "answer", "rejected": "answer"}
-    result = _run(tmp_path, "a.jsonl", content, schema=Schema.PREFERENCE, mapping=mapping)
+    result = _run(tmp_path, "a.jsonl", content, schema=DatasetSchema.PREFERENCE, mapping=mapping)
     assert pq.read_table(result.parquet_path).to_pylist()[0] == {
         "prompt": "p",
         "chosen": "same",

@@ -137,7 +137,8 @@ def test_a_good_file_becomes_version_one_as_parquet_in_mlflow_and_the_same_conte
 
 
 def test_a_byte_order_mark_is_accepted_and_does_not_change_the_content(api_for, mlflow_server, tmp_path):
-    from workers.engine.data import read_instruction_rows
+    from workers.engine.data import read_training_rows
+    from workers.spec import DatasetSchema
 
     plain = _upload(api_for("alice"), GOOD)
     with_bom = _upload(api_for("alice"), b"\xef\xbb\xbf" + GOOD)
@@ -146,7 +147,7 @@ def test_a_byte_order_mark_is_accepted_and_does_not_change_the_content(api_for, 
     # ... and the worker reads such a file the same way.
     path = tmp_path / "bom.jsonl"
     path.write_bytes(b"\xef\xbb\xbf" + GOOD)
-    assert [row.output for row in read_instruction_rows([path])] == ["hi", "3"]
+    assert [row.output for row in read_training_rows([path], DatasetSchema.INSTRUCTION)] == ["hi", "3"]
 
 
 def test_a_column_mapping_and_a_named_schema_are_applied(api_for, mlflow_server):
@@ -691,8 +692,9 @@ def test_a_piece_cut_short_is_kept_up_to_where_it_stopped_and_bad_pieces_change_
 
 
 def test_unfinished_uploads_nobody_adds_to_expire_with_their_bytes(api_for, settings, staging):
-    from controlplane.datasets.models import ChunkedUpload
     from controlplane.datasets.uploads import uploads_expire
+
+    from controlplane.datasets.models import ChunkedUpload
 
     alice = api_for("alice")
     upload_id = alice.post(

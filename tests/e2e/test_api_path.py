@@ -11,7 +11,7 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.artifacts import download_artifacts as mlflow_download
 
-from controlplane.demo import demo_jsonl
+from controlplane.site.demo import demo_jsonl
 from tests.conftest import PASSWORD
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]

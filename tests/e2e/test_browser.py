@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from controlplane.datasets.models import DatasetVersion
-from controlplane.demo import demo_jsonl
+from controlplane.site.demo import demo_jsonl
 from controlplane.training.models import BaseModel
 from tests.conftest import PASSWORD
 

@@ -20,8 +20,9 @@ from typing import Any
 import pytest
 from mlflow import MlflowClient
 
-from workers.engine.data import DatasetError, read_instruction_rows
+from workers.engine.data import DatasetError, read_training_rows
 from workers.engine.protocol import EXIT_INVALID_INPUT, EXIT_OK, PREFIX, emit, parse
+from workers.spec import DatasetSchema
 from workers.tinymodel import build_tiny_model
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -445,7 +446,7 @@ def test_bad_row_is_named_by_its_line_number(tmp_path: Path, line: str, sentence
     rows.write_text(json.dumps(ROWS[0]) + "\n" + line + "\n")
 
     with pytest.raises(DatasetError) as raised:
-        read_instruction_rows([rows])
+        read_training_rows([rows], DatasetSchema.INSTRUCTION)
     assert str(raised.value) == sentence
 
 

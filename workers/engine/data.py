@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import ErrorDetails
 
 from workers.engine import JobInputError
-from workers.spec import InstructionRow
+from workers.spec import DatasetSchema
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -30,6 +30,23 @@ if TYPE_CHECKING:
 
 class DatasetError(JobInputError):
     """A dataset the engine cannot train on."""
+
+
+class InstructionRow(BaseModel):
+    """One instruction-dataset row, as the engine reads it (ingest stored it so already)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    instruction: str = Field(min_length=1)
+    input: str = ""
+    output: str = Field(min_length=1)
+
+    @field_validator("instruction", "output")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be blank")
+        return value
 
 
 @dataclass(frozen=True)
@@ -110,17 +127,22 @@ def dataset_files(path: Path) -> list[Path]:
     raise DatasetError(f"dataset file {str(path)!r} does not exist")
 
 
-def read_instruction_rows(files: Iterable[Path]) -> list[TrainingRow]:
-    """Every row of ``files``, in order: instruction rows, or ``TextRow`` for the other schemas.
+def read_training_rows(files: Iterable[Path], schema: DatasetSchema) -> list[TrainingRow]:
+    """Every row of ``files``, of the dataset schema the job's spec names, in order, as training rows.
 
-    In JSONL, blank lines are skipped and row numbers in errors are line
-    numbers (from 1), so a person can find the row.
+    A JSONL file (a local path, never an ingested version) holds instruction
+    rows; blank lines are skipped and row numbers in errors are line numbers
+    (from 1), so a person can find the row.
     """
     rows: list[TrainingRow] = []
     for file in files:
         if file.suffix == ".parquet":
-            rows.extend(_parquet_rows(file))
+            rows.extend(_parquet_rows(file, schema))
             continue
+        if schema is not DatasetSchema.INSTRUCTION:
+            raise DatasetError(
+                f"dataset file {file.name!r} is JSONL, which holds instruction rows, not {schema}"
+            )
         with file.open(encoding="utf-8-sig") as lines:
             for number, line in enumerate(lines, start=1):
                 if line.strip():
@@ -131,13 +153,12 @@ def read_instruction_rows(files: Iterable[Path]) -> list[TrainingRow]:
 
 
 PARQUET_BATCH_ROWS = 4096
-MULTIPLE_CHOICE_COLUMNS = frozenset({"question", "choices", "answer"})
 
 
 def read_multiple_choice_rows(files: Iterable[Path]) -> list[MultipleChoiceRow]:
     """Every row of normalized multiple-choice Parquet ``files`` (question, choices, answer), in order.
 
-    Training reads these rows as plain text (``read_instruction_rows``); an
+    Training reads these rows as plain text (``read_training_rows``); an
     evaluation needs the choices apart, to score each one.
     """
     import pyarrow as pa
@@ -152,13 +173,13 @@ def read_multiple_choice_rows(files: Iterable[Path]) -> list[MultipleChoiceRow]:
         try:
             parquet = pq.ParquetFile(file)
             columns = set(parquet.schema_arrow.names)
-            if not MULTIPLE_CHOICE_COLUMNS <= columns:
+            if not SCHEMA_COLUMNS[DatasetSchema.MULTIPLE_CHOICE] <= columns:
                 raise DatasetError(
                     f"dataset file {file.name!r} is not multiple-choice: it has the columns "
                     f"{', '.join(sorted(columns))}, not question, choices and answer"
                 )
             for batch in parquet.iter_batches(
-                batch_size=PARQUET_BATCH_ROWS, columns=sorted(MULTIPLE_CHOICE_COLUMNS)
+                batch_size=PARQUET_BATCH_ROWS, columns=sorted(SCHEMA_COLUMNS[DatasetSchema.MULTIPLE_CHOICE])
             ):
                 for value in batch.to_pylist():
                     rows.append(_multiple_choice_row(value, len(rows) + 1, file.name))
@@ -185,7 +206,7 @@ def _multiple_choice_row(value: dict[str, Any], number: int, file_name: str) -> 
     return MultipleChoiceRow(question, tuple(choices), answer)
 
 
-def _parquet_rows(file: Path) -> Iterator[TrainingRow]:
+def _parquet_rows(file: Path, schema: DatasetSchema) -> Iterator[TrainingRow]:
     """The rows of a normalized Parquet file, a batch at a time (never the whole file in Arrow)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -193,7 +214,7 @@ def _parquet_rows(file: Path) -> Iterator[TrainingRow]:
     try:
         parquet = pq.ParquetFile(file)
         columns = set(parquet.schema_arrow.names)
-        to_row = _row_reader(columns, file.name)
+        to_row = _row_reader(schema, columns, file.name)
         number = 0
         for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS):
             for value in batch.to_pylist():
@@ -203,31 +224,37 @@ def _parquet_rows(file: Path) -> Iterator[TrainingRow]:
         raise DatasetError(f"dataset file {file.name!r} is not readable Parquet ({exc})") from None
 
 
-def _row_reader(columns: set[str], file_name: str):  # type: ignore[no-untyped-def]
-    """How to turn a row of a file with these columns into a training row."""
-    if {"instruction", "output"} <= columns:
-
-        def instruction(value: dict[str, Any], number: int) -> TrainingRow:
-            try:
-                return InstructionRow.model_validate({k: v for k, v in value.items() if v is not None})
-            except ValidationError as exc:
-                raise DatasetError(
-                    f"dataset row {number} {_describe(exc.errors()[0])} ({file_name})"
-                ) from None
-
-        return instruction
-    if "messages" in columns:
-        return lambda value, number: ChatRow(
-            tuple(ChatMessage(m["role"], m["content"]) for m in value["messages"])
+def _row_reader(schema: DatasetSchema, columns: set[str], file_name: str):  # type: ignore[no-untyped-def]
+    """How to turn a row of ``schema``'s normalized Parquet into a training row; a file without
+    that schema's columns is refused, never read as another schema."""
+    needed = SCHEMA_COLUMNS[schema]
+    if not needed <= columns:
+        raise DatasetError(
+            f"dataset file {file_name!r} is not {schema} data: it has the columns "
+            f"{', '.join(sorted(columns))}, not {', '.join(sorted(needed))}"
         )
-    if {"prompt", "chosen", "rejected"} <= columns:
-        return lambda value, number: PreferenceRow(value["prompt"], value["chosen"], value["rejected"])
-    for needed, to_text in _TEXT_LAYOUTS:
-        if needed <= columns:
-            return lambda value, number: TextRow(to_text(value))
-    raise DatasetError(
-        f"dataset file {file_name!r} has columns of no known schema: {', '.join(sorted(columns))}"
-    )
+    match schema:
+        case DatasetSchema.INSTRUCTION:
+
+            def instruction(value: dict[str, Any], number: int) -> TrainingRow:
+                try:
+                    return InstructionRow.model_validate({k: v for k, v in value.items() if v is not None})
+                except ValidationError as exc:
+                    raise DatasetError(
+                        f"dataset row {number} {_describe(exc.errors()[0])} ({file_name})"
+                    ) from None
+
+            return instruction
+        case DatasetSchema.CHAT:
+            return lambda value, number: ChatRow(
+                tuple(ChatMessage(m["role"], m["content"]) for m in value["messages"])
+            )
+        case DatasetSchema.PREFERENCE:
+            return lambda value, number: PreferenceRow(value["prompt"], value["chosen"], value["rejected"])
+        case DatasetSchema.MULTIPLE_CHOICE:
+            return lambda value, number: TextRow(_choice_text(value))
+        case _:
+            return lambda value, number: TextRow(value["text"])
 
 
 def _choice_label(index: int) -> str:
@@ -245,10 +272,14 @@ def _choice_text(value: dict[str, Any]) -> str:
     return "\n".join(lines) + f"\nAnswer: {_choice_label(value['answer'])}"
 
 
-_TEXT_LAYOUTS = [
-    ({"text"}, lambda value: value["text"]),
-    ({"question", "choices", "answer"}, _choice_text),
-]
+# The columns of each schema's normalized Parquet (see the control plane's ingest).
+SCHEMA_COLUMNS: dict[DatasetSchema, frozenset[str]] = {
+    DatasetSchema.TEXT: frozenset({"text"}),
+    DatasetSchema.INSTRUCTION: frozenset({"instruction", "output"}),
+    DatasetSchema.CHAT: frozenset({"messages"}),
+    DatasetSchema.PREFERENCE: frozenset({"prompt", "chosen", "rejected"}),
+    DatasetSchema.MULTIPLE_CHOICE: frozenset({"question", "choices", "answer"}),
+}
 
 
 def _parse_row(line: str, number: int, file_name: str) -> InstructionRow:

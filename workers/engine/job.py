@@ -14,11 +14,11 @@ from workers.engine.data import (
     PreferenceRow,
     TrainingRow,
     dataset_files,
-    read_instruction_rows,
     read_multiple_choice_rows,
+    read_training_rows,
 )
 from workers.engine.protocol import emit
-from workers.spec import EvaluationMetric, JobKind, JobSpec, TrainedArtifactKind
+from workers.spec import DatasetSchema, EvaluationMetric, JobKind, JobSpec, TrainedArtifactKind
 from workers.tracking import RunLogger, download
 
 
@@ -39,7 +39,7 @@ def run_job(spec: JobSpec, workdir: Path) -> None:
         # The data first: it is small, and a bad row should not wait for a
         # many-gigabyte base model to download.
         files = dataset_paths(spec.dataset_uris, workdir / "inputs")
-        rows = read_instruction_rows(files)
+        rows = read_training_rows(files, spec.dataset_format)
         _rows_fit_objective(spec, rows)
         base_model = download(spec.base_model_uri, workdir / "inputs" / "base-model")
         resume_from = _checkpoint_fetch(spec.resume_checkpoint_uri, workdir / "inputs" / "checkpoint")
@@ -123,7 +123,7 @@ def run_evaluate(spec: JobSpec, workdir: Path) -> None:
                     dataset_paths([spec.fewshot_dataset_uri], inputs / "fewshot")
                 )
         else:
-            rows = read_rows(spec.dataset_uris, inputs)
+            rows = read_rows(spec.dataset_uris, inputs, spec.dataset_format)
         artifact = spec.trained_artifact
         artifact_dir = None
         if artifact is not None:
@@ -225,7 +225,7 @@ def _replica_run(spec: JobSpec, workdir: Path) -> None:
     The Trainer's sampler hands each rank its share of every batch.
     """
     inputs = distributed.inputs_wait(workdir)
-    rows = read_instruction_rows([Path(path) for path in inputs.dataset_files])
+    rows = read_training_rows([Path(path) for path in inputs.dataset_files], spec.dataset_format)
     base_model: Path | str = Path(inputs.base_model) if inputs.base_model_is_local else inputs.base_model
     resume_from = Path(inputs.resume_from) if inputs.resume_from else None
     from workers.engine.train import train
@@ -233,8 +233,8 @@ def _replica_run(spec: JobSpec, workdir: Path) -> None:
     train(spec, base_model, rows, workdir, lambda step, total, metrics: None, None, resume_from)
 
 
-def read_rows(uris: list[str], inputs: Path) -> list[TrainingRow]:
-    return read_instruction_rows(dataset_paths(uris, inputs))
+def read_rows(uris: list[str], inputs: Path, schema: DatasetSchema) -> list[TrainingRow]:
+    return read_training_rows(dataset_paths(uris, inputs), schema)
 
 
 def dataset_paths(uris: list[str], inputs: Path) -> list[Path]:

@@ -250,7 +250,7 @@ def trial_train(params: dict[str, Any], *, spec_json: str, parent_run_id: str) -
     ):
         workdir = Path(tmp)
         run.log_params(training_params(spec))
-        rows = read_rows(spec.dataset_uris, workdir / "inputs")
+        rows = read_rows(spec.dataset_uris, workdir / "inputs", spec.dataset_format)
         base_model = download(spec.base_model_uri, workdir / "inputs" / "base-model")
 
         def on_step(step: int, total_steps: int, metrics: dict[str, float]) -> None:

@@ -22,8 +22,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from controlplane.datasets.ingest.pipeline import IngestResult, RowSink
-from controlplane.datasets.ingest.schemas import Schema
 from controlplane.datasets.ingest.stats import row_texts
+from workers.spec import DatasetSchema
 
 BATCH_ROWS = 8192
 EXAMPLES = 10
@@ -52,7 +52,7 @@ def _words(text: str) -> list[str]:
     return _WORD.findall(text.lower())
 
 
-def _texts_at(path: Path, schema: Schema, rows: set[int]) -> dict[int, str]:
+def _texts_at(path: Path, schema: DatasetSchema, rows: set[int]) -> dict[int, str]:
     """The texts of the given rows (numbered from 1)."""
     found: dict[int, str] = {}
     start = 1
@@ -67,7 +67,7 @@ def _texts_at(path: Path, schema: Schema, rows: set[int]) -> dict[int, str]:
     return found
 
 
-def _finish(sink: RowSink, schema: Schema, output: Path) -> IngestResult:
+def _finish(sink: RowSink, schema: DatasetSchema, output: Path) -> IngestResult:
     sink.close()
     return IngestResult(
         schema=schema,
@@ -124,7 +124,7 @@ def dedup(
     source: Path,
     output: Path,
     *,
-    schema: Schema,
+    schema: DatasetSchema,
     threshold: float = 0.8,
     num_perm: int = 128,
     on_progress: ProgressCallback | None = None,
@@ -157,7 +157,7 @@ def dedup(
             texts = row_texts(table, schema).to_pylist()
             keys = [_exact_key(value) for value in table.to_pylist()]
             token_lists = [_tokens(text) for text in texts]
-            if schema is Schema.MULTIPLE_CHOICE:
+            if schema is DatasetSchema.MULTIPLE_CHOICE:
                 for tokens, answer in zip(token_lists, table.column("answer").to_pylist(), strict=True):
                     tokens.append(f"answer={answer}")
             signatures = MinHash.bulk([_shingles(tokens) for tokens in token_lists], num_perm=num_perm)
@@ -222,7 +222,7 @@ def split(
     source: Path,
     outputs: dict[str, Path],
     *,
-    schema: Schema,
+    schema: DatasetSchema,
     fractions: dict[str, float],
     seed: int,
     on_progress: ProgressCallback | None = None,
@@ -264,8 +264,8 @@ def contamination(
     eval_path: Path,
     train_path: Path,
     *,
-    eval_schema: Schema,
-    train_schema: Schema,
+    eval_schema: DatasetSchema,
+    train_schema: DatasetSchema,
     n: int = 8,
     on_progress: ProgressCallback | None = None,
 ) -> dict[str, Any]:
@@ -330,7 +330,9 @@ def pii_mask(found: str) -> str:
     return "".join(c if i in kept or not c.isalnum() else "*" for i, c in enumerate(found))
 
 
-def pii_scan(source: Path, *, schema: Schema, on_progress: ProgressCallback | None = None) -> dict[str, Any]:
+def pii_scan(
+    source: Path, *, schema: DatasetSchema, on_progress: ProgressCallback | None = None
+) -> dict[str, Any]:
     """Rows holding what looks like personal data, by kind, with the first matches masked.
 
     An example names the row and the match's character offset in the row's text,

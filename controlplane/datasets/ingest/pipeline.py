@@ -27,13 +27,13 @@ from controlplane.datasets.ingest.schemas import (
     ARROW_SCHEMAS,
     Layout,
     RowProblem,
-    Schema,
     layout_choose,
     row_normalize,
     table_normalize,
 )
 from controlplane.datasets.ingest.sources import Limits, OpenedSource, source_open
 from controlplane.datasets.ingest.stats import ContentHash, StatsBuilder, TokenCounter, row_texts
+from workers.spec import DatasetSchema
 
 ROW_GROUP_ROWS = 128 * 1024
 # pyarrow imports pandas (where installed) on its first conversion of a Python value, about
@@ -44,7 +44,7 @@ ProgressCallback = Callable[[float], None]
 
 @dataclass(frozen=True)
 class IngestOptions:
-    schema: Schema | None = None
+    schema: DatasetSchema | None = None
     # schema field -> the file's column, for files whose columns have other names
     mapping: Mapping[str, str] | None = None
     token_counter: TokenCounter | None = None
@@ -56,7 +56,7 @@ class IngestOptions:
 
 @dataclass(frozen=True)
 class IngestResult:
-    schema: Schema
+    schema: DatasetSchema
     file_format: str
     compression: str
     row_count: int
@@ -75,7 +75,7 @@ class RowSink:
     memory this adds; rows are gathered into row groups of ROW_GROUP_ROWS.
     """
 
-    def __init__(self, path: Path, schema: Schema, *, token_counter: TokenCounter | None) -> None:
+    def __init__(self, path: Path, schema: DatasetSchema, *, token_counter: TokenCounter | None) -> None:
         self.hasher = ContentHash(schema)
         self.stats = StatsBuilder(schema, token_counter=token_counter)
         # No dictionaries or min/max statistics: rows of text rarely repeat, and nothing reads
@@ -246,7 +246,7 @@ def _layout_of_first(batch: RawBatch, options: IngestOptions) -> Layout:
     if not columns and not batch.table:
         # Nothing parseable in the first batch (all bad lines): count them against the named
         # schema, or the most common one.
-        return Layout(schema=options.schema or Schema.INSTRUCTION, mapping=dict(options.mapping or {}))
+        return Layout(schema=options.schema or DatasetSchema.INSTRUCTION, mapping=dict(options.mapping or {}))
     return layout_choose(columns, schema=options.schema, mapping=options.mapping or {})
 
 

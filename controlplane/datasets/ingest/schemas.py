@@ -13,58 +13,49 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from controlplane.datasets.ingest.problems import IngestRefused, ProblemKind
-
-
-class Schema(StrEnum):
-    TEXT = "text"
-    INSTRUCTION = "instruction"
-    CHAT = "chat"
-    PREFERENCE = "preference"
-    MULTIPLE_CHOICE = "multiple_choice"
-
+from workers.spec import DatasetSchema
 
 ROLES = ("system", "user", "assistant", "tool")
 MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
 
-ARROW_SCHEMAS: dict[Schema, pa.Schema] = {
-    Schema.TEXT: pa.schema([("text", pa.string())]),
-    Schema.INSTRUCTION: pa.schema(
+ARROW_SCHEMAS: dict[DatasetSchema, pa.Schema] = {
+    DatasetSchema.TEXT: pa.schema([("text", pa.string())]),
+    DatasetSchema.INSTRUCTION: pa.schema(
         [("instruction", pa.string()), ("input", pa.string()), ("output", pa.string())]
     ),
-    Schema.CHAT: pa.schema([("messages", pa.list_(MESSAGE))]),
-    Schema.PREFERENCE: pa.schema(
+    DatasetSchema.CHAT: pa.schema([("messages", pa.list_(MESSAGE))]),
+    DatasetSchema.PREFERENCE: pa.schema(
         [("prompt", pa.string()), ("chosen", pa.string()), ("rejected", pa.string())]
     ),
-    Schema.MULTIPLE_CHOICE: pa.schema(
+    DatasetSchema.MULTIPLE_CHOICE: pa.schema(
         [("question", pa.string()), ("choices", pa.list_(pa.string())), ("answer", pa.int64())]
     ),
 }
 
 # Fields that may be left out or empty (they default to ""); every other field is required.
-OPTIONAL_FIELDS: dict[Schema, frozenset[str]] = {Schema.INSTRUCTION: frozenset({"input"})}
+OPTIONAL_FIELDS: dict[DatasetSchema, frozenset[str]] = {DatasetSchema.INSTRUCTION: frozenset({"input"})}
 
 # The column names each schema is recognised by, most specific first.
-_DETECTION: list[tuple[Schema, frozenset[str]]] = [
-    (Schema.CHAT, frozenset({"messages"})),
-    (Schema.PREFERENCE, frozenset({"prompt", "chosen", "rejected"})),
-    (Schema.MULTIPLE_CHOICE, frozenset({"question", "choices", "answer"})),
-    (Schema.INSTRUCTION, frozenset({"instruction", "output"})),
-    (Schema.TEXT, frozenset({"text"})),
+_DETECTION: list[tuple[DatasetSchema, frozenset[str]]] = [
+    (DatasetSchema.CHAT, frozenset({"messages"})),
+    (DatasetSchema.PREFERENCE, frozenset({"prompt", "chosen", "rejected"})),
+    (DatasetSchema.MULTIPLE_CHOICE, frozenset({"question", "choices", "answer"})),
+    (DatasetSchema.INSTRUCTION, frozenset({"instruction", "output"})),
+    (DatasetSchema.TEXT, frozenset({"text"})),
 ]
 
 
-def fields_of(schema: Schema) -> list[str]:
+def fields_of(schema: DatasetSchema) -> list[str]:
     return ARROW_SCHEMAS[schema].names
 
 
-def required_fields(schema: Schema) -> list[str]:
+def required_fields(schema: DatasetSchema) -> list[str]:
     return [name for name in fields_of(schema) if name not in OPTIONAL_FIELDS.get(schema, frozenset())]
 
 
@@ -72,14 +63,14 @@ def required_fields(schema: Schema) -> list[str]:
 class Layout:
     """A schema and where each of its fields comes from in the file (field -> source column)."""
 
-    schema: Schema
+    schema: DatasetSchema
     mapping: Mapping[str, str]
 
     def source_of(self, field: str) -> str:
         return self.mapping.get(field, field)
 
 
-def layout_choose(columns: list[str], *, schema: Schema | None, mapping: Mapping[str, str]) -> Layout:
+def layout_choose(columns: list[str], *, schema: DatasetSchema | None, mapping: Mapping[str, str]) -> Layout:
     """The schema named, or the one the (mapped) column names point to.
 
     ``mapping`` maps a schema field to the file's column ("instruction" -> "question_text").
@@ -106,7 +97,7 @@ def layout_choose(columns: list[str], *, schema: Schema | None, mapping: Mapping
     return Layout(schema=schema, mapping=dict(mapping))
 
 
-def _schema_detect(names: set[str]) -> Schema | None:
+def _schema_detect(names: set[str]) -> DatasetSchema | None:
     """The schema whose telling columns are all there; else the one sharing most columns, so
     that a first row missing a field is reported as missing that field."""
     for candidate, needed in _DETECTION:
@@ -167,7 +158,7 @@ def table_normalize(table: pa.Table, layout: Layout) -> pa.Table | None:
             return None
         columns.append(plain)
     normalized = pa.Table.from_arrays(columns, schema=schema)
-    if layout.schema is Schema.MULTIPLE_CHOICE and not answers_check(normalized):
+    if layout.schema is DatasetSchema.MULTIPLE_CHOICE and not answers_check(normalized):
         return None
     return normalized
 
@@ -179,7 +170,7 @@ def _blank_any(strings: pa.ChunkedArray | pa.Array) -> bool:
     return bool(pc.any(blank).as_py())
 
 
-def _values_check(name: str, column: pa.ChunkedArray | pa.Array, schema: Schema) -> bool:
+def _values_check(name: str, column: pa.ChunkedArray | pa.Array, schema: DatasetSchema) -> bool:
     if name in OPTIONAL_FIELDS.get(schema, frozenset()):
         return True
     if column.type == pa.string():
@@ -332,9 +323,9 @@ def row_normalize(row: Any, layout: Layout) -> dict[str, Any]:
             )
     values = {name: row.get(layout.source_of(name)) for name in names}
     optional = OPTIONAL_FIELDS.get(layout.schema, frozenset())
-    if layout.schema is Schema.CHAT:
+    if layout.schema is DatasetSchema.CHAT:
         return {"messages": _messages(values["messages"])}
-    if layout.schema is Schema.MULTIPLE_CHOICE:
+    if layout.schema is DatasetSchema.MULTIPLE_CHOICE:
         question = _text(values["question"], "question", required=True)
         choices = _choices(values["choices"])
         return {"question": question, "choices": choices, "answer": _answer(values["answer"], choices)}

@@ -16,7 +16,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from controlplane.datasets.ingest.schemas import ARROW_SCHEMAS, Schema
+from controlplane.datasets.ingest.schemas import ARROW_SCHEMAS
+from workers.spec import DatasetSchema
 
 # Lengths past this are counted in the last bin.
 LENGTH_CAP = 1 << 20
@@ -24,13 +25,13 @@ PERCENTILES = (50, 90, 95, 99)
 TokenCounter = Callable[[Sequence[str]], Sequence[int]]
 
 
-def row_texts(table: pa.Table, schema: Schema) -> pa.ChunkedArray:
+def row_texts(table: pa.Table, schema: DatasetSchema) -> pa.ChunkedArray:
     """Each row's text as one string: what a model reads of it, for lengths, dedup and overlap checks."""
-    if schema is Schema.CHAT:
+    if schema is DatasetSchema.CHAT:
         messages = table.column("messages").combine_chunks()
         contents = pa.ListArray.from_arrays(messages.offsets, pc.struct_field(messages.values, "content"))
         return pa.chunked_array([pc.binary_join(contents, "\n")])
-    if schema is Schema.MULTIPLE_CHOICE:
+    if schema is DatasetSchema.MULTIPLE_CHOICE:
         choices = pc.binary_join(table.column("choices"), "\n")
         return pc.binary_join_element_wise(table.column("question"), choices, "\n")
     columns = [table.column(name) for name in ARROW_SCHEMAS[schema].names]
@@ -39,13 +40,13 @@ def row_texts(table: pa.Table, schema: Schema) -> pa.ChunkedArray:
     return pc.binary_join_element_wise(*columns, "\n")
 
 
-def _text_lengths(table: pa.Table, schema: Schema) -> np.ndarray:
+def _text_lengths(table: pa.Table, schema: DatasetSchema) -> np.ndarray:
     """The length in UTF-8 bytes of each row's text, without building the texts when it can.
 
     Bytes, not characters: Arrow knows a string's byte length from its offsets,
     where counting characters reads every byte.
     """
-    if schema in (Schema.CHAT, Schema.MULTIPLE_CHOICE):
+    if schema in (DatasetSchema.CHAT, DatasetSchema.MULTIPLE_CHOICE):
         return pc.binary_length(row_texts(table, schema)).to_numpy()
     names = ARROW_SCHEMAS[schema].names
     total = np.full(table.num_rows, len(names) - 1, dtype=np.int64)  # the separators
@@ -120,7 +121,7 @@ class RowSample:
 
 class StatsBuilder:
     def __init__(
-        self, schema: Schema, *, token_counter: TokenCounter | None, token_sample: int = 20_000
+        self, schema: DatasetSchema, *, token_counter: TokenCounter | None, token_sample: int = 20_000
     ) -> None:
         self.schema = schema
         self.rows = 0
@@ -145,7 +146,7 @@ class StatsBuilder:
         self._bytes.add(_text_lengths(table, self.schema))
         if self._sample.size:
             self._sample.add(row_texts(table, self.schema))
-        if self.schema is Schema.CHAT:
+        if self.schema is DatasetSchema.CHAT:
             messages = table.column("messages")
             self._turns.add(pc.list_value_length(messages).to_numpy())
             roles = pc.value_counts(pc.struct_field(pc.list_flatten(messages), "role"))
@@ -162,7 +163,7 @@ class StatsBuilder:
             tokens = LengthHistogram()
             tokens.add(np.asarray(self._token_counter(self._sample.texts), dtype=np.int64))
             stats["tokens"] = {**tokens.summary(), "sampled_rows": len(self._sample.texts)}
-        if self.schema is Schema.CHAT:
+        if self.schema is DatasetSchema.CHAT:
             stats["turns"] = self._turns.summary()
             stats["roles"] = dict(sorted(self._roles.items()))
         return stats
@@ -176,7 +177,7 @@ class ContentHash:
     depends on where one batch ends and the next begins.
     """
 
-    def __init__(self, schema: Schema) -> None:
+    def __init__(self, schema: DatasetSchema) -> None:
         self.schema = schema
         self._digests: dict[str, tuple[Any, Any]] = {}
 

@@ -23,7 +23,7 @@ from controlplane.celery import app
 from controlplane.faults import DISPATCH_BEFORE_PUBLISH, fault_point
 from controlplane.training import broker, hooks
 from controlplane.training.models import Job, JobEvent, JobKind, JobStatus, broker_priority
-from workers.spec import EvaluateConfig, JobSpec, TrainingConfig
+from workers.spec import DatasetSchema, EvaluateConfig, JobSpec, TrainingConfig
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,7 @@ def job_spec_build(job: Job) -> JobSpec:
         "base_model_uri": job.base_model.uri,
         "trust_remote_code": job.base_model.trust_remote_code,
         "dataset_uris": [job.dataset_version.uri],
+        "dataset_format": DatasetSchema(job.dataset_version.format),
         "mlflow_experiment": job.mlflow_experiment,
         "mlflow_run_id": job.mlflow_run_id or None,
     }

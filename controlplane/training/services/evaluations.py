@@ -4,26 +4,26 @@ from __future__ import annotations
 
 from controlplane.accounts.models import Project, Role, User
 from controlplane.accounts.selectors import project_role_check
-from controlplane.datasets.models import DatasetFormat, DatasetVersion
+from controlplane.datasets.models import DatasetVersion
 from controlplane.errors import Conflict, NotFound, ValidationFailed
 from controlplane.training.models import Job, JobKind, JobStatus
 from controlplane.training.selectors import base_model_get, dataset_version_get
 from controlplane.training.services.dispatch import job_insert
-from workers.spec import EvaluateConfig, EvaluationMetric
+from workers.spec import DatasetSchema, EvaluateConfig, EvaluationMetric
 
 # Which dataset schemas each metric can score. Generation metrics need a prompt
 # and its reference answer; perplexity needs rows that read as text;
 # multiple-choice accuracy needs the choices apart.
 _GENERATION_METRICS = (EvaluationMetric.BLEU, EvaluationMetric.ROUGE, EvaluationMetric.EXACT_MATCH)
-_METRIC_SCHEMAS: dict[EvaluationMetric, tuple[DatasetFormat, ...]] = {
+_METRIC_SCHEMAS: dict[EvaluationMetric, tuple[DatasetSchema, ...]] = {
     EvaluationMetric.PERPLEXITY: (
-        DatasetFormat.TEXT,
-        DatasetFormat.INSTRUCTION,
-        DatasetFormat.CHAT,
-        DatasetFormat.PREFERENCE,
+        DatasetSchema.TEXT,
+        DatasetSchema.INSTRUCTION,
+        DatasetSchema.CHAT,
+        DatasetSchema.PREFERENCE,
     ),
-    **dict.fromkeys(_GENERATION_METRICS, (DatasetFormat.INSTRUCTION, DatasetFormat.CHAT)),
-    EvaluationMetric.MULTIPLE_CHOICE: (DatasetFormat.MULTIPLE_CHOICE,),
+    **dict.fromkeys(_GENERATION_METRICS, (DatasetSchema.INSTRUCTION, DatasetSchema.CHAT)),
+    EvaluationMetric.MULTIPLE_CHOICE: (DatasetSchema.MULTIPLE_CHOICE,),
 }
 
 
@@ -116,7 +116,7 @@ def _evaluation_fits(config: EvaluateConfig, dataset: DatasetVersion, fewshot: D
             )
         return
     if fewshot is not None:
-        if fewshot.format != DatasetFormat.MULTIPLE_CHOICE:
+        if fewshot.format != DatasetSchema.MULTIPLE_CHOICE:
             raise ValidationFailed(
                 f"The few-shot examples must be multiple-choice; {fewshot} is {fewshot.format}."
             )

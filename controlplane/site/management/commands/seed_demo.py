@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand
 
-from controlplane.demo import ADMIN_PASSWORD, DEMO_PASSWORD, DEMO_USERS, demo_seed
+from controlplane.site.demo import ADMIN_PASSWORD, DEMO_PASSWORD, DEMO_USERS, demo_seed
 
 
 class Command(BaseCommand):

@@ -20,32 +20,30 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from controlplane.accounts.models import Project, Role
+from controlplane.accounts.models import Project, Role, User
 from controlplane.accounts.selectors import project_role_check
 from controlplane.datasets.ingest.problems import IngestRefused
 from controlplane.datasets.ingest.sources import filename_check
 from controlplane.datasets.models import ChunkedUpload, DatasetOperation
-from controlplane.datasets.services import (
-    dataset_operation_run,
+from controlplane.datasets.services.ingest import (
     ingest_operation_create,
     ingest_options_check,
     ingest_runs_inline,
     upload_size_check,
 )
+from controlplane.datasets.services.operations import dataset_operation_run
 from controlplane.errors import Conflict, NotFound, ValidationFailed
 
 READ_BYTES = 1024 * 1024
 
 
-def upload_begin(*, project: Project, user, filename: Any, size: Any) -> ChunkedUpload:
+def upload_begin(*, project: Project, user: User, filename: str, size: int) -> ChunkedUpload:
     """Open a resumable upload of ``size`` bytes; its file waits, empty, in the staging folder."""
     project_role_check(user=user, project=project, role=Role.MEMBER)
     try:
-        name = filename_check(filename if isinstance(filename, str) else "")
+        name = filename_check(filename)
     except IngestRefused as exc:
         raise ValidationFailed(exc.message) from exc
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise ValidationFailed("'size' is the file's length in bytes, a whole number of at least 1.")
     upload_size_check(size)
     folder = Path(settings.DATASET_STAGING_DIR) / uuid.uuid4().hex
     folder.mkdir(parents=True)
@@ -56,7 +54,7 @@ def upload_begin(*, project: Project, user, filename: Any, size: Any) -> Chunked
     )
 
 
-def upload_get(*, user, upload_id: uuid.UUID) -> ChunkedUpload:
+def upload_get(*, user: User, upload_id: uuid.UUID) -> ChunkedUpload:
     """An upload is its sender's: anyone else gets NotFound, as for what they cannot see."""
     upload = ChunkedUpload.objects.select_related("project").filter(pk=upload_id, created_by=user).first()
     if upload is None:
@@ -65,13 +63,15 @@ def upload_get(*, user, upload_id: uuid.UUID) -> ChunkedUpload:
     return upload
 
 
-def upload_append(*, user, upload_id: uuid.UUID, offset: Any, length: Any, stream: BinaryIO) -> ChunkedUpload:
+def upload_append(
+    *, user: User, upload_id: uuid.UUID, offset: int | None, length: int | None, stream: BinaryIO
+) -> ChunkedUpload:
     """Append ``length`` bytes read from ``stream``, which the client sent from ``offset``.
 
     Under the upload's row lock, so two pieces sent at once cannot interleave.
     A piece cut short is kept up to where it stopped: the next one resumes there.
     """
-    if not (isinstance(offset, int) and isinstance(length, int)) or offset < 0 or length < 1:
+    if offset is None or length is None or offset < 0 or length < 1:
         raise ValidationFailed(
             "Send the piece's first byte position as the Upload-Offset header and its bytes as the body."
         )
@@ -115,7 +115,7 @@ def _append(path: Path, offset: int, length: int, stream: BinaryIO) -> int:
     return written
 
 
-def upload_finish(*, user, upload_id: uuid.UUID, **ingest: Any) -> DatasetOperation:
+def upload_finish(*, user: User, upload_id: uuid.UUID, **ingest: Any) -> DatasetOperation:
     """Ingest a complete upload; ``ingest``: name, schema, mapping, tokenizer, max_tokens."""
     upload = upload_get(user=user, upload_id=upload_id)
     options = ingest_options_check(project=upload.project, user=user, **ingest)
