@@ -30,3 +30,8 @@ check-compose:
 
 clean:
 	rm -rf var .pytest_cache
+
+# The wheels a GPU check host lacks (Python 3.12, x86-64), into .whl/: see "GPU check" in the README.
+.PHONY: gpu-wheels
+gpu-wheels: $(VENV)/.installed
+	$(BIN)/python infra/gpu_wheels.py
