@@ -120,15 +120,31 @@ def test_odd_reads(api_for, job, people, url):
         _check(api_for("alice").get(url))
 
 
-def test_odd_registry_requests(api_for, job, people):
+def test_odd_registry_requests_are_refused_each_with_its_status_and_store_nothing(api_for, job, people):
+    from controlplane.registry.models import Deployment, ModelVersion, Promotion
+
     client = api_for("alice")
     version = model_version_make(job, people["alice"])
-    _check(client.post("/api/v1/model-versions", {"job": BIG, "name": "x"}, format="json"))
-    _check(client.post("/api/v1/model-versions", {"job": job.pk, "name": "Ünïcode"}, format="json"))
-    _check(client.post("/api/v1/promotions", {"model_version": version.pk, "target": None}, format="json"))
-    _check(client.post("/api/v1/promotions", {"model_version": "1; drop table"}, format="json"))
-    _check(client.post(f"/api/v1/promotions/{BIG}/approve", {}, format="json"))
-    _check(client.post("/api/v1/promotions", [], format="json"))
+    before = (ModelVersion.objects.count(), Promotion.objects.count(), Deployment.objects.count())
+    cases = [
+        ("/api/v1/model-versions", {"job": BIG, "name": "x"}, 400, "job: Input should be less than"),
+        ("/api/v1/model-versions", {"job": job.pk + 1000, "name": "x"}, 404, ""),
+        ("/api/v1/model-versions", {"job": job.pk, "name": "Ünïcode"}, 400, "name"),
+        ("/api/v1/promotions", {"model_version": version.pk, "target": None}, 400, "target: Input should be"),
+        (
+            "/api/v1/promotions",
+            {"model_version": "1; drop table"},
+            400,
+            "model_version: must be a whole number",
+        ),
+        ("/api/v1/promotions", [], 400, "must be a JSON object"),
+        (f"/api/v1/promotions/{BIG}/approve", {}, 404, ""),
+    ]
+    for url, body, status, message in cases:
+        response = client.post(url, body, format="json")
+        _check(response, statuses=(status,))
+        assert message in response.json()["message"], (url, body, response.json())
+    assert (ModelVersion.objects.count(), Promotion.objects.count(), Deployment.objects.count()) == before
 
 
 def test_odd_worker_events(job):

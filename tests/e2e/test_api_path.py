@@ -6,78 +6,13 @@ from __future__ import annotations
 
 import time
 
-import httpx
 import pytest
 from mlflow import MlflowClient
 from mlflow.artifacts import download_artifacts as mlflow_download
 
-from controlplane.site.demo import demo_jsonl
-from tests.conftest import PASSWORD
+from tests.e2e.client import FAST_LORA, api, submit, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
-
-FAST_LORA = {
-    "method": {"name": "lora", "r": 8, "alpha": 16},
-    "hyperparameters": {
-        "max_steps": 24,
-        "batch_size": 8,
-        "learning_rate": 0.005,
-        "max_seq_length": 64,
-    },
-}
-
-
-def api(live_server, username: str) -> httpx.Client:
-    token = httpx.post(
-        f"{live_server.url}/api/v1/auth/token", data={"username": username, "password": PASSWORD}
-    ).json()["token"]
-    return httpx.Client(
-        base_url=f"{live_server.url}/api/v1/",
-        headers={"Authorization": f"Token {token}"},
-        timeout=30,
-    )
-
-
-def wait_for(
-    client: httpx.Client, job_id: int, statuses: set[str], timeout: float = 240
-) -> tuple[dict, list[str]]:
-    seen: list[str] = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = client.get(f"jobs/{job_id}").json()
-        if not seen or seen[-1] != job["status"]:
-            seen.append(job["status"])
-        if job["status"] in statuses:
-            return job, seen
-        time.sleep(0.3)
-    raise AssertionError(f"job {job_id} stayed {seen[-1]} (seen {seen})")
-
-
-def submit(setup: dict, config: dict, *, base_model: int | None = None) -> int:
-    """Launch a job as alice on the setup's dataset; returns its id."""
-    body = {
-        "project": "demo",
-        "base_model": base_model or setup["base"],
-        "dataset_version": setup["dataset"],
-        "config": config,
-    }
-    response = setup["alice"].post("jobs", json=body)
-    assert response.status_code == 201, response.text
-    return response.json()["id"]
-
-
-@pytest.fixture
-def setup(people, live_server, worker, tiny_model_uri):
-    alice = api(live_server, "alice")
-    base = alice.post("base-models", json={"project": "demo", "name": "tiny", "uri": tiny_model_uri})
-    assert base.status_code == 201, base.text
-    dataset = alice.post(
-        "datasets",
-        data={"project": "demo", "name": "arithmetic"},
-        files={"file": ("a.jsonl", demo_jsonl(), "application/jsonl")},
-    )
-    assert dataset.status_code == 201, dataset.text
-    return {"alice": alice, "base": base.json()["id"], "dataset": dataset.json()["id"]}
 
 
 def test_dataset_to_approved_deployment_through_the_api(setup, live_server, mlflow_server):

@@ -10,7 +10,7 @@ from django.test import Client
 from mlflow import MlflowClient
 
 from tests.conftest import PASSWORD
-from tests.e2e.test_api_path import api, wait_for
+from tests.e2e.client import api, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 

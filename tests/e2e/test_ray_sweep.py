@@ -10,8 +10,6 @@ import pytest
 from django.test import Client
 from mlflow import MlflowClient
 
-from tests.e2e.test_api_path import api, setup  # noqa: F401 - fixtures
-
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 GOOD_LR, HOPELESS_LR = 5e-3, 1e-7

@@ -7,8 +7,6 @@ import time
 import pytest
 from django.db import connection
 
-from tests.e2e.test_api_path import api, setup  # noqa: F401 - fixtures
-
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 

@@ -10,8 +10,8 @@ from django.utils import timezone
 from controlplane.training.models import Job
 from controlplane.training.selectors import job_queue_position
 from controlplane.training.services import job_cancel, job_claim, job_finish
-from tests.broker import queue_clear
-from tests.controlplane.test_dispatch import QUEUE, _messages
+from tests.broker import DISPATCH_QUEUE as QUEUE
+from tests.broker import dispatched_specs
 from tests.factories import job_make
 from workers.spec import JobOutcome, JobResult
 
@@ -20,13 +20,6 @@ pytestmark = pytest.mark.django_db
 
 def gpus(n: int) -> dict:
     return {"resources": {"gpus": n, "queue": QUEUE}}
-
-
-@pytest.fixture
-def broker(redis_url):
-    queue_clear(redis_url, QUEUE)
-    yield redis_url
-    queue_clear(redis_url, QUEUE)
 
 
 @pytest.fixture
@@ -57,14 +50,14 @@ def test_a_job_over_the_gpu_quota_waits_and_goes_when_gpus_free_up(
     assert second.dispatched_at is None
     assert second.waiting_reason == "quota: 2 of 2 GPUs of project demo are in use; this job needs 1"
     assert job_queue_position(job=second) == 3
-    assert [spec.job_id for spec in _messages(broker)] == [first.pk, cpu_job.pk]
+    assert [spec.job_id for spec in dispatched_specs(broker)] == [first.pk, cpu_job.pk]
 
     job_claim(job_id=first.pk, attempt=1, worker="w1")
     with capture(execute=True):
         job_finish(job_id=first.pk, result=JobResult(attempt=1, worker="w1", outcome=JobOutcome.SUCCEEDED))
     second.refresh_from_db()
     assert second.dispatched_at is not None and second.waiting_reason == ""
-    assert [spec.job_id for spec in _messages(broker)][-1] == second.pk
+    assert [spec.job_id for spec in dispatched_specs(broker)][-1] == second.pk
 
 
 def test_waiting_jobs_go_in_priority_order(people, quota, broker, django_capture_on_commit_callbacks):

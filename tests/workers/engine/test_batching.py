@@ -13,7 +13,6 @@ from workers.engine.batching import PackingCollator, batching_choose, packing_ke
 from workers.engine.data import InstructionRow, tokenize
 from workers.engine.train import CausalLMCollator, train
 from workers.spec import JobSpec
-from workers.tinymodel import build_tiny_model
 
 TEXTS = [
     "Say hello.",
@@ -21,11 +20,6 @@ TEXTS = [
     "Red is a primary colour.",
     "Please return the report by Friday so that we can review it together, and thank you.",
 ]
-
-
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_model(tmp_path_factory.mktemp("batching") / "tiny-model")
 
 
 @pytest.fixture(scope="module")

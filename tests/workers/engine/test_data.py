@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from controlplane.datasets.ingest.pipeline import ingest
-from tests.controlplane.test_dataset_ingest import ROWS_BY_SCHEMA
+from tests.rows import ROWS_BY_SCHEMA
 from workers.engine.data import (
     ChatMessage,
     ChatRow,

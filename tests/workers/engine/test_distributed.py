@@ -26,7 +26,7 @@ from safetensors.torch import load_file
 from controlplane.training.models import Job, JobStatus
 from controlplane.training.services import job_cancel, job_create
 from tests.factories import FACTORY_QUEUE, base_model_make, dataset_version_make
-from tests.workers.test_engine import ROWS, EngineRun, _empty_store, _finish, _start
+from tests.workers.engine.runs import ROWS, EngineRun, empty_store, engine_finish, engine_start
 from workers import runner
 from workers.controlplane_client import ControlPlaneClient
 from workers.engine.protocol import EXIT_INVALID_INPUT, EXIT_OK
@@ -34,7 +34,7 @@ from workers.engine.protocol import EXIT_INVALID_INPUT, EXIT_OK
 STEPS = 4
 
 
-def _spec(job_id: int, model: Path, *, processes: int, batch_size: int) -> dict[str, Any]:
+def spec_make(job_id: int, model: Path, *, processes: int, batch_size: int) -> dict[str, Any]:
     return {
         "job_id": job_id,
         "attempt": 1,
@@ -60,28 +60,32 @@ def _spec(job_id: int, model: Path, *, processes: int, batch_size: int) -> dict[
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> dict[str, EngineRun]:
     base = tmp_path_factory.mktemp("distributed")
-    store = _empty_store(base / "empty-mlflow.db")
+    store = empty_store(base / "empty-mlflow.db")
     rows = [json.dumps(row) for row in ROWS]
     # Both fail before any model loads: cheap next to the runs that train.
-    deepspeed = _spec(3, base / "no-model", processes=1, batch_size=2)
+    deepspeed = spec_make(3, base / "no-model", processes=1, batch_size=2)
     deepspeed["config"]["resources"] = {"gpus": 2, "distributed": {"name": "deepspeed", "stage": 3}}
     bad_rows = [rows[0], json.dumps({"instruction": "Say hello."})]
     started = {
-        "deepspeed": _start(base / "deepspeed", deepspeed, rows, store),
-        "bad_row": _start(
-            base / "bad_row", _spec(4, base / "no-model", processes=2, batch_size=2), bad_rows, store
+        "deepspeed": engine_start(base / "deepspeed", deepspeed, rows, store),
+        "bad_row": engine_start(
+            base / "bad_row", spec_make(4, base / "no-model", processes=2, batch_size=2), bad_rows, store
         ),
     }
     # The same global batch of 4 rows a step: 2 per process, or 4 in one.
-    two = _spec(1, tiny_model_dir, processes=2, batch_size=2)
-    started["two"] = _start(base / "two", two, rows, store)
-    started["one"] = _start(base / "one", _spec(2, tiny_model_dir, processes=1, batch_size=4), rows, store)
-    fsdp = _spec(5, tiny_model_dir, processes=2, batch_size=2)
+    two = spec_make(1, tiny_model_dir, processes=2, batch_size=2)
+    started["two"] = engine_start(base / "two", two, rows, store)
+    started["one"] = engine_start(
+        base / "one", spec_make(2, tiny_model_dir, processes=1, batch_size=4), rows, store
+    )
+    fsdp = spec_make(5, tiny_model_dir, processes=2, batch_size=2)
     fsdp["config"]["resources"]["distributed"] = {"name": "fsdp"}
-    started["fsdp"] = _start(base / "fsdp", fsdp, rows, store)
-    finished = {name: _finish(process, base / name) for name, process in started.items()}
+    started["fsdp"] = engine_start(base / "fsdp", fsdp, rows, store)
+    finished = {name: engine_finish(process, base / name) for name, process in started.items()}
     resumed = {**two, "attempt": 2, "resume_checkpoint_uri": str(base / "two/work/trainer/checkpoint-2")}
-    finished["resumed"] = _finish(_start(base / "resumed", resumed, rows, store), base / "resumed")
+    finished["resumed"] = engine_finish(
+        engine_start(base / "resumed", resumed, rows, store), base / "resumed"
+    )
     return finished
 
 
@@ -197,7 +201,7 @@ def _endless_two_process_job(
 
     rows = tmp_path / "rows.jsonl"
     rows.write_text("\n".join(json.dumps(row) for row in ROWS) + "\n")
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{_empty_store(tmp_path / 'mlflow.db')}")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{empty_store(tmp_path / 'mlflow.db')}")
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     project, alice = people["demo"], people["alice"]
     job = job_create(
@@ -275,7 +279,7 @@ def test_a_sigkilled_worker_leaves_neither_torchrun_nor_any_rank_training(
     env = dict(os.environ, TMPDIR=str(tmp_path))
     log = tmp_path / "worker.log"
     with log.open("wb") as stderr:
-        worker = subprocess.Popen(command, cwd=Path(__file__).resolve().parents[2], env=env, stderr=stderr)
+        worker = subprocess.Popen(command, cwd=Path(__file__).resolve().parents[3], env=env, stderr=stderr)
 
     def ours() -> set[int]:
         return _job_processes(job.pk, under=tmp_path)

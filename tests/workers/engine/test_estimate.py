@@ -15,9 +15,8 @@ from transformers import AutoConfig, AutoModelForCausalLM
 
 from workers.engine.estimate import GIB, EstimateError, training_estimate
 from workers.spec import TrainingConfig
-from workers.tinymodel import build_tiny_model
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 # Small configs of the other layouts the formulas cover: biases on q/k/v (Qwen2),
 # tied embeddings and an explicit head_dim (Gemma), biases everywhere (Llama's options).
@@ -30,11 +29,6 @@ OTHER_CONFIGS: dict[str, dict[str, Any]] = {
                      "num_hidden_layers": 3, "num_attention_heads": 4, "num_key_value_heads": 4,
                      "attention_bias": True, "mlp_bias": True, "tie_word_embeddings": True},
 }  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_model(tmp_path_factory.mktemp("estimate") / "tiny-model")
 
 
 def _config_json(path: Path) -> dict[str, Any]:

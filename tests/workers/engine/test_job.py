@@ -9,169 +9,58 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 from mlflow import MlflowClient
 
+from tests.workers.engine.runs import (
+    CHATS,
+    PREFERENCES,
+    ROOT,
+    ROWS,
+    EngineRun,
+    empty_store,
+    engine_finish,
+    engine_start,
+    spec_make,
+)
 from workers.engine.data import DatasetError, read_training_rows
 from workers.engine.protocol import EXIT_INVALID_INPUT, EXIT_OK, PREFIX, emit, parse
 from workers.spec import DatasetSchema
-from workers.tinymodel import build_tiny_model
-
-ROOT = Path(__file__).resolve().parents[2]
-TIMEOUT_S = 180
-
-# Repetitive on purpose: a tiny model can visibly learn it in 30 steps.
-ROWS: list[dict[str, str]] = [
-    {"instruction": "Say hello.", "output": "Hello! How can I help you today?"},
-    {"instruction": "Name a primary colour.", "output": "Red is a primary colour."},
-    {"instruction": "Translate to French.", "input": "Thank you", "output": "Merci."},
-    {"instruction": "Add two and three.", "output": "Two plus three is five."},
-] * 4
-
-
-CHATS: list[dict[str, Any]] = [
-    {
-        "messages": [
-            {"role": "user", "content": row["instruction"]},
-            {"role": "assistant", "content": row["output"]},
-        ]
-    }
-    for row in ROWS
-]
-PREFERENCES: list[dict[str, str]] = [
-    {"prompt": row["instruction"], "chosen": row["output"], "rejected": "No."} for row in ROWS
-]
-
-
-@dataclass(frozen=True)
-class EngineRun:
-    returncode: int
-    stdout: str
-    stderr: str
-    tracking_uri: str
-    workdir: Path
-
-    def events(self, kind: str | None = None) -> list[dict[str, Any]]:
-        parsed = [parse(line) for line in self.stdout.splitlines()]
-        return [e for e in parsed if e is not None and (kind is None or e["event"] == kind)]
-
-    def losses(self) -> list[float]:
-        return [e["metrics"]["loss"] for e in self.events("progress")]
-
-
-def _spec(job_id: int, model: Path, method: dict[str, str], *, learning_rate: float) -> dict[str, Any]:
-    """A spec without its dataset: ``_start`` writes the rows and fills that in."""
-    return {
-        "job_id": job_id,
-        "attempt": 1,
-        "project": "demo",
-        "base_model_uri": str(model),
-        "mlflow_experiment": "tests/engine",
-        "config": {
-            "method": method,
-            "hyperparameters": {
-                "learning_rate": learning_rate,
-                "max_steps": 30,
-                "batch_size": 4,
-                "seed": 0,
-            },
-        },
-    }
-
-
-def _start(
-    run_dir: Path, spec: dict[str, Any], rows: list[str] | list[dict[str, Any]], store: Path
-) -> subprocess.Popen[bytes]:
-    """JSON lines are written as JSONL, row dicts as Parquet (as the control plane stores datasets)."""
-    run_dir.mkdir(parents=True)
-    if rows and isinstance(rows[0], dict):
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        pq.write_table(pa.Table.from_pylist(rows), run_dir / "train.parquet")
-        spec["dataset_uris"] = [str(run_dir / "train.parquet")]
-    else:
-        (run_dir / "train.jsonl").write_text("\n".join(str(row) for row in rows) + "\n")
-        spec["dataset_uris"] = [str(run_dir / "train.jsonl")]
-    (run_dir / "spec.json").write_text(json.dumps(spec))
-    # A copy of one store per run: concurrent writers on one SQLite file can hit
-    # "database is locked", and creating MLflow's schema costs seconds each time.
-    shutil.copy(store, run_dir / "mlflow.db")
-    env = {
-        **os.environ,
-        "MLFLOW_TRACKING_URI": _tracking_uri(run_dir),
-        "PYTHONPATH": str(ROOT),
-        # Several runs share few cores: OpenMP threads spinning against each
-        # other make a 1 s training take 10 s.
-        "OMP_NUM_THREADS": "1",
-    }
-    # Files, not pipes: several runs go at once, and a full pipe nobody reads would stall one.
-    # cwd is the run's own directory because MLflow puts a SQLite store's artifacts in ./mlruns.
-    return subprocess.Popen(
-        [sys.executable, "-m", "workers.engine", "spec.json", "work"],
-        cwd=run_dir,
-        env=env,
-        stdout=(run_dir / "stdout.txt").open("wb"),
-        stderr=(run_dir / "stderr.txt").open("wb"),
-    )
-
-
-def _finish(process: subprocess.Popen[bytes], run_dir: Path) -> EngineRun:
-    returncode = process.wait(timeout=TIMEOUT_S)
-    return EngineRun(
-        returncode=returncode,
-        stdout=(run_dir / "stdout.txt").read_text(),
-        stderr=(run_dir / "stderr.txt").read_text(),
-        tracking_uri=_tracking_uri(run_dir),
-        workdir=run_dir / "work",
-    )
-
-
-def _tracking_uri(run_dir: Path) -> str:
-    return f"sqlite:///{run_dir / 'mlflow.db'}"
-
-
-def _empty_store(path: Path) -> Path:
-    MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()  # creates the schema
-    return path
 
 
 @pytest.fixture(scope="module")
-def engine_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, EngineRun]:
+def engine_runs(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> dict[str, EngineRun]:
     base = tmp_path_factory.mktemp("engine")
-    model = base / "tiny-model"
-    store = _empty_store(base / "empty-mlflow.db")
+    model = tiny_model_dir  # the session's one tiny model
+    store = empty_store(base / "empty-mlflow.db")
     good_rows = [json.dumps(row) for row in ROWS]
     bad_rows = good_rows[:2] + [json.dumps({"instruction": "Say hello."})] + good_rows[3:]
     lora, full = {"name": "lora"}, {"name": "full"}
-    # The failing runs stop before they would load the model, so they start
-    # while it is being built.
     started = {
-        "bad_spec": _start(base / "bad_spec", {"job_id": 0}, good_rows, store),
-        "bad_row": _start(base / "bad_row", _spec(3, model, lora, learning_rate=1e-2), bad_rows, store),
+        "bad_spec": engine_start(base / "bad_spec", {"job_id": 0}, good_rows, store),
+        "bad_row": engine_start(
+            base / "bad_row", spec_make(3, model, lora, learning_rate=1e-2), bad_rows, store
+        ),
     }
-    build_tiny_model(model)
-    lora_spec = _spec(1, model, lora, learning_rate=1e-2)
+    lora_spec = spec_make(1, model, lora, learning_rate=1e-2)
     lora_spec["config"]["hyperparameters"]["checkpoint_every_steps"] = 10
     lora_spec["config"]["export"] = {"merge_adapter": True}
-    started["lora"] = _start(base / "lora", lora_spec, good_rows, store)
-    started["full"] = _start(base / "full", _spec(2, model, full, learning_rate=1e-3), good_rows, store)
-    chat_spec = _spec(4, model, {"name": "p_tuning", "num_virtual_tokens": 4}, learning_rate=1e-2)
+    started["lora"] = engine_start(base / "lora", lora_spec, good_rows, store)
+    started["full"] = engine_start(
+        base / "full", spec_make(2, model, full, learning_rate=1e-3), good_rows, store
+    )
+    chat_spec = spec_make(4, model, {"name": "p_tuning", "num_virtual_tokens": 4}, learning_rate=1e-2)
     chat_spec["config"]["hyperparameters"]["max_steps"] = 6
-    started["chat"] = _start(base / "chat", chat_spec, CHATS, store)
-    dpo_spec = _spec(5, model, lora, learning_rate=5e-3)
+    started["chat"] = engine_start(base / "chat", chat_spec, CHATS, store)
+    dpo_spec = spec_make(5, model, lora, learning_rate=5e-3)
     dpo_spec["config"]["objective"] = {"name": "dpo", "beta": 0.1}
     dpo_spec["config"]["hyperparameters"]["max_steps"] = 6
-    started["dpo"] = _start(base / "dpo", dpo_spec, PREFERENCES, store)
-    runs = {name: _finish(process, base / name) for name, process in started.items()}
+    started["dpo"] = engine_start(base / "dpo", dpo_spec, PREFERENCES, store)
+    runs = {name: engine_finish(process, base / name) for name, process in started.items()}
     # The same job again, resumed from the LoRA run's checkpoint at step 20 (the
     # Trainer keeps the newest checkpoint on disk; the artifact store has them all).
     resumed = {
@@ -179,8 +68,8 @@ def engine_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, EngineRun
         "attempt": 2,
         "resume_checkpoint_uri": str(base / "lora/work/trainer/checkpoint-20"),
     }
-    runs["lora_resumed"] = _finish(
-        _start(base / "lora_resumed", resumed, good_rows, store), base / "lora_resumed"
+    runs["lora_resumed"] = engine_finish(
+        engine_start(base / "lora_resumed", resumed, good_rows, store), base / "lora_resumed"
     )
     return runs
 
@@ -313,8 +202,8 @@ def test_resuming_from_a_missing_checkpoint_fails_instead_of_starting_over(tmp_p
         "config": {},
         "resume_checkpoint_uri": str(tmp_path / "no-such-checkpoint"),
     }
-    store = _empty_store(tmp_path / "empty-mlflow.db")
-    run = _finish(_start(tmp_path / "run", spec, [json.dumps(ROWS[0])], store), tmp_path / "run")
+    store = empty_store(tmp_path / "empty-mlflow.db")
+    run = engine_finish(engine_start(tmp_path / "run", spec, [json.dumps(ROWS[0])], store), tmp_path / "run")
     assert run.returncode == EXIT_INVALID_INPUT
     assert "is not a readable checkpoint directory" in run.stderr.splitlines()[-1]
 
@@ -400,10 +289,10 @@ def test_a_dpo_job_reports_reward_margins(engine_runs: dict[str, EngineRun]) -> 
 
 
 def test_a_dpo_job_on_instruction_rows_fails_before_loading_the_model(tmp_path: Path) -> None:
-    spec = _spec(6, tmp_path / "no-model", {"name": "lora"}, learning_rate=1e-3)
+    spec = spec_make(6, tmp_path / "no-model", {"name": "lora"}, learning_rate=1e-3)
     spec["config"]["objective"] = {"name": "dpo"}
-    store = _empty_store(tmp_path / "empty-mlflow.db")
-    run = _finish(_start(tmp_path / "run", spec, [json.dumps(ROWS[0])], store), tmp_path / "run")
+    store = empty_store(tmp_path / "empty-mlflow.db")
+    run = engine_finish(engine_start(tmp_path / "run", spec, [json.dumps(ROWS[0])], store), tmp_path / "run")
     assert run.returncode == EXIT_INVALID_INPUT
     assert run.stderr.rstrip("\n").splitlines()[-1] == (
         "error: DPO needs a preference dataset (prompt, chosen, rejected); row 1 is not one"

@@ -22,9 +22,8 @@ from workers.engine.methods import adapter_merge, model_load
 from workers.engine.sft import IGNORE_INDEX, sft_examples
 from workers.engine.train import EarlyStopping, TrainedModel, train, training_arguments
 from workers.spec import JobSpec, QLoraMethod, TrainingConfig
-from workers.tinymodel import build_tiny_model
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 # Repetitive on purpose: a tiny model can visibly learn it in a few steps.
 INSTRUCTIONS = [
@@ -53,8 +52,8 @@ PREFERENCES = [
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_model(tmp_path_factory.mktemp("methods") / "tiny-model")
+def tiny_model(tiny_model_dir: Path) -> Path:
+    return tiny_model_dir  # the session's one tiny model
 
 
 def _spec(model: Path, config: dict[str, Any]) -> JobSpec:

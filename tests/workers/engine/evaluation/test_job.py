@@ -23,8 +23,8 @@ from mlflow import MlflowClient
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from tests.workers.test_engine import EngineRun, _empty_store, _finish, _start
-from tests.workers.test_evaluation import _accuracy_by_hand
+from tests.workers.engine.evaluation.by_hand import accuracy_by_hand
+from tests.workers.engine.runs import EngineRun, empty_store, engine_finish, engine_start
 from workers.engine.data import DatasetError, MultipleChoiceRow, read_multiple_choice_rows
 from workers.engine.evaluation.job import evaluated_model_load, multiple_choice_example
 from workers.engine.evaluation.multiple_choice import MultipleChoiceExample, fewshot_contexts
@@ -74,7 +74,7 @@ def _lora_adapter(model_dir: Path, out: Path) -> Path:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> dict[str, EngineRun]:
     base = tmp_path_factory.mktemp("evaluate")
-    store = _empty_store(base / "empty-mlflow.db")
+    store = empty_store(base / "empty-mlflow.db")
     adapter = _lora_adapter(tiny_model_dir, base / "trained-adapter")
     mc = {"metrics": ["multiple_choice"], "batch_size": 4}
     perplexity = {"metrics": ["perplexity"], "max_seq_length": 64}
@@ -84,8 +84,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> dict
         "two_shot": (_evaluate_spec(2, tiny_model_dir, mc | {"num_fewshot": 2, "seed": 7}), QUESTIONS),
         "adapter": (_evaluate_spec(3, tiny_model_dir, perplexity, **adapter_on), TEXTS),
     }
-    started = {name: _start(base / name, spec, rows, store) for name, (spec, rows) in specs.items()}
-    return {name: _finish(process, base / name) for name, process in started.items()}
+    started = {name: engine_start(base / name, spec, rows, store) for name, (spec, rows) in specs.items()}
+    return {name: engine_finish(process, base / name) for name, process in started.items()}
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +115,7 @@ def test_zero_shot_accuracy_is_the_per_choice_loop_on_the_questions(runs, tiny):
 
     metrics = _result(runs["zero_shot"])
 
-    assert metrics == _accuracy_by_hand(model, tokenizer, [e.context for e in examples], examples)
+    assert metrics == accuracy_by_hand(model, tokenizer, [e.context for e in examples], examples)
 
 
 def test_k_shot_examples_come_from_the_other_questions_as_lm_eval_draws_them(runs, tiny):
@@ -133,7 +133,7 @@ def test_k_shot_examples_come_from_the_other_questions_as_lm_eval_draws_them(run
     metrics = _result(runs["two_shot"])
 
     assert contexts == fewshot_contexts(examples, examples, num_fewshot=2, seed=7, exclude_self=True)
-    assert metrics == _accuracy_by_hand(model, tokenizer, contexts, examples)
+    assert metrics == accuracy_by_hand(model, tokenizer, contexts, examples)
 
 
 def _perplexity_by_hand(model, tokenizer) -> float:

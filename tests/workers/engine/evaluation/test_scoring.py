@@ -22,6 +22,7 @@ from rouge_score.rouge_scorer import RougeScorer
 from sacrebleu import corpus_bleu
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from tests.workers.engine.evaluation.by_hand import accuracy_by_hand, choice_loglikelihood_by_hand
 from workers.engine import JobInputError
 from workers.engine.data import tokenize
 from workers.engine.evaluation import EvaluationDataError, multiple_choice
@@ -292,37 +293,10 @@ def test_generation_is_the_greedy_continuation_up_to_max_new_tokens(tiny, batch_
 # --- multiple choice ----------------------------------------------------------
 
 
-def _choice_loglikelihood_by_hand(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, context: str, choice: str
-) -> float:
-    """Sum of log p(continuation token | everything before it), one forward per choice."""
-    context_ids = tokenizer(context, add_special_tokens=False)["input_ids"]
-    whole = tokenizer(context + " " + choice, add_special_tokens=False)["input_ids"]
-    with torch.no_grad():
-        logprobs = torch.log_softmax(model(input_ids=torch.tensor([whole])).logits[0], dim=-1)
-    return sum(
-        logprobs[position - 1, whole[position]].item() for position in range(len(context_ids), len(whole))
-    )
-
-
-def _accuracy_by_hand(model, tokenizer, contexts: list[str], examples: list[MultipleChoiceExample]):
-    correct = correct_norm = 0
-    for context, example in zip(contexts, examples, strict=True):
-        scores = [
-            _choice_loglikelihood_by_hand(model, tokenizer, context, choice) for choice in example.choices
-        ]
-        normalized = [score / len(choice) for score, choice in zip(scores, example.choices, strict=True)]
-        correct += scores.index(max(scores)) == example.answer
-        correct_norm += normalized.index(max(normalized)) == example.answer
-    return {"mc_acc": correct / len(examples), "mc_acc_norm": correct_norm / len(examples)}
-
-
 def _model_picks(model, tokenizer, examples: list[MultipleChoiceExample]) -> list[int]:
     picks = []
     for example in examples:
-        scores = [
-            _choice_loglikelihood_by_hand(model, tokenizer, example.context, c) for c in example.choices
-        ]
+        scores = [choice_loglikelihood_by_hand(model, tokenizer, example.context, c) for c in example.choices]
         picks.append(scores.index(max(scores)))
     return picks
 
@@ -332,7 +306,7 @@ def test_zero_shot_accuracy_equals_an_independent_per_choice_loop(tiny):
 
     result = multiple_choice_accuracy(model, tokenizer, QUESTIONS, batch_size=4)
 
-    assert result == _accuracy_by_hand(model, tokenizer, [q.context for q in QUESTIONS], QUESTIONS)
+    assert result == accuracy_by_hand(model, tokenizer, [q.context for q in QUESTIONS], QUESTIONS)
 
 
 def test_a_planted_wrong_answer_lowers_accuracy_by_one_example(tiny):
@@ -374,7 +348,7 @@ def test_k_shot_accuracy_equals_the_independent_loop_on_the_k_shot_prompts(tiny)
         model, tokenizer, QUESTIONS, fewshot_pool=FEWSHOT_POOL, num_fewshot=3, seed=1234, batch_size=5
     )
 
-    assert result == _accuracy_by_hand(model, tokenizer, contexts, QUESTIONS)
+    assert result == accuracy_by_hand(model, tokenizer, contexts, QUESTIONS)
 
 
 def test_acc_norm_divides_each_score_by_the_choices_length_in_characters():
