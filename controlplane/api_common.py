@@ -79,7 +79,7 @@ class RequestModel(BaseModel):
 
 class ProjectRequest(RequestModel):
     # The project may be named in the body as well as in the query (it is resolved first).
-    project: str | None = Field(None, max_length=64)
+    project: str | None = Field(default=None, max_length=64)
 
 
 M = TypeVar("M", bound=BaseModel)
@@ -104,7 +104,7 @@ def query_parse(request: Request, model: type[M]) -> M:
 class WorkerTokenAuthentication(authentication.BaseAuthentication):
     """Workers send ``Authorization: Bearer <WORKER_TOKEN>``; they hold no user account."""
 
-    def authenticate(self, request: Request):
+    def authenticate(self, request: Request) -> tuple[None, str] | None:
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token:

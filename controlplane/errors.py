@@ -6,10 +6,11 @@ the error's status, and pages show the message. Nothing else maps errors.
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from django.core.exceptions import PermissionDenied
-from django.http import Http404
+from django.http import Http404, HttpRequest, HttpResponse
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 from rest_framework import exceptions as drf_exceptions
@@ -114,7 +115,13 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     return response
 
 
-def page_errors(view):  # type: ignore[no-untyped-def]
+_Request = TypeVar("_Request", bound=HttpRequest)
+_Params = ParamSpec("_Params")
+
+
+def page_errors(
+    view: Callable[Concatenate[_Request, _Params], HttpResponse],
+) -> Callable[Concatenate[_Request, _Params], HttpResponse]:
     """For HTML views: not-found and forbidden become 404 / 403 pages; any other
     domain error becomes a message on the page the person came from."""
     from functools import wraps
@@ -124,7 +131,7 @@ def page_errors(view):  # type: ignore[no-untyped-def]
     from django.utils.http import url_has_allowed_host_and_scheme
 
     @wraps(view)
-    def wrapper(request, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def wrapper(request: _Request, *args: _Params.args, **kwargs: _Params.kwargs) -> HttpResponse:
         try:
             return view(request, *args, **kwargs)
         except NotFound as exc:

@@ -1,3 +1,5 @@
+"""The URL map: the admin, the REST API (/api/v1/), the workers' internal API (/internal/v1/) and the pages."""
+
 from __future__ import annotations
 
 from django.contrib import admin

@@ -1,0 +1,1 @@
+"""Everything a GPU host runs; it never imports Django."""

@@ -20,7 +20,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, TypedDict
 
 import httpx
 from mlflow.exceptions import MlflowException
@@ -362,6 +362,14 @@ def _log_store(run_id: str | None, log_path: Path) -> str | None:
         return None
 
 
+class _ResultCommon(TypedDict):
+    """The fields every JobResult of one attempt shares, whatever its outcome."""
+
+    attempt: int
+    worker: str
+    mlflow_run_id: str | None
+
+
 def _result(
     spec: JobSpec,
     worker: str,
@@ -371,7 +379,7 @@ def _result(
     log_uri: str | None,
 ) -> JobResult:
     logs = {"log": log_uri} if log_uri else {}
-    common = {"attempt": spec.attempt, "worker": worker, "mlflow_run_id": progress.run_id}
+    common: _ResultCommon = {"attempt": spec.attempt, "worker": worker, "mlflow_run_id": progress.run_id}
     if stop_reason:
         return JobResult(outcome=JobOutcome.CANCELLED, error=stop_reason, artifacts=logs, **common)
     if returncode == 0 and progress.result is not None:

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Final = 1
 
 QUEUE_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
 
@@ -69,11 +69,11 @@ class LoraMethod(_Frozen):
     """Low-rank adapters on the attention (or the given) projections."""
 
     name: Literal["lora"] = "lora"
-    r: int = Field(8, ge=1, le=512, description="adapter rank")
-    alpha: int = Field(16, ge=1, le=4096, description="scaling numerator (alpha / r)")
-    dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    r: int = Field(default=8, ge=1, le=512, description="adapter rank")
+    alpha: int = Field(default=16, ge=1, le=4096, description="scaling numerator (alpha / r)")
+    dropout: float = Field(default=0.05, ge=0.0, lt=1.0)
     # None means the per-architecture default chosen by peft.
-    target_modules: list[str] | None = Field(None, min_length=1)
+    target_modules: list[str] | None = Field(default=None, min_length=1)
 
     _module_names = field_validator("target_modules")(_module_names_check)
 
@@ -84,6 +84,8 @@ class QLoraMethod(LoraMethod):
     Needs a CUDA GPU; ``TrainingConfig`` refuses it for a job with no GPUs.
     """
 
+    # A QLoRA job is a LoRA job (isinstance checks rely on it), told apart by its own tag; the model
+    # is frozen, so narrowing the tag is safe, but mypy sees pydantic fields as writable.
     name: Literal["qlora"] = "qlora"  # type: ignore[assignment]
     # Quantizing the quantization constants too saves ~0.4 bit per weight at no accuracy cost.
     double_quant: bool = True
@@ -103,10 +105,10 @@ class PrefixTuningMethod(_Frozen):
     """
 
     name: Literal["prefix_tuning"] = "prefix_tuning"
-    num_virtual_tokens: int = Field(20, ge=1, le=1024)
+    num_virtual_tokens: int = Field(default=20, ge=1, le=1024)
     projection: bool = False
     # Hidden size of that MLP; used only with projection.
-    encoder_hidden_size: int = Field(512, ge=1, le=65_536)
+    encoder_hidden_size: int = Field(default=512, ge=1, le=65_536)
 
 
 class PTuningMethod(_Frozen):
@@ -117,8 +119,8 @@ class PTuningMethod(_Frozen):
     """
 
     name: Literal["p_tuning"] = "p_tuning"
-    num_virtual_tokens: int = Field(20, ge=1, le=1024)
-    encoder_hidden_size: int = Field(128, ge=1, le=65_536)
+    num_virtual_tokens: int = Field(default=20, ge=1, le=1024)
+    encoder_hidden_size: int = Field(default=128, ge=1, le=65_536)
     encoder_type: Literal["mlp", "lstm"] = "mlp"
 
 
@@ -126,9 +128,9 @@ class PromptTuningMethod(_Frozen):
     """Soft prompt tuning: trained embeddings of a few virtual tokens put before every input."""
 
     name: Literal["prompt_tuning"] = "prompt_tuning"
-    num_virtual_tokens: int = Field(20, ge=1, le=1024)
+    num_virtual_tokens: int = Field(default=20, ge=1, le=1024)
     # Starting the soft prompt from a real text's embeddings converges faster than random.
-    init_text: str | None = Field(None, min_length=1, max_length=2000)
+    init_text: str | None = Field(default=None, min_length=1, max_length=2000)
 
 
 class Ia3Method(_Frozen):
@@ -136,9 +138,9 @@ class Ia3Method(_Frozen):
 
     name: Literal["ia3"] = "ia3"
     # None means peft's per-architecture defaults for both lists.
-    target_modules: list[str] | None = Field(None, min_length=1)
+    target_modules: list[str] | None = Field(default=None, min_length=1)
     # Must be a subset of target_modules: the modules whose input (not output) is scaled.
-    feedforward_modules: list[str] | None = Field(None, min_length=1)
+    feedforward_modules: list[str] | None = Field(default=None, min_length=1)
 
     _module_names = field_validator("target_modules", "feedforward_modules")(_module_names_check)
 
@@ -189,7 +191,9 @@ class DpoObjective(_Frozen):
     """
 
     name: Literal["dpo"] = "dpo"
-    beta: float = Field(0.1, gt=0.0, le=100.0, description="how far the policy may move from the reference")
+    beta: float = Field(
+        default=0.1, gt=0.0, le=100.0, description="how far the policy may move from the reference"
+    )
     loss_type: DpoLossType = DpoLossType.SIGMOID
 
 
@@ -234,39 +238,39 @@ class MixedPrecision(StrEnum):
 
 
 class Hyperparameters(_Frozen):
-    learning_rate: float = Field(2e-4, gt=0.0, le=1.0)
-    epochs: int = Field(1, ge=1, le=1000)
+    learning_rate: float = Field(default=2e-4, gt=0.0, le=1.0)
+    epochs: int = Field(default=1, ge=1, le=1000)
     # When set, overrides epochs: training stops after this many optimizer steps.
-    max_steps: int | None = Field(None, ge=1, le=10_000_000)
-    batch_size: int = Field(8, ge=1, le=4096)
-    max_seq_length: int = Field(256, ge=8, le=131_072)
-    seed: int = Field(42, ge=0, le=2**32 - 1)
+    max_steps: int | None = Field(default=None, ge=1, le=10_000_000)
+    batch_size: int = Field(default=8, ge=1, le=4096)
+    max_seq_length: int = Field(default=256, ge=8, le=131_072)
+    seed: int = Field(default=42, ge=0, le=2**32 - 1)
     # A resumable checkpoint (weights, optimizer, scheduler, data position) goes
     # to the artifact store this often; a retried attempt continues from the
     # last one instead of from step 0. None: no checkpoints.
-    checkpoint_every_steps: int | None = Field(500, ge=1, le=10_000_000)
+    checkpoint_every_steps: int | None = Field(default=500, ge=1, le=10_000_000)
     # Loss only on what the model should learn to write (responses, assistant
     # turns), not on the prompt it is given. Plain text rows train on every token.
     completion_only_loss: bool = True
     # An optimizer step sees batch_size * gradient_accumulation_steps rows.
-    gradient_accumulation_steps: int = Field(1, ge=1, le=1024)
+    gradient_accumulation_steps: int = Field(default=1, ge=1, le=1024)
     # Recomputes activations in the backward pass: less memory, ~30% slower.
     gradient_checkpointing: bool = False
     # The Trainer's own default, so jobs stored before this option train as they did.
     optimizer: Optimizer = Optimizer.ADAMW_TORCH_FUSED
     scheduler: Scheduler = Scheduler.LINEAR
     # At most one of the two; both zero: no warmup.
-    warmup_steps: int = Field(0, ge=0, le=10_000_000)
-    warmup_ratio: float = Field(0.0, ge=0.0, lt=1.0)
-    weight_decay: float = Field(0.0, ge=0.0, le=1.0)
-    max_grad_norm: float = Field(1.0, gt=0.0, le=1000.0)
+    warmup_steps: int = Field(default=0, ge=0, le=10_000_000)
+    warmup_ratio: float = Field(default=0.0, ge=0.0, lt=1.0)
+    weight_decay: float = Field(default=0.0, ge=0.0, le=1.0)
+    max_grad_norm: float = Field(default=1.0, gt=0.0, le=1000.0)
     # This fraction of the rows is held out (chosen with the seed) and
     # evaluated every eval_every_steps steps; both or neither.
-    validation_fraction: float = Field(0.0, ge=0.0, lt=1.0)
-    eval_every_steps: int | None = Field(None, ge=1, le=10_000_000)
+    validation_fraction: float = Field(default=0.0, ge=0.0, lt=1.0)
+    eval_every_steps: int | None = Field(default=None, ge=1, le=10_000_000)
     # Stop when the metric has not improved over this many evaluations in a row.
-    early_stopping_patience: int | None = Field(None, ge=1, le=1000)
-    early_stopping_metric: str = Field("eval_loss", pattern=r"^eval_[a-z0-9_]{1,60}$")
+    early_stopping_patience: int | None = Field(default=None, ge=1, le=1000)
+    early_stopping_metric: str = Field(default="eval_loss", pattern=r"^eval_[a-z0-9_]{1,60}$")
     early_stopping_greater_is_better: bool = False
     mixed_precision: MixedPrecision = MixedPrecision.AUTO
     # Halve the batch size and retry when a step runs out of GPU memory.
@@ -340,15 +344,15 @@ class Resources(_Frozen):
     the same way on whichever worker takes it.
     """
 
-    gpus: int = Field(0, ge=0, le=64)
-    cpu_processes: int = Field(1, ge=1, le=64)
+    gpus: int = Field(default=0, ge=0, le=64)
+    cpu_processes: int = Field(default=1, ge=1, le=64)
     # How several processes share the work; the default replicates the model (DDP).
     distributed: Strategy = Field(default_factory=DdpStrategy)
     # The Celery queue; by default "gpu" for GPU jobs and "cpu" otherwise.
-    queue: str | None = Field(None, pattern=QUEUE_PATTERN)
+    queue: str | None = Field(default=None, pattern=QUEUE_PATTERN)
     # Wall-clock limit of one attempt; past it the worker kills the trainer and
     # the job fails with that reason (a timeout is not retried).
-    timeout_seconds: int | None = Field(None, ge=1, le=30 * 24 * 3600)
+    timeout_seconds: int | None = Field(default=None, ge=1, le=30 * 24 * 3600)
 
     @model_validator(mode="after")
     def _processes_fit(self) -> Resources:
@@ -400,16 +404,16 @@ class EvaluationConfig(_Frozen):
     metrics: list[EvaluationMetric] = Field(
         default_factory=lambda: [EvaluationMetric.PERPLEXITY], min_length=1, max_length=len(EvaluationMetric)
     )
-    batch_size: int = Field(8, ge=1, le=4096)
+    batch_size: int = Field(default=8, ge=1, le=4096)
     # Validation texts are cut as training cuts them, so perplexity and training loss compare.
-    max_seq_length: int = Field(256, ge=8, le=131_072)
+    max_seq_length: int = Field(default=256, ge=8, le=131_072)
     # Generation is greedy and stops at end-of-sequence or after this many tokens.
-    max_new_tokens: int = Field(64, ge=1, le=4096)
+    max_new_tokens: int = Field(default=64, ge=1, le=4096)
     exact_match_ignore_case: bool = False
     rouge_use_stemmer: bool = False
-    num_fewshot: int = Field(0, ge=0, le=64)
+    num_fewshot: int = Field(default=0, ge=0, le=64)
     # lm-evaluation-harness's default few-shot seed, so that its k-shot prompts and ours agree.
-    seed: int = Field(1234, ge=0, le=2**32 - 1)
+    seed: int = Field(default=1234, ge=0, le=2**32 - 1)
 
     @field_validator("metrics")
     @classmethod
@@ -538,6 +542,14 @@ class TrainedArtifact(_Frozen):
     uri: Annotated[str, StringConstraints(min_length=1, max_length=2000)]
 
 
+# How a sweep optimizes its objective, in Optuna's (and Ray Tune's) words.
+SweepDirection = Literal["minimize", "maximize"]
+# The Optuna samplers a Ray sweep searches with.
+RaySampler = Literal["tpe", "random"]
+# "asha" stops unpromising trials early; "fifo" lets every trial run to its end.
+RayScheduler = Literal["asha", "fifo"]
+
+
 class RaySweep(_Frozen):
     """What a sweep-driver job runs: Ray Tune over ``search_space`` (a validated
     ``workers.sweep_space.SearchSpace``), each trial training the job's config with
@@ -547,13 +559,12 @@ class RaySweep(_Frozen):
     objective_metric: Annotated[str, StringConstraints(min_length=1, max_length=100)]
     # The per-step metric ASHA compares trials by (the engine reports it at every step).
     intermediate_metric: Annotated[str, StringConstraints(min_length=1, max_length=100)]
-    direction: Literal["minimize", "maximize"]
-    sampler: Literal["tpe", "random"]
-    # "asha" stops unpromising trials early; "fifo" lets every trial run to its end.
-    scheduler: Literal["asha", "fifo"]
+    direction: SweepDirection
+    sampler: RaySampler
+    scheduler: RayScheduler
     # Trials still to run (a later attempt runs only what earlier ones left), numbered from here on.
     n_trials: int = Field(ge=0, le=10_000)
-    first_trial_number: int = Field(0, ge=0, le=2**31 - 1)
+    first_trial_number: int = Field(default=0, ge=0, le=2**31 - 1)
     max_concurrent_trials: int = Field(ge=1, le=100)
     seed: int = Field(ge=0, le=2**31 - 1)
 
@@ -583,7 +594,7 @@ class JobSpec(_Frozen):
     # evaluated rows themselves, each example never shown its own answer).
     evaluation: EvaluationConfig | None = None
     trained_artifact: TrainedArtifact | None = None
-    fewshot_dataset_uri: str | None = Field(None, min_length=1)
+    fewshot_dataset_uri: str | None = Field(default=None, min_length=1)
 
     @model_validator(mode="after")
     def _sweep_matches_kind(self) -> JobSpec:
@@ -612,9 +623,9 @@ class JobSpec(_Frozen):
 class GpuState(_Frozen):
     index: int = Field(ge=0)
     name: str = Field(max_length=200)
-    memory_total_mb: int | None = Field(None, ge=0)
-    memory_used_mb: int | None = Field(None, ge=0)
-    utilization_percent: int | None = Field(None, ge=0, le=100)
+    memory_total_mb: int | None = Field(default=None, ge=0)
+    memory_used_mb: int | None = Field(default=None, ge=0)
+    utilization_percent: int | None = Field(default=None, ge=0, le=100)
 
 
 class WorkerHeartbeat(_Frozen):
@@ -624,7 +635,7 @@ class WorkerHeartbeat(_Frozen):
     host: str = Field(min_length=1, max_length=200)
     queues: list[str] = Field(min_length=1, max_length=50)
     gpus: list[GpuState] = Field(default_factory=list, max_length=64)
-    version: str = Field("", max_length=50)
+    version: str = Field(default="", max_length=50)
     running_job_ids: list[int] = Field(default_factory=list, max_length=64)
 
 
@@ -651,7 +662,7 @@ class Checkpoint(_Frozen):
 class Heartbeat(_Frozen):
     attempt: int = Field(ge=1)
     worker: str = Field(min_length=1, max_length=200)
-    progress: float = Field(0.0, ge=0.0, le=1.0)
+    progress: float = Field(default=0.0, ge=0.0, le=1.0)
     step: Step = 0
     total_steps: Step = 0
     # Metric points since the last heartbeat, by name, as (step, value) pairs.
@@ -687,7 +698,7 @@ class JobResult(_Frozen):
         Annotated[str, StringConstraints(max_length=100)], Annotated[str, StringConstraints(max_length=2000)]
     ] = Field(default_factory=dict, max_length=20)
     mlflow_run_id: RunId | None = None
-    error: str = Field("", max_length=20_000)
+    error: str = Field(default="", max_length=20_000)
     # A failure another attempt may not repeat (a crash, a lost server), as opposed
     # to one in the job itself (a bad row, a time limit): the control plane retries it.
     retryable: bool = False
@@ -723,4 +734,4 @@ class SweepTrialReport(_Frozen):
     # The intermediate metric by step, as the scheduler saw it.
     intermediate_values: list[tuple[Step, MetricValue]] = Field(default_factory=list, max_length=100_000)
     mlflow_run_id: RunId | None = None
-    error: str = Field("", max_length=2000)
+    error: str = Field(default="", max_length=2000)

@@ -48,7 +48,7 @@ class IntParam(_Param):
     low: int
     high: int
     log: bool = False
-    step: int = Field(1, ge=1)
+    step: int = Field(default=1, ge=1)
 
     @model_validator(mode="after")
     def _range(self) -> IntParam:

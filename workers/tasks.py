@@ -7,6 +7,7 @@ import logging
 import os
 from typing import Any
 
+from celery import Task
 from celery.exceptions import Reject
 from celery.signals import worker_ready, worker_shutdown
 
@@ -45,7 +46,7 @@ def _presence_end(**kwargs: Any) -> None:
 
 
 @app.task(name="tuneyard.run_job", bind=True)
-def run_job(self, spec: dict[str, Any]) -> str | None:  # type: ignore[no-untyped-def]
+def run_job(self: Task, spec: dict[str, Any]) -> str | None:
     job_spec = JobSpec.model_validate(spec)
     try:
         outcome = job_run(job_spec, client=_control_plane(), worker=_worker_name(self.request.hostname))

@@ -95,7 +95,8 @@ def build_tiny_model(out_dir: Path, corpus: list[str] | None = None, *, seed: in
         pad_token_id=tokenizer.pad_token_id,
     )
     torch.manual_seed(seed)
-    model = LlamaForCausalLM(config).to(torch.float32)
+    # transformers wraps PreTrainedModel.to in functools.wraps, whose typeshed type never binds self.
+    model = LlamaForCausalLM(config).to(torch.float32)  # type: ignore[arg-type]
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     return out_dir

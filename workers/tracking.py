@@ -182,7 +182,7 @@ class MetricSender:
     is gone still fails the job instead of silently losing its metrics.
     """
 
-    def __init__(self, send: Callable[[list[Metric]], None]) -> None:
+    def __init__(self, send: Callable[[list[Metric]], object]) -> None:
         self._send = send
         self._lock = threading.Lock()  # guards _pending, _error and _closed
         self._wake = threading.Condition(self._lock)

@@ -1,3 +1,5 @@
+"""The Django admin's pages for projects and memberships."""
+
 from __future__ import annotations
 
 from django.contrib import admin

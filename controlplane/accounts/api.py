@@ -1,11 +1,13 @@
+"""REST endpoints of accounts: the projects the caller belongs to."""
+
 from __future__ import annotations
 
 from rest_framework import serializers
-from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from controlplane.accounts.models import Membership
+from controlplane.accounts.requests import AuthenticatedRequest
 from controlplane.accounts.selectors import project_list
 
 
@@ -17,7 +19,7 @@ class ProjectSerializer(serializers.Serializer):
 
 
 class ProjectListApi(APIView):
-    def get(self, request: Request) -> Response:
+    def get(self, request: AuthenticatedRequest) -> Response:
         roles = dict(Membership.objects.filter(user=request.user).values_list("project_id", "role"))
         rows = [
             {"slug": p.slug, "name": p.name, "role": roles[p.pk], "dispatch_paused": p.dispatch_paused}

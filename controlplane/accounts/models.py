@@ -1,3 +1,5 @@
+"""Projects, memberships and the roles they grant (viewer < member < approver < admin)."""
+
 from __future__ import annotations
 
 from django.conf import settings
@@ -36,6 +38,8 @@ class Project(models.Model):
     dispatch_paused_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    # Not a field: the reader's role, by user id, that selectors.project_get found with the project.
+    _member_roles: dict[int, Role | None]
 
     class Meta:
         ordering = ["slug"]

@@ -4,23 +4,24 @@ from __future__ import annotations
 
 import re
 
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.contrib.auth.models import AnonymousUser
 from django.db.models import OuterRef, QuerySet, Subquery
 
-from controlplane.accounts.models import Membership, Project, Role
+from controlplane.accounts.models import Membership, Project, Role, User
 from controlplane.errors import Forbidden, NotFound
 
-User = AbstractBaseUser | AnonymousUser
+# Whoever reads: a signed-in user, or an anonymous visitor, who may see nothing.
+Reader = User | AnonymousUser
 SLUG = re.compile(r"[-a-zA-Z0-9_]{1,64}")
 
 
-def project_list(*, user: User) -> QuerySet[Project]:
+def project_list(*, user: Reader) -> QuerySet[Project]:
     if not user.is_authenticated:
         return Project.objects.none()
     return Project.objects.filter(memberships__user=user).order_by("slug")
 
 
-def membership_role(*, user: User, project: Project) -> Role | None:
+def membership_role(*, user: Reader, project: Project) -> Role | None:
     if not user.is_authenticated:
         return None
     # A project loaded by project_get knows its reader's role already: an API
@@ -32,7 +33,7 @@ def membership_role(*, user: User, project: Project) -> Role | None:
     return Role(role) if role else None
 
 
-def project_role_check(*, user: User, project: Project, role: Role) -> Role:
+def project_role_check(*, user: Reader, project: Project, role: Role) -> Role:
     """The user's role in the project, if it includes ``role``.
 
     An outsider gets NotFound, not Forbidden: they must not learn what exists.
@@ -45,11 +46,12 @@ def project_role_check(*, user: User, project: Project, role: Role) -> Role:
     return held
 
 
-def project_get(*, user: User, slug: str, role: Role = Role.VIEWER) -> Project:
+def project_get(*, user: Reader, slug: str, role: Role = Role.VIEWER) -> Project:
     if not SLUG.fullmatch(slug):
         raise NotFound(f"No project {slug[:100]!r}.")
     # The project and the reader's role in it, in one query.
-    member_role = Membership.objects.filter(project=OuterRef("pk"), user_id=user.pk).values("role")[:1]
+    # An anonymous reader's pk is None, which matches no membership.
+    member_role = Membership.objects.filter(project=OuterRef("pk"), user=user.pk).values("role")[:1]
     project = Project.objects.filter(slug=slug).annotate(member_role=Subquery(member_role)).first()
     if project is None:
         raise NotFound(f"No project {slug!r}.")

@@ -1,9 +1,11 @@
+"""Every write to accounts: creating projects and adding members."""
+
 from __future__ import annotations
 
 from django.contrib.auth import get_user_model
 from django.db import transaction
 
-from controlplane.accounts.models import Membership, Project, Role
+from controlplane.accounts.models import Membership, Project, Role, User
 
 
 @transaction.atomic
@@ -13,7 +15,7 @@ def project_create(*, slug: str, name: str) -> Project:
 
 
 @transaction.atomic
-def member_add(*, project: Project, username: str, role: Role, password: str | None = None):
+def member_add(*, project: Project, username: str, role: Role, password: str | None = None) -> User:
     user_model = get_user_model()
     user, created = user_model.objects.get_or_create(username=username)
     if created and password:

@@ -1,3 +1,5 @@
+"""The Django admin's pages for datasets, versions and their operations."""
+
 from __future__ import annotations
 
 from django.contrib import admin

@@ -1,4 +1,8 @@
+"""REST endpoints of datasets: versions, their rows and operations, uploads whole or in pieces."""
+
 from __future__ import annotations
+
+import uuid
 
 from rest_framework import serializers, status
 from rest_framework.parsers import FormParser, MultiPartParser
@@ -7,6 +11,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from controlplane.accounts.models import Role
+from controlplane.accounts.requests import AuthenticatedRequest
 from controlplane.api_common import body_parse, project_from_request, query_parse, request_body
 from controlplane.datasets import selectors, services
 from controlplane.datasets.inputs import (
@@ -40,7 +45,9 @@ class DatasetVersionSerializer(serializers.Serializer):
 
 class DatasetVersionDetailSerializer(DatasetVersionSerializer):
     stats = serializers.JSONField()
-    parent = serializers.IntegerField(source="parent_id", allow_null=True)
+    # DRF's metaclass takes declared fields off the class, so this never shadows Field.parent;
+    # the stubs see only the class attribute.
+    parent = serializers.IntegerField(source="parent_id", allow_null=True)  # type: ignore[assignment]
     derivation = serializers.JSONField()
 
 
@@ -67,12 +74,12 @@ class DatasetOperationSerializer(serializers.Serializer):
 class DatasetVersionListApi(APIView):
     parser_classes = [MultiPartParser, FormParser]
 
-    def get(self, request: Request) -> Response:
+    def get(self, request: AuthenticatedRequest) -> Response:
         project = project_from_request(request)
         versions = selectors.dataset_version_list(project=project)
         return Response({"results": DatasetVersionSerializer(versions, many=True).data})
 
-    def post(self, request: Request) -> Response:
+    def post(self, request: AuthenticatedRequest) -> Response:
         """A small file answers 201 with its version; a large one 202 with the operation to follow."""
         project = project_from_request(request, role=Role.MEMBER)
         upload = request.FILES.get("file")
@@ -108,13 +115,13 @@ def _ingest_response(operation: DatasetOperation) -> Response:
 
 
 class DatasetVersionDetailApi(APIView):
-    def get(self, request: Request, version_id: int) -> Response:
+    def get(self, request: AuthenticatedRequest, version_id: int) -> Response:
         version = selectors.dataset_version_get(user=request.user, version_id=version_id)
         return Response(DatasetVersionDetailSerializer(version).data)
 
 
 class DatasetVersionRowsApi(APIView):
-    def get(self, request: Request, version_id: int) -> Response:
+    def get(self, request: AuthenticatedRequest, version_id: int) -> Response:
         version = selectors.dataset_version_get(user=request.user, version_id=version_id)
         query = query_parse(request, RowsQuery)
         rows = version_rows(version=version, offset=query.offset, limit=query.limit)
@@ -124,7 +131,7 @@ class DatasetVersionRowsApi(APIView):
 class DatasetVersionOperationsApi(APIView):
     """Start dedup, a split, a contamination check or a PII scan; answers 202 with the operation."""
 
-    def post(self, request: Request, version_id: int) -> Response:
+    def post(self, request: AuthenticatedRequest, version_id: int) -> Response:
         version = selectors.dataset_version_get(user=request.user, version_id=version_id)
         options = body_parse(request, OperationRequest).root
         operation = services.dataset_operation_start(version=version, user=request.user, options=options)
@@ -132,7 +139,7 @@ class DatasetVersionOperationsApi(APIView):
 
 
 class DatasetOperationDetailApi(APIView):
-    def get(self, request: Request, operation_id: int) -> Response:
+    def get(self, request: AuthenticatedRequest, operation_id: int) -> Response:
         operation = selectors.dataset_operation_get(user=request.user, operation_id=operation_id)
         return Response(DatasetOperationSerializer(operation).data)
 
@@ -155,7 +162,7 @@ def _upload_answer(upload: ChunkedUpload, code: int = status.HTTP_200_OK) -> Res
 class ChunkedUploadListApi(APIView):
     """Begin a resumable upload: ``{"project", "filename", "size"}``; answers 201 with its id and offset 0."""
 
-    def post(self, request: Request) -> Response:
+    def post(self, request: AuthenticatedRequest) -> Response:
         project = project_from_request(request, role=Role.MEMBER)
         body = body_parse(request, UploadBeginRequest)
         upload = uploads.upload_begin(
@@ -167,10 +174,10 @@ class ChunkedUploadListApi(APIView):
 class ChunkedUploadDetailApi(APIView):
     """GET: how many bytes the server holds. PATCH: the next piece, from the ``Upload-Offset`` header."""
 
-    def get(self, request: Request, upload_id) -> Response:
+    def get(self, request: AuthenticatedRequest, upload_id: uuid.UUID) -> Response:
         return _upload_answer(uploads.upload_get(user=request.user, upload_id=upload_id))
 
-    def patch(self, request: Request, upload_id) -> Response:
+    def patch(self, request: AuthenticatedRequest, upload_id: uuid.UUID) -> Response:
         upload = uploads.upload_append(
             user=request.user,
             upload_id=upload_id,
@@ -184,7 +191,7 @@ class ChunkedUploadDetailApi(APIView):
 class ChunkedUploadFinishApi(APIView):
     """Every byte is in: ingest the file as a one-piece upload would be (201 or 202)."""
 
-    def post(self, request: Request, upload_id) -> Response:
+    def post(self, request: AuthenticatedRequest, upload_id: uuid.UUID) -> Response:
         body = ingest_request_parse(request, UploadFinishRequest)
         operation = uploads.upload_finish(
             user=request.user,

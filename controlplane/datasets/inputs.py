@@ -51,9 +51,11 @@ class IngestRequest(ProjectRequest):
     """An upload's settings (the file travels beside them). ``tokenizer`` names a base model of the
     project whose tokenizer measures the rows; ``max_tokens`` then refuses longer rows."""
 
-    name: str = Field("", max_length=100)
+    name: str = Field(default="", max_length=100)
     # Left out: detected from the file's columns.
-    schema_: Annotated[DatasetSchema | None, BeforeValidator(_blank_is_none)] = Field(None, alias="schema")
+    schema_: Annotated[DatasetSchema | None, BeforeValidator(_blank_is_none)] = Field(
+        default=None, alias="schema"
+    )
     mapping: ColumnMapping = Field(default_factory=dict)
     tokenizer: Annotated[Id | None, BeforeValidator(_blank_is_none)] = None
     max_tokens: Annotated[
@@ -85,14 +87,16 @@ class RowsQuery(RequestModel):
 
 class DedupRequest(RequestModel):
     kind: Literal["dedup"]
-    threshold: float = Field(0.8, ge=0.5, le=1.0, description="similarity above which rows are duplicates")
+    threshold: float = Field(
+        default=0.8, ge=0.5, le=1.0, description="similarity above which rows are duplicates"
+    )
 
 
 class SplitRequest(RequestModel):
     kind: Literal["split"]
-    train: float = Field(0.0, ge=0, le=1)
-    validation: float = Field(0.0, ge=0, le=1)
-    test: float = Field(0.0, ge=0, le=1)
+    train: float = Field(default=0.0, ge=0, le=1)
+    validation: float = Field(default=0.0, ge=0, le=1)
+    test: float = Field(default=0.0, ge=0, le=1)
     seed: Annotated[Whole, Field(ge=0, lt=2**32)] = 42
 
     @model_validator(mode="after")

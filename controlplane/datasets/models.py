@@ -1,3 +1,5 @@
+"""Datasets, their versions (content by hash, schema, stats), operations and resumable uploads."""
+
 from __future__ import annotations
 
 import uuid

@@ -1,8 +1,10 @@
+"""Reads of datasets, scoped by the reader's project role."""
+
 from __future__ import annotations
 
 from django.db.models import QuerySet
 
-from controlplane.accounts.models import Project, Role
+from controlplane.accounts.models import Project, Role, User
 from controlplane.accounts.selectors import membership_role, project_role_check
 from controlplane.datasets.models import DatasetOperation, DatasetVersion, OperationKind, OperationStatus
 from controlplane.errors import NotFound
@@ -16,7 +18,7 @@ def dataset_version_list(*, project: Project) -> QuerySet[DatasetVersion]:
     )
 
 
-def dataset_version_get(*, user, version_id: int, role: Role = Role.VIEWER) -> DatasetVersion:
+def dataset_version_get(*, user: User, version_id: int, role: Role = Role.VIEWER) -> DatasetVersion:
     version = (
         DatasetVersion.objects.select_related("dataset__project", "created_by").filter(pk=version_id).first()
     )
@@ -26,7 +28,7 @@ def dataset_version_get(*, user, version_id: int, role: Role = Role.VIEWER) -> D
     return version
 
 
-def dataset_operation_get(*, user, operation_id: int) -> DatasetOperation:
+def dataset_operation_get(*, user: User, operation_id: int) -> DatasetOperation:
     operation = (
         DatasetOperation.objects.select_related("project", "created_by", "version__dataset")
         .filter(pk=operation_id)
@@ -55,7 +57,7 @@ def dataset_version_operations(*, version: DatasetVersion, limit: int = 20) -> l
     )
 
 
-def dataset_version_editable(*, user, version: DatasetVersion) -> bool:
+def dataset_version_editable(*, user: User, version: DatasetVersion) -> bool:
     role = membership_role(user=user, project=version.dataset.project)
     return role is not None and role.includes(Role.MEMBER)
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from controlplane.datasets import services, uploads
+from controlplane.datasets import services
+from controlplane.datasets.services import uploads
 
 
 @shared_task(name="datasets.operation_run")

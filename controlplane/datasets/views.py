@@ -1,23 +1,26 @@
+"""Pages of datasets: the upload form's post, an operation's page and its live part."""
+
 from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from controlplane.accounts.models import Role
+from controlplane.accounts.requests import AuthenticatedHttpRequest
 from controlplane.accounts.selectors import project_get
 from controlplane.datasets import selectors, services
 from controlplane.datasets.inputs import IngestRequest, OperationRequest
-from controlplane.datasets.models import OperationStatus
+from controlplane.datasets.models import DatasetOperation, OperationStatus
 from controlplane.errors import ValidationFailed, page_errors, pydantic_parse
 
 
 @login_required
 @require_POST
 @page_errors
-def dataset_upload(request: HttpRequest, slug: str) -> HttpResponse:
+def dataset_upload(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
     project = project_get(user=request.user, slug=slug, role=Role.MEMBER)
     upload = request.FILES.get("file")
     if upload is None:
@@ -41,7 +44,7 @@ def dataset_upload(request: HttpRequest, slug: str) -> HttpResponse:
     return redirect("dataset-operation", operation_id=operation.pk)
 
 
-def _operation_context(operation) -> dict:  # type: ignore[no-untyped-def]
+def _operation_context(operation: DatasetOperation) -> dict:
     report = operation.report or {}
     examples = report.get("examples", {})
     rows = [(kind, count, examples.get(kind, [])) for kind, count in report.get("counts", {}).items()]
@@ -50,14 +53,14 @@ def _operation_context(operation) -> dict:  # type: ignore[no-untyped-def]
 
 @login_required
 @page_errors
-def operation_detail(request: HttpRequest, operation_id: int) -> HttpResponse:
+def operation_detail(request: AuthenticatedHttpRequest, operation_id: int) -> HttpResponse:
     operation = selectors.dataset_operation_get(user=request.user, operation_id=operation_id)
     return render(request, "dataset_operation.html", _operation_context(operation))
 
 
 @login_required
 @page_errors
-def operation_live(request: HttpRequest, operation_id: int) -> HttpResponse:
+def operation_live(request: AuthenticatedHttpRequest, operation_id: int) -> HttpResponse:
     operation = selectors.dataset_operation_get(user=request.user, operation_id=operation_id)
     return render(request, "_dataset_operation_live.html", _operation_context(operation))
 
@@ -65,7 +68,7 @@ def operation_live(request: HttpRequest, operation_id: int) -> HttpResponse:
 @login_required
 @require_POST
 @page_errors
-def version_operation_start(request: HttpRequest, version_id: int) -> HttpResponse:
+def version_operation_start(request: AuthenticatedHttpRequest, version_id: int) -> HttpResponse:
     version = selectors.dataset_version_get(user=request.user, version_id=version_id, role=Role.MEMBER)
     fields = {key: value for key, value in request.POST.items() if key != "csrfmiddlewaretoken"}
     options = pydantic_parse(OperationRequest, fields, tagged=True).root

@@ -1,0 +1,1 @@
+"""Registry: model versions registered from jobs, promotion requests, approvals and deployments."""

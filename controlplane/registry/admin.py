@@ -1,3 +1,5 @@
+"""The Django admin's pages for model versions, promotions and deployments."""
+
 from __future__ import annotations
 
 from django.contrib import admin

@@ -1,12 +1,14 @@
+"""REST endpoints of the registry: register, request, approve or reject, and what is deployed."""
+
 from __future__ import annotations
 
 from pydantic import Field
 from rest_framework import serializers, status
-from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from controlplane.accounts.models import Role
+from controlplane.accounts.requests import AuthenticatedRequest
 from controlplane.accounts.selectors import project_get
 from controlplane.api_common import Id, RequestModel, body_parse, project_from_request
 from controlplane.errors import ValidationFailed
@@ -68,20 +70,20 @@ class PromotionRequest(RequestModel):
 
     model_version: Id
     target: Target
-    comment: str = Field("", max_length=5000)
+    comment: str = Field(default="", max_length=5000)
 
 
 class DecisionRequest(RequestModel):
-    comment: str = Field("", max_length=5000)
+    comment: str = Field(default="", max_length=5000)
 
 
 class ModelVersionListApi(APIView):
-    def get(self, request: Request) -> Response:
+    def get(self, request: AuthenticatedRequest) -> Response:
         project = project_from_request(request)
         versions = selectors.model_version_list(project=project)
         return Response({"results": ModelVersionSerializer(versions, many=True).data})
 
-    def post(self, request: Request) -> Response:
+    def post(self, request: AuthenticatedRequest) -> Response:
         body = body_parse(request, ModelVersionRequest)
         job = job_get(user=request.user, job_id=body.job)
         version = services.model_version_create(job=job, user=request.user, name=body.name)
@@ -89,12 +91,12 @@ class ModelVersionListApi(APIView):
 
 
 class PromotionListApi(APIView):
-    def get(self, request: Request) -> Response:
+    def get(self, request: AuthenticatedRequest) -> Response:
         project = project_from_request(request)
         promotions = selectors.promotion_list(project=project)
         return Response({"results": PromotionSerializer(promotions, many=True).data})
 
-    def post(self, request: Request) -> Response:
+    def post(self, request: AuthenticatedRequest) -> Response:
         body = body_parse(request, PromotionRequest)
         version = selectors.model_version_get(user=request.user, model_version_id=body.model_version)
         promotion = services.promotion_request(
@@ -104,7 +106,7 @@ class PromotionListApi(APIView):
 
 
 class PromotionApproveApi(APIView):
-    def post(self, request: Request, promotion_id: int) -> Response:
+    def post(self, request: AuthenticatedRequest, promotion_id: int) -> Response:
         promotion = selectors.promotion_get(user=request.user, promotion_id=promotion_id)
         comment = body_parse(request, DecisionRequest).comment
         deployment = services.promotion_approve(promotion=promotion, user=request.user, comment=comment)
@@ -112,7 +114,7 @@ class PromotionApproveApi(APIView):
 
 
 class PromotionRejectApi(APIView):
-    def post(self, request: Request, promotion_id: int) -> Response:
+    def post(self, request: AuthenticatedRequest, promotion_id: int) -> Response:
         promotion = selectors.promotion_get(user=request.user, promotion_id=promotion_id)
         comment = body_parse(request, DecisionRequest).comment
         promotion = services.promotion_reject(promotion=promotion, user=request.user, comment=comment)
@@ -122,7 +124,7 @@ class PromotionRejectApi(APIView):
 class DeploymentListApi(APIView):
     """What is deployed to a target, for CI/CD: one row per model, optionally one project's."""
 
-    def get(self, request: Request, target: str) -> Response:
+    def get(self, request: AuthenticatedRequest, target: str) -> Response:
         if target not in Target.values:
             raise ValidationFailed(f"Unknown target {target!r}; choose one of {', '.join(Target.values)}.")
         slug = request.query_params.get("project")

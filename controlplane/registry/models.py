@@ -1,3 +1,5 @@
+"""Model versions, promotions with their audit trail, and deployments per target."""
+
 from __future__ import annotations
 
 from django.conf import settings

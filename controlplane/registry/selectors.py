@@ -1,8 +1,10 @@
+"""Reads of the registry, scoped by project role, and a dataset version's lineage."""
+
 from __future__ import annotations
 
 from django.db.models import QuerySet
 
-from controlplane.accounts.models import Project, Role
+from controlplane.accounts.models import Project, Role, User
 from controlplane.accounts.selectors import project_list, project_role_check
 from controlplane.datasets.models import DatasetVersion
 from controlplane.errors import NotFound
@@ -13,7 +15,7 @@ def model_version_list(*, project: Project) -> QuerySet[ModelVersion]:
     return ModelVersion.objects.filter(project=project).select_related("project", "job", "created_by")
 
 
-def model_version_get(*, user, model_version_id: int, role: Role = Role.VIEWER) -> ModelVersion:
+def model_version_get(*, user: User, model_version_id: int, role: Role = Role.VIEWER) -> ModelVersion:
     version = ModelVersion.objects.select_related("project", "job").filter(pk=model_version_id).first()
     if version is None:
         raise NotFound("No such model version.")
@@ -27,7 +29,7 @@ def promotion_list(*, project: Project) -> QuerySet[Promotion]:
     )
 
 
-def promotion_get(*, user, promotion_id: int) -> Promotion:
+def promotion_get(*, user: User, promotion_id: int) -> Promotion:
     promotion = (
         Promotion.objects.select_related("model_version__project", "requested_by")
         .filter(pk=promotion_id)
@@ -40,7 +42,7 @@ def promotion_get(*, user, promotion_id: int) -> Promotion:
 
 
 def deployment_list(
-    *, user, target: str | None = None, project: Project | None = None
+    *, user: User, target: str | None = None, project: Project | None = None
 ) -> QuerySet[Deployment]:
     deployments = Deployment.objects.filter(project__in=project_list(user=user)).select_related(
         "project", "model_version", "approved_by"

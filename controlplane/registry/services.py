@@ -15,7 +15,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from controlplane import tracking
-from controlplane.accounts.models import Role
+from controlplane.accounts.models import Role, User
 from controlplane.accounts.selectors import project_role_check
 from controlplane.errors import Conflict, Forbidden, ServiceUnavailable, ValidationFailed
 from controlplane.naming import name_check
@@ -32,7 +32,7 @@ from controlplane.training.models import Job, JobKind, JobStatus
 log = logging.getLogger(__name__)
 
 
-def model_version_create(*, job: Job, user, name: str) -> ModelVersion:
+def model_version_create(*, job: Job, user: User, name: str) -> ModelVersion:
     """Register a succeeded job's trained artifact as the next version of model ``name``."""
     project_role_check(user=user, project=job.project, role=Role.MEMBER)
     name_check(name, what="model")
@@ -73,7 +73,9 @@ def model_version_create(*, job: Job, user, name: str) -> ModelVersion:
         ) from exc
 
 
-def promotion_request(*, model_version: ModelVersion, user, target: str, comment: str = "") -> Promotion:
+def promotion_request(
+    *, model_version: ModelVersion, user: User, target: str, comment: str = ""
+) -> Promotion:
     project_role_check(user=user, project=model_version.project, role=Role.MEMBER)
     if target not in Target.values:
         raise ValidationFailed(f"Unknown target {target!r}; choose one of {', '.join(Target.values)}.")
@@ -98,7 +100,7 @@ def promotion_transition(
     promotion_id: int,
     from_status: PromotionStatus,
     to: PromotionStatus,
-    actor,
+    actor: User,
     comment: str = "",
     **fields: Any,
 ) -> bool:
@@ -119,7 +121,7 @@ def promotion_transition(
     return bool(won)
 
 
-def _decider_check(promotion: Promotion, user) -> None:
+def _decider_check(promotion: Promotion, user: User) -> None:
     project_role_check(user=user, project=promotion.model_version.project, role=Role.APPROVER)
     if promotion.requested_by_id == user.pk:
         raise Forbidden("You cannot decide on your own promotion request; another approver must.")
@@ -127,7 +129,7 @@ def _decider_check(promotion: Promotion, user) -> None:
         raise Conflict(f"This promotion is already {promotion.status}.")
 
 
-def promotion_approve(*, promotion: Promotion, user, comment: str = "") -> Deployment:
+def promotion_approve(*, promotion: Promotion, user: User, comment: str = "") -> Deployment:
     """Approve: point the MLflow alias at the version and record the deployment, both or neither.
 
     The decision is claimed first (REQUESTED -> APPROVING, committed), so of two
@@ -211,7 +213,7 @@ def _alias_sync(version: ModelVersion) -> None:
             )
 
 
-def promotion_reject(*, promotion: Promotion, user, comment: str = "") -> Promotion:
+def promotion_reject(*, promotion: Promotion, user: User, comment: str = "") -> Promotion:
     _decider_check(promotion, user)
     won = promotion_transition(
         promotion_id=promotion.pk,

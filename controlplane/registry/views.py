@@ -1,11 +1,14 @@
+"""Pages' actions of the registry: register a job, request, approve or reject a promotion."""
+
 from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import redirect
 from django.views.decorators.http import require_POST
 
+from controlplane.accounts.requests import AuthenticatedHttpRequest
 from controlplane.errors import page_errors
 from controlplane.registry import selectors, services
 from controlplane.training.selectors import job_get
@@ -14,7 +17,7 @@ from controlplane.training.selectors import job_get
 @login_required
 @require_POST
 @page_errors
-def model_version_register(request: HttpRequest, job_id: int) -> HttpResponse:
+def model_version_register(request: AuthenticatedHttpRequest, job_id: int) -> HttpResponse:
     job = job_get(user=request.user, job_id=job_id)
     version = services.model_version_create(job=job, user=request.user, name=request.POST.get("name", ""))
     messages.success(request, f"Registered {version}.")
@@ -24,7 +27,7 @@ def model_version_register(request: HttpRequest, job_id: int) -> HttpResponse:
 @login_required
 @require_POST
 @page_errors
-def promotion_request(request: HttpRequest, version_id: int) -> HttpResponse:
+def promotion_request(request: AuthenticatedHttpRequest, version_id: int) -> HttpResponse:
     version = selectors.model_version_get(user=request.user, model_version_id=version_id)
     promotion = services.promotion_request(
         model_version=version,
@@ -39,7 +42,7 @@ def promotion_request(request: HttpRequest, version_id: int) -> HttpResponse:
 @login_required
 @require_POST
 @page_errors
-def promotion_approve(request: HttpRequest, promotion_id: int) -> HttpResponse:
+def promotion_approve(request: AuthenticatedHttpRequest, promotion_id: int) -> HttpResponse:
     promotion = selectors.promotion_get(user=request.user, promotion_id=promotion_id)
     deployment = services.promotion_approve(
         promotion=promotion, user=request.user, comment=request.POST.get("comment", "")
@@ -51,7 +54,7 @@ def promotion_approve(request: HttpRequest, promotion_id: int) -> HttpResponse:
 @login_required
 @require_POST
 @page_errors
-def promotion_reject(request: HttpRequest, promotion_id: int) -> HttpResponse:
+def promotion_reject(request: AuthenticatedHttpRequest, promotion_id: int) -> HttpResponse:
     promotion = selectors.promotion_get(user=request.user, promotion_id=promotion_id)
     promotion = services.promotion_reject(
         promotion=promotion, user=request.user, comment=request.POST.get("comment", "")

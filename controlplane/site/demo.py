@@ -10,12 +10,13 @@ import json
 import random
 import tempfile
 from pathlib import Path
+from typing import TypedDict
 
 from django.contrib.auth import get_user_model
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from controlplane import tracking
-from controlplane.accounts.models import Project, Role
+from controlplane.accounts.models import Project, Role, User
 from controlplane.accounts.services import member_add, project_create
 from controlplane.datasets.models import DatasetVersion
 from controlplane.datasets.services import dataset_version_create
@@ -75,7 +76,16 @@ def tiny_base_model_register(project: Project) -> BaseModel:
     )
 
 
-def demo_seed() -> dict[str, object]:
+class DemoSeeded(TypedDict):
+    """What demo_seed made (or found from an earlier run)."""
+
+    project: Project
+    users: dict[str, User]
+    base_model: BaseModel
+    dataset: DatasetVersion
+
+
+def demo_seed() -> DemoSeeded:
     user_model = get_user_model()
     if not user_model.objects.filter(username="admin").exists():
         user_model.objects.create_superuser("admin", "admin@example.com", ADMIN_PASSWORD)

@@ -8,6 +8,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 
 from controlplane.accounts.models import Role
+from controlplane.accounts.requests import AuthenticatedHttpRequest
 from controlplane.accounts.selectors import membership_role, project_get, project_list
 from controlplane.datasets import selectors as dataset_selectors
 from controlplane.datasets.preview import version_rows
@@ -27,7 +28,7 @@ PREVIEW_PAGE_ROWS = 20
 
 
 @login_required
-def home(request: HttpRequest) -> HttpResponse:
+def home(request: AuthenticatedHttpRequest) -> HttpResponse:
     projects = list(project_list(user=request.user))
     if len(projects) == 1:
         return redirect("project", slug=projects[0].slug)
@@ -36,7 +37,7 @@ def home(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @page_errors
-def project_overview(request: HttpRequest, slug: str) -> HttpResponse:
+def project_overview(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
     project = project_get(user=request.user, slug=slug)
     role = membership_role(user=request.user, project=project)
     return render(
@@ -69,7 +70,7 @@ def _page_offset(request: HttpRequest) -> int:
 
 @login_required
 @page_errors
-def version_detail(request: HttpRequest, version_id: int) -> HttpResponse:
+def version_detail(request: AuthenticatedHttpRequest, version_id: int) -> HttpResponse:
     version = dataset_selectors.dataset_version_get(user=request.user, version_id=version_id)
     offset = _page_offset(request)
     preview_error = ""

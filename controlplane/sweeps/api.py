@@ -1,3 +1,5 @@
+"""REST endpoints of sweeps: create, read, steer; and the internal endpoint a Ray driver reports to."""
+
 from __future__ import annotations
 
 from typing import Annotated, Any
@@ -9,6 +11,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from controlplane.accounts.models import Role
+from controlplane.accounts.requests import AuthenticatedRequest
 from controlplane.api_common import (
     Id,
     IsWorker,
@@ -21,7 +24,7 @@ from controlplane.api_common import (
 )
 from controlplane.errors import pydantic_parse
 from controlplane.sweeps import raysweeps, selectors, services
-from controlplane.sweeps.models import Backend, Direction, Pruner, Sampler, SweepStatus
+from controlplane.sweeps.models import Backend, Direction, Pruner, Sampler, Sweep, SweepStatus, Trial
 from controlplane.sweeps.services import MAX_TRIALS
 from workers.spec import SweepTrialReport, TrainingConfig
 
@@ -29,19 +32,19 @@ from workers.spec import SweepTrialReport, TrainingConfig
 class SweepRequest(ProjectRequest):
     """A new sweep, as the API takes it; the service checks the meaning (the space, what a backend allows)."""
 
-    name: str = Field("", max_length=200)
+    name: str = Field(default="", max_length=200)
     base_model: Id
     dataset_version: Id
     config: TrainingConfig = Field(default_factory=TrainingConfig)
     search_space: dict[str, Any]
-    objective_metric: str = Field("train_loss", min_length=1, max_length=100)
+    objective_metric: str = Field(default="train_loss", min_length=1, max_length=100)
     direction: Direction = Direction.MINIMIZE
     sampler: Sampler = Sampler.TPE
     # None: the backend's usual pruner (median for optuna, successive_halving, i.e. ASHA, for ray).
     pruner: Pruner | None = None
     n_trials: Annotated[Whole, Field(ge=1, le=MAX_TRIALS)] = 10
     parallelism: Annotated[Whole, Field(ge=1, le=100)] = 1
-    gpu_hours_cap: float | None = Field(None, gt=0, lt=1e6)
+    gpu_hours_cap: float | None = Field(default=None, gt=0, lt=1e6)
     seed: Annotated[Whole, Field(ge=0, lt=2**31)] = 0
     backend: Backend = Backend.OPTUNA
 
@@ -62,8 +65,8 @@ class TrialSerializer(serializers.Serializer):
     mlflow_run_id = serializers.CharField()
     error = serializers.CharField()
 
-    def get_job_status(self, trial) -> str | None:  # type: ignore[no-untyped-def]
-        return trial.job.status if trial.job_id else None
+    def get_job_status(self, trial: Trial) -> str | None:
+        return trial.job.status if trial.job is not None else None
 
 
 class SweepSerializer(serializers.Serializer):
@@ -88,7 +91,7 @@ class SweepSerializer(serializers.Serializer):
     created_at = serializers.DateTimeField()
 
 
-def _detail(sweep) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+def _detail(sweep: Sweep) -> dict[str, Any]:
     best = selectors.sweep_best_trial(sweep=sweep)
     trials = selectors.sweep_trials(sweep=sweep)
     return SweepSerializer(sweep).data | {
@@ -98,11 +101,11 @@ def _detail(sweep) -> dict[str, Any]:  # type: ignore[no-untyped-def]
 
 
 class SweepListApi(APIView):
-    def get(self, request: Request) -> Response:
+    def get(self, request: AuthenticatedRequest) -> Response:
         project = project_from_request(request)
         return Response({"results": SweepSerializer(selectors.sweep_list(project=project), many=True).data})
 
-    def post(self, request: Request) -> Response:
+    def post(self, request: AuthenticatedRequest) -> Response:
         # The project first: an outsider learns nothing from the body's errors.
         project = project_from_request(request, role=Role.MEMBER)
         body = body_parse(request, SweepRequest)
@@ -128,7 +131,7 @@ class SweepListApi(APIView):
 
 
 class SweepDetailApi(APIView):
-    def get(self, request: Request, sweep_id: int) -> Response:
+    def get(self, request: AuthenticatedRequest, sweep_id: int) -> Response:
         return Response(_detail(selectors.sweep_get(user=request.user, sweep_id=sweep_id)))
 
 
@@ -137,7 +140,7 @@ class SweepActionApi(APIView):
 
     action = ""
 
-    def post(self, request: Request, sweep_id: int) -> Response:
+    def post(self, request: AuthenticatedRequest, sweep_id: int) -> Response:
         sweep = selectors.sweep_get(user=request.user, sweep_id=sweep_id)
         if self.action == "add-trials":
             count = body_parse(request, AddTrialsRequest).count

@@ -1,3 +1,5 @@
+"""The sweeps app's configuration; it registers with training's job hooks when ready."""
+
 from __future__ import annotations
 
 from django.apps import AppConfig

@@ -1,3 +1,5 @@
+"""The new-sweep form of the pages."""
+
 from __future__ import annotations
 
 import json
@@ -6,11 +8,13 @@ from typing import Any
 from django import forms
 
 from controlplane.accounts.models import Project
+from controlplane.datasets.models import DatasetVersion
 from controlplane.datasets.selectors import dataset_version_list
 from controlplane.errors import pydantic_parse
 from controlplane.sweeps.models import Backend, Direction, Pruner, Sampler
 from controlplane.sweeps.services import MAX_TRIALS
-from controlplane.training.forms import QUEUE_HELP, resources_config
+from controlplane.training.forms import QUEUE_HELP, model_choice_field, resources_config
+from controlplane.training.models import BaseModel
 from controlplane.training.selectors import base_model_list
 from workers.spec import TrainingConfig
 
@@ -24,8 +28,10 @@ class SweepLaunchForm(forms.Form):
     """The new-sweep form; the service checks the search space and every bound again."""
 
     name = forms.CharField(max_length=200, required=False)
-    base_model = forms.ModelChoiceField(queryset=None, empty_label=None)
-    dataset_version = forms.ModelChoiceField(queryset=None, empty_label=None)
+    base_model: forms.ModelChoiceField[BaseModel] = forms.ModelChoiceField(queryset=None, empty_label=None)
+    dataset_version: forms.ModelChoiceField[DatasetVersion] = forms.ModelChoiceField(
+        queryset=None, empty_label=None
+    )
     method = forms.ChoiceField(choices=[("lora", "LoRA"), ("full", "Full fine-tuning")])
     max_steps = forms.IntegerField(initial=100, min_value=1, help_text="per trial")
     batch_size = forms.IntegerField(initial=8, min_value=1)
@@ -58,8 +64,8 @@ class SweepLaunchForm(forms.Form):
 
     def __init__(self, *args: Any, project: Project, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["base_model"].queryset = base_model_list(project=project)
-        self.fields["dataset_version"].queryset = dataset_version_list(project=project)
+        model_choice_field(self, "base_model").queryset = base_model_list(project=project)
+        model_choice_field(self, "dataset_version").queryset = dataset_version_list(project=project)
 
     def clean_search_space(self) -> object:
         try:

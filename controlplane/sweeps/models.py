@@ -1,3 +1,5 @@
+"""Sweeps and their trials, with the sampler, pruner and backend enums."""
+
 from __future__ import annotations
 
 from django.conf import settings

@@ -10,6 +10,7 @@ cancels it, and its end finishes or stops the sweep.
 from __future__ import annotations
 
 import logging
+from typing import cast
 
 from django.db import IntegrityError, transaction
 from django.db.models import F
@@ -18,7 +19,15 @@ from controlplane.errors import Conflict, NotFound, ValidationFailed
 from controlplane.sweeps.models import Direction, Pruner, Sampler, Sweep, SweepStatus, Trial, TrialState
 from controlplane.training.models import Job, JobKind, JobStatus
 from controlplane.training.services import job_create
-from workers.spec import RaySweep, SweepTrialReport, SweepTrialState, TrainingConfig
+from workers.spec import (
+    RaySampler,
+    RayScheduler,
+    RaySweep,
+    SweepDirection,
+    SweepTrialReport,
+    SweepTrialState,
+    TrainingConfig,
+)
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +35,7 @@ log = logging.getLogger(__name__)
 # (grid, CMA-ES, QMC) need the whole study at once or have no Ray equivalent we test.
 RAY_SAMPLERS = (Sampler.TPE, Sampler.RANDOM)
 # Ray schedules trials with ASHA (asynchronous successive halving) or lets them all run.
-RAY_PRUNERS = {Pruner.SUCCESSIVE_HALVING: "asha", Pruner.NONE: "fifo"}
+RAY_PRUNERS: dict[Pruner, RayScheduler] = {Pruner.SUCCESSIVE_HALVING: "asha", Pruner.NONE: "fifo"}
 RAY_DEFAULT_PRUNER = Pruner.SUCCESSIVE_HALVING
 
 
@@ -81,8 +90,10 @@ def driver_spec(*, job: Job) -> RaySweep:
         search_space=sweep.search_space,
         objective_metric=sweep.objective_metric,
         intermediate_metric=sweep.intermediate_metric,
-        direction=Direction(sweep.direction).value,
-        sampler=Sampler(sweep.sampler).value,
+        # The model's choices are the contract's words (ray_settings_check kept the sampler to
+        # RAY_SAMPLERS), and RaySweep validates both again.
+        direction=cast(SweepDirection, Direction(sweep.direction).value),
+        sampler=cast(RaySampler, Sampler(sweep.sampler).value),
         scheduler=RAY_PRUNERS[Pruner(sweep.pruner)],
         n_trials=max(sweep.n_trials - ended, 0),
         first_trial_number=0 if last is None else last + 1,
@@ -140,9 +151,12 @@ def ray_trial_record(*, job_id: int, report: SweepTrialReport) -> Trial:
 def driver_finish(*, job_id: int) -> None:
     """The driver job ended: so did its sweep, and any trial it had not reported as ended."""
     sweep = Sweep.objects.select_related("driver_job").filter(driver_job_id=job_id).first()
-    if sweep is None or not JobStatus(sweep.driver_job.status).is_finished():
+    if sweep is None:
         return
     job = sweep.driver_job
+    assert job is not None  # always: the sweep was found by its driver job
+    if not JobStatus(job.status).is_finished():
+        return
     Trial.objects.filter(sweep=sweep, state=TrialState.RUNNING).update(state=TrialState.FAILED)
     if job.status == JobStatus.SUCCEEDED:
         status, reason = SweepStatus.FINISHED, f"its budget of {sweep.n_trials} trials is spent"

@@ -1,23 +1,27 @@
+"""Reads of sweeps: lists, a sweep with its trials, the best trial, Optuna's charts."""
+
 from __future__ import annotations
 
 import json
+from typing import cast
 
 import optuna
 from django.db.models import QuerySet
 
-from controlplane.accounts.models import Project, Role
+from controlplane.accounts.models import Project, Role, User
 from controlplane.accounts.selectors import project_role_check
 from controlplane.errors import NotFound
 from controlplane.sweeps.models import Backend, Direction, Sweep, Trial, TrialState
 from controlplane.sweeps.space import CategoricalParam, FloatParam, SearchSpace
 from controlplane.sweeps.studies import study_load
+from workers.spec import SweepDirection
 
 
 def sweep_list(*, project: Project) -> QuerySet[Sweep]:
     return Sweep.objects.filter(project=project).select_related("project", "created_by")
 
 
-def sweep_get(*, user, sweep_id: int, role: Role = Role.VIEWER) -> Sweep:
+def sweep_get(*, user: User, sweep_id: int, role: Role = Role.VIEWER) -> Sweep:
     sweep = Sweep.objects.select_related("project", "created_by").filter(pk=sweep_id).first()
     if sweep is None:
         raise NotFound("No such sweep.")
@@ -59,7 +63,7 @@ def sweep_figures(*, sweep: Sweep) -> dict[str, dict]:
     return figures
 
 
-def _ray_study(sweep: Sweep):  # type: ignore[no-untyped-def]
+def _ray_study(sweep: Sweep) -> optuna.Study:
     """A Ray sweep's ended trials as an in-memory Optuna study, so Optuna draws the same charts.
 
     Built from our rows at each call: the rows are the truth, and a sweep has few trials.
@@ -80,7 +84,8 @@ def _ray_study(sweep: Sweep):  # type: ignore[no-untyped-def]
         TrialState.PRUNED: optuna.trial.TrialState.PRUNED,
         TrialState.FAILED: optuna.trial.TrialState.FAIL,
     }
-    study = optuna.create_study(direction=sweep.direction)
+    # A Direction's values are Optuna's words.
+    study = optuna.create_study(direction=cast(SweepDirection, sweep.direction))
     for trial in sweep.trials.exclude(state=TrialState.RUNNING).order_by("number"):
         try:
             frozen = optuna.trial.create_trial(

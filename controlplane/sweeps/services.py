@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import logging
 import uuid
+from typing import cast
 
 import optuna
 from django.db import transaction
 from django.db.models import F, FloatField, Q, Sum
 from django.utils import timezone
 
-from controlplane.accounts.models import Project, Role
+from controlplane.accounts.models import Project, Role, User
 from controlplane.accounts.selectors import project_role_check
 from controlplane.errors import Conflict, DomainError, ValidationFailed
 from controlplane.sweeps import raysweeps, studies
@@ -40,7 +41,7 @@ from controlplane.sweeps.space import (
 from controlplane.training.models import Job, JobStatus
 from controlplane.training.selectors import base_model_get, dataset_version_get
 from controlplane.training.services import job_create, job_transition
-from workers.spec import TrainingConfig
+from workers.spec import SweepDirection, TrainingConfig
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ MAX_TRIALS = 10_000
 def sweep_create(
     *,
     project: Project,
-    user,
+    user: User,
     name: str,
     base_model_id: int,
     dataset_version_id: int,
@@ -118,7 +119,12 @@ def sweep_create(
             raysweeps.driver_job_create(sweep=sweep)
         return sweep
     # The study first: a sweep row never points at a study that does not exist.
-    optuna.create_study(study_name=sweep.study_name, storage=studies.study_storage(), direction=direction)
+    # A Direction's values are Optuna's words.
+    optuna.create_study(
+        study_name=sweep.study_name,
+        storage=studies.study_storage(),
+        direction=cast(SweepDirection, direction),
+    )
     sweep.save()
     transaction.on_commit(lambda: sweep_fill(sweep_id=sweep.pk))
     return sweep
@@ -128,7 +134,7 @@ def sweep_create(
 _RAY_STEERING = "a ray sweep runs as one Ray Tune job: it can be stopped, not paused, resumed or extended."
 
 
-def sweep_status_set(*, sweep: Sweep, user, to: SweepStatus) -> Sweep:
+def sweep_status_set(*, sweep: Sweep, user: User, to: SweepStatus) -> Sweep:
     """Pause, resume or stop a sweep. Stopping cancels its running trials. Idempotent."""
     project_role_check(user=user, project=sweep.project, role=Role.MEMBER)
     sweep.refresh_from_db()
@@ -149,7 +155,7 @@ def sweep_status_set(*, sweep: Sweep, user, to: SweepStatus) -> Sweep:
     return sweep
 
 
-def sweep_trials_add(*, sweep: Sweep, user, count: int) -> Sweep:
+def sweep_trials_add(*, sweep: Sweep, user: User, count: int) -> Sweep:
     """Raise the budget by ``count`` trials; a finished sweep runs again."""
     project_role_check(user=user, project=sweep.project, role=Role.MEMBER)
     if sweep.backend == Backend.RAY:
@@ -163,7 +169,7 @@ def sweep_trials_add(*, sweep: Sweep, user, count: int) -> Sweep:
     return sweep
 
 
-def sweep_failed_rerun(*, sweep: Sweep, user) -> int:
+def sweep_failed_rerun(*, sweep: Sweep, user: User) -> int:
     """Run each failed trial's parameters again as a new trial (the budget grows to match)."""
     project_role_check(user=user, project=sweep.project, role=Role.MEMBER)
     if sweep.backend == Backend.RAY:
@@ -266,6 +272,7 @@ def _cap_reason(sweep: Sweep) -> str:
         for gpus, started in jobs.filter(status__in=[JobStatus.RUNNING, JobStatus.CANCELLING])
         .exclude(started_at=None)
         .values_list("gpus", "started_at")
+        if started is not None  # always: excluded above
     )
     used = (finished + running) / 3600
     if used >= sweep.gpu_hours_cap:
@@ -291,6 +298,8 @@ def trial_report(*, job_id: int, points: list[tuple[int, float]]) -> str:
     trial = Trial.objects.select_related("sweep").filter(job_id=job_id, state=TrialState.RUNNING).first()
     if trial is None or not points:
         return ""
+    # Always: only an Optuna sweep's trials have jobs of their own, and each has its Optuna trial.
+    assert trial.optuna_trial_id is not None
     study = studies.study_load(trial.sweep)
     live = optuna.Trial(study, trial.optuna_trial_id)
     reported = studies.study_storage().get_trial(trial.optuna_trial_id).intermediate_values

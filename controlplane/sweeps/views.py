@@ -1,12 +1,15 @@
+"""Pages of sweeps: launch, watch live, pause, resume, stop, add or rerun trials."""
+
 from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from controlplane.accounts.models import Role
+from controlplane.accounts.requests import AuthenticatedHttpRequest
 from controlplane.accounts.selectors import membership_role, project_get
 from controlplane.errors import ValidationFailed, page_errors
 from controlplane.sweeps import selectors, services
@@ -16,7 +19,7 @@ from controlplane.sweeps.models import Backend, Direction, Pruner, Sampler, Swee
 
 @login_required
 @page_errors
-def sweep_new(request: HttpRequest, slug: str) -> HttpResponse:
+def sweep_new(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
     project = project_get(user=request.user, slug=slug, role=Role.MEMBER)
     form = SweepLaunchForm(request.POST or None, project=project)
     if request.method == "POST" and form.is_valid():
@@ -47,7 +50,7 @@ def sweep_new(request: HttpRequest, slug: str) -> HttpResponse:
     return render(request, "sweep_new.html", {"project": project, "form": form})
 
 
-def _context(request: HttpRequest, sweep_id: int) -> dict:
+def _context(request: AuthenticatedHttpRequest, sweep_id: int) -> dict:
     sweep = selectors.sweep_get(user=request.user, sweep_id=sweep_id)
     role = membership_role(user=request.user, project=sweep.project)
     return {
@@ -62,13 +65,13 @@ def _context(request: HttpRequest, sweep_id: int) -> dict:
 
 @login_required
 @page_errors
-def sweep_detail(request: HttpRequest, sweep_id: int) -> HttpResponse:
+def sweep_detail(request: AuthenticatedHttpRequest, sweep_id: int) -> HttpResponse:
     return render(request, "sweep_detail.html", _context(request, sweep_id))
 
 
 @login_required
 @page_errors
-def sweep_live(request: HttpRequest, sweep_id: int) -> HttpResponse:
+def sweep_live(request: AuthenticatedHttpRequest, sweep_id: int) -> HttpResponse:
     """The trials table and charts, refreshed by htmx while the sweep runs."""
     return render(request, "_sweep_live.html", _context(request, sweep_id))
 
@@ -76,7 +79,7 @@ def sweep_live(request: HttpRequest, sweep_id: int) -> HttpResponse:
 @login_required
 @require_POST
 @page_errors
-def sweep_action(request: HttpRequest, sweep_id: int, action: str) -> HttpResponse:
+def sweep_action(request: AuthenticatedHttpRequest, sweep_id: int, action: str) -> HttpResponse:
     sweep = selectors.sweep_get(user=request.user, sweep_id=sweep_id)
     if action == "add-trials":
         count = request.POST.get("count", "")

@@ -1,6 +1,9 @@
+"""The Django admin's pages for base models, jobs (read-only status) and workers."""
+
 from __future__ import annotations
 
 from django.contrib import admin
+from django.http import HttpRequest
 
 from controlplane.admin import ReadOnlyAdmin
 from controlplane.training.models import BaseModel, Job, JobEvent, Worker
@@ -12,7 +15,7 @@ class BaseModelAdmin(admin.ModelAdmin):
     list_display = ["name", "project", "uri", "trust_remote_code"]
     list_filter = ["trust_remote_code"]
 
-    def get_readonly_fields(self, request, obj=None):  # type: ignore[no-untyped-def]
+    def get_readonly_fields(self, request: HttpRequest, obj: BaseModel | None = None) -> list[str]:
         # Workers serve every project: only a superuser lets a model's code run on them.
         readonly = list(super().get_readonly_fields(request, obj))
         return readonly if request.user.is_superuser else [*readonly, "trust_remote_code"]

@@ -1,3 +1,5 @@
+"""REST endpoints of training: base models, jobs and their logs and metrics, usage; and the workers' internal API."""
+
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
@@ -9,6 +11,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from controlplane.accounts.models import Role
+from controlplane.accounts.requests import AuthenticatedRequest
 from controlplane.accounts.selectors import project_get
 from controlplane.api_common import (
     MAX_ID,
@@ -81,7 +84,7 @@ class BaseModelRequest(ProjectRequest):
 
     name: str = Field(max_length=100)
     uri: str = Field(min_length=1, max_length=1000)
-    description: str = Field("", max_length=10_000)
+    description: str = Field(default="", max_length=10_000)
     # Only a site admin may allow a model's own code to run on the workers.
     trust_remote_code: Flag = False
 
@@ -90,7 +93,7 @@ class FinetuneRequest(ProjectRequest):
     """A job that trains ``base_model`` on ``dataset_version`` as ``config`` says."""
 
     kind: Literal["finetune"] = "finetune"
-    name: str = Field("", max_length=200)
+    name: str = Field(default="", max_length=200)
     base_model: Id
     dataset_version: Id
     config: TrainingConfig = Field(default_factory=TrainingConfig)
@@ -101,12 +104,12 @@ class EvaluateRequest(ProjectRequest):
     """A job that scores a base model, or what a succeeded finetune (``source_job``) trained."""
 
     kind: Literal["evaluate"]
-    name: str = Field("", max_length=200)
+    name: str = Field(default="", max_length=200)
     dataset_version: Id
     base_model: Id | None = None
     source_job: Id | None = None
     fewshot_dataset_version: Id | None = None
-    config: EvaluateConfig = Field(default_factory=dict, validate_default=True)  # type: ignore[arg-type]
+    config: EvaluateConfig = Field(default_factory=dict, validate_default=True)
     priority: Priority = 0
 
 
@@ -131,7 +134,7 @@ JobRequest = RootModel[
 class EstimateRequest(ProjectRequest):
     """A finetune's inputs, to estimate what it would need without launching it."""
 
-    name: str = Field("", max_length=200)
+    name: str = Field(default="", max_length=200)
     base_model: Id
     dataset_version: Id
     config: TrainingConfig = Field(default_factory=TrainingConfig)
@@ -139,12 +142,12 @@ class EstimateRequest(ProjectRequest):
 
 
 class BaseModelListApi(APIView):
-    def get(self, request: Request) -> Response:
+    def get(self, request: AuthenticatedRequest) -> Response:
         project = project_from_request(request)
         models = selectors.base_model_list(project=project)
         return Response({"results": BaseModelSerializer(models, many=True).data})
 
-    def post(self, request: Request) -> Response:
+    def post(self, request: AuthenticatedRequest) -> Response:
         project = project_from_request(request, role=Role.MEMBER)
         body = body_parse(request, BaseModelRequest)
         model = services.base_model_create(
@@ -159,12 +162,12 @@ class BaseModelListApi(APIView):
 
 
 class JobListApi(APIView):
-    def get(self, request: Request) -> Response:
+    def get(self, request: AuthenticatedRequest) -> Response:
         project = project_from_request(request)
         jobs = selectors.job_list(project=project)[:200]
         return Response({"results": JobSerializer(jobs, many=True).data})
 
-    def post(self, request: Request) -> Response:
+    def post(self, request: AuthenticatedRequest) -> Response:
         """A finetune, or with ``"kind": "evaluate"`` an evaluation: one endpoint, since either is
         then a job like any other (listed, watched, cancelled and retried the same way)."""
         project = project_from_request(request)  # the service checks the member role
@@ -197,7 +200,7 @@ class JobListApi(APIView):
 class JobEstimateApi(APIView):
     """``POST jobs/estimate``: a job creation's body; answers what the job would need, launches nothing."""
 
-    def post(self, request: Request) -> Response:
+    def post(self, request: AuthenticatedRequest) -> Response:
         project = project_from_request(request)
         body = body_parse(request, EstimateRequest)
         estimate = selectors.job_estimate(
@@ -211,7 +214,7 @@ class JobEstimateApi(APIView):
 
 
 class JobDetailApi(APIView):
-    def get(self, request: Request, job_id: int) -> Response:
+    def get(self, request: AuthenticatedRequest, job_id: int) -> Response:
         job = selectors.job_get(user=request.user, job_id=job_id)
         position = selectors.job_queue_position(job=job)
         estimate = selectors.job_start_estimate(job=job, position=position)
@@ -229,7 +232,7 @@ class ProjectDispatchApi(APIView):
 
     paused = True
 
-    def post(self, request: Request, slug: str) -> Response:
+    def post(self, request: AuthenticatedRequest, slug: str) -> Response:
         project = project_get(user=request.user, slug=slug)
         project = services.project_dispatch_pause(project=project, user=request.user, paused=self.paused)
         by = project.dispatch_paused_by.username if project.dispatch_paused_by else None
@@ -239,20 +242,20 @@ class ProjectDispatchApi(APIView):
 
 
 class JobCancelApi(APIView):
-    def post(self, request: Request, job_id: int) -> Response:
+    def post(self, request: AuthenticatedRequest, job_id: int) -> Response:
         job = selectors.job_get(user=request.user, job_id=job_id)
         job = services.job_cancel(job=job, user=request.user)
         return Response(JobSerializer(job).data)
 
 
 class JobRetryApi(APIView):
-    def post(self, request: Request, job_id: int) -> Response:
+    def post(self, request: AuthenticatedRequest, job_id: int) -> Response:
         job = selectors.job_get(user=request.user, job_id=job_id)
         return Response(JobSerializer(services.job_retry(job=job, user=request.user)).data)
 
 
 class JobCloneApi(APIView):
-    def post(self, request: Request, job_id: int) -> Response:
+    def post(self, request: AuthenticatedRequest, job_id: int) -> Response:
         job = selectors.job_get(user=request.user, job_id=job_id)
         clone = services.job_clone(job=job, user=request.user)
         return Response(JobSerializer(clone).data, status=status.HTTP_201_CREATED)
@@ -266,7 +269,7 @@ class LogsQuery(RequestModel):
 class JobLogsApi(APIView):
     """Tail and follow: ask again with ``after`` set to the last ``next`` to get only new lines."""
 
-    def get(self, request: Request, job_id: int) -> Response:
+    def get(self, request: AuthenticatedRequest, job_id: int) -> Response:
         job = selectors.job_get(user=request.user, job_id=job_id)
         query = query_parse(request, LogsQuery)
         after = query.after
@@ -283,7 +286,7 @@ class JobLogsApi(APIView):
 
 
 class JobMetricsApi(APIView):
-    def get(self, request: Request, job_id: int) -> Response:
+    def get(self, request: AuthenticatedRequest, job_id: int) -> Response:
         job = selectors.job_get(user=request.user, job_id=job_id)
         return Response(
             {
@@ -331,7 +334,7 @@ class WorkerHeartbeatApi(_WorkerApi):
 
 
 class WorkerListApi(APIView):
-    def get(self, request: Request) -> Response:
+    def get(self, request: AuthenticatedRequest) -> Response:
         rows = selectors.worker_list(user=request.user)
         return Response(
             {
@@ -360,7 +363,7 @@ class UsageQuery(ProjectRequest):
 class UsageApi(APIView):
     """Run-hours and GPU-hours per person in a project, over the last ``days`` days (default 30)."""
 
-    def get(self, request: Request) -> Response:
+    def get(self, request: AuthenticatedRequest) -> Response:
         project = project_from_request(request)
         days = query_parse(request, UsageQuery).days
         rows = selectors.usage_by_user(project=project, days=days)

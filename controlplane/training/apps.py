@@ -1,3 +1,5 @@
+"""The training app's configuration; it fills the datasets' tokenizer seam when ready."""
+
 from __future__ import annotations
 
 from django.apps import AppConfig

@@ -62,8 +62,11 @@ def queue_specs(client: redis.Redis, queue: str) -> Iterator[dict]:
                 yield spec
 
 
-def queued_attempts(queues: Iterable[str]) -> set[tuple[int, int]] | None:
-    """(job id, attempt) of every job message waiting in ``queues``; None if the broker cannot be read."""
+def queued_attempts(queues: Iterable[str]) -> set[tuple[object, object]] | None:
+    """(job id, attempt) of every job message waiting in ``queues``; None if the broker cannot be read.
+
+    As the messages say them: a message that is not a valid spec may hold anything there.
+    """
     try:
         client = _client(settings.CELERY_BROKER_URL)
         return {

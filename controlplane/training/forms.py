@@ -1,3 +1,5 @@
+"""The launch forms of the pages: a finetune, an evaluation."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -5,8 +7,10 @@ from typing import Any
 from django import forms
 
 from controlplane.accounts.models import Project
+from controlplane.datasets.models import DatasetVersion
 from controlplane.datasets.selectors import dataset_version_list
 from controlplane.errors import pydantic_parse
+from controlplane.training.models import BaseModel, Job
 from controlplane.training.selectors import base_model_list, evaluable_job_list
 from workers.spec import (
     EvaluateConfig,
@@ -52,12 +56,22 @@ DISTRIBUTED_CHOICES = [
 ]
 
 
+def model_choice_field(form: forms.Form, name: str) -> forms.ModelChoiceField[Any]:
+    """The form's own copy of a field its class declares as a ModelChoiceField (to set its queryset)."""
+    field = form.fields[name]
+    # Always: the form class declares it so; self.fields holds a copy of the class's field.
+    assert isinstance(field, forms.ModelChoiceField)
+    return field
+
+
 class JobLaunchForm(forms.Form):
     """The launch form. Field bounds are checked again by the JobSpec models in the service."""
 
     name = forms.CharField(max_length=200, required=False)
-    base_model = forms.ModelChoiceField(queryset=None, empty_label=None)
-    dataset_version = forms.ModelChoiceField(queryset=None, empty_label=None)
+    base_model: forms.ModelChoiceField[BaseModel] = forms.ModelChoiceField(queryset=None, empty_label=None)
+    dataset_version: forms.ModelChoiceField[DatasetVersion] = forms.ModelChoiceField(
+        queryset=None, empty_label=None
+    )
     method = forms.ChoiceField(choices=METHOD_CHOICES)
     lora_r = forms.IntegerField(label="LoRA rank", initial=_LORA.r, min_value=1)
     lora_alpha = forms.IntegerField(label="LoRA alpha", initial=_LORA.alpha, min_value=1)
@@ -99,8 +113,8 @@ class JobLaunchForm(forms.Form):
 
     def __init__(self, *args: Any, project: Project, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["base_model"].queryset = base_model_list(project=project)
-        self.fields["dataset_version"].queryset = dataset_version_list(project=project)
+        model_choice_field(self, "base_model").queryset = base_model_list(project=project)
+        model_choice_field(self, "dataset_version").queryset = dataset_version_list(project=project)
 
     def config(self) -> TrainingConfig:
         """The job's config from the form; a ValidationFailed naming the first field the contract refuses."""
@@ -139,6 +153,11 @@ def resources_config(data: dict[str, Any]) -> dict[str, Any]:
 _EVAL = EvaluationConfig()
 
 
+class _JobChoiceField(forms.ModelChoiceField):
+    def label_from_instance(self, obj: Job) -> str:
+        return f"job {obj.pk}: {obj.name}"
+
+
 class EvaluateLaunchForm(forms.Form):
     """The evaluate form: a base model, or a finetune's trained weights, scored on a dataset version.
 
@@ -146,17 +165,19 @@ class EvaluateLaunchForm(forms.Form):
     """
 
     name = forms.CharField(max_length=200, required=False)
-    source_job = forms.ModelChoiceField(
+    source_job = _JobChoiceField(
         queryset=None,
         required=False,
         label="Trained by job",
         empty_label="none: the base model as it is",
         help_text="a succeeded finetune; its adapter or model is evaluated on its own base model",
     )
-    base_model = forms.ModelChoiceField(
+    base_model: forms.ModelChoiceField[BaseModel] = forms.ModelChoiceField(
         queryset=None, required=False, help_text="needed when no job is chosen above"
     )
-    dataset_version = forms.ModelChoiceField(queryset=None, empty_label=None)
+    dataset_version: forms.ModelChoiceField[DatasetVersion] = forms.ModelChoiceField(
+        queryset=None, empty_label=None
+    )
     metrics = forms.MultipleChoiceField(
         choices=[(metric.value, metric.value) for metric in EvaluationMetric],
         initial=[metric.value for metric in _EVAL.metrics],
@@ -169,7 +190,7 @@ class EvaluateLaunchForm(forms.Form):
         min_value=0,
         help_text="solved examples before each question (multiple_choice)",
     )
-    fewshot_dataset_version = forms.ModelChoiceField(
+    fewshot_dataset_version: forms.ModelChoiceField[DatasetVersion] = forms.ModelChoiceField(
         queryset=None,
         required=False,
         empty_label="the evaluated rows (never a question's own)",
@@ -185,11 +206,10 @@ class EvaluateLaunchForm(forms.Form):
 
     def __init__(self, *args: Any, project: Project, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["source_job"].queryset = evaluable_job_list(project=project)
-        self.fields["source_job"].label_from_instance = lambda job: f"job {job.pk}: {job.name}"
-        self.fields["base_model"].queryset = base_model_list(project=project)
-        self.fields["dataset_version"].queryset = dataset_version_list(project=project)
-        self.fields["fewshot_dataset_version"].queryset = dataset_version_list(project=project)
+        model_choice_field(self, "source_job").queryset = evaluable_job_list(project=project)
+        model_choice_field(self, "base_model").queryset = base_model_list(project=project)
+        model_choice_field(self, "dataset_version").queryset = dataset_version_list(project=project)
+        model_choice_field(self, "fewshot_dataset_version").queryset = dataset_version_list(project=project)
 
     def config(self) -> EvaluateConfig:
         data = self.cleaned_data

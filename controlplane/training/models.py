@@ -1,3 +1,5 @@
+"""Base models, jobs with their events, metric points and log lines, and workers."""
+
 from __future__ import annotations
 
 import json

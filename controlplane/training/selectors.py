@@ -1,3 +1,5 @@
+"""Reads of training: jobs, queue positions, metrics, logs, usage, workers, and a job's estimate."""
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -32,7 +34,7 @@ def evaluable_job_list(*, project: Project) -> QuerySet[Job]:
     )
 
 
-def job_get(*, user, job_id: int, role: Role = Role.VIEWER) -> Job:
+def job_get(*, user: User, job_id: int, role: Role = Role.VIEWER) -> Job:
     job = (
         Job.objects.select_related("project", "created_by", "base_model", "dataset_version__dataset")
         .filter(pk=job_id)
@@ -81,6 +83,7 @@ def job_start_estimate(*, job: Job, position: int | None) -> timedelta | None:
     remaining = sorted(
         (now - started) * ((1 - progress) / progress)
         for started, progress in running.values_list("started_at", "progress")
+        if started is not None  # always: the query keeps started jobs only
     )
     if len(remaining) < position:
         return None
@@ -154,7 +157,7 @@ def base_model_list(*, project: Project) -> QuerySet[BaseModel]:
     return BaseModel.objects.filter(project=project).select_related("project")
 
 
-def worker_list(*, user) -> list[dict]:
+def worker_list(*, user: User) -> list[dict]:
     """Every worker, with the running jobs this user may see (others are only counted)."""
     offline_after = timezone.now() - timedelta(seconds=settings.WORKER_OFFLINE_AFTER_SECONDS)
     workers = list(Worker.objects.all())

@@ -1,13 +1,16 @@
+"""Pages of training: launch, a job's page and its live part, cancel, retry, clone, workers."""
+
 from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from controlplane import tracking
 from controlplane.accounts.models import Role
+from controlplane.accounts.requests import AuthenticatedHttpRequest
 from controlplane.accounts.selectors import membership_role, project_get
 from controlplane.datasets.selectors import contamination_checks
 from controlplane.errors import ServiceUnavailable, ValidationFailed, page_errors
@@ -17,7 +20,7 @@ from controlplane.training.forms import EvaluateLaunchForm, JobLaunchForm
 
 @login_required
 @page_errors
-def job_new(request: HttpRequest, slug: str) -> HttpResponse:
+def job_new(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
     project = project_get(user=request.user, slug=slug, role=Role.MEMBER)
     form = JobLaunchForm(request.POST or None, project=project)
     if request.method == "POST" and form.is_valid():
@@ -41,7 +44,7 @@ def job_new(request: HttpRequest, slug: str) -> HttpResponse:
 
 @login_required
 @page_errors
-def evaluate_new(request: HttpRequest, slug: str) -> HttpResponse:
+def evaluate_new(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
     """Launch an evaluate job; ``?source_job=N`` chooses the finetune to evaluate."""
     project = project_get(user=request.user, slug=slug, role=Role.MEMBER)
     initial = {"source_job": request.GET.get("source_job")} if request.GET.get("source_job") else {}
@@ -74,7 +77,7 @@ def evaluate_new(request: HttpRequest, slug: str) -> HttpResponse:
 @login_required
 @require_POST
 @page_errors
-def job_estimate(request: HttpRequest, slug: str) -> HttpResponse:
+def job_estimate(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
     """The launch form's estimate, as a fragment the page swaps in; an input it cannot take is said there."""
     project = project_get(user=request.user, slug=slug, role=Role.MEMBER)
     form = JobLaunchForm(request.POST, project=project)
@@ -93,7 +96,7 @@ def job_estimate(request: HttpRequest, slug: str) -> HttpResponse:
     return render(request, "_job_estimate.html", context)
 
 
-def _job_context(request: HttpRequest, job_id: int) -> dict:
+def _job_context(request: AuthenticatedHttpRequest, job_id: int) -> dict:
     job = selectors.job_get(user=request.user, job_id=job_id)
     role = membership_role(user=request.user, project=job.project)
     position = selectors.job_queue_position(job=job)
@@ -109,7 +112,7 @@ def _job_context(request: HttpRequest, job_id: int) -> dict:
 
 @login_required
 @page_errors
-def job_detail(request: HttpRequest, job_id: int) -> HttpResponse:
+def job_detail(request: AuthenticatedHttpRequest, job_id: int) -> HttpResponse:
     context = _job_context(request, job_id)
     job = context["job"]
     context["events"] = job.events.select_related("actor")
@@ -125,7 +128,7 @@ def job_detail(request: HttpRequest, job_id: int) -> HttpResponse:
 
 @login_required
 @page_errors
-def job_live(request: HttpRequest, job_id: int) -> HttpResponse:
+def job_live(request: AuthenticatedHttpRequest, job_id: int) -> HttpResponse:
     """The part of the job page htmx refreshes while the job runs."""
     context = _job_context(request, job_id)
     response = render(request, "_job_live.html", context)
@@ -138,7 +141,7 @@ def job_live(request: HttpRequest, job_id: int) -> HttpResponse:
 @login_required
 @require_POST
 @page_errors
-def project_dispatch(request: HttpRequest, slug: str, paused: bool) -> HttpResponse:
+def project_dispatch(request: AuthenticatedHttpRequest, slug: str, paused: bool) -> HttpResponse:
     project = project_get(user=request.user, slug=slug)
     project = services.project_dispatch_pause(project=project, user=request.user, paused=paused)
     state = "paused: queued jobs are held" if project.dispatch_paused else "resumed"
@@ -149,7 +152,7 @@ def project_dispatch(request: HttpRequest, slug: str, paused: bool) -> HttpRespo
 @login_required
 @require_POST
 @page_errors
-def job_cancel(request: HttpRequest, job_id: int) -> HttpResponse:
+def job_cancel(request: AuthenticatedHttpRequest, job_id: int) -> HttpResponse:
     job = selectors.job_get(user=request.user, job_id=job_id)
     job = services.job_cancel(job=job, user=request.user)
     messages.info(request, f"Job {job.pk} is {job.status}.")
@@ -159,7 +162,7 @@ def job_cancel(request: HttpRequest, job_id: int) -> HttpResponse:
 @login_required
 @require_POST
 @page_errors
-def job_retry(request: HttpRequest, job_id: int) -> HttpResponse:
+def job_retry(request: AuthenticatedHttpRequest, job_id: int) -> HttpResponse:
     job = selectors.job_get(user=request.user, job_id=job_id)
     job = services.job_retry(job=job, user=request.user)
     messages.info(request, f"Job {job.pk} is {job.status} (attempt {job.attempt}).")
@@ -169,7 +172,7 @@ def job_retry(request: HttpRequest, job_id: int) -> HttpResponse:
 @login_required
 @require_POST
 @page_errors
-def job_clone(request: HttpRequest, job_id: int) -> HttpResponse:
+def job_clone(request: AuthenticatedHttpRequest, job_id: int) -> HttpResponse:
     job = selectors.job_get(user=request.user, job_id=job_id)
     clone = services.job_clone(job=job, user=request.user)
     messages.success(request, f"Job {clone.pk} is a clone of job {job.pk}, queued.")
@@ -177,5 +180,5 @@ def job_clone(request: HttpRequest, job_id: int) -> HttpResponse:
 
 
 @login_required
-def worker_list(request: HttpRequest) -> HttpResponse:
+def worker_list(request: AuthenticatedHttpRequest) -> HttpResponse:
     return render(request, "workers.html", {"rows": selectors.worker_list(user=request.user)})

@@ -19,11 +19,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from transformers import PreTrainedModel
 from transformers.trainer_pt_utils import LengthGroupedSampler
+
+if TYPE_CHECKING:
+    from workers.engine.methods import Model
 
 IGNORE_INDEX = -100  # label value the loss skips
 
@@ -141,7 +143,7 @@ class Batching:
     description: str  # one line for the job's log
 
 
-def batching_choose(model: PreTrainedModel, packing: str, padded: Collator) -> Batching:
+def batching_choose(model: Model, packing: str, padded: Collator) -> Batching:
     """Packing if asked for ("auto") and the model keeps packed examples apart; ``padded`` otherwise."""
     if packing == "off":
         return Batching(padded, sampling="random", description="padded batches (packing off)")
@@ -163,11 +165,11 @@ def batching_choose(model: PreTrainedModel, packing: str, padded: Collator) -> B
     )
 
 
-def _attention_implementation(model: PreTrainedModel) -> str:
+def _attention_implementation(model: Model) -> str:
     return str(getattr(model.config, "_attn_implementation", None) or "eager")
 
 
-def packing_keeps_examples_apart(model: PreTrainedModel, tolerance: float = 1e-4) -> bool:
+def packing_keeps_examples_apart(model: Model, tolerance: float = 1e-4) -> bool:
     """Whether two examples packed into one row give the logits they give apart.
 
     A probe rather than a list of architectures: whether position_ids restarts
@@ -197,13 +199,13 @@ def packing_keeps_examples_apart(model: PreTrainedModel, tolerance: float = 1e-4
     return bool(torch.allclose(packed, together, atol=tolerance, rtol=tolerance))
 
 
-def _prompt_learning(model: PreTrainedModel) -> bool:
+def _prompt_learning(model: Model) -> bool:
     """Whether a peft model prepends virtual tokens (prefix, P-tuning, prompt tuning)."""
     config = getattr(model, "active_peft_config", None)
     return bool(getattr(config, "is_prompt_learning", False))
 
 
-def _logits(model: PreTrainedModel, ids: list[int], positions: list[int], device: Any) -> torch.Tensor:
+def _logits(model: Model, ids: list[int], positions: list[int], device: Any) -> torch.Tensor:
     output = model(
         input_ids=torch.tensor([ids], device=device),
         position_ids=torch.tensor([positions], device=device),

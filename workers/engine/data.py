@@ -13,7 +13,7 @@ No torch here: a bad row must fail the job before seconds go into loading it.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -224,7 +224,9 @@ def _parquet_rows(file: Path, schema: DatasetSchema) -> Iterator[TrainingRow]:
         raise DatasetError(f"dataset file {file.name!r} is not readable Parquet ({exc})") from None
 
 
-def _row_reader(schema: DatasetSchema, columns: set[str], file_name: str):  # type: ignore[no-untyped-def]
+def _row_reader(
+    schema: DatasetSchema, columns: set[str], file_name: str
+) -> Callable[[dict[str, Any], int], TrainingRow]:
     """How to turn a row of ``schema``'s normalized Parquet into a training row; a file without
     that schema's columns is refused, never read as another schema."""
     needed = SCHEMA_COLUMNS[schema]

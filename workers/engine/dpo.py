@@ -9,18 +9,21 @@ base model as the reference.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from datasets import Dataset
-from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
+from transformers import PreTrainedTokenizerBase, TrainerCallback
 from trl import DPOConfig, DPOTrainer
 
 from workers.engine.data import DatasetError, PreferenceRow, TrainingRow
 from workers.spec import DpoObjective, Hyperparameters
 
+if TYPE_CHECKING:
+    from workers.engine.methods import Model
+
 
 def dpo_trainer(
-    model: PreTrainedModel,
+    model: Model,
     tokenizer: PreTrainedTokenizerBase,
     objective: DpoObjective,
     options: dict[str, Any],

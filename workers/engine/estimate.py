@@ -280,7 +280,8 @@ def _layer_weight_bytes(shape: Shape) -> int:
 def shape_from_config(config: Mapping[str, Any]) -> Shape:
     """The Llama-style numbers of ``config``; EstimateError names the first field that is missing."""
     # Multimodal configs nest the language model's config.
-    text = config.get("text_config") if isinstance(config.get("text_config"), Mapping) else config
+    nested = config.get("text_config")
+    text: Mapping[str, Any] = nested if isinstance(nested, Mapping) else config
 
     def number(name: str, default: int | None = None) -> int:
         value = text.get(name)

@@ -43,7 +43,13 @@ from workers.spec import (
 )
 
 if TYPE_CHECKING:
+    from typing import TypeAlias
+
     from transformers import BitsAndBytesConfig, PreTrainedModel, PreTrainedTokenizerBase
+
+    # A model the engine trains or scores: a transformers model, or one peft has wrapped
+    # (a PeftModel forwards what it does not have itself to the model inside).
+    Model: TypeAlias = PreTrainedModel | PeftModel
 
 
 class BaseModelError(JobInputError):
@@ -112,7 +118,7 @@ def method_apply(
     *,
     base_model: Path | str,
     gradient_checkpointing: bool = False,
-) -> PreTrainedModel:
+) -> Model:
     """``model`` ready to train with ``method``: wrapped in a PeftModel, or as it is for full fine-tuning."""
     if isinstance(method, FullMethod):
         return model

@@ -142,12 +142,15 @@ def _render(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]], 
     from jinja2 import TemplateError
 
     try:
-        return tokenizer.apply_chat_template(
+        text = tokenizer.apply_chat_template(
             messages, chat_template=chat_template(tokenizer), tokenize=False, **kwargs
         )
     except TemplateError as exc:
         # e.g. roles that do not alternate, or a system turn the template does not take: the data's fault.
         raise DatasetError(f"the base model's chat template refuses a conversation: {exc}") from exc
+    # Untokenized, the template renders one string (transformers types every return form at once).
+    assert isinstance(text, str)
+    return text
 
 
 def chat_text(row: ChatRow, tokenizer: PreTrainedTokenizerBase) -> str:

@@ -21,6 +21,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -253,7 +254,7 @@ def trial_train(params: dict[str, Any], *, spec_json: str, parent_run_id: str) -
         rows = read_rows(spec.dataset_uris, workdir / "inputs", spec.dataset_format)
         base_model = download(spec.base_model_uri, workdir / "inputs" / "base-model")
 
-        def on_step(step: int, total_steps: int, metrics: dict[str, float]) -> None:
+        def on_step(step: int, total_steps: int, metrics: Mapping[str, float]) -> None:
             run.log_metrics(metrics, step)
             last.update(metrics)
             if sweep.intermediate_metric not in metrics:

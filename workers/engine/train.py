@@ -13,12 +13,11 @@ import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from peft import PeftModel
 from transformers import (
-    PreTrainedModel,
     PreTrainedTokenizerBase,
     Trainer,
     TrainerCallback,
@@ -45,6 +44,9 @@ from workers.spec import (
     MixedPrecision,
     Optimizer,
 )
+
+if TYPE_CHECKING:
+    from workers.engine.methods import Model
 
 # (step, total_steps, metrics at that step)
 StepListener = Callable[[int, int, Mapping[str, float]], None]
@@ -80,6 +82,7 @@ def train(
     # Seeded before the adapter exists: adapter weights start random too.
     set_seed(hyper.seed)
     method = spec.config.method
+    model: Model
     tokenizer, model = model_load(
         base_model, spec.base_model_uri, method, trust_remote_code=spec.trust_remote_code
     )
@@ -98,6 +101,7 @@ def train(
             )
         )
     objective = spec.config.objective
+    trainer: Trainer
     if isinstance(objective, DpoObjective):
         # trl is imported only for DPO jobs: it takes seconds to import.
         from workers.engine.dpo import dpo_trainer
@@ -140,7 +144,7 @@ def train(
 
 
 def _held_out_evaluation(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, config: Any, rows: Sequence[TrainingRow]
+    model: Model, tokenizer: PreTrainedTokenizerBase, config: Any, rows: Sequence[TrainingRow]
 ) -> dict[str, float]:
     """The evaluation suite's metrics on the held-out rows (perplexity, BLEU, ROUGE, exact match)."""
     from workers.engine.evaluation import EvaluationDataError
@@ -157,7 +161,7 @@ def _held_out_evaluation(
 
 
 def _sft_trainer(
-    model: PreTrainedModel,
+    model: Model,
     tokenizer: PreTrainedTokenizerBase,
     args: TrainingArguments,
     hyper: Hyperparameters,
@@ -198,6 +202,9 @@ class _SftTrainer(Trainer):
         if self.args.train_sampling_strategy != "group_by_length":
             return super()._get_train_sampler(train_dataset)
         dataset = train_dataset if train_dataset is not None else self.train_dataset
+        # _sft_trainer gives the Trainer its examples as a list of features: never None,
+        # nor a torch Dataset (whose type declares no __iter__).
+        assert isinstance(dataset, list)
         return SeededLengthGroupedSampler(
             self.args.train_batch_size * self.args.gradient_accumulation_steps,
             lengths=[len(example["input_ids"]) for example in dataset],
@@ -452,11 +459,13 @@ class _CheckpointReporter(TrainerCallback):
         distributed.barrier()
         if self.on_checkpoint is None:
             return
+        # TrainingArguments fills in a default output_dir when it is given none; ours always sets one.
+        assert args.output_dir is not None
         path = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
         self.on_checkpoint(state.global_step, path)
 
 
-def _save(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out_dir: Path, base_uri: str) -> Path:
+def _save(model: Model, tokenizer: PreTrainedTokenizerBase, out_dir: Path, base_uri: str) -> Path:
     """Save weights (safetensors) and tokenizer, so the directory loads on its own."""
     if isinstance(model, PeftModel):
         # Otherwise the adapter would name this machine's download directory as its base.
@@ -464,14 +473,14 @@ def _save(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out_dir: P
             adapter_config.base_model_name_or_path = base_uri
         # "auto" would look the base model up by that URI to see whether the
         # vocabulary was resized; it never is here.
-        model.save_pretrained(out_dir, save_embedding_layers=False)
+        model.save_pretrained(str(out_dir), save_embedding_layers=False)
     else:
         model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     return out_dir
 
 
-def _sharded_save(trainer: Trainer, model: PreTrainedModel, out_dir: Path, base_uri: str) -> None:
+def _sharded_save(trainer: Trainer, model: Model, out_dir: Path, base_uri: str) -> None:
     """Gather the sharded weights whole and save them from rank 0 (every rank must call this)."""
     if isinstance(model, PeftModel):
         for adapter_config in model.peft_config.values():

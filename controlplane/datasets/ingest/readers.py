@@ -8,10 +8,12 @@ where each row is in the file, so a problem names a row a person can find.
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
@@ -111,7 +113,7 @@ def batches_read(source: OpenedSource, hints: ParseHints | None = None) -> Itera
 # --- JSONL ----------------------------------------------------------------------
 
 
-def _jsonl_blocks(stream: IO[bytes]) -> Iterator[memoryview]:
+def _jsonl_blocks(stream: io.BufferedIOBase) -> Iterator[memoryview]:
     """Blocks of whole lines, each ending in a newline (the last one may not).
 
     Each block is read into a buffer of its own, after the cut-off line carried
@@ -303,7 +305,7 @@ def _one_value_per_line(block: memoryview, shape: _BlockShape) -> bool:
     return True
 
 
-def _jsonl_batches(stream: IO[bytes], hints: ParseHints) -> Iterator[RawBatch]:
+def _jsonl_batches(stream: io.BufferedIOBase, hints: ParseHints) -> Iterator[RawBatch]:
     line_number = 1
     for block in _jsonl_blocks(stream):
         shape = _block_shape(block)
@@ -439,14 +441,14 @@ def _arrow_batches(batches: Iterator[pa.RecordBatch], first: int = 1) -> Iterato
             row += batch.num_rows
 
 
-def _parquet_batches(path) -> Iterator[RawBatch]:  # type: ignore[no-untyped-def]
+def _parquet_batches(path: Path) -> Iterator[RawBatch]:
     try:
         yield from _arrow_batches(pq.ParquetFile(path).iter_batches(batch_size=65_536))
     except (pa.ArrowInvalid, OSError) as exc:
         raise IngestRefused(f"The Parquet file could not be read: {exc}") from exc
 
 
-def _hf_batches(root) -> Iterator[RawBatch]:  # type: ignore[no-untyped-def]
+def _hf_batches(root: Path) -> Iterator[RawBatch]:
     row = 1
     for file in hf_dataset_files(root):
         try:

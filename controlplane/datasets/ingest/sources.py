@@ -14,11 +14,14 @@ import zipfile
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import pyarrow as pa
 
 from controlplane.datasets.ingest.problems import IngestRefused
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -61,9 +64,10 @@ class ByteCounter(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def]
-        data = self._raw.read(len(buffer))
-        buffer[: len(data)] = data
+    def readinto(self, buffer: WriteableBuffer) -> int:
+        with memoryview(buffer) as view:
+            data = self._raw.read(len(view))
+            view[: len(data)] = data
         self.count += len(data)
         return len(data)
 
@@ -80,9 +84,10 @@ class ExpansionGuard(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def]
-        data = self._inner.read(len(buffer))
-        buffer[: len(data)] = data
+    def readinto(self, buffer: WriteableBuffer) -> int:
+        with memoryview(buffer) as view:
+            data = self._inner.read(len(view))
+            view[: len(data)] = data
         self.count += len(data)
         expansion_check(self.count, self._compressed_size, self._limits)
         return len(data)
@@ -168,7 +173,7 @@ class OpenedSource:
 
     format: FileFormat
     compression: Compression
-    stream: IO[bytes] | None
+    stream: io.BufferedReader | None
     path: Path | None
     counter: ByteCounter | None
     total_bytes: int
@@ -206,7 +211,7 @@ def source_open(path: Path, *, filename: str, limits: Limits, unpack_dir: Path) 
         return OpenedSource(FileFormat.PARQUET, Compression.NONE, None, path, None, total)
     compression = compression_sniff(head)
     counter: ByteCounter | None = None
-    stream: IO[bytes]
+    stream: io.BufferedReader
     if compression is Compression.NONE:
         # Read straight from the file (no counting layer to copy through); progress is its position.
         stream = path.open("rb")
@@ -263,28 +268,28 @@ def _archive_unpack(path: Path, target: Path, limits: Limits) -> Path:
                         out.write(chunk)
     else:
         try:
-            archive = tarfile.open(path)
+            tarball = tarfile.open(path)
         except (tarfile.TarError, OSError, EOFError) as exc:
             raise IngestRefused(f"The archive could not be read: {exc}") from exc
-        with archive:
+        with tarball:
             count = 0
-            for member in archive:
+            for entry in tarball:
                 count += 1
                 if count > limits.max_archive_members:
                     raise IngestRefused(f"The archive holds more than {limits.max_archive_members} files.")
-                relative = _member_check(member.name)
-                if member.isdir():
+                relative = _member_check(entry.name)
+                if entry.isdir():
                     continue
-                if not member.isfile():
+                if not entry.isfile():
                     raise IngestRefused(
-                        f"The archive holds a link or device ({member.name!r}); it was refused."
+                        f"The archive holds a link or device ({entry.name!r}); it was refused."
                     )
-                source = archive.extractfile(member)
-                assert source is not None  # a regular file always has content
+                extracted = tarball.extractfile(entry)
+                assert extracted is not None  # a regular file always has content
                 out_path = target / relative
                 out_path.parent.mkdir(parents=True, exist_ok=True)
                 with out_path.open("wb") as out:
-                    while chunk := source.read(1024 * 1024):
+                    while chunk := extracted.read(1024 * 1024):
                         expanded += len(chunk)
                         expansion_check(expanded, compressed, limits)
                         out.write(chunk)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
+from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from controlplane.accounts.models import Role, User
 from controlplane.accounts.selectors import project_role_check
 from controlplane.celery import app
 from controlplane.datasets.ingest import curation
-from controlplane.datasets.ingest.pipeline import IngestOptions, ingest
+from controlplane.datasets.ingest.pipeline import IngestOptions, ProgressCallback, ingest
 from controlplane.datasets.ingest.problems import IngestRefused
 from controlplane.datasets.ingest.sources import Limits
 from controlplane.datasets.ingest.stats import TokenCounter
@@ -51,7 +52,7 @@ def _token_counter(operation: DatasetOperation, tmp: Path) -> TokenCounter | Non
     except (OSError, ValueError) as exc:
         raise ValidationFailed(f"The tokenizer of base model {name!r} could not be loaded: {exc}") from exc
 
-    def count(texts):  # type: ignore[no-untyped-def]
+    def count(texts: Sequence[str]) -> list[int]:
         return [len(ids) for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
 
     return count
@@ -154,7 +155,7 @@ def dataset_operations_reconcile() -> dict[str, int]:
     return {"resent": resent, "failed": failed}
 
 
-def _progress(operation: DatasetOperation):  # type: ignore[no-untyped-def]
+def _progress(operation: DatasetOperation) -> ProgressCallback:
     return lambda fraction: _progress_set(operation.pk, fraction)
 
 

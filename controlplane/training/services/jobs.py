@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -97,6 +99,7 @@ def job_cancel(*, job: Job, user: User) -> Job:
         job.refresh_from_db()
         if job.is_finished or job.status == S.CANCELLING:
             return job
+        extra: dict[str, Any]
         if job.status == S.QUEUED:
             to, extra = S.CANCELLED, {"finished_at": timezone.now()}
         else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from datetime import timedelta
 from typing import Any
@@ -187,6 +188,7 @@ def jobs_recover_lost() -> dict[str, int]:
         return counts
     for job_id, status, attempt in silent.values_list("pk", "status", "attempt"):
         silence = f"no heartbeat for {settings.JOB_HEARTBEAT_TIMEOUT_SECONDS}s from attempt {attempt}"
+        extra: dict[str, Any]
         if status == S.CANCELLING:
             outcome, to, extra = "cancelled", S.CANCELLED, {"finished_at": timezone.now()}
         elif attempt < settings.JOB_MAX_ATTEMPTS:
@@ -203,7 +205,8 @@ def jobs_recover_lost() -> dict[str, int]:
             ):
                 counts[outcome] += 1
                 if to == S.QUEUED:
-                    transaction.on_commit(lambda job_id=job_id: job_dispatch(job_id=job_id))
+                    # Bound now: a closure would see the loop's last job_id by the time it runs.
+                    transaction.on_commit(functools.partial(job_dispatch, job_id=job_id))
     return counts
 
 

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
-from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
+from peft import PeftModel
+from transformers import GenerationConfig, GenerationMixin, PreTrainedTokenizerBase
 
 from workers.engine.evaluation.likelihood import inference, pad_token_id
 
+if TYPE_CHECKING:
+    from workers.engine.methods import Model
+
 
 def generate(
-    model: PreTrainedModel,
+    model: Model,
     tokenizer: PreTrainedTokenizerBase,
     prompts: Sequence[str],
     *,
@@ -25,6 +30,9 @@ def generate(
     Prompts are tokenized as training tokenizes texts (the tokenizer's own
     special tokens), so a prompt in the training template reads as in training.
     """
+    # model_load loads a causal LM, whose class mixes in GenerationMixin (PreTrainedModel itself
+    # declares no generate), and a PeftModel has a generate of its own.
+    assert isinstance(model, PeftModel | GenerationMixin)
     config = _greedy(model, tokenizer, max_new_tokens)
     device = next(model.parameters()).device
     predictions: list[str] = []
@@ -43,9 +51,7 @@ def generate(
     return predictions
 
 
-def _greedy(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, max_new_tokens: int
-) -> GenerationConfig:
+def _greedy(model: Model, tokenizer: PreTrainedTokenizerBase, max_new_tokens: int) -> GenerationConfig:
     # A fresh config rather than the model's: a checkpoint's own sampling or
     # repetition settings would make the metrics depend on where it came from.
     # Its end-of-sequence ids are kept (some models stop on several tokens).

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from peft import PeftModel
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
 from workers.engine import JobInputError
 from workers.engine.data import DatasetError, MultipleChoiceRow, TrainingRow
@@ -20,6 +21,9 @@ from workers.engine.evaluation.multiple_choice import MultipleChoiceExample
 from workers.engine.evaluation.suite import EvaluationData, evaluate, held_out_data
 from workers.engine.methods import BaseModelError, first_line, model_load
 from workers.spec import EvaluationConfig, EvaluationMetric, FullMethod, TrainedArtifactKind
+
+if TYPE_CHECKING:
+    from workers.engine.methods import Model
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 
@@ -33,10 +37,11 @@ def evaluated_model_load(
     *,
     on_gpu: bool = False,
     trust_remote_code: bool = False,
-) -> tuple[PreTrainedTokenizerBase, PreTrainedModel]:
+) -> tuple[PreTrainedTokenizerBase, Model]:
     """The tokenizer and the model to score: the base model, with the trained adapter on top, or the
     trained whole model instead. Weights are read from safetensors only, the adapter's too: a
     pickle is code, and a checkpoint someone uploaded must not run on a worker."""
+    model: Model
     if artifact is not None and artifact_kind is TrainedArtifactKind.MODEL:
         # A whole model trained from a base keeps that base's architecture, and its code.
         tokenizer, model = model_load(
@@ -55,7 +60,8 @@ def evaluated_model_load(
                     f"cannot load the adapter {artifact_uri!r} on {base_uri!r}: {first_line(exc)}"
                 ) from exc
     if on_gpu and torch.cuda.is_available():
-        model = model.to("cuda")
+        # transformers wraps PreTrainedModel.to in functools.wraps, whose typeshed type never binds self.
+        model = model.to("cuda")  # type: ignore[arg-type]
     return tokenizer, model
 
 
@@ -90,7 +96,7 @@ def evaluation_data(
 
 
 def model_evaluate(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, config: EvaluationConfig, data: EvaluationData
+    model: Model, tokenizer: PreTrainedTokenizerBase, config: EvaluationConfig, data: EvaluationData
 ) -> dict[str, float]:
     """The suite's metrics; data it cannot score is the dataset's fault, said as such."""
     try:

@@ -5,16 +5,20 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
 from workers.engine.data import tokenize
 from workers.engine.evaluation import EvaluationDataError
 
+if TYPE_CHECKING:
+    from workers.engine.methods import Model
+
 
 @contextmanager
-def inference(model: PreTrainedModel) -> Iterator[None]:
+def inference(model: Model) -> Iterator[None]:
     """No gradients and no dropout while scoring; a model that was training goes back to training."""
     was_training = model.training
     model.eval()
@@ -26,7 +30,7 @@ def inference(model: PreTrainedModel) -> Iterator[None]:
 
 
 def token_logprobs(
-    model: PreTrainedModel, sequences: Sequence[Sequence[int]], *, batch_size: int, pad_token_id: int
+    model: Model, sequences: Sequence[Sequence[int]], *, batch_size: int, pad_token_id: int
 ) -> list[torch.Tensor]:
     """For each sequence of n >= 2 tokens, the n - 1 log-probabilities of tokens 2..n given those before.
 
@@ -56,7 +60,7 @@ def token_logprobs(
 
 
 def perplexity(
-    model: PreTrainedModel,
+    model: Model,
     tokenizer: PreTrainedTokenizerBase,
     texts: Sequence[str],
     *,

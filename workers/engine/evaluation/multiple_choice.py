@@ -32,11 +32,15 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from statistics import fmean
+from typing import TYPE_CHECKING
 
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
 from workers.engine.evaluation import EvaluationDataError
 from workers.engine.evaluation.likelihood import pad_token_id, token_logprobs
+
+if TYPE_CHECKING:
+    from workers.engine.methods import Model
 
 TARGET_DELIMITER = " "
 FEWSHOT_DELIMITER = "\n\n"
@@ -52,7 +56,7 @@ class MultipleChoiceExample:
 
 
 def multiple_choice_accuracy(
-    model: PreTrainedModel,
+    model: Model,
     tokenizer: PreTrainedTokenizerBase,
     examples: Sequence[MultipleChoiceExample],
     *,
@@ -124,7 +128,7 @@ def fewshot_contexts(
 
 
 def choice_loglikelihoods(
-    model: PreTrainedModel,
+    model: Model,
     tokenizer: PreTrainedTokenizerBase,
     contexts: Sequence[str],
     examples: Sequence[MultipleChoiceExample],
@@ -178,7 +182,7 @@ def encode_pair(
     return context_ids, whole[len(context_ids) :]
 
 
-def context_window(model: PreTrainedModel) -> int:
+def context_window(model: Model) -> int:
     """How many tokens the model reads at once, from the first of its config's usual names for it."""
     for attribute in ("n_positions", "max_position_embeddings", "n_ctx"):
         value = getattr(model.config, attribute, None)

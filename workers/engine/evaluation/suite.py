@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
 from workers.engine.data import (
     ChatRow,
@@ -22,6 +23,9 @@ from workers.engine.evaluation.likelihood import perplexity
 from workers.engine.evaluation.multiple_choice import MultipleChoiceExample, multiple_choice_accuracy
 from workers.engine.evaluation.text import score_predictions
 from workers.spec import EvaluationConfig, EvaluationMetric
+
+if TYPE_CHECKING:
+    from workers.engine.methods import Model
 
 
 @dataclass(frozen=True)
@@ -43,7 +47,7 @@ class EvaluationData:
 
 
 def evaluate(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, config: EvaluationConfig, data: EvaluationData
+    model: Model, tokenizer: PreTrainedTokenizerBase, config: EvaluationConfig, data: EvaluationData
 ) -> dict[str, float]:
     """Every metric ``config`` chooses, by name: ready for ``log_metrics`` and ``JobResult.metrics``.
 

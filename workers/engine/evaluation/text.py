@@ -40,7 +40,9 @@ def bleu(predictions: Sequence[str], references: References) -> dict[str, float]
         [refs[position] if position < len(refs) else None for refs in reference_sets]
         for position in range(streams)
     ]
-    return {"bleu": float(corpus_bleu(list(predictions), reference_streams).score)}
+    # sacrebleu documents None as a missing reference, but annotates the references as str only.
+    score = corpus_bleu(list(predictions), reference_streams)  # type: ignore[arg-type]
+    return {"bleu": float(score.score)}
 
 
 def rouge(

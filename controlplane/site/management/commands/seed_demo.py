@@ -1,3 +1,5 @@
+"""``manage.py seed_demo``: the laptop's demo users, project, tiny base model and dataset."""
+
 from __future__ import annotations
 
 from django.core.management.base import BaseCommand
