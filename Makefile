@@ -21,9 +21,12 @@ test: $(VENV)/.installed
 	infra/system-deps.sh
 	$(BIN)/python -m pytest
 
+# ruff (lint and format), mypy with django-stubs, and import-linter's contracts (pyproject.toml).
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 check-compose:
 	docker-compose -f docker-compose.yml config -q

@@ -1,4 +1,4 @@
-"""The URL map: the admin, the REST API (/api/v1/), the workers' internal API (/internal/v1/) and the pages."""
+"""The URL map: the admin, the REST API (/api/v1/), the workers' internal API (/internal/v1/), the pages."""
 
 from __future__ import annotations
 

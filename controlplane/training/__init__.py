@@ -1,1 +1,1 @@
-"""Training: base models, jobs (finetune, evaluate, sweep driver), their state machine, dispatch and workers."""
+"""Training: base models, jobs (finetune, evaluate, sweep driver), their state machine, dispatch, workers."""

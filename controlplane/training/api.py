@@ -1,4 +1,4 @@
-"""REST endpoints of training: base models, jobs and their logs and metrics, usage; and the workers' internal API."""
+"""REST endpoints of training: base models, jobs, their logs and metrics, usage; the workers' internal API."""
 
 from __future__ import annotations
 
