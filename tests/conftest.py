@@ -110,22 +110,35 @@ def redis_url(services_dir: Path) -> Iterator[str]:
         _stop(process)
 
 
+# The session's two tiny models, built here and nowhere else in the suite: one
+# with the tokenizer of workers.tinymodel's own corpus (the engine's tests train
+# on rows like it), one with the demo's, as `make up` seeds it (the end-to-end
+# tests train on the demo's arithmetic rows).
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from workers.tinymodel import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture(scope="session")
+def demo_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from controlplane.site.demo import demo_instruction_rows
     from workers.tinymodel import build_tiny_model
 
     corpus = [f"{r['instruction']} {r['input']} {r['output']}" for r in demo_instruction_rows(256)]
-    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model", corpus)
+    return build_tiny_model(tmp_path_factory.mktemp("demo-tiny") / "model", corpus)
 
 
 @pytest.fixture(scope="session")
-def tiny_model_uri(mlflow_server: str, tiny_model_dir: Path) -> str:
-    """The tiny model stored once per session in MLflow's artifact store."""
+def tiny_model_uri(mlflow_server: str, demo_model_dir: Path) -> str:
+    """The demo's tiny model stored once per session in MLflow's artifact store."""
     from controlplane import tracking
 
     return tracking.artifact_upload(
-        tiny_model_dir,
+        demo_model_dir,
         experiment="tests/base-models",
         run_name="tiny",
         artifact_path="model",

@@ -19,8 +19,8 @@ TINY_LORA_R8 = 2 * 8 * ((64 + 64) + (64 + 32))
 
 
 @pytest.fixture
-def local_model(people, tiny_model_dir):
-    return base_model_make(people["demo"], uri=str(tiny_model_dir))
+def local_model(people, demo_model_dir):
+    return base_model_make(people["demo"], uri=str(demo_model_dir))
 
 
 @pytest.fixture

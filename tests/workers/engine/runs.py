@@ -80,6 +80,18 @@ def spec_make(job_id: int, model: Path, method: dict[str, str], *, learning_rate
     }
 
 
+def _schema_of(row: dict[str, Any]) -> str:
+    for schema, columns in (
+        ("instruction", {"instruction", "output"}),
+        ("chat", {"messages"}),
+        ("preference", {"prompt", "chosen", "rejected"}),
+        ("multiple_choice", {"question", "choices", "answer"}),
+    ):
+        if columns <= set(row):
+            return schema
+    return "text"
+
+
 def engine_start(
     run_dir: Path, spec: dict[str, Any], rows: list[str] | list[dict[str, Any]], store: Path
 ) -> subprocess.Popen[bytes]:
@@ -91,6 +103,8 @@ def engine_start(
 
         pq.write_table(pa.Table.from_pylist(rows), run_dir / "train.parquet")
         spec["dataset_uris"] = [str(run_dir / "train.parquet")]
+        # The schema the control plane would have stored the version with; the engine reads by it.
+        spec.setdefault("dataset_format", _schema_of(rows[0]))
     else:
         (run_dir / "train.jsonl").write_text("\n".join(str(row) for row in rows) + "\n")
         spec["dataset_uris"] = [str(run_dir / "train.jsonl")]

@@ -58,7 +58,7 @@ def spec_make(job_id: int, model: Path, *, processes: int, batch_size: int) -> d
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> dict[str, EngineRun]:
+def runs(tmp_path_factory: pytest.TempPathFactory, demo_model_dir: Path) -> dict[str, EngineRun]:
     base = tmp_path_factory.mktemp("distributed")
     store = empty_store(base / "empty-mlflow.db")
     rows = [json.dumps(row) for row in ROWS]
@@ -73,12 +73,12 @@ def runs(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> dict
         ),
     }
     # The same global batch of 4 rows a step: 2 per process, or 4 in one.
-    two = spec_make(1, tiny_model_dir, processes=2, batch_size=2)
+    two = spec_make(1, demo_model_dir, processes=2, batch_size=2)
     started["two"] = engine_start(base / "two", two, rows, store)
     started["one"] = engine_start(
-        base / "one", spec_make(2, tiny_model_dir, processes=1, batch_size=4), rows, store
+        base / "one", spec_make(2, demo_model_dir, processes=1, batch_size=4), rows, store
     )
-    fsdp = spec_make(5, tiny_model_dir, processes=2, batch_size=2)
+    fsdp = spec_make(5, demo_model_dir, processes=2, batch_size=2)
     fsdp["config"]["resources"]["distributed"] = {"name": "fsdp"}
     started["fsdp"] = engine_start(base / "fsdp", fsdp, rows, store)
     finished = {name: engine_finish(process, base / name) for name, process in started.items()}
@@ -193,7 +193,7 @@ def _job_processes(job_id: int, *, under: Path | None = None) -> set[int]:
 
 
 def _endless_two_process_job(
-    people: dict, tiny_model_dir: Path, tmp_path: Path, monkeypatch
+    people: dict, demo_model_dir: Path, tmp_path: Path, monkeypatch
 ) -> tuple[Job, Any]:
     """A queued two-process job that would train for hours, and its JobSpec."""
     from controlplane.training.services import job_spec_build
@@ -207,7 +207,7 @@ def _endless_two_process_job(
     job = job_create(
         project=project,
         user=alice,
-        base_model_id=base_model_make(project, uri=str(tiny_model_dir)).pk,
+        base_model_id=base_model_make(project, uri=str(demo_model_dir)).pk,
         dataset_version_id=dataset_version_make(project, alice, uri=str(rows)).pk,
         config=TrainingConfig.model_validate(
             {
@@ -224,9 +224,9 @@ def _endless_two_process_job(
 
 @pytest.mark.django_db(transaction=True)
 def test_a_cancel_kills_torchrun_and_every_rank(
-    people: dict, live_server: Any, settings: Any, tiny_model_dir: Path, tmp_path: Path, monkeypatch
+    people: dict, live_server: Any, settings: Any, demo_model_dir: Path, tmp_path: Path, monkeypatch
 ) -> None:
-    job, spec = _endless_two_process_job(people, tiny_model_dir, tmp_path, monkeypatch)
+    job, spec = _endless_two_process_job(people, demo_model_dir, tmp_path, monkeypatch)
     client = ControlPlaneClient(live_server.url, settings.WORKER_TOKEN, tries=2)
     outcome: list[str] = []
     thread = threading.Thread(
@@ -269,9 +269,9 @@ runner.job_run(spec, client=client, worker="w1", heartbeat_seconds=0.2)
 
 @pytest.mark.django_db(transaction=True)
 def test_a_sigkilled_worker_leaves_neither_torchrun_nor_any_rank_training(
-    people: dict, live_server: Any, settings: Any, tiny_model_dir: Path, tmp_path: Path, monkeypatch
+    people: dict, live_server: Any, settings: Any, demo_model_dir: Path, tmp_path: Path, monkeypatch
 ) -> None:
-    job, spec = _endless_two_process_job(people, tiny_model_dir, tmp_path, monkeypatch)
+    job, spec = _endless_two_process_job(people, demo_model_dir, tmp_path, monkeypatch)
     spec_file = tmp_path / "job-spec.json"
     spec_file.write_text(spec.model_dump_json())
     command = [sys.executable, "-c", _WORKER, str(spec_file), live_server.url, settings.WORKER_TOKEN]

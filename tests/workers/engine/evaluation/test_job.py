@@ -72,26 +72,26 @@ def _lora_adapter(model_dir: Path, out: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> dict[str, EngineRun]:
+def runs(tmp_path_factory: pytest.TempPathFactory, demo_model_dir: Path) -> dict[str, EngineRun]:
     base = tmp_path_factory.mktemp("evaluate")
     store = empty_store(base / "empty-mlflow.db")
-    adapter = _lora_adapter(tiny_model_dir, base / "trained-adapter")
+    adapter = _lora_adapter(demo_model_dir, base / "trained-adapter")
     mc = {"metrics": ["multiple_choice"], "batch_size": 4}
     perplexity = {"metrics": ["perplexity"], "max_seq_length": 64}
     adapter_on = {"trained_artifact": {"kind": "adapter", "uri": str(adapter)}}
     specs = {
-        "zero_shot": (_evaluate_spec(1, tiny_model_dir, mc), QUESTIONS),
-        "two_shot": (_evaluate_spec(2, tiny_model_dir, mc | {"num_fewshot": 2, "seed": 7}), QUESTIONS),
-        "adapter": (_evaluate_spec(3, tiny_model_dir, perplexity, **adapter_on), TEXTS),
+        "zero_shot": (_evaluate_spec(1, demo_model_dir, mc), QUESTIONS),
+        "two_shot": (_evaluate_spec(2, demo_model_dir, mc | {"num_fewshot": 2, "seed": 7}), QUESTIONS),
+        "adapter": (_evaluate_spec(3, demo_model_dir, perplexity, **adapter_on), TEXTS),
     }
     started = {name: engine_start(base / name, spec, rows, store) for name, (spec, rows) in specs.items()}
     return {name: engine_finish(process, base / name) for name, process in started.items()}
 
 
 @pytest.fixture(scope="module")
-def tiny(tiny_model_dir: Path):
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
-    return model.eval(), AutoTokenizer.from_pretrained(tiny_model_dir)
+def tiny(demo_model_dir: Path):
+    model = AutoModelForCausalLM.from_pretrained(demo_model_dir, dtype=torch.float32)
+    return model.eval(), AutoTokenizer.from_pretrained(demo_model_dir)
 
 
 def _examples() -> list[MultipleChoiceExample]:
@@ -148,10 +148,10 @@ def _perplexity_by_hand(model, tokenizer) -> float:
     return math.exp(total / count)
 
 
-def test_an_adapter_is_evaluated_on_top_of_its_base_model(runs, tiny, tiny_model_dir):
+def test_an_adapter_is_evaluated_on_top_of_its_base_model(runs, tiny, demo_model_dir):
     model, tokenizer = tiny
     spec = json.loads((runs["adapter"].workdir.parent / "spec.json").read_text())
-    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    base = AutoModelForCausalLM.from_pretrained(demo_model_dir, dtype=torch.float32)
     with_adapter = PeftModel.from_pretrained(base, spec["trained_artifact"]["uri"]).eval()
 
     adapted = _result(runs["adapter"])
@@ -175,12 +175,12 @@ def test_the_metrics_and_the_evaluation_go_to_the_jobs_mlflow_run(runs):
     assert recorded.data.params["num_fewshot"] == "0"
 
 
-def test_an_adapter_stored_as_a_pickle_is_refused_unread(tiny_model_dir, tmp_path):
-    pickled = _lora_adapter(tiny_model_dir, tmp_path / "adapter")
+def test_an_adapter_stored_as_a_pickle_is_refused_unread(demo_model_dir, tmp_path):
+    pickled = _lora_adapter(demo_model_dir, tmp_path / "adapter")
     (pickled / "adapter_model.safetensors").rename(pickled / "adapter_model.bin")
 
     with pytest.raises(BaseModelError, match="has no adapter_model.safetensors"):
-        evaluated_model_load(tiny_model_dir, "tiny", pickled, TrainedArtifactKind.ADAPTER, "runs:/r/adapter")
+        evaluated_model_load(demo_model_dir, "tiny", pickled, TrainedArtifactKind.ADAPTER, "runs:/r/adapter")
 
 
 def test_multiple_choice_on_rows_without_choices_fails_with_a_reason(tmp_path):
@@ -216,12 +216,12 @@ def test_an_evaluate_spec_carries_its_evaluation_and_nothing_else_does():
     assert JobSpec.model_validate(base | {"kind": "evaluate", "evaluation": {}}).evaluation is not None
 
 
-def test_a_whole_trained_model_is_loaded_in_place_of_its_base(tiny_model_dir, tiny):
+def test_a_whole_trained_model_is_loaded_in_place_of_its_base(demo_model_dir, tiny):
     model, _ = tiny
     missing_base = Path("/nonexistent/base-model")
 
     _, loaded = evaluated_model_load(
-        missing_base, "runs:/base/model", tiny_model_dir, TrainedArtifactKind.MODEL, "runs:/r/model"
+        missing_base, "runs:/base/model", demo_model_dir, TrainedArtifactKind.MODEL, "runs:/r/model"
     )
 
     assert all(

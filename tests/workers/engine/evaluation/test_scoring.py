@@ -77,9 +77,9 @@ FEWSHOT_POOL = [
 
 
 @pytest.fixture(scope="module")
-def tiny(tiny_model_dir: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
-    return model.eval(), AutoTokenizer.from_pretrained(tiny_model_dir)
+def tiny(demo_model_dir: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    model = AutoModelForCausalLM.from_pretrained(demo_model_dir, dtype=torch.float32)
+    return model.eval(), AutoTokenizer.from_pretrained(demo_model_dir)
 
 
 # --- BLEU, ROUGE, exact match ------------------------------------------------
