@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
-from typing import Annotated, Final, Literal
+from typing import Annotated, ClassVar, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
@@ -65,8 +65,28 @@ def _module_names_check(value: list[str] | None) -> list[str] | None:
     return value
 
 
-class LoraMethod(_Frozen):
+class _Method(_Frozen):
+    """What every training method says of itself, as class traits (PEFT's way): adding a
+    method means writing its class, not editing name lists elsewhere."""
+
+    # Its adapter changes weights, so it can be folded into them for export.
+    mergeable: ClassVar[bool] = False
+    # DPO can run it as the policy and switch it off (or copy the base) for the reference.
+    trains_with_dpo: ClassVar[bool] = False
+    # It loads the base model quantized (bitsandbytes): a CUDA GPU, no sharded weights.
+    quantized: ClassVar[bool] = False
+    # It trains virtual tokens before the input (the base model's layers are untouched).
+    prompt_learning: ClassVar[bool] = False
+    # What a person reads in an error naming it.
+    title: ClassVar[str] = ""
+
+
+class LoraMethod(_Method):
     """Low-rank adapters on the attention (or the given) projections."""
+
+    mergeable = True
+    trains_with_dpo = True
+    title = "LoRA"
 
     name: Literal["lora"] = "lora"
     r: int = Field(default=8, ge=1, le=512, description="adapter rank")
@@ -84,6 +104,11 @@ class QLoraMethod(LoraMethod):
     Needs a CUDA GPU; ``TrainingConfig`` refuses it for a job with no GPUs.
     """
 
+    # Its base is 4-bit: an adapter folded into it would be 4-bit too.
+    mergeable = False
+    quantized = True
+    title = "QLoRA (4-bit bitsandbytes)"
+
     # A QLoRA job is a LoRA job (isinstance checks rely on it), told apart by its own tag; the model
     # is frozen, so narrowing the tag is safe, but mypy sees pydantic fields as writable.
     name: Literal["qlora"] = "qlora"  # type: ignore[assignment]
@@ -91,18 +116,24 @@ class QLoraMethod(LoraMethod):
     double_quant: bool = True
 
 
-class FullMethod(_Frozen):
+class FullMethod(_Method):
     """Every weight of the base model is trained."""
+
+    trains_with_dpo = True  # the reference is a frozen copy of the base
+    title = "full fine-tuning"
 
     name: Literal["full"] = "full"
 
 
-class PrefixTuningMethod(_Frozen):
+class PrefixTuningMethod(_Method):
     """Trained key/value prefixes in every attention layer; the base model stays frozen.
 
     With ``projection`` the prefixes come out of a small MLP (reparameterization),
     which is P-tuning v2's "deep prompt" setup and trains more stably.
     """
+
+    prompt_learning = True
+    title = "prefix tuning"
 
     name: Literal["prefix_tuning"] = "prefix_tuning"
     num_virtual_tokens: int = Field(default=20, ge=1, le=1024)
@@ -111,12 +142,15 @@ class PrefixTuningMethod(_Frozen):
     encoder_hidden_size: int = Field(default=512, ge=1, le=65_536)
 
 
-class PTuningMethod(_Frozen):
+class PTuningMethod(_Method):
     """P-tuning: virtual input tokens produced by a trained prompt encoder (peft's ``PromptEncoder``).
 
     The prompts enter at the input layer only; for prompts in every layer
     (P-tuning v2) use ``prefix_tuning`` with ``projection``.
     """
+
+    prompt_learning = True
+    title = "P-tuning"
 
     name: Literal["p_tuning"] = "p_tuning"
     num_virtual_tokens: int = Field(default=20, ge=1, le=1024)
@@ -124,8 +158,11 @@ class PTuningMethod(_Frozen):
     encoder_type: Literal["mlp", "lstm"] = "mlp"
 
 
-class PromptTuningMethod(_Frozen):
+class PromptTuningMethod(_Method):
     """Soft prompt tuning: trained embeddings of a few virtual tokens put before every input."""
+
+    prompt_learning = True
+    title = "prompt tuning"
 
     name: Literal["prompt_tuning"] = "prompt_tuning"
     num_virtual_tokens: int = Field(default=20, ge=1, le=1024)
@@ -133,8 +170,11 @@ class PromptTuningMethod(_Frozen):
     init_text: str | None = Field(default=None, min_length=1, max_length=2000)
 
 
-class Ia3Method(_Frozen):
+class Ia3Method(_Method):
     """IA3: learned rescaling vectors on keys, values and the feed-forward layers."""
+
+    mergeable = True
+    title = "IA3"
 
     name: Literal["ia3"] = "ia3"
     # None means peft's per-architecture defaults for both lists.
@@ -155,6 +195,15 @@ class Ia3Method(_Frozen):
         return self
 
 
+METHOD_CLASSES: tuple[type[_Method], ...] = (
+    LoraMethod,
+    QLoraMethod,
+    FullMethod,
+    PrefixTuningMethod,
+    PTuningMethod,
+    PromptTuningMethod,
+    Ia3Method,
+)
 Method = Annotated[
     LoraMethod
     | QLoraMethod
@@ -167,11 +216,19 @@ Method = Annotated[
 ]
 
 
+def method_names(trait: str) -> list[str]:
+    """The names of the methods that have ``trait`` (for messages that list them)."""
+    return [cls.model_fields["name"].default for cls in METHOD_CLASSES if getattr(cls, trait)]
+
+
 # --- objectives: what the training optimizes --------------------------------
 
 
 class SftObjective(_Frozen):
     """Supervised fine-tuning: next-token loss on the texts, instructions or chats."""
+
+    # Whether it trains on prompt/chosen/rejected rows (a preference dataset) rather than texts.
+    preference_data: ClassVar[bool] = False
 
     name: Literal["sft"] = "sft"
 
@@ -190,6 +247,8 @@ class DpoObjective(_Frozen):
     weights with the adapter switched off, for full fine-tuning a frozen copy.
     """
 
+    preference_data: ClassVar[bool] = True
+
     name: Literal["dpo"] = "dpo"
     beta: float = Field(
         default=0.1, gt=0.0, le=100.0, description="how far the policy may move from the reference"
@@ -198,10 +257,6 @@ class DpoObjective(_Frozen):
 
 
 Objective = Annotated[SftObjective | DpoObjective, Field(discriminator="name")]
-
-# DPO runs the model twice per pair (policy and reference); with prompt-learning
-# methods trl cannot switch the reference off cleanly, so they are not offered.
-DPO_METHODS = ("lora", "qlora", "full")
 
 
 # --- hyperparameters ------------------------------------------------------------
@@ -301,7 +356,18 @@ class DdpStrategy(_Frozen):
     """Distributed data parallel: every process holds the whole model and trains on its
     share of each batch; gradients are averaged after every backward pass."""
 
+    # Whether it splits weights, gradients or optimizer state across the processes: the job
+    # then trains under torchrun even in one process, and saving gathers from every rank.
+    sharded: ClassVar[bool] = False
+    # Whether it runs only on CUDA GPUs, and the package a worker needs for it ("": none).
+    needs_gpus: ClassVar[bool] = False
+    package: ClassVar[str] = ""
+
     name: Literal["ddp"] = "ddp"
+
+    @property
+    def title(self) -> str:
+        return "DDP"
 
 
 class FsdpStrategy(_Frozen):
@@ -309,7 +375,16 @@ class FsdpStrategy(_Frozen):
     state are split across the processes and each layer is gathered whole only while it
     computes, so a model too large for one GPU trains on several."""
 
+    sharded: ClassVar[bool] = True
+    needs_gpus: ClassVar[bool] = False
+    package: ClassVar[str] = ""
+
     name: Literal["fsdp"] = "fsdp"
+
+    @property
+    def title(self) -> str:
+        return "FSDP"
+
     # Sharded weights and gradients wait in host memory between uses: a larger model, slower steps.
     cpu_offload: bool = False
 
@@ -321,8 +396,17 @@ class DeepSpeedStrategy(_Frozen):
     it fails the job as a bad input, with that reason.
     """
 
+    sharded: ClassVar[bool] = True
+    needs_gpus: ClassVar[bool] = True
+    package: ClassVar[str] = "deepspeed"
+
     name: Literal["deepspeed"] = "deepspeed"
     stage: Literal[1, 2, 3] = 2
+
+    @property
+    def title(self) -> str:
+        return f"DeepSpeed ZeRO stage {self.stage}"
+
     # The optimizer state (and at stage 3 the weights) in host memory.
     cpu_offload: bool = False
 
@@ -358,7 +442,7 @@ class Resources(_Frozen):
     def _processes_fit(self) -> Resources:
         if self.gpus and self.cpu_processes > 1:
             raise ValueError("a GPU job runs one process per GPU: cpu_processes is for jobs without GPUs")
-        if not self.gpus and self.distributed.name == "deepspeed":
+        if not self.gpus and self.distributed.needs_gpus:
             raise ValueError("DeepSpeed needs CUDA GPUs: set resources.gpus to 1 or more")
         if not self.gpus and isinstance(self.distributed, FsdpStrategy) and self.distributed.cpu_offload:
             raise ValueError("cpu_offload frees GPU memory, and a job without GPUs has none: leave it out")
@@ -378,7 +462,7 @@ class Resources(_Frozen):
     @property
     def launched(self) -> bool:
         """Whether the job trains under torchrun: several processes, or a sharding strategy."""
-        return self.processes > 1 or self.distributed.name != "ddp"
+        return self.processes > 1 or self.distributed.sharded
 
     @property
     def queue_name(self) -> str:
@@ -430,11 +514,6 @@ class EvaluationConfig(_Frozen):
         )
 
 
-# Methods whose adapter changes weights, so it can be folded into them (not
-# prompt learning; not QLoRA, whose base is 4-bit).
-MERGEABLE_METHODS = ("lora", "ia3")
-
-
 class ExportConfig(_Frozen):
     """What a finished fine-tune saves besides its trained weights."""
 
@@ -457,21 +536,23 @@ class TrainingConfig(_Frozen):
     @model_validator(mode="after")
     def _method_fits(self) -> TrainingConfig:
         gpu_only = []
-        if self.method.name == "qlora":
-            gpu_only.append("QLoRA (4-bit bitsandbytes)")
+        if self.method.quantized:
+            gpu_only.append(self.method.title)
         if self.hyperparameters.optimizer in GPU_ONLY_OPTIMIZERS:
             gpu_only.append(f"the {self.hyperparameters.optimizer.value} optimizer")
         if self.hyperparameters.mixed_precision is MixedPrecision.FP16:
             gpu_only.append("fp16 mixed precision")
         if gpu_only and self.resources.gpus == 0:
             raise ValueError(f"{' and '.join(gpu_only)} needs a CUDA GPU: set resources.gpus to 1 or more")
-        if self.objective.name == "dpo" and self.method.name not in DPO_METHODS:
-            raise ValueError(f"DPO works with the methods {', '.join(DPO_METHODS)}, not {self.method.name}")
+        if self.objective.preference_data and not self.method.trains_with_dpo:
+            # DPO runs the model twice per pair (policy and reference); with prompt-learning
+            # methods trl cannot switch the reference off cleanly, so they are not offered.
+            methods = ", ".join(method_names("trains_with_dpo"))
+            raise ValueError(f"DPO works with the methods {methods}, not {self.method.name}")
         merges = self.export is not None and self.export.merge_adapter
-        if merges and self.method.name not in MERGEABLE_METHODS:
-            raise ValueError(
-                f"merge_adapter works with the methods {', '.join(MERGEABLE_METHODS)}, not {self.method.name}"
-            )
+        if merges and not self.method.mergeable:
+            methods = ", ".join(method_names("mergeable"))
+            raise ValueError(f"merge_adapter works with the methods {methods}, not {self.method.name}")
         self._distributed_fits()
         if self.evaluation is not None:
             if self.hyperparameters.validation_fraction == 0:
@@ -489,23 +570,15 @@ class TrainingConfig(_Frozen):
         sharded_weights = isinstance(strategy, FsdpStrategy) or (
             isinstance(strategy, DeepSpeedStrategy) and strategy.stage == 3
         )
-        if sharded_weights and self.method.name == "qlora":
-            raise ValueError(
-                f"QLoRA's 4-bit weights cannot be sharded by {_strategy_title(strategy)}: use ddp"
-            )
+        if sharded_weights and self.method.quantized:
+            raise ValueError(f"QLoRA's 4-bit weights cannot be sharded by {strategy.title}: use ddp")
         if sharded_weights and self.evaluation is not None:
             # The suite generates with one whole copy of the model, on one process.
-            title = _strategy_title(strategy)
+            title = strategy.title
             raise ValueError(
                 f"the held-out evaluation needs the whole model in one process, which {title} does not "
                 "keep: use ddp or leave evaluation out"
             )
-
-
-def _strategy_title(strategy: DdpStrategy | FsdpStrategy | DeepSpeedStrategy) -> str:
-    if isinstance(strategy, DeepSpeedStrategy):
-        return f"DeepSpeed ZeRO stage {strategy.stage}"
-    return strategy.name.upper()
 
 
 class EvaluateConfig(_Frozen):

@@ -13,6 +13,7 @@ from controlplane.errors import pydantic_parse
 from controlplane.training.models import BaseModel, Job
 from controlplane.training.selectors import base_model_list, evaluable_job_list
 from workers.spec import (
+    METHOD_CLASSES,
     EvaluateConfig,
     EvaluationConfig,
     EvaluationMetric,
@@ -34,7 +35,9 @@ METHOD_CHOICES = [
     ("prompt_tuning", "Prompt tuning"),
     ("ia3", "IA3"),
 ]
-_LORA_METHODS = ("lora", "qlora")
+
+
+METHODS_BY_NAME = {cls.model_fields["name"].default: cls for cls in METHOD_CLASSES}
 
 
 # The launch form's strategies, as the config's ``resources.distributed``.
@@ -120,7 +123,7 @@ class JobLaunchForm(forms.Form):
         """The job's config from the form; a ValidationFailed naming the first field the contract refuses."""
         data = self.cleaned_data
         method: dict[str, Any] = {"name": data["method"]}
-        if data["method"] in _LORA_METHODS:
+        if issubclass(METHODS_BY_NAME[data["method"]], LoraMethod):  # QLoRA is a LoRA too
             method |= {
                 "r": data["lora_r"],
                 "alpha": data["lora_alpha"],

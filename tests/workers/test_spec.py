@@ -217,3 +217,21 @@ def test_a_ray_sweep_refuses_trials_of_several_processes():
     with pytest.raises(ValidationError, match="train in one process each"):
         _spec(kind="sweep-driver", sweep=sweep, config={"resources": {"gpus": 2}})
     assert _spec(kind="sweep-driver", sweep=sweep, config={"resources": {"gpus": 1}}).sweep is not None
+
+
+def test_each_methods_traits_live_on_its_class_and_decide_what_a_config_may_ask():
+    from workers.spec import METHOD_CLASSES, method_names
+
+    assert method_names("mergeable") == ["lora", "ia3"]
+    assert method_names("trains_with_dpo") == ["lora", "qlora", "full"]
+    assert method_names("quantized") == ["qlora"]
+    assert method_names("prompt_learning") == ["prefix_tuning", "p_tuning", "prompt_tuning"]
+    assert all(cls.title for cls in METHOD_CLASSES)
+    merged = {"export": {"merge_adapter": True}}
+    with pytest.raises(ValidationError, match="merge_adapter works with the methods lora, ia3, not full"):
+        TrainingConfig.model_validate({"method": {"name": "full"}, **merged})
+    with pytest.raises(ValidationError, match="DPO works with the methods lora, qlora, full, not p_tuning"):
+        TrainingConfig.model_validate({"method": {"name": "p_tuning"}, "objective": {"name": "dpo"}})
+    sharded = {"gpus": 2, "distributed": {"name": "fsdp"}}
+    with pytest.raises(ValidationError, match="QLoRA's 4-bit weights cannot be sharded by FSDP"):
+        TrainingConfig.model_validate({"method": {"name": "qlora"}, "resources": sharded})

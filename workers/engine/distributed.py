@@ -69,8 +69,11 @@ def strategy_check(resources: Resources) -> None:
     """Refuse, before any process starts, a strategy this worker cannot run."""
     import importlib.util
 
-    if resources.distributed.name == "deepspeed" and importlib.util.find_spec("deepspeed") is None:
-        raise JobInputError("DeepSpeed ZeRO was asked for, but this worker has no deepspeed package")
+    package = resources.distributed.package
+    if package and importlib.util.find_spec(package) is None:
+        raise JobInputError(
+            f"{resources.distributed.title} was asked for, but this worker has no {package} package"
+        )
 
 
 @dataclass(frozen=True)

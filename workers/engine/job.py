@@ -210,7 +210,7 @@ def training_params(spec: JobSpec) -> dict[str, object]:
 
 def _rows_fit_objective(spec: JobSpec, rows: list[TrainingRow]) -> None:
     """DPO learns from preference pairs only; say so before the base model downloads."""
-    if spec.config.objective.name != "dpo":
+    if not spec.config.objective.preference_data:
         return
     for number, row in enumerate(rows, start=1):
         if not isinstance(row, PreferenceRow):

@@ -123,7 +123,7 @@ def train(
             final |= trainer.evaluate()
     artifact_name = "adapter" if isinstance(model, PeftModel) else "model"
     out_dir = workdir / artifact_name
-    if spec.config.resources.distributed.name != "ddp":
+    if spec.config.resources.distributed.sharded:
         # The weights are sharded across the ranks: gathering them whole takes every rank.
         _sharded_save(trainer, model, out_dir, spec.base_model_uri)
     if not distributed.is_main():
@@ -132,7 +132,7 @@ def train(
         return TrainedModel(out_dir, artifact_name, output.global_step, {})
     if spec.config.evaluation is not None:
         final |= _held_out_evaluation(model, tokenizer, spec.config.evaluation, eval_rows)
-    if spec.config.resources.distributed.name == "ddp":
+    if not spec.config.resources.distributed.sharded:
         _save(model, tokenizer, out_dir, spec.base_model_uri)
     saved = out_dir
     metrics = {
