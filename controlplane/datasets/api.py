@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
@@ -79,6 +80,7 @@ class DatasetVersionListApi(APIView):
         versions = selectors.dataset_version_list(project=project)
         return Response({"results": DatasetVersionSerializer(versions, many=True).data})
 
+    @extend_schema(request={"multipart/form-data": IngestRequest})
     def post(self, request: AuthenticatedRequest) -> Response:
         """A small file answers 201 with its version; a large one 202 with the operation to follow."""
         project = project_from_request(request, role=Role.MEMBER)
@@ -131,6 +133,7 @@ class DatasetVersionRowsApi(APIView):
 class DatasetVersionOperationsApi(APIView):
     """Start dedup, a split, a contamination check or a PII scan; answers 202 with the operation."""
 
+    @extend_schema(request=OperationRequest)
     def post(self, request: AuthenticatedRequest, version_id: int) -> Response:
         version = selectors.dataset_version_get(user=request.user, version_id=version_id)
         options = body_parse(request, OperationRequest).root
@@ -162,6 +165,7 @@ def _upload_answer(upload: ChunkedUpload, code: int = status.HTTP_200_OK) -> Res
 class ChunkedUploadListApi(APIView):
     """Begin a resumable upload: ``{"project", "filename", "size"}``; answers 201 with its id and offset 0."""
 
+    @extend_schema(request=UploadBeginRequest)
     def post(self, request: AuthenticatedRequest) -> Response:
         project = project_from_request(request, role=Role.MEMBER)
         body = body_parse(request, UploadBeginRequest)
@@ -191,6 +195,7 @@ class ChunkedUploadDetailApi(APIView):
 class ChunkedUploadFinishApi(APIView):
     """Every byte is in: ingest the file as a one-piece upload would be (201 or 202)."""
 
+    @extend_schema(request=UploadFinishRequest)
     def post(self, request: AuthenticatedRequest, upload_id: uuid.UUID) -> Response:
         body = ingest_request_parse(request, UploadFinishRequest)
         operation = uploads.upload_finish(

@@ -125,17 +125,22 @@ def _operation_kind(body: Any) -> str | None:
     return kind if isinstance(kind, str) else None
 
 
-OperationRequest = RootModel[
-    Annotated[
-        Annotated[DedupRequest, Tag("dedup")]
-        | Annotated[SplitRequest, Tag("split")]
-        | Annotated[ContaminationRequest, Tag("contamination")]
-        | Annotated[PiiScanRequest, Tag("pii_scan")],
-        Discriminator(
-            _operation_kind,
-            custom_error_type="operation_kind",
-            custom_error_message="'kind' is one of dedup, split, contamination, pii_scan",
-        ),
+class OperationRequest(
+    RootModel[
+        Annotated[
+            Annotated[DedupRequest, Tag("dedup")]
+            | Annotated[SplitRequest, Tag("split")]
+            | Annotated[ContaminationRequest, Tag("contamination")]
+            | Annotated[PiiScanRequest, Tag("pii_scan")],
+            Discriminator(
+                _operation_kind,
+                custom_error_type="operation_kind",
+                custom_error_message="'kind' is one of dedup, split, contamination, pii_scan",
+            ),
+        ]
     ]
-]
+):
+    """Dedup, a split, a contamination check or a PII scan of a version (told apart by ``kind``)."""
+
+
 OperationOptions = DedupRequest | SplitRequest | ContaminationRequest | PiiScanRequest

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from drf_spectacular.utils import extend_schema
 from pydantic import Field
 from rest_framework import serializers, status
 from rest_framework.response import Response
@@ -83,6 +84,7 @@ class ModelVersionListApi(APIView):
         versions = selectors.model_version_list(project=project)
         return Response({"results": ModelVersionSerializer(versions, many=True).data})
 
+    @extend_schema(request=ModelVersionRequest)
     def post(self, request: AuthenticatedRequest) -> Response:
         body = body_parse(request, ModelVersionRequest)
         job = job_get(user=request.user, job_id=body.job)
@@ -96,6 +98,7 @@ class PromotionListApi(APIView):
         promotions = selectors.promotion_list(project=project)
         return Response({"results": PromotionSerializer(promotions, many=True).data})
 
+    @extend_schema(request=PromotionRequest)
     def post(self, request: AuthenticatedRequest) -> Response:
         body = body_parse(request, PromotionRequest)
         version = selectors.model_version_get(user=request.user, model_version_id=body.model_version)
@@ -106,6 +109,7 @@ class PromotionListApi(APIView):
 
 
 class PromotionApproveApi(APIView):
+    @extend_schema(request=DecisionRequest)
     def post(self, request: AuthenticatedRequest, promotion_id: int) -> Response:
         promotion = selectors.promotion_get(user=request.user, promotion_id=promotion_id)
         comment = body_parse(request, DecisionRequest).comment
@@ -114,6 +118,7 @@ class PromotionApproveApi(APIView):
 
 
 class PromotionRejectApi(APIView):
+    @extend_schema(request=DecisionRequest)
     def post(self, request: AuthenticatedRequest, promotion_id: int) -> Response:
         promotion = selectors.promotion_get(user=request.user, promotion_id=promotion_id)
         comment = body_parse(request, DecisionRequest).comment

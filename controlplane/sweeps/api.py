@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+from drf_spectacular.utils import extend_schema
 from pydantic import Field
 from rest_framework import serializers, status
 from rest_framework.request import Request
@@ -105,6 +106,7 @@ class SweepListApi(APIView):
         project = project_from_request(request)
         return Response({"results": SweepSerializer(selectors.sweep_list(project=project), many=True).data})
 
+    @extend_schema(request=SweepRequest)
     def post(self, request: AuthenticatedRequest) -> Response:
         # The project first: an outsider learns nothing from the body's errors.
         project = project_from_request(request, role=Role.MEMBER)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
+from drf_spectacular.utils import extend_schema
 from pydantic import Discriminator, Field, RootModel, Tag
 from rest_framework import serializers, status
 from rest_framework.request import Request
@@ -119,26 +120,20 @@ def _job_kind(body: Any) -> str | None:
     return kind if isinstance(kind, str) else None
 
 
-JobRequest = RootModel[
-    Annotated[
-        Annotated[FinetuneRequest, Tag(JobKind.FINETUNE)] | Annotated[EvaluateRequest, Tag(JobKind.EVALUATE)],
-        Discriminator(
-            _job_kind,
-            custom_error_type="job_kind",
-            custom_error_message="'kind' is one of finetune, evaluate",
-        ),
+class JobRequest(
+    RootModel[
+        Annotated[
+            Annotated[FinetuneRequest, Tag(JobKind.FINETUNE)]
+            | Annotated[EvaluateRequest, Tag(JobKind.EVALUATE)],
+            Discriminator(
+                _job_kind,
+                custom_error_type="job_kind",
+                custom_error_message="'kind' is one of finetune, evaluate",
+            ),
+        ]
     ]
-]
-
-
-class EstimateRequest(ProjectRequest):
-    """A finetune's inputs, to estimate what it would need without launching it."""
-
-    name: str = Field(default="", max_length=200)
-    base_model: Id
-    dataset_version: Id
-    config: TrainingConfig = Field(default_factory=TrainingConfig)
-    priority: Priority = 0
+):
+    """A finetune, or with ``"kind": "evaluate"`` an evaluation (told apart by ``kind``)."""
 
 
 class BaseModelListApi(APIView):
@@ -147,6 +142,7 @@ class BaseModelListApi(APIView):
         models = selectors.base_model_list(project=project)
         return Response({"results": BaseModelSerializer(models, many=True).data})
 
+    @extend_schema(request=BaseModelRequest)
     def post(self, request: AuthenticatedRequest) -> Response:
         project = project_from_request(request, role=Role.MEMBER)
         body = body_parse(request, BaseModelRequest)
@@ -167,6 +163,7 @@ class JobListApi(APIView):
         jobs = selectors.job_list(project=project)[:200]
         return Response({"results": JobSerializer(jobs, many=True).data})
 
+    @extend_schema(request=JobRequest)
     def post(self, request: AuthenticatedRequest) -> Response:
         """A finetune, or with ``"kind": "evaluate"`` an evaluation: one endpoint, since either is
         then a job like any other (listed, watched, cancelled and retried the same way)."""
@@ -200,9 +197,10 @@ class JobListApi(APIView):
 class JobEstimateApi(APIView):
     """``POST jobs/estimate``: a job creation's body; answers what the job would need, launches nothing."""
 
+    @extend_schema(request=FinetuneRequest)
     def post(self, request: AuthenticatedRequest) -> Response:
         project = project_from_request(request)
-        body = body_parse(request, EstimateRequest)
+        body = body_parse(request, FinetuneRequest)  # a finetune's body, launched or not
         estimate = selectors.job_estimate(
             project=project,
             user=request.user,
