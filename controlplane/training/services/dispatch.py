@@ -23,7 +23,7 @@ from controlplane.celery import app
 from controlplane.faults import DISPATCH_BEFORE_PUBLISH, fault_point
 from controlplane.training import broker, hooks
 from controlplane.training.models import Job, JobEvent, JobKind, JobStatus, broker_priority
-from workers.spec import DatasetSchema, EvaluateConfig, JobSpec, TrainingConfig
+from workers.spec import DatasetSchema, EvaluateConfig, JobSpec, Resources, TrainingConfig
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +108,11 @@ def _dispatch_block(job: Job) -> str:
     return ""
 
 
-def job_insert(job: Job, *, project: Project, user: User) -> Job:
-    """Store a new job, queued, and send it on commit unless its project holds it."""
+def job_insert(job: Job, *, project: Project, user: User, resources: Resources) -> Job:
+    """Store a new job, queued on the queue its ``resources`` name, tracked in its project's
+    MLflow experiment, and send it on commit unless its project holds it."""
+    job.queue, job.gpus = resources.queue_name, resources.gpus
+    job.mlflow_experiment = f"tuneyard/{project.slug}"
     with transaction.atomic():
         # Decided in the same transaction as the insert, under the project's row
         # lock: one commit, and no second look at the row before the publish.

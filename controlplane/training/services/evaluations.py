@@ -74,12 +74,9 @@ def evaluate_job_create(
         source_job=source_job,
         fewshot_dataset_version=fewshot_version,
         config=evaluate.model_dump(mode="json"),
-        queue=evaluate.resources.queue_name,
-        gpus=evaluate.resources.gpus,
         priority=priority,
-        mlflow_experiment=f"tuneyard/{project.slug}",
     )
-    return job_insert(job, project=project, user=user)
+    return job_insert(job, project=project, user=user, resources=evaluate.resources)
 
 
 def _evaluated_job(*, project: Project, job_id: int) -> Job:

@@ -84,12 +84,9 @@ def job_create(
         base_model=base_model,
         dataset_version=dataset_version,
         config=training_config.model_dump(mode="json"),
-        queue=training_config.resources.queue_name,
-        gpus=training_config.resources.gpus,
         priority=priority,
-        mlflow_experiment=f"tuneyard/{project.slug}",
     )
-    return job_insert(job, project=project, user=user)
+    return job_insert(job, project=project, user=user, resources=training_config.resources)
 
 
 def job_cancel(*, job: Job, user: User) -> Job:
