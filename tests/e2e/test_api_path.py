@@ -113,9 +113,9 @@ def test_bad_job_submissions_are_400s_that_store_nothing(setup):
     cases = [
         ({"config": {"method": {"name": "nope"}}}, "config.method"),
         ({"config": {"hyperparameters": {"learning_rate": 0}}}, "learning_rate"),
-        ({"config": "lora please"}, "'config' must be an object"),
-        ({"base_model": "abc"}, "'base_model'"),
-        ({"dataset_version": None}, "'dataset_version'"),
+        ({"config": "lora please"}, "config: Input should be a valid dictionary"),
+        ({"base_model": "abc"}, "base_model: must be a whole number"),
+        ({"dataset_version": None}, "dataset_version: "),
     ]
     for change, message in cases:
         body = {
