@@ -1,8 +1,9 @@
 """Getting queued jobs to the workers: quotas and pauses, the JobSpec, the publish, the resends.
 
-A job's spec is built once per attempt, when the attempt is first reserved for
-sending, and stored on the row: the message carries it and the claim answers
-with it, so what a worker runs is what was decided at dispatch.
+A job's spec is built once per attempt, just before the attempt is first sent,
+and stored on the row: the message carries it and the claim answers with it,
+so what a worker runs is what was decided at dispatch. A resend of the same
+attempt (a lost message) sends the stored spec again.
 """
 
 from __future__ import annotations
