@@ -7,10 +7,14 @@ the error's status, and pages show the message. Nothing else maps errors.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import wraps
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
+from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect
+from django.utils.http import url_has_allowed_host_and_scheme
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 from rest_framework import exceptions as drf_exceptions
@@ -124,11 +128,6 @@ def page_errors(
 ) -> Callable[Concatenate[_Request, _Params], HttpResponse]:
     """For HTML views: not-found and forbidden become 404 / 403 pages; any other
     domain error becomes a message on the page the person came from."""
-    from functools import wraps
-
-    from django.contrib import messages
-    from django.shortcuts import redirect
-    from django.utils.http import url_has_allowed_host_and_scheme
 
     @wraps(view)
     def wrapper(request: _Request, *args: _Params.args, **kwargs: _Params.kwargs) -> HttpResponse:

@@ -7,10 +7,13 @@ API client can say "MLflow did not answer" instead of crashing.
 
 from __future__ import annotations
 
+import json
 import os
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 # MLflow retries a dead server for minutes by default; a web request must not hang that long.
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
@@ -160,10 +163,6 @@ def model_config_read(uri: str) -> dict | None:
     None when there is none to read cheaply: a hub id (the control plane does
     not reach a model hub) or a path that is not on this machine.
     """
-    import json
-    import tempfile
-    from urllib.parse import unquote, urlparse
-
     parsed = urlparse(uri)
     if parsed.scheme == "runs":
         with tempfile.TemporaryDirectory(prefix="tuneyard-config-") as tmp:

@@ -8,6 +8,7 @@ where each row is in the file, so a problem names a row a person can find.
 
 from __future__ import annotations
 
+import codecs
 import io
 import json
 import re
@@ -395,8 +396,6 @@ def _json_array_batches(stream: IO[bytes]) -> Iterator[RawBatch]:
 
 
 def _utf8_chunks(stream: IO[bytes]) -> Iterator[str]:
-    import codecs
-
     decoder = codecs.getincrementaldecoder("utf-8-sig")()
     while chunk := stream.read(BLOCK_BYTES):
         try:

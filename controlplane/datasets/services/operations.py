@@ -43,7 +43,7 @@ def _token_counter(operation: DatasetOperation, tmp: Path) -> TokenCounter | Non
         raise ValidationFailed("This upload was queued before an upgrade changed its options; upload again.")
     if source.startswith("runs:/"):
         source = str(tracking.tokenizer_download(source, dst=tmp / "tokenizer"))
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer  # seconds to import: only in a run that counts tokens
 
     try:
         # Never the repository's own code here, even where a site admin allows it
