@@ -281,7 +281,8 @@ def test_a_ray_sweep_is_one_driver_job_whose_spec_carries_the_search(api_for, in
     body = created.json()
     assert body["backend"] == "ray" and body["pruner"] == "successive_halving" and body["trials"] == []
     (job,) = Job.objects.all()  # no trial jobs: Ray Tune runs them inside this one
-    assert body["driver_job"] == job.pk and job.queue == QUEUE
+    assert body["driver_job"] == job.pk and job.queue == QUEUE and job.kind == "sweep-driver"
+    assert api_for("alice").get(f"/api/v1/jobs/{job.pk}").json()["kind"] == "sweep-driver"
     spec = job_claim(job_id=job.pk, attempt=1, worker="w1")
     assert spec.kind == "sweep-driver" and spec.config.hyperparameters.max_steps == 10
     assert set(spec.sweep.search_space) == set(SPACE) and spec.sweep.scheduler == "asha"

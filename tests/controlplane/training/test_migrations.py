@@ -26,3 +26,22 @@ def test_jobs_stored_before_completion_only_loss_keep_their_whole_text_loss(peop
 
     assert Job.objects.get(pk=old.pk).config["hyperparameters"]["completion_only_loss"] is False
     assert Job.objects.get(pk=new.pk).config["hyperparameters"]["completion_only_loss"] is True
+
+
+def test_a_ray_sweeps_driver_stored_as_a_finetune_becomes_a_sweep_driver_job(people):
+    from controlplane.sweeps.models import Sweep
+    from tests.factories import FACTORY_QUEUE
+
+    migration = importlib.import_module("controlplane.sweeps.migrations.0003_driver_jobs_have_their_kind")
+    driver, plain = (job_make(people["demo"], people["alice"]) for _ in range(2))
+    Sweep.objects.create(
+        project=people["demo"], name="s", created_by=people["alice"], base_model=driver.base_model,
+        dataset_version=driver.dataset_version, base_config={"resources": {"queue": FACTORY_QUEUE}},
+        search_space={}, n_trials=1, study_name="s-0003", backend="ray", driver_job=driver,
+    )  # fmt: skip
+    assert Job.objects.get(pk=driver.pk).kind == "finetune"  # as an earlier release stored it
+
+    migration.driver_jobs_kind(apps, None)
+
+    assert Job.objects.get(pk=driver.pk).kind == "sweep-driver"
+    assert Job.objects.get(pk=plain.pk).kind == "finetune"
