@@ -160,7 +160,7 @@ def test_deepspeed_on_a_worker_without_it_is_a_bad_input_before_any_process_star
     run = runs["deepspeed"]
     assert run.returncode == EXIT_INVALID_INPUT
     assert run.stderr.rstrip("\n").splitlines()[-1] == (
-        "error: DeepSpeed ZeRO stage 2 was asked for, but this worker has no deepspeed package"
+        "error: DeepSpeed ZeRO stage 3 was asked for, but this worker has no deepspeed package"
     )
     assert not run.events()
 
