@@ -10,11 +10,14 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
+from django.conf import settings
 from django.contrib import messages
-from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpRequest, HttpResponse
+from django.core.exceptions import PermissionDenied, RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http.multipartparser import MultiPartParserError
 from django.shortcuts import redirect
 from django.utils.http import url_has_allowed_host_and_scheme
+from django.views import defaults
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 from rest_framework import exceptions as drf_exceptions
@@ -54,6 +57,18 @@ class Conflict(DomainError):
 
 class InvalidTransition(Conflict):
     code = "invalid_transition"
+
+
+class MalformedRequest(DomainError):
+    """The request itself cannot be read: nested too deeply, too many fields, a broken multipart body."""
+
+    code = "bad_request"
+    status = 400
+
+
+class TooLarge(DomainError):
+    code = "too_large"
+    status = 413
 
 
 class ServiceUnavailable(DomainError):
@@ -145,3 +160,65 @@ def page_errors(
             return redirect(back)
 
     return wrapper
+
+
+# --- Django's own refusals (urls.handler400 and the others) ---------------------------------------
+#
+# Some requests never reach a view, or are refused by Django as it reads them: an unknown URL, a
+# body over DATA_UPLOAD_MAX_MEMORY_SIZE, a form with too many fields, a multipart body it cannot
+# parse, an exception no one caught. The API answers those in its own shape too; pages keep
+# Django's HTML pages.
+
+API_PREFIXES = ("/api/", "/internal/")
+
+
+def is_api_path(path: str) -> bool:
+    return path.startswith(API_PREFIXES)
+
+
+def error_json(exc: DomainError) -> JsonResponse:
+    """A domain error as the API answers it, for code outside DRF (middleware, Django's handlers)."""
+    return JsonResponse(_body(exc.code, exc.message, exc.details), status=exc.status)
+
+
+def _request_refusal(exception: Exception) -> DomainError:
+    """Django's refusal of a request as it read it, as the domain error the API answers with."""
+    if isinstance(exception, RequestDataTooBig):
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE or 0
+        return TooLarge(f"The request body is larger than the limit of {limit / 1024**2:g} MiB.")
+    if isinstance(exception, TooManyFieldsSent):
+        limit = settings.DATA_UPLOAD_MAX_NUMBER_FIELDS
+        return MalformedRequest(f"The request has more fields than the limit of {limit}.")
+    if isinstance(exception, TooManyFilesSent):
+        limit = settings.DATA_UPLOAD_MAX_NUMBER_FILES
+        return MalformedRequest(f"The request has more files than the limit of {limit}.")
+    if isinstance(exception, MultiPartParserError):
+        # Django's parser says what is wrong with the body's framing (never anything of the server's).
+        return MalformedRequest(f"The multipart body cannot be read: {str(exception).rstrip('.')}.")
+    return MalformedRequest("The request cannot be understood.")
+
+
+def bad_request_answer(request: HttpRequest, exception: Exception) -> HttpResponse:
+    if is_api_path(request.path):
+        return error_json(_request_refusal(exception))
+    return defaults.bad_request(request, exception)
+
+
+def permission_denied_answer(request: HttpRequest, exception: Exception) -> HttpResponse:
+    if is_api_path(request.path):
+        return error_json(Forbidden(str(exception) or "Forbidden."))
+    return defaults.permission_denied(request, exception)
+
+
+def not_found_answer(request: HttpRequest, exception: Exception) -> HttpResponse:
+    if is_api_path(request.path):
+        return error_json(NotFound("Not found."))
+    return defaults.page_not_found(request, exception)
+
+
+def server_error_answer(request: HttpRequest) -> HttpResponse:
+    # Nothing of the failure goes out: it is in the server's log.
+    if is_api_path(request.path):
+        body = _body("internal", "The server failed to answer this request; the failure has been logged.")
+        return JsonResponse(body, status=500)
+    return defaults.server_error(request)

@@ -19,6 +19,8 @@ from typing import Any
 
 import httpx
 
+from tuneyard_cli.config_file import config_file_read
+
 EXIT_JOB_FAILED, EXIT_REFUSED, EXIT_UNREACHABLE = 1, 2, 3
 UPLOAD_RETRIES = 5  # tries of one piece before a resumable upload gives up
 FINISHED = {"succeeded", "failed", "cancelled"}
@@ -104,15 +106,9 @@ def upload_resumable(
     return api.call("POST", f"uploads/{upload_id}/finish", json={"name": name})
 
 
-def _config(path: str | None) -> dict[str, Any]:
-    if path is None:
-        return {}
-    text = Path(path).read_text(encoding="utf-8")
-    if path.endswith((".yaml", ".yml")):
-        import yaml
-
-        return yaml.safe_load(text) or {}
-    return json.loads(text)
+def _config(path: str | None) -> Any:
+    """A config file's data (YAML or JSON, plain data only); a bad file is a one-sentence ValueError."""
+    return {} if path is None else config_file_read(path)
 
 
 def _bar(job: dict[str, Any]) -> str:
