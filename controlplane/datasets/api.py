@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import uuid
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from controlplane.accounts.api import ERRORS, ErrorSerializer, results_of
 from controlplane.accounts.models import Role
 from controlplane.accounts.requests import AuthenticatedRequest
 from controlplane.api_common import body_parse, project_from_request, query_parse, request_body
@@ -21,6 +23,8 @@ from controlplane.datasets.inputs import (
     RowsQuery,
     UploadBeginRequest,
     UploadFinishRequest,
+    form_fields,
+    upload_file,
 )
 from controlplane.datasets.models import ChunkedUpload, DatasetOperation, OperationStatus
 from controlplane.datasets.preview import version_rows
@@ -72,19 +76,34 @@ class DatasetOperationSerializer(serializers.Serializer):
     finished_at = serializers.DateTimeField(allow_null=True)
 
 
+# What an upload answers, whole or in pieces.
+INGESTED = {
+    201: OpenApiResponse(DatasetVersionSerializer, description="A small file: stored, as this version."),
+    202: OpenApiResponse(DatasetOperationSerializer, description="A large file: the ingest to follow."),
+    **ERRORS,
+}
+
+
 class DatasetVersionListApi(APIView):
     parser_classes = [MultiPartParser, FormParser]
 
+    @extend_schema(
+        operation_id="api_v1_datasets_list",
+        parameters=[OpenApiParameter("project", str, required=True)],
+        responses={200: results_of(DatasetVersionSerializer), **ERRORS},
+    )
     def get(self, request: AuthenticatedRequest) -> Response:
         project = project_from_request(request)
         versions = selectors.dataset_version_list(project=project)
         return Response({"results": DatasetVersionSerializer(versions, many=True).data})
 
-    @extend_schema(request={"multipart/form-data": IngestRequest})
+    @extend_schema(request={"multipart/form-data": IngestRequest}, responses=INGESTED)
     def post(self, request: AuthenticatedRequest) -> Response:
         """A small file answers 201 with its version; a large one 202 with the operation to follow."""
         project = project_from_request(request, role=Role.MEMBER)
-        upload = request.FILES.get("file")
+        # Django reads the form past a charset it does not know; the ingest must not.
+        services.upload_charset_check((request.content_params or {}).get("charset"))
+        upload = upload_file(request.FILES)
         if upload is None:
             raise ValidationFailed("Attach the dataset file as the 'file' field.")
         body = ingest_request_parse(request, IngestRequest)
@@ -103,9 +122,7 @@ class DatasetVersionListApi(APIView):
 
 def ingest_request_parse(request: Request, model: type[IngestRequest]) -> IngestRequest:
     """An upload's settings: its form fields or JSON body, the file part aside."""
-    fields = request_body(request)
-    fields = fields.dict() if hasattr(fields, "dict") else dict(fields)
-    return pydantic_parse(model, {key: value for key, value in fields.items() if key != "file"})
+    return pydantic_parse(model, form_fields(request_body(request), leave_out=("file",)))
 
 
 def _ingest_response(operation: DatasetOperation) -> Response:
@@ -117,12 +134,27 @@ def _ingest_response(operation: DatasetOperation) -> Response:
 
 
 class DatasetVersionDetailApi(APIView):
+    @extend_schema(responses={200: DatasetVersionDetailSerializer, **ERRORS})
     def get(self, request: AuthenticatedRequest, version_id: int) -> Response:
         version = selectors.dataset_version_get(user=request.user, version_id=version_id)
         return Response(DatasetVersionDetailSerializer(version).data)
 
 
 class DatasetVersionRowsApi(APIView):
+    @extend_schema(
+        parameters=[OpenApiParameter("offset", int), OpenApiParameter("limit", int)],
+        responses={
+            200: inline_serializer(
+                "DatasetRows",
+                fields={
+                    "offset": serializers.IntegerField(),
+                    "rows": serializers.ListField(child=serializers.DictField()),
+                },
+            ),
+            **ERRORS,
+            503: ErrorSerializer,
+        },
+    )
     def get(self, request: AuthenticatedRequest, version_id: int) -> Response:
         version = selectors.dataset_version_get(user=request.user, version_id=version_id)
         query = query_parse(request, RowsQuery)
@@ -133,7 +165,7 @@ class DatasetVersionRowsApi(APIView):
 class DatasetVersionOperationsApi(APIView):
     """Start dedup, a split, a contamination check or a PII scan; answers 202 with the operation."""
 
-    @extend_schema(request=OperationRequest)
+    @extend_schema(request=OperationRequest, responses={202: DatasetOperationSerializer, **ERRORS})
     def post(self, request: AuthenticatedRequest, version_id: int) -> Response:
         version = selectors.dataset_version_get(user=request.user, version_id=version_id)
         options = body_parse(request, OperationRequest).root
@@ -142,6 +174,7 @@ class DatasetVersionOperationsApi(APIView):
 
 
 class DatasetOperationDetailApi(APIView):
+    @extend_schema(responses={200: DatasetOperationSerializer, **ERRORS})
     def get(self, request: AuthenticatedRequest, operation_id: int) -> Response:
         operation = selectors.dataset_operation_get(user=request.user, operation_id=operation_id)
         return Response(DatasetOperationSerializer(operation).data)
@@ -156,6 +189,16 @@ class ChunkedUploadSerializer(serializers.Serializer):
     operation = serializers.IntegerField(source="operation_id", allow_null=True)
 
 
+# The offset is also a header, for tus clients.
+UPLOAD_OFFSET = OpenApiParameter(
+    "Upload-Offset",
+    int,
+    OpenApiParameter.HEADER,
+    response=[status.HTTP_200_OK, status.HTTP_201_CREATED],
+    description="the bytes the server holds",
+)
+
+
 def _upload_answer(upload: ChunkedUpload, code: int = status.HTTP_200_OK) -> Response:
     # The offset also goes in the header a tus client reads.
     headers = {"Upload-Offset": str(upload.received_bytes)}
@@ -165,7 +208,11 @@ def _upload_answer(upload: ChunkedUpload, code: int = status.HTTP_200_OK) -> Res
 class ChunkedUploadListApi(APIView):
     """Begin a resumable upload: ``{"project", "filename", "size"}``; answers 201 with its id and offset 0."""
 
-    @extend_schema(request=UploadBeginRequest)
+    @extend_schema(
+        request=UploadBeginRequest,
+        parameters=[UPLOAD_OFFSET],
+        responses={201: ChunkedUploadSerializer, **ERRORS},
+    )
     def post(self, request: AuthenticatedRequest) -> Response:
         project = project_from_request(request, role=Role.MEMBER)
         body = body_parse(request, UploadBeginRequest)
@@ -178,9 +225,24 @@ class ChunkedUploadListApi(APIView):
 class ChunkedUploadDetailApi(APIView):
     """GET: how many bytes the server holds. PATCH: the next piece, from the ``Upload-Offset`` header."""
 
+    @extend_schema(parameters=[UPLOAD_OFFSET], responses={200: ChunkedUploadSerializer, **ERRORS})
     def get(self, request: AuthenticatedRequest, upload_id: uuid.UUID) -> Response:
         return _upload_answer(uploads.upload_get(user=request.user, upload_id=upload_id))
 
+    @extend_schema(
+        request={"application/offset+octet-stream": OpenApiTypes.BINARY},
+        parameters=[
+            OpenApiParameter(
+                "Upload-Offset",
+                int,
+                OpenApiParameter.HEADER,
+                required=True,
+                description="where this piece starts: the offset the server holds",
+            ),
+            UPLOAD_OFFSET,
+        ],
+        responses={200: ChunkedUploadSerializer, **ERRORS, 409: ErrorSerializer},
+    )
     def patch(self, request: AuthenticatedRequest, upload_id: uuid.UUID) -> Response:
         upload = uploads.upload_append(
             user=request.user,
@@ -195,7 +257,7 @@ class ChunkedUploadDetailApi(APIView):
 class ChunkedUploadFinishApi(APIView):
     """Every byte is in: ingest the file as a one-piece upload would be (201 or 202)."""
 
-    @extend_schema(request=UploadFinishRequest)
+    @extend_schema(request=UploadFinishRequest, responses={**INGESTED, 409: ErrorSerializer})
     def post(self, request: AuthenticatedRequest, upload_id: uuid.UUID) -> Response:
         body = ingest_request_parse(request, UploadFinishRequest)
         operation = uploads.upload_finish(

@@ -4,12 +4,17 @@ API and the pages, each validated once at the edge; services receive their typed
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
+from django.core.files.uploadedfile import UploadedFile
+from django.utils.datastructures import MultiValueDict
 from pydantic import AfterValidator, BeforeValidator, Discriminator, Field, RootModel, Tag, model_validator
 
 from controlplane.api_common import Id, ProjectRequest, RequestModel, Whole
+from controlplane.datasets.ingest.problems import clipped
 from controlplane.datasets.preview import PREVIEW_MAX_ROWS
+from controlplane.errors import ValidationFailed
 from workers.spec import DatasetSchema
 
 # Mapping entries are column names: short, and free of the NUL byte PostgreSQL cannot store.
@@ -45,6 +50,26 @@ def _mapping_names(mapping: dict[str, str]) -> dict[str, str]:
 
 # Which of our fields (instruction, output, ...) is read from which of the file's columns.
 ColumnMapping = Annotated[dict[str, str], BeforeValidator(_mapping_text), AfterValidator(_mapping_names)]
+
+
+def upload_file(files: MultiValueDict[str, UploadedFile]) -> UploadedFile | None:
+    """The one file of an upload, or None. Two 'file' parts are refused rather than one of them read."""
+    sent = files.getlist("file")
+    if len(sent) > 1:
+        raise ValidationFailed(f"The upload holds {len(sent)} 'file' parts; send one file per upload.")
+    return sent[0] if sent else None
+
+
+def form_fields(fields: Mapping[str, Any], *, leave_out: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A form's fields, each sent once: a field sent twice is refused rather than read as its last value."""
+    if isinstance(fields, MultiValueDict):
+        for key, values in fields.lists():
+            if len(values) > 1 and key not in leave_out:
+                raise ValidationFailed(
+                    f"The field {clipped(key, 40)!r} is sent {len(values)} times; send it once."
+                )
+        fields = fields.dict()
+    return {key: value for key, value in fields.items() if key not in leave_out}
 
 
 class IngestRequest(ProjectRequest):

@@ -17,6 +17,9 @@ from controlplane.datasets.models import DatasetVersion
 from controlplane.errors import ServiceUnavailable, ValidationFailed
 
 PREVIEW_MAX_ROWS = 100
+# A page shows a cell up to this many characters: a page of 20 rows stays small whatever the
+# rows hold. The rows API gives every cell whole.
+PREVIEW_CELL_CHARS = 2_000
 
 
 def version_parquet_path(version: DatasetVersion) -> Path:
@@ -84,3 +87,11 @@ def _rows_read(path: Path, *, offset: int, limit: int) -> list[dict[str, Any]]:
         if len(rows) >= limit:
             break
     return rows
+
+
+def cell_preview(value: Any, most: int = PREVIEW_CELL_CHARS) -> str:
+    """A cell as a page shows it: its text, cut after ``most`` characters, saying how many were left out."""
+    text = value if isinstance(value, str) else str(value)
+    if len(text) <= most:
+        return text
+    return f"{text[:most]}… ({len(text) - most:,} more characters)"

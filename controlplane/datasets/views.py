@@ -12,7 +12,7 @@ from controlplane.accounts.models import Role
 from controlplane.accounts.requests import AuthenticatedHttpRequest
 from controlplane.accounts.selectors import project_get
 from controlplane.datasets import selectors, services
-from controlplane.datasets.inputs import IngestRequest, OperationRequest
+from controlplane.datasets.inputs import IngestRequest, OperationRequest, form_fields, upload_file
 from controlplane.datasets.models import DatasetOperation, OperationStatus
 from controlplane.errors import ValidationFailed, page_errors, pydantic_parse
 
@@ -22,11 +22,11 @@ from controlplane.errors import ValidationFailed, page_errors, pydantic_parse
 @page_errors
 def dataset_upload(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
     project = project_get(user=request.user, slug=slug, role=Role.MEMBER)
-    upload = request.FILES.get("file")
+    services.upload_charset_check((request.content_params or {}).get("charset"))
+    upload = upload_file(request.FILES)
     if upload is None:
         raise ValidationFailed("Choose a dataset file to upload.")
-    fields = {key: value for key, value in request.POST.items() if key != "csrfmiddlewaretoken"}
-    body = pydantic_parse(IngestRequest, fields)
+    body = pydantic_parse(IngestRequest, form_fields(request.POST, leave_out=("csrfmiddlewaretoken", "file")))
     operation = services.dataset_ingest_create(
         project=project,
         user=request.user,

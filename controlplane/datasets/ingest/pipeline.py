@@ -1,9 +1,11 @@
 """One pass over a dataset file: read, check every row, write normalized Parquet, hash, count.
 
-Memory stays bounded by one batch (a few MB of input) plus the Parquet
-writer's current row group, whatever the size of the file. A file with any
-bad row raises ``RowsInvalid`` with the report, after reading to the end so
-the report counts every problem; the caller then throws the output away.
+Memory stays bounded by one batch (a few MB of input; no row of a text
+file is held past ``Limits.max_line_bytes``) plus the Parquet writer's
+current row group, whatever the size of the file or how far it expands. A
+file with any bad row raises ``RowsInvalid`` with the report, after reading
+to the end (or to a row too long to read past) so the report counts every
+problem; the caller then throws the output away.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import tarfile
 import threading
 import time
 import zipfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,13 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from controlplane.datasets.ingest.problems import IngestRefused, ProblemKind, ProblemReport, RowsInvalid
+from controlplane.datasets.ingest.problems import (
+    IngestRefused,
+    ProblemKind,
+    ProblemReport,
+    ReadStopped,
+    RowsInvalid,
+)
 from controlplane.datasets.ingest.readers import ParseHints, RawBatch, batches_read, row_label
 from controlplane.datasets.ingest.schemas import (
     ARROW_SCHEMAS,
@@ -200,13 +208,13 @@ def _ingest_source(
     last_report = 0.0
     hints = ParseHints()
     try:
-        for batch in batches_read(source, hints):
+        for batch in _read_until_stopped(batches_read(source, options.limits, hints), report):
             if layout is None:
                 layout = _layout_of_first(batch, options)
                 sink = RowSink(output, layout.schema, token_counter=options.token_counter)
                 hints.columns = _typed_columns(layout)
             assert sink is not None
-            table = _batch_normalize(batch, layout, report, label)
+            table = _batch_normalize(batch, layout, report, label, options.limits.max_field_bytes)
             if table is not None and options.max_tokens and options.token_counter is not None:
                 _long_rows_report(table, batch, layout, options, report, label)
             # Once a row has failed the file will not be stored: keep counting problems, stop writing.
@@ -241,6 +249,14 @@ def _ingest_source(
     )
 
 
+def _read_until_stopped(batches: Iterator[RawBatch], report: ProblemReport) -> Iterator[RawBatch]:
+    """The batches up to a row the reader cannot get past, which is reported as the last bad row."""
+    try:
+        yield from batches
+    except ReadStopped as stopped:
+        report.add(stopped.kind, stopped.where, f"{stopped.reason}; the file was read no further")
+
+
 def _layout_of_first(batch: RawBatch, options: IngestOptions) -> Layout:
     columns = _first_columns(batch)
     if not columns and not batch.table:
@@ -260,9 +276,11 @@ def _typed_columns(layout: Layout) -> tuple[tuple[str, pa.DataType], ...]:
     return tuple((layout.source_of(f.name), f.type) for f in schema if f.name != "answer")
 
 
-def _batch_normalize(batch: RawBatch, layout: Layout, report: ProblemReport, label: str) -> pa.Table | None:
+def _batch_normalize(
+    batch: RawBatch, layout: Layout, report: ProblemReport, label: str, max_field_bytes: int
+) -> pa.Table | None:
     if batch.table is not None:
-        fast = table_normalize(batch.table, layout)
+        fast = table_normalize(batch.table, layout, max_field_bytes=max_field_bytes)
         if fast is not None:
             return fast
     # Something in the batch needs naming: check it row by row.
@@ -273,7 +291,7 @@ def _batch_normalize(batch: RawBatch, layout: Layout, report: ProblemReport, lab
             report.add(kind, f"{label} {number}", reason)
             continue
         try:
-            good.append(row_normalize(value, layout))
+            good.append(row_normalize(value, layout, max_field_bytes=max_field_bytes))
         except RowProblem as problem:
             report.add(problem.kind, f"{label} {number}", problem.reason)
     if report.total:

@@ -18,6 +18,16 @@ class ProblemKind(StrEnum):
     UNKNOWN_ROLE = "unknown_role"
     BAD_ANSWER = "bad_answer"
     TOO_LONG = "too_long"
+    # Bytes, where TOO_LONG counts a tokenizer's tokens: a value or a row past the ingest's bounds.
+    TOO_LARGE = "too_large"
+    NUL_CHARACTER = "nul_character"
+    # A preference row whose chosen answer is its rejected one prefers nothing.
+    NO_PREFERENCE = "no_preference"
+
+
+def clipped(text: str, most: int = 200) -> str:
+    """Text from a file (a column name, a reader's error quoting a row) short enough for a message."""
+    return text if len(text) <= most else text[:most] + "…"
 
 
 class IngestRefused(Exception):
@@ -31,6 +41,17 @@ class IngestRefused(Exception):
 
 class RowsInvalid(IngestRefused):
     """Some rows break their schema; the report names them."""
+
+
+class ReadStopped(Exception):
+    """A row the reader cannot get past (one too long to hold): reported like any bad row, as the
+    last one, since nothing after it is read."""
+
+    def __init__(self, kind: ProblemKind, where: str, reason: str) -> None:
+        super().__init__(f"{where}: {reason}")
+        self.kind = kind
+        self.where = where
+        self.reason = reason
 
 
 @dataclass

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import codecs
 import io
+import itertools
 import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -23,12 +24,15 @@ import pyarrow.csv as pa_csv
 import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
-from controlplane.datasets.ingest.problems import IngestRefused, ProblemKind
-from controlplane.datasets.ingest.sources import FileFormat, OpenedSource, hf_dataset_files
+from controlplane.datasets.ingest.problems import IngestRefused, ProblemKind, ReadStopped, clipped
+from controlplane.datasets.ingest.schemas import json_int
+from controlplane.datasets.ingest.sources import FileFormat, Limits, OpenedSource, hf_dataset_files
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 BLOCK_BYTES = 8 * 1024 * 1024
 PY_BATCH_ROWS = 10_000
-MAX_JSON_ELEMENT_CHARS = 64 * 1024 * 1024
 BOM = b"\xef\xbb\xbf"
 # Arrow's JSON reader recurses once per level and a few thousand levels crash the
 # process (a 20 KB line is enough); no dataset row needs more than a handful.
@@ -92,17 +96,19 @@ def row_label(file_format: FileFormat) -> str:
     return "line" if file_format is FileFormat.JSONL else "row"
 
 
-def batches_read(source: OpenedSource, hints: ParseHints | None = None) -> Iterator[RawBatch]:
+def batches_read(source: OpenedSource, limits: Limits, hints: ParseHints | None = None) -> Iterator[RawBatch]:
+    """The file's rows, batch by batch. A row longer than ``limits.max_line_bytes`` is never held whole:
+    it is a bad row, or, where the reader cannot get past it, ``ReadStopped`` naming it."""
     match source.format:
         case FileFormat.JSONL:
             assert source.stream is not None
-            yield from _jsonl_batches(source.stream, hints or ParseHints())
+            yield from _jsonl_batches(source.stream, hints or ParseHints(), limits.max_line_bytes)
         case FileFormat.JSON:
             assert source.stream is not None
-            yield from _json_array_batches(source.stream)
+            yield from _json_array_batches(source.stream, limits.max_line_bytes)
         case FileFormat.CSV:
             assert source.stream is not None
-            yield from _csv_batches(source.stream)
+            yield from _csv_batches(source.stream, limits.max_line_bytes)
         case FileFormat.PARQUET:
             assert source.path is not None
             yield from _parquet_batches(source.path)
@@ -114,16 +120,24 @@ def batches_read(source: OpenedSource, hints: ParseHints | None = None) -> Itera
 # --- JSONL ----------------------------------------------------------------------
 
 
-def _jsonl_blocks(stream: io.BufferedIOBase) -> Iterator[memoryview]:
+class _LineTooLong(Exception):
+    """The line after the last block handed on runs past the bound without ending."""
+
+
+def _jsonl_blocks(stream: io.BufferedIOBase, max_line_bytes: int) -> Iterator[memoryview]:
     """Blocks of whole lines, each ending in a newline (the last one may not).
 
     Each block is read into a buffer of its own, after the cut-off line carried
     over from the one before, and handed on as a view: a block is never copied
-    once read.
+    once read. A carried-over line longer than ``max_line_bytes`` raises
+    ``_LineTooLong`` instead of being read on: held whole, one endless line (a
+    decompressed bomb has no newline) would fill the memory.
     """
     rest = b""
     first = True
     while True:
+        if len(rest) > max_line_bytes:
+            raise _LineTooLong
         buffer = bytearray(len(rest) + BLOCK_BYTES)
         buffer[: len(rest)] = rest
         view = memoryview(buffer)
@@ -255,7 +269,7 @@ def _line_parse(line: bytes) -> Any:
     except UnicodeDecodeError:
         return (ProblemKind.ENCODING, "is not UTF-8 text")
     try:
-        return json.loads(text)
+        return json.loads(text, parse_int=json_int)
     except json.JSONDecodeError as exc:
         return (ProblemKind.SYNTAX, f"is not valid JSON ({exc.msg})")
     except RecursionError:
@@ -263,13 +277,22 @@ def _line_parse(line: bytes) -> Any:
 
 
 def _lines_parse(
-    block: memoryview, first_row: int, deep: frozenset[int] = frozenset()
+    block: memoryview,
+    first_row: int,
+    deep: frozenset[int] = frozenset(),
+    large: dict[int, str] | None = None,
 ) -> list[tuple[int, Any]]:
-    """Each non-blank line of the block parsed on its own, with its line number."""
+    """Each non-blank line of the block parsed on its own, with its line number.
+
+    ``deep`` and ``large`` lines are reported without being parsed, ``large`` with the reason.
+    """
     rows = []
+    large = large or {}
     for offset, line in enumerate(bytes(block).split(b"\n")):
         if offset in deep:
             rows.append((first_row + offset, (ProblemKind.SYNTAX, TOO_DEEP)))
+        elif offset in large:
+            rows.append((first_row + offset, (ProblemKind.TOO_LARGE, large[offset])))
         elif line.strip():
             rows.append((first_row + offset, _line_parse(line)))
     return rows
@@ -306,34 +329,59 @@ def _one_value_per_line(block: memoryview, shape: _BlockShape) -> bool:
     return True
 
 
-def _jsonl_batches(stream: io.BufferedIOBase, hints: ParseHints) -> Iterator[RawBatch]:
+def _large_lines(shape: _BlockShape, max_line_bytes: int) -> dict[int, str]:
+    """Lines (indexes from 0) longer than the bound, with what is wrong with each."""
+    lengths = np.diff(shape.starts) - 1  # without the newline
+    return {
+        int(index): f"is {int(lengths[index]):,} bytes long; the most a line may hold is {max_line_bytes:,}"
+        for index in np.flatnonzero(lengths > max_line_bytes)
+    }
+
+
+def _jsonl_batches(stream: io.BufferedIOBase, hints: ParseHints, max_line_bytes: int) -> Iterator[RawBatch]:
     line_number = 1
-    for block in _jsonl_blocks(stream):
-        shape = _block_shape(block)
-        table = None
-        # Arrow's parser lets bad UTF-8 through (in keys and strings alike), so the block is
-        # checked whole first; a bad line is then named by the row-by-row path.
-        if not shape.deep and _utf8_valid(block) and _one_value_per_line(block, shape):
-            table = _jsonl_parse(block, hints)
-        if table is not None and table.num_rows == shape.lines:
-            yield RawBatch(first_row=line_number, table=table, lines=block)
-        else:
-            yield RawBatch(first_row=line_number, rows=_lines_parse(block, line_number, shape.deep))
-        line_number += shape.lines
+    try:
+        for block in _jsonl_blocks(stream, max_line_bytes):
+            shape = _block_shape(block)
+            large = _large_lines(shape, max_line_bytes)
+            table = None
+            # Arrow's parser lets bad UTF-8 through (in keys and strings alike), so the block is
+            # checked whole first; a bad line is then named by the row-by-row path.
+            if not shape.deep and not large and _utf8_valid(block) and _one_value_per_line(block, shape):
+                table = _jsonl_parse(block, hints)
+            if table is not None and table.num_rows == shape.lines:
+                yield RawBatch(first_row=line_number, table=table, lines=block)
+            else:
+                yield RawBatch(
+                    first_row=line_number, rows=_lines_parse(block, line_number, shape.deep, large)
+                )
+            line_number += shape.lines
+    except _LineTooLong:
+        # Every line before it was handed on: this one is the next.
+        raise ReadStopped(
+            ProblemKind.TOO_LARGE,
+            f"line {line_number}",
+            f"is longer than {max_line_bytes:,} bytes, the most a line may hold",
+        ) from None
 
 
 # --- a JSON array -----------------------------------------------------------------
 
 
-def _json_array_batches(stream: IO[bytes]) -> Iterator[RawBatch]:
-    """The elements of a top-level JSON array, decoded one at a time from a sliding buffer."""
-    decoder = json.JSONDecoder()
+_SPACES = re.compile(r"[ \t\r\n]*")
+
+
+def _json_array_batches(stream: IO[bytes], max_element_bytes: int) -> Iterator[RawBatch]:
+    """The elements of a top-level JSON array, decoded one at a time from a sliding buffer.
+
+    The array must be whole: elements separated by single commas, closed by its
+    ``]``, and nothing but spaces after it. A second array or object after it,
+    or an array cut short, would otherwise lose rows without a word.
+    """
+    decoder = json.JSONDecoder(parse_int=json_int)
+    reader = _utf8_chunks(stream)
     buffer = ""
     position = 0
-    reader = _utf8_chunks(stream)
-    started = False
-    index = 1
-    rows: list[tuple[int, Any]] = []
     exhausted = False
 
     def fill() -> bool:
@@ -346,26 +394,55 @@ def _json_array_batches(stream: IO[bytes]) -> Iterator[RawBatch]:
         position = 0
         return True
 
-    while True:
-        while position < len(buffer) and buffer[position] in " \t\r\n,":
-            # Commas between elements are skipped here; a missing one shows up as a decode error.
-            if buffer[position] == "," and not started:
-                raise IngestRefused("The JSON file is not an array of rows.")
-            position += 1
-        if position >= len(buffer):
+    def next_char() -> str | None:
+        """The next character that is not a space (reading on as needed), or None at the end."""
+        nonlocal position
+        while True:
+            match = _SPACES.match(buffer, position)
+            assert match is not None  # the pattern matches the empty string
+            position = match.end()
+            if position < len(buffer):
+                return buffer[position]
             if exhausted or not fill():
+                return None
+
+    first = next_char()
+    if first is None:
+        raise IngestRefused("The JSON file is empty.")
+    if first != "[":
+        raise IngestRefused("The JSON file is not an array of rows; send one JSON object per line (JSONL).")
+    position += 1
+    index = 1  # the number of the next row
+    after_row = False
+    rows: list[tuple[int, Any]] = []
+    while True:
+        char = next_char()
+        if char is None:
+            raise IngestRefused(
+                f"The JSON array ends after row {index - 1} without its closing ']': the file may be cut "
+                "short. Nothing was stored."
+            )
+        if after_row:
+            if char == "]":
                 break
-            continue
-        if not started:
-            if buffer[position] != "[":
+            if char != ",":
                 raise IngestRefused(
-                    "The JSON file is not an array of rows; send one JSON object per line (JSONL)."
+                    f"row {index}: a comma is missing before it; the rest of the file cannot be read."
                 )
-            started = True
             position += 1
+            after_row = False
+            if next_char() == "]":
+                raise IngestRefused(
+                    f"The JSON array ends in a comma after row {index - 1}; remove the comma."
+                )
             continue
-        if buffer[position] == "]":
-            break
+        if char == "]" and index == 1:
+            break  # an empty array: refused later as a file with no rows
+        if char in ",]":
+            raise IngestRefused(
+                f"row {index}: is missing: the array has a {char!r} where a row belongs; "
+                "the rest of the file cannot be read."
+            )
         try:
             value, end = decoder.raw_decode(buffer, position)
         except RecursionError:
@@ -373,26 +450,52 @@ def _json_array_batches(stream: IO[bytes]) -> Iterator[RawBatch]:
                 f"row {index}: is nested too deeply to read; the rest of the file cannot be read."
             ) from None
         except json.JSONDecodeError as exc:
-            # The element may be cut off at the end of the buffer: read more and try again,
-            # up to a bound, so a broken file is not read whole into memory.
-            if not exhausted and len(buffer) - position < MAX_JSON_ELEMENT_CHARS and fill():
-                continue
+            # An element cut off by the end of the buffer (a string running to it, or an error
+            # at its last few characters) is read on and tried again, up to the bound on a row,
+            # so that no row is held past it; any other error is the row's own.
+            if not exhausted and (exc.pos >= len(buffer) - 6 or exc.msg.startswith("Unterminated string")):
+                if len(buffer) - position > max_element_bytes:
+                    raise ReadStopped(
+                        ProblemKind.TOO_LARGE,
+                        f"row {index}",
+                        f"is longer than {max_element_bytes:,} bytes, the most a row may hold",
+                    ) from None
+                if fill():
+                    continue
             raise IngestRefused(
                 f"row {index}: is not valid JSON ({exc.msg}); the rest of the file cannot be read."
             ) from exc
         # A number or literal cut at the buffer's end would decode short; make sure it ended.
         if end == len(buffer) and not exhausted and fill():
             continue
+        # Only a row of more than a quarter of the bound can be over it (4 bytes a character at most).
+        if (end - position) * 4 > max_element_bytes:
+            size = len(buffer[position:end].encode("utf-8", errors="surrogatepass"))
+            if size > max_element_bytes:
+                value = (
+                    ProblemKind.TOO_LARGE,
+                    f"is {size:,} bytes long; the most a row may hold is {max_element_bytes:,}",
+                )
         rows.append((index, value))
         index += 1
         position = end
+        after_row = True
         if len(rows) >= PY_BATCH_ROWS:
             yield RawBatch(first_row=rows[0][0], rows=rows)
             rows = []
-    if not started:
-        raise IngestRefused("The JSON file is empty.")
+    _nothing_after(buffer[position + 1 :], reader, rows=index - 1)
     if rows:
         yield RawBatch(first_row=rows[0][0], rows=rows)
+
+
+def _nothing_after(rest: str, reader: Iterator[str], *, rows: int) -> None:
+    """Only spaces may follow the array's end: whatever else is there would be dropped unread."""
+    for text in itertools.chain([rest], reader):
+        if text.strip(" \t\r\n"):
+            raise IngestRefused(
+                f"The JSON file goes on after its array of {rows} row(s) ends "
+                f"({clipped(text.strip(), 40)!r}); send one array, or one object per line (JSONL)."
+            )
 
 
 def _utf8_chunks(stream: IO[bytes]) -> Iterator[str]:
@@ -408,17 +511,86 @@ def _utf8_chunks(stream: IO[bytes]) -> Iterator[str]:
 # --- CSV, Parquet, saved Hugging Face datasets ------------------------------------------
 
 
-def _csv_batches(stream: IO[bytes]) -> Iterator[RawBatch]:
+class _CsvRecordBound(io.RawIOBase):
+    """The CSV bytes as read, refused once one record runs past the bound.
+
+    Arrow's CSV reader holds a record whole, however long, so one endless
+    field would fill the memory before any row could be checked. A record ends
+    at a line end (LF or CR) outside quotes, and a doubled quote inside a
+    quoted field flips the count twice, so the parity of the quotes seen tells
+    quoted from not (the quoting Arrow reads by default). Counted with numpy,
+    a block at a time, from where its line ends and quotes are; lines are
+    counted by their LF.
+    """
+
+    def __init__(self, raw: IO[bytes], max_record_bytes: int) -> None:
+        self._raw = raw
+        self._most = max_record_bytes
+        self._quoted = False
+        self._current = 0  # bytes of the record being read
+        self.lines = 1  # the line the record being read starts on
+        self._lines_read = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: WriteableBuffer) -> int:
+        with memoryview(buffer) as view:
+            data = self._raw.read(len(view))
+            view[: len(data)] = data
+        if not data:
+            return 0
+        array = np.frombuffer(data, dtype=np.uint8)
+        breaks = np.flatnonzero((array == _NEWLINE[0]) | (array == _CR[0]))
+        newlines = breaks[array[breaks] == _NEWLINE[0]]
+        quotes = np.flatnonzero(array == _QUOTE)
+        ends = breaks
+        if len(quotes) or self._quoted:
+            # A line end is inside quotes when an odd number of quotes came before it.
+            ends = breaks[(np.searchsorted(quotes, breaks) + self._quoted) % 2 == 0]
+        self._quoted = bool((len(quotes) + self._quoted) % 2)
+        if len(ends):
+            if self._current + int(ends[0]) + 1 > self._most:
+                raise _RecordTooLong(self.lines)
+            over = np.flatnonzero(np.diff(ends) > self._most)
+            if len(over):
+                raise _RecordTooLong(self._line_after(newlines, int(ends[over[0]])))
+            self.lines = self._line_after(newlines, int(ends[-1]))
+            self._current = len(array) - int(ends[-1]) - 1
+        else:
+            self._current += len(array)
+        self._lines_read += len(newlines)
+        if self._current > self._most:
+            raise _RecordTooLong(self.lines)
+        return len(data)
+
+    def _line_after(self, newlines: np.ndarray, end: int) -> int:
+        """The line of the file that a record starting right after this block's byte ``end`` starts on."""
+        return self._lines_read + int(np.searchsorted(newlines, end, side="right")) + 1
+
+
+class _RecordTooLong(Exception):
+    def __init__(self, line: int) -> None:
+        super().__init__(line)
+        self.line = line
+
+
+_QUOTE = ord('"')
+
+
+def _csv_batches(stream: IO[bytes], max_record_bytes: int) -> Iterator[RawBatch]:
     """Every CSV cell is read as text; lists (chat messages, choices) are JSON text in their cell."""
+    bounded = _CsvRecordBound(stream, max_record_bytes)
     try:
         reader = pa_csv.open_csv(
-            stream,
+            bounded,
             read_options=pa_csv.ReadOptions(block_size=BLOCK_BYTES),
             convert_options=pa_csv.ConvertOptions(
                 strings_can_be_null=False, quoted_strings_can_be_null=False
             ),
         )
         schema = reader.schema
+        _header_check(schema.names)
         as_text = pa.schema([(name, pa.string()) for name in schema.names])
         row = 1
         for batch in reader:
@@ -428,8 +600,27 @@ def _csv_batches(stream: IO[bytes]) -> Iterator[RawBatch]:
                 rows=list(zip(range(row, row + table.num_rows), table.to_pylist(), strict=True)),
             )
             row += table.num_rows
+    except _RecordTooLong as exc:
+        where = "the header" if exc.line == 1 else f"the row starting on line {exc.line}"
+        raise ReadStopped(
+            ProblemKind.TOO_LARGE,
+            where,
+            f"is longer than {max_record_bytes:,} bytes, the most a row may hold",
+        ) from None
     except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
-        raise IngestRefused(f"The CSV file could not be read: {exc}") from exc
+        raise IngestRefused(f"The CSV file could not be read: {clipped(str(exc))}") from exc
+
+
+def _header_check(names: list[str]) -> None:
+    """Each column once: a row read as a mapping keeps only the last of two columns of one name."""
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise IngestRefused(
+                f"The CSV header names the column {clipped(name, 60)!r} {names.count(name)} times; "
+                "give each column a name of its own."
+            )
+        seen.add(name)
 
 
 def _arrow_batches(batches: Iterator[pa.RecordBatch], first: int = 1) -> Iterator[RawBatch]:

@@ -18,7 +18,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from controlplane.datasets.ingest.problems import IngestRefused, ProblemKind
+from controlplane.datasets.ingest.problems import IngestRefused, ProblemKind, clipped
 from workers.spec import DatasetSchema
 
 ROLES = ("system", "user", "assistant", "tool")
@@ -51,6 +51,27 @@ _DETECTION: list[tuple[DatasetSchema, frozenset[str]]] = [
 ]
 
 
+@dataclass(frozen=True)
+class LongNumber:
+    """A whole number too long to be any row's value, kept as its count of digits.
+
+    Python refuses to read a number of more than 4,300 digits (an error, not a
+    value), and no field holds one of more than a few: the row is reported as
+    holding a number where it should not.
+    """
+
+    digits: int
+
+
+# Enough for any 64-bit integer with its sign.
+MAX_INT_CHARS = 20
+
+
+def json_int(text: str) -> int | LongNumber:
+    """``parse_int`` for ``json``: a number too long to hold is a LongNumber instead of an error."""
+    return int(text) if len(text) <= MAX_INT_CHARS else LongNumber(len(text.lstrip("-")))
+
+
 def fields_of(schema: DatasetSchema) -> list[str]:
     return ARROW_SCHEMAS[schema].names
 
@@ -81,7 +102,7 @@ def layout_choose(columns: list[str], *, schema: DatasetSchema | None, mapping: 
         schema = _schema_detect(names)
         if schema is None:
             # repr() keeps control characters (a NUL byte above all) out of the stored message.
-            shown = ", ".join(repr(column) for column in sorted(columns)[:10]) or "none"
+            shown = ", ".join(repr(clipped(column, 60)) for column in sorted(columns)[:10]) or "none"
             raise IngestRefused(
                 f"The schema could not be told from the columns ({shown}). Name it, or map the "
                 "columns: text; instruction/input/output; messages; prompt/chosen/rejected; "
@@ -125,7 +146,7 @@ def _as_plain(array: pa.ChunkedArray | pa.Array, target: pa.DataType) -> pa.Chun
     return None
 
 
-def table_normalize(table: pa.Table, layout: Layout) -> pa.Table | None:
+def table_normalize(table: pa.Table, layout: Layout, *, max_field_bytes: int) -> pa.Table | None:
     """The batch in the normalized layout, or None when any row needs a closer look.
 
     None is not an error: the slow path then checks the rows one by one and
@@ -154,11 +175,15 @@ def table_normalize(table: pa.Table, layout: Layout) -> pa.Table | None:
             plain = column if column.type == pa.list_(MESSAGE) else None
         if plain is None or plain.null_count:
             return None
-        if not _values_check(target.name, plain, layout.schema):
+        if not _values_check(target.name, plain, layout.schema, max_field_bytes):
             return None
         columns.append(plain)
     normalized = pa.Table.from_arrays(columns, schema=schema)
     if layout.schema is DatasetSchema.MULTIPLE_CHOICE and not answers_check(normalized):
+        return None
+    if layout.schema is DatasetSchema.PREFERENCE and bool(
+        pc.any(pc.equal(normalized.column("chosen"), normalized.column("rejected"))).as_py()
+    ):
         return None
     return normalized
 
@@ -170,11 +195,19 @@ def _blank_any(strings: pa.ChunkedArray | pa.Array) -> bool:
     return bool(pc.any(blank).as_py())
 
 
-def _values_check(name: str, column: pa.ChunkedArray | pa.Array, schema: DatasetSchema) -> bool:
-    if name in OPTIONAL_FIELDS.get(schema, frozenset()):
-        return True
+def _texts_fit(strings: pa.ChunkedArray | pa.Array, most: int) -> bool:
+    """No value longer than ``most`` bytes, and none holding a NUL character."""
+    longest = pc.max(pc.binary_length(strings)).as_py()
+    if longest is not None and longest > most:
+        return False
+    return not bool(pc.any(pc.match_substring(strings, "\x00")).as_py())
+
+
+def _values_check(name: str, column: pa.ChunkedArray | pa.Array, schema: DatasetSchema, most: int) -> bool:
     if column.type == pa.string():
-        return not _blank_any(column)
+        if not _texts_fit(column, most):
+            return False
+        return name in OPTIONAL_FIELDS.get(schema, frozenset()) or not _blank_any(column)
     if name == "messages":
         if bool(pc.any(pc.equal(pc.list_value_length(column), 0)).as_py()):
             return False
@@ -182,11 +215,20 @@ def _values_check(name: str, column: pa.ChunkedArray | pa.Array, schema: Dataset
         roles, contents = pc.struct_field(messages, "role"), pc.struct_field(messages, "content")
         if roles.null_count or contents.null_count:
             return False
-        return bool(pc.all(pc.is_in(roles, pa.array(ROLES))).as_py()) and not _blank_any(contents)
+        return (
+            bool(pc.all(pc.is_in(roles, pa.array(ROLES))).as_py())
+            and _texts_fit(contents, most)
+            and not _blank_any(contents)
+        )
     if name == "choices":
         lengths = pc.list_value_length(column)
         flat = pc.list_flatten(column)
-        return bool(pc.min(lengths).as_py() >= 2) and not flat.null_count and not _blank_any(flat)
+        return (
+            bool(pc.min(lengths).as_py() >= 2)
+            and not flat.null_count
+            and _texts_fit(flat, most)
+            and not _blank_any(flat)
+        )
     return True
 
 
@@ -206,13 +248,23 @@ class RowProblem(Exception):
         self.reason = reason
 
 
-def _text(value: Any, field: str, *, required: bool) -> str:
+def _text(value: Any, field: str, *, required: bool, most: int) -> str:
     if value is None:
         if required:
             raise RowProblem(ProblemKind.MISSING, f"'{field}' is missing")
         return ""
     if not isinstance(value, str):
         raise RowProblem(ProblemKind.WRONG_TYPE, f"'{field}' must be text, not {_type_name(value)}")
+    # Only text of more than a quarter of the bound can be over it (4 bytes a character at most).
+    if len(value) * 4 > most:
+        size = len(value.encode("utf-8", errors="surrogatepass"))
+        if size > most:
+            raise RowProblem(
+                ProblemKind.TOO_LARGE, f"the field '{field}' is {size:,} bytes; the most is {most:,}"
+            )
+    if "\x00" in value:
+        # Stored, it would be invisible on every page and cut the text short in many tools.
+        raise RowProblem(ProblemKind.NUL_CHARACTER, f"'{field}' holds a NUL character (\\u0000); remove it")
     if not value.isascii() and not _encodable(value):
         raise RowProblem(ProblemKind.ENCODING, f"'{field}' holds half of a surrogate pair, which is not text")
     if required and not value.strip():
@@ -230,16 +282,22 @@ def _encodable(value: str) -> bool:
 
 
 def _type_name(value: Any) -> str:
-    return {dict: "an object", list: "a list", bool: "true/false", int: "a number", float: "a number"}.get(
-        type(value), type(value).__name__
-    )
+    names = {
+        dict: "an object",
+        list: "a list",
+        bool: "true/false",
+        int: "a number",
+        float: "a number",
+        LongNumber: "a number",
+    }
+    return names.get(type(value), type(value).__name__)
 
 
 def _maybe_json(value: Any) -> Any:
     """A list written as JSON text, as a CSV cell has to hold it."""
     if isinstance(value, str) and value.lstrip().startswith("["):
         try:
-            return json.loads(value)
+            return json.loads(value, parse_int=json_int)
         except ValueError:
             return value
         except RecursionError:
@@ -247,7 +305,7 @@ def _maybe_json(value: Any) -> Any:
     return value
 
 
-def _messages(value: Any) -> list[dict[str, str]]:
+def _messages(value: Any, most: int) -> list[dict[str, str]]:
     value = _maybe_json(value)
     if value is None:
         raise RowProblem(ProblemKind.MISSING, "'messages' is missing")
@@ -263,20 +321,20 @@ def _messages(value: Any) -> list[dict[str, str]]:
         extra = set(message) - {"role", "content"}
         if extra:
             raise RowProblem(
-                ProblemKind.UNKNOWN_FIELD, f"'{where}' has an unknown field {sorted(extra)[0]!r}"
+                ProblemKind.UNKNOWN_FIELD, f"'{where}' has an unknown field {clipped(sorted(extra)[0], 60)!r}"
             )
-        role = _text(message.get("role"), f"{where}.role", required=True)
+        role = _text(message.get("role"), f"{where}.role", required=True, most=most)
         if role not in ROLES:
             raise RowProblem(
-                ProblemKind.UNKNOWN_ROLE, f"'{where}.role' is {role!r}; it must be one of {', '.join(ROLES)}"
+                ProblemKind.UNKNOWN_ROLE,
+                f"'{where}.role' is {clipped(role, 40)!r}; it must be one of {', '.join(ROLES)}",
             )
-        messages.append(
-            {"role": role, "content": _text(message.get("content"), f"{where}.content", required=True)}
-        )
+        content = _text(message.get("content"), f"{where}.content", required=True, most=most)
+        messages.append({"role": role, "content": content})
     return messages
 
 
-def _choices(value: Any) -> list[str]:
+def _choices(value: Any, most: int) -> list[str]:
     value = _maybe_json(value)
     if value is None:
         raise RowProblem(ProblemKind.MISSING, "'choices' is missing")
@@ -284,13 +342,18 @@ def _choices(value: Any) -> list[str]:
         raise RowProblem(ProblemKind.WRONG_TYPE, f"'choices' must be a list, not {_type_name(value)}")
     if len(value) < 2:
         raise RowProblem(ProblemKind.EMPTY, "'choices' needs at least two choices")
-    return [_text(choice, f"choices[{i}]", required=True) for i, choice in enumerate(value)]
+    return [_text(choice, f"choices[{i}]", required=True, most=most) for i, choice in enumerate(value)]
 
 
 def _answer(value: Any, choices: list[str]) -> int:
     """An answer index; also accepted: a letter ("B") or a digit string, as CSV files write them."""
     if value is None:
         raise RowProblem(ProblemKind.MISSING, "'answer' is missing")
+    if isinstance(value, LongNumber):
+        raise RowProblem(
+            ProblemKind.BAD_ANSWER,
+            f"'answer' is a number of {value.digits:,} digits, not one of the {len(choices)} choices",
+        )
     if isinstance(value, str):
         text = value.strip()
         # ASCII only: "²" is a digit to Python but not to int(), and "é" is no choice letter.
@@ -308,8 +371,11 @@ def _answer(value: Any, choices: list[str]) -> int:
     return value
 
 
-def row_normalize(row: Any, layout: Layout) -> dict[str, Any]:
-    """The row in the normalized layout, or RowProblem saying what is wrong with it."""
+def row_normalize(row: Any, layout: Layout, *, max_field_bytes: int) -> dict[str, Any]:
+    """The row in the normalized layout, or RowProblem saying what is wrong with it.
+
+    No text value of it may hold more than ``max_field_bytes`` bytes.
+    """
     if not isinstance(row, dict):
         raise RowProblem(
             ProblemKind.NOT_AN_OBJECT, f"must be an object with the {layout.schema.value} fields"
@@ -319,14 +385,22 @@ def row_normalize(row: Any, layout: Layout) -> dict[str, Any]:
     for column in row:
         if column not in sources:
             raise RowProblem(
-                ProblemKind.UNKNOWN_FIELD, f"{column!r} is not a field of the {layout.schema.value} schema"
+                ProblemKind.UNKNOWN_FIELD,
+                f"{clipped(column, 60)!r} is not a field of the {layout.schema.value} schema",
             )
     values = {name: row.get(layout.source_of(name)) for name in names}
     optional = OPTIONAL_FIELDS.get(layout.schema, frozenset())
+    most = max_field_bytes
     if layout.schema is DatasetSchema.CHAT:
-        return {"messages": _messages(values["messages"])}
+        return {"messages": _messages(values["messages"], most)}
     if layout.schema is DatasetSchema.MULTIPLE_CHOICE:
-        question = _text(values["question"], "question", required=True)
-        choices = _choices(values["choices"])
+        question = _text(values["question"], "question", required=True, most=most)
+        choices = _choices(values["choices"], most)
         return {"question": question, "choices": choices, "answer": _answer(values["answer"], choices)}
-    return {name: _text(values[name], name, required=name not in optional) for name in names}
+    texts = {name: _text(values[name], name, required=name not in optional, most=most) for name in names}
+    if layout.schema is DatasetSchema.PREFERENCE and texts["chosen"] == texts["rejected"]:
+        raise RowProblem(
+            ProblemKind.NO_PREFERENCE,
+            "'chosen' and 'rejected' are the same text; a preference needs two different answers",
+        )
+    return texts

@@ -1,8 +1,10 @@
 """Where a dataset's bytes come from: decompression, archives and the format of the file.
 
-Every byte that leaves a decompressor is counted, so a small file that
-expands without bound (a gzip or zip bomb) is stopped early with a clear
-error instead of filling the disk or the memory.
+Every byte that leaves a decompressor is counted against the compressed
+bytes read so far, so a small file that expands without bound (a gzip or zip
+bomb) is stopped a few megabytes in with a clear error, instead of filling
+the disk or the memory. A file's name and its content must tell the same
+format: a name is what a person sees, and the content is what is read.
 """
 
 from __future__ import annotations
@@ -10,15 +12,18 @@ from __future__ import annotations
 import io
 import json
 import tarfile
+import unicodedata
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
 from typing import IO, TYPE_CHECKING
+from urllib.parse import unquote
 
 import pyarrow as pa
 
-from controlplane.datasets.ingest.problems import IngestRefused
+from controlplane.datasets.ingest.problems import IngestRefused, clipped
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
@@ -45,13 +50,23 @@ class Compression(StrEnum):
 
 @dataclass(frozen=True)
 class Limits:
-    """How far a file may expand. A text file compresses 3-10x; 100x is a bomb, not data."""
+    """How far a file may expand, and how large one row and one value may be.
+
+    A text file compresses 3-10x; 100x is a bomb, not data. The row and value
+    bounds keep what a reader holds at once small whatever the file holds: a
+    row is read whole before it is checked, so without them one endless line
+    would be held in memory whole.
+    """
 
     max_expanded_bytes: int = 64 * 1024**3
     max_expansion_ratio: float = 100.0
     # The ratio is judged only past this many bytes: tiny files compress oddly.
     ratio_grace_bytes: int = 8 * 1024**2
     max_archive_members: int = 10_000
+    # One row as the file holds it: a JSONL line, an element of a JSON array, a CSV record.
+    max_line_bytes: int = 1024**2
+    # One text value of a row: a field, a message's content, a choice.
+    max_field_bytes: int = 256 * 1024
 
 
 class ByteCounter(io.RawIOBase):
@@ -73,11 +88,18 @@ class ByteCounter(io.RawIOBase):
 
 
 class ExpansionGuard(io.RawIOBase):
-    """Decompressed bytes, refused once they outgrow the limits against the compressed size."""
+    """Decompressed bytes, refused once they outgrow the limits against the compressed bytes read.
 
-    def __init__(self, decompressed: IO[bytes], *, compressed_size: int, limits: Limits) -> None:
+    Judged against what the decompressor has read so far, not the whole file's
+    size: a bomb is stopped as soon as it starts to expand (the decompressor
+    reads 64 KB at a time), not once it has expanded to 100 times the file.
+    """
+
+    def __init__(
+        self, decompressed: IO[bytes], *, compressed_read: Callable[[], int], limits: Limits
+    ) -> None:
         self._inner = decompressed
-        self._compressed_size = max(compressed_size, 1)
+        self._compressed_read = compressed_read
         self._limits = limits
         self.count = 0
 
@@ -89,7 +111,7 @@ class ExpansionGuard(io.RawIOBase):
             data = self._inner.read(len(view))
             view[: len(data)] = data
         self.count += len(data)
-        expansion_check(self.count, self._compressed_size, self._limits)
+        expansion_check(self.count, self._compressed_read(), self._limits)
         return len(data)
 
 
@@ -116,27 +138,51 @@ def compression_sniff(head: bytes) -> Compression:
 
 # Folders hold names of at most 255 bytes, and the name is stored in a 255-character column.
 MAX_FILENAME_BYTES = 200
+# Percent-decoding is repeated, so that a name encoded twice over ("%252e") still comes out as
+# what it spells; a few rounds undo any encoding a client plausibly applied.
+_DECODE_ROUNDS = 4
 
 
-def filename_check(name: str) -> str:
-    """The uploaded file's name, refused when it names a path instead of a file.
+def _invisible(char: str) -> bool:
+    """Control, format (bidirectional overrides, zero-width), surrogate, unassigned and line-separator
+    characters: none of them is seen, and some change how the rest of a name is shown or read."""
+    category = unicodedata.category(char)
+    return category[0] == "C" or category in ("Zl", "Zp")
 
-    A long name is shortened to MAX_FILENAME_BYTES of UTF-8, keeping its
-    extensions, which tell its format.
+
+def filename_normalize(name: str) -> str:
+    """The name an uploaded file is kept and shown under; the one place such a name is made.
+
+    Only ever a label: a staged file's name on disk is its upload's id. Unicode
+    NFKC (full-width dots and slashes become plain ones) and percent-encoding
+    are undone, so that what is checked next is what the name spells; control
+    and bidirectional characters are dropped (a right-to-left override shows
+    "txt.exe" as "exe.txt", a CR LF splits a header); only the last part of a
+    path is kept; and a long name is shortened to MAX_FILENAME_BYTES of UTF-8,
+    keeping its extensions, which tell its format. Refused only when no name is left.
     """
-    if not name or "/" in name or "\\" in name or name in (".", "..") or "\x00" in name:
-        raise IngestRefused(f"The file name {name!r} is a path; send a plain file name like 'data.jsonl'.")
-    try:
-        encoded = name.encode("utf-8")
-    except UnicodeEncodeError:
-        raise IngestRefused(f"The file name {name!r} is not text; rename the file.") from None
+    cleaned, previous = name, None
+    for _ in range(_DECODE_ROUNDS):
+        if cleaned == previous:
+            break
+        previous = cleaned
+        cleaned = unicodedata.normalize("NFKC", unquote(cleaned))
+    cleaned = "".join(char for char in cleaned if not _invisible(char))
+    # Dots and spaces at either end are dropped too: ".." is no name, and "data.jsonl." hides its extension.
+    cleaned = cleaned.replace("\\", "/").rpartition("/")[2].strip(" .")
+    if not cleaned:
+        raise IngestRefused(
+            f"The file name {clipped(name, 60)!r} holds no name once its folders and invisible "
+            "characters are left out; send a plain file name like 'data.jsonl'."
+        )
+    encoded = cleaned.encode("utf-8")
     if len(encoded) <= MAX_FILENAME_BYTES:
-        return name
-    stem, dot, extensions = name.partition(".")
+        return cleaned
+    stem, dot, extensions = cleaned.partition(".")
     suffix = (dot + extensions).encode("utf-8")
     if len(suffix) > 32:
         # Dots inside a long name: keep only what follows the last one.
-        stem, dot, extension = name.rpartition(".")
+        stem, dot, extension = cleaned.rpartition(".")
         suffix = (dot + extension).encode("utf-8")[:32]
     # A character cut in half is dropped rather than stored broken.
     kept = stem.encode("utf-8")[: MAX_FILENAME_BYTES - len(suffix)].decode("utf-8", errors="ignore")
@@ -159,6 +205,60 @@ def _stem_format(name: str) -> FileFormat | None:
     if lowered.endswith((".zip", ".tar", ".tgz")):
         return FileFormat.HF_DATASET
     return None
+
+
+def _name_compression(name: str) -> Compression:
+    lowered = name.lower()
+    if lowered.endswith((".gz", ".gzip", ".tgz")):
+        return Compression.GZIP
+    if lowered.endswith((".zst", ".zstd")):
+        return Compression.ZSTD
+    return Compression.NONE
+
+
+def source_expands(path: Path, filename: str) -> bool:
+    """Whether reading the file means decompressing or unpacking it, by its name or its first bytes.
+
+    Such a file is read by the control worker only, however small: a few
+    kilobytes of it can expand to gigabytes. Parquet counts: its pages are compressed.
+    """
+    with path.open("rb") as probe:
+        head = probe.read(8)
+    return (
+        compression_sniff(head) is not Compression.NONE
+        or head.startswith((ZIP_MAGIC, PARQUET_MAGIC))
+        or _name_compression(filename) is not Compression.NONE
+        or _stem_format(filename) in (FileFormat.PARQUET, FileFormat.HF_DATASET)
+    )
+
+
+_COMPRESSION_WORDS = {
+    Compression.NONE: "not compressed",
+    Compression.GZIP: "gzip-compressed",
+    Compression.ZSTD: "zstd-compressed",
+}
+
+
+def _name_matches_content(filename: str, head: bytes) -> None:
+    """Refuse a file whose name tells another format than its first bytes: one of the two is wrong,
+    and reading it as either could store something other than what its sender meant."""
+    named = _stem_format(filename)
+    shown = clipped(filename, 80)
+    if head.startswith(ZIP_MAGIC) and named not in (None, FileFormat.HF_DATASET):
+        raise IngestRefused(f"{shown!r} is named as {named.value} but holds a zip archive; name it '.zip'.")
+    if head.startswith(PARQUET_MAGIC) and named not in (None, FileFormat.PARQUET):
+        raise IngestRefused(f"{shown!r} is named as {named.value} but holds Parquet; name it '.parquet'.")
+    if named is FileFormat.HF_DATASET or head.startswith((ZIP_MAGIC, PARQUET_MAGIC)):
+        return  # an archive or Parquet: read as one, and refused if it is not
+    declared, found = _name_compression(filename), compression_sniff(head)
+    if named is None and declared is Compression.NONE:
+        return  # a name that tells nothing ("data", "rows.txt"): the content tells
+    if declared is not found:
+        raise IngestRefused(
+            f"{shown!r} is named as {_COMPRESSION_WORDS[declared]} but its content is "
+            f"{_COMPRESSION_WORDS[found]}; name the file for what it holds "
+            "(such as 'data.jsonl', or 'data.jsonl.gz' for a gzip-compressed one)."
+        )
 
 
 def text_format_sniff(head: bytes) -> FileFormat:
@@ -196,6 +296,7 @@ def source_open(path: Path, *, filename: str, limits: Limits, unpack_dir: Path) 
     total = path.stat().st_size
     with path.open("rb") as probe:
         head = probe.read(4096)
+    _name_matches_content(filename, head)
     # Archives are told by their name as well: probing a compressed text file as a tar would
     # decompress it.
     if head.startswith(ZIP_MAGIC) or _stem_format(filename) is FileFormat.HF_DATASET:
@@ -217,10 +318,10 @@ def source_open(path: Path, *, filename: str, limits: Limits, unpack_dir: Path) 
         stream = path.open("rb")
         text_head = head
     else:
-        counter = ByteCounter(path.open("rb"))
+        compressed = counter = ByteCounter(path.open("rb"))
         codec = "gzip" if compression is Compression.GZIP else "zstd"
-        decompressed = pa.CompressedInputStream(pa.PythonFile(counter, mode="r"), codec)
-        guard = ExpansionGuard(decompressed, compressed_size=total, limits=limits)
+        decompressed = pa.CompressedInputStream(pa.PythonFile(compressed, mode="r"), codec)
+        guard = ExpansionGuard(decompressed, compressed_read=lambda: compressed.count, limits=limits)
         stream = io.BufferedReader(guard, buffer_size=1024 * 1024)
         try:
             text_head = stream.peek(4096)[:4096]
@@ -232,7 +333,9 @@ def source_open(path: Path, *, filename: str, limits: Limits, unpack_dir: Path) 
         file_format = text_format_sniff(text_head)
     if file_format in (FileFormat.PARQUET, FileFormat.HF_DATASET):
         stream.close()
-        raise IngestRefused(f"{filename!r} is named as {file_format.value} but its content is not.")
+        raise IngestRefused(
+            f"{clipped(filename, 80)!r} is named as {file_format.value} but its content is not."
+        )
     return OpenedSource(file_format, compression, stream, None, counter, total)
 
 

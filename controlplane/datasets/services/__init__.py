@@ -14,6 +14,7 @@ from controlplane.datasets.services.ingest import (
     ingest_operation_create,
     ingest_options_check,
     ingest_runs_inline,
+    upload_charset_check,
 )
 from controlplane.datasets.services.operations import (
     dataset_operation_run,
@@ -36,4 +37,5 @@ __all__ = [
     "ingest_operation_create",
     "ingest_options_check",
     "ingest_runs_inline",
+    "upload_charset_check",
 ]

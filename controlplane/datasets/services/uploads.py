@@ -22,13 +22,12 @@ from django.utils import timezone
 
 from controlplane.accounts.models import Project, Role, User
 from controlplane.accounts.selectors import project_role_check
-from controlplane.datasets.ingest.problems import IngestRefused
-from controlplane.datasets.ingest.sources import filename_check
 from controlplane.datasets.models import ChunkedUpload, DatasetOperation
 from controlplane.datasets.services.ingest import (
     ingest_operation_create,
     ingest_options_check,
     ingest_runs_inline,
+    upload_filename,
     upload_size_check,
 )
 from controlplane.datasets.services.operations import dataset_operation_run
@@ -38,19 +37,25 @@ READ_BYTES = 1024 * 1024
 
 
 def upload_begin(*, project: Project, user: User, filename: str, size: int) -> ChunkedUpload:
-    """Open a resumable upload of ``size`` bytes; its file waits, empty, in the staging folder."""
+    """Open a resumable upload of ``size`` bytes; its file waits, empty, in the staging folder.
+
+    The staged file is named by the upload's id; ``filename`` is only kept, normalized, to be shown.
+    """
     project_role_check(user=user, project=project, role=Role.MEMBER)
-    try:
-        name = filename_check(filename)
-    except IngestRefused as exc:
-        raise ValidationFailed(exc.message) from exc
+    name = upload_filename(filename)
     upload_size_check(size)
-    folder = Path(settings.DATASET_STAGING_DIR) / uuid.uuid4().hex
+    upload_id = uuid.uuid4()
+    folder = Path(settings.DATASET_STAGING_DIR) / upload_id.hex
     folder.mkdir(parents=True)
-    staged = folder / name
+    staged = folder / upload_id.hex
     staged.touch()
     return ChunkedUpload.objects.create(
-        project=project, created_by=user, filename=name, size_bytes=size, staged_path=str(staged)
+        id=upload_id,
+        project=project,
+        created_by=user,
+        filename=name,
+        size_bytes=size,
+        staged_path=str(staged),
     )
 
 
@@ -58,7 +63,7 @@ def upload_get(*, user: User, upload_id: uuid.UUID) -> ChunkedUpload:
     """An upload is its sender's: anyone else gets NotFound, as for what they cannot see."""
     upload = ChunkedUpload.objects.select_related("project").filter(pk=upload_id, created_by=user).first()
     if upload is None:
-        raise NotFound("No such upload.")
+        raise NotFound("Not found.")
     project_role_check(user=user, project=upload.project, role=Role.MEMBER)
     return upload
 
@@ -129,7 +134,11 @@ def upload_finish(*, user: User, upload_id: uuid.UUID, **ingest: Any) -> Dataset
                 f"send the rest from offset {upload.received_bytes} first."
             )
         operation = ingest_operation_create(
-            project=upload.project, user=user, staged=Path(upload.staged_path), **options
+            project=upload.project,
+            user=user,
+            staged=Path(upload.staged_path),
+            filename=upload.filename,
+            **options,
         )
         upload.operation = operation
         upload.save(update_fields=["operation", "updated_at"])

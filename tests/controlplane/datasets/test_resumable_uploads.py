@@ -64,7 +64,7 @@ def test_a_file_sent_in_pieces_resumes_from_the_servers_offset_and_becomes_the_s
         ({"filename": "d.jsonl", "size": "12.5"}, 400, "size: must be a whole number"),
         ({"filename": "d.jsonl", "size": True}, 400, "size: must be a whole number"),
         ({"filename": "d.jsonl", "size": 10**15}, 400, "the limit is"),
-        ({"filename": "../../etc/passwd", "size": 10}, 400, "is a path"),
+        ({"filename": "../..", "size": 10}, 400, "holds no name once its folders"),
         ({"filename": None, "size": 10}, 400, "filename: Input should be a valid string"),
         ({"project": "other", "filename": "d.jsonl", "size": 10}, 404, "Not found"),
     ],

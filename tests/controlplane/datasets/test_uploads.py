@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import json
 from pathlib import Path
 
@@ -34,7 +33,6 @@ pytestmark = pytest.mark.django_db
         (b'{"instruction": "\xff\xfe", "output": "y"}\n', "line 1: is not UTF-8 text"),
         (b'{"messages": [{"role": "robot", "content": "y"}]}\n', "line 1: 'messages[0].role' is 'robot'"),
         (b"\n\n", "The file has no rows"),
-        (gzip.compress(b" " * 60_000_000), "compression bomb"),
     ],
 )
 def test_a_bad_file_is_refused_naming_the_line_and_nothing_is_stored(api_for, staging, content, message):
