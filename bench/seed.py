@@ -26,10 +26,8 @@ def project_seed(tmp: Path, *, slug: str, rows: int) -> dict[str, Any]:
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
-    from rest_framework.authtoken.models import Token
-
-    from controlplane.accounts.models import Role
-    from controlplane.accounts.services import member_add, project_create
+    from controlplane.accounts.models import Role, TokenScope
+    from controlplane.accounts.services import api_token_create, member_add, project_create
     from controlplane.datasets.models import Dataset, DatasetVersion
     from controlplane.site.demo import demo_instruction_rows, demo_jsonl
     from controlplane.training.models import BaseModel
@@ -49,7 +47,7 @@ def project_seed(tmp: Path, *, slug: str, rows: int) -> dict[str, Any]:
     return {
         "project": project,
         "user": user,
-        "token": Token.objects.create(user=user).key,
+        "token": api_token_create(user=user, name="bench", scopes=list(TokenScope))[1],
         "base": BaseModel.objects.create(project=project, name="tiny", uri=str(model_dir)),
         "version": version,
     }

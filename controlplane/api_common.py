@@ -8,6 +8,8 @@ models are what the OpenAPI schema shows.
 from __future__ import annotations
 
 import hmac
+import ipaddress
+import logging
 from collections.abc import Mapping
 from typing import Annotated, Any, TypeVar
 
@@ -22,6 +24,8 @@ from rest_framework.request import Request
 from controlplane.accounts.models import Project, Role
 from controlplane.accounts.selectors import project_get
 from controlplane.errors import ValidationFailed, pydantic_parse
+
+log = logging.getLogger(__name__)
 
 
 def project_from_request(request: Request, *, role: Role = Role.VIEWER) -> Project:
@@ -101,8 +105,19 @@ def query_parse(request: Request, model: type[M]) -> M:
     return pydantic_parse(model, request.query_params.dict())
 
 
+def _loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
 class WorkerTokenAuthentication(authentication.BaseAuthentication):
-    """Workers send ``Authorization: Bearer <WORKER_TOKEN>``; they hold no user account."""
+    """Workers send ``Authorization: Bearer <WORKER_TOKEN>``; they hold no user account.
+
+    The well-known development token is taken only on a laptop (``TUNEYARD_LAPTOP``)
+    and only from loopback: anywhere else anyone could claim and finish jobs with it.
+    """
 
     def authenticate(self, request: Request) -> tuple[None, str] | None:
         header = request.headers.get("Authorization", "")
@@ -111,6 +126,18 @@ class WorkerTokenAuthentication(authentication.BaseAuthentication):
             return None
         if not hmac.compare_digest(token.encode(), settings.WORKER_TOKEN.encode()):
             raise AuthenticationFailed("Invalid worker token.")
+        if hmac.compare_digest(token.encode(), settings._DEV_WORKER_TOKEN.encode()):
+            address = request.META.get("REMOTE_ADDR", "")
+            if not (settings.LAPTOP_MODE and _loopback(address)):
+                log.warning(
+                    "Refused the development worker token from %s: it works only on a laptop "
+                    "(TUNEYARD_LAPTOP=true) from 127.0.0.1 or ::1. Set WORKER_TOKEN to a secret of "
+                    "your own on the control plane and its workers.",
+                    address or "an unknown address",
+                )
+                raise AuthenticationFailed(
+                    "The development worker token works only on a laptop, from loopback: set WORKER_TOKEN."
+                )
         return (None, "worker")
 
     def authenticate_header(self, request: Request) -> str:

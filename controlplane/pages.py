@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
+from controlplane.accounts import views as account_views
 from controlplane.datasets import views as dataset_views
 from controlplane.registry import views as registry_views
 from controlplane.site import views as site_views
@@ -15,6 +16,7 @@ urlpatterns = [
     path("", site_views.home, name="home"),
     path("login/", auth_views.LoginView.as_view(template_name="login.html"), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("account/tokens", account_views.token_list, name="account-tokens"),
     path("p/<slug:slug>/", site_views.project_overview, name="project"),
     path("workers/", training_views.worker_list, name="workers"),
     path("p/<slug:slug>/pause", training_views.project_dispatch, {"paused": True}, name="project-pause"),

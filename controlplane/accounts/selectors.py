@@ -1,4 +1,4 @@
-"""Reads that decide what a user may see: everything is scoped by project membership."""
+"""Reads that decide what a user may see: everything is scoped by project membership; API tokens."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import re
 from django.contrib.auth.models import AnonymousUser
 from django.db.models import OuterRef, QuerySet, Subquery
 
-from controlplane.accounts.models import Membership, Project, Role, User
+from controlplane.accounts.models import ApiToken, Membership, Project, Role, User
 from controlplane.errors import Forbidden, NotFound
 
 # Whoever reads: a signed-in user, or an anonymous visitor, who may see nothing.
@@ -48,14 +48,32 @@ def project_role_check(*, user: Reader, project: Project, role: Role) -> Role:
 
 def project_get(*, user: Reader, slug: str, role: Role = Role.VIEWER) -> Project:
     if not SLUG.fullmatch(slug):
-        raise NotFound(f"No project {slug[:100]!r}.")
+        raise NotFound("Not found.")
     # The project and the reader's role in it, in one query.
     # An anonymous reader's pk is None, which matches no membership.
     member_role = Membership.objects.filter(project=OuterRef("pk"), user=user.pk).values("role")[:1]
     project = Project.objects.filter(slug=slug).annotate(member_role=Subquery(member_role)).first()
     if project is None:
-        raise NotFound(f"No project {slug!r}.")
+        raise NotFound("Not found.")
     if user.is_authenticated:
         project._member_roles = {user.pk: Role(project.member_role) if project.member_role else None}
     project_role_check(user=user, project=project, role=role)
     return project
+
+
+def api_token_list(*, user: User) -> QuerySet[ApiToken]:
+    """The user's own tokens, newest first, the revoked and expired ones included."""
+    return ApiToken.objects.filter(user=user).order_by("-created_at", "-pk")
+
+
+def api_token_get(*, user: User, token_id: int) -> ApiToken:
+    """One of the user's own tokens; another's is the same NotFound as a missing one."""
+    token = ApiToken.objects.filter(user=user, pk=token_id).first()
+    if token is None:
+        raise NotFound("No such token of yours.")
+    return token
+
+
+def api_token_find(*, secret: str) -> ApiToken | None:
+    """The token whose secret this is (revoked or expired ones too: the caller says which), with its user."""
+    return ApiToken.objects.select_related("user").filter(digest=ApiToken.digest_of(secret)).first()

@@ -49,7 +49,7 @@ def test_ci_drives_the_whole_path_from_the_shell(people, live_server, worker, ti
     url = live_server.url
     token = tuneyard("token", "alice", url=url, password=PASSWORD).stdout.strip()
     carol = tuneyard("token", "carol", url=url, password=PASSWORD).stdout.strip()
-    assert len(token) == 40 and len(carol) == 40
+    assert token.startswith("tyk_") and carol.startswith("tyk_") and token != carol
 
     data = tmp_path / "data.jsonl"
     data.write_bytes(demo_jsonl(32))

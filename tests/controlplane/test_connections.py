@@ -10,8 +10,9 @@ import httpx
 import pytest
 from django.conf import settings
 from django.db import connection
-from rest_framework.authtoken.models import Token
 
+from controlplane.accounts.models import TokenScope
+from controlplane.accounts.services import api_token_create
 from infra import processes
 from tests.conftest import _start, _stop
 
@@ -27,7 +28,7 @@ def _web_backends(application: str) -> set[int]:
 def test_the_web_process_answers_requests_on_connections_it_keeps(people, tmp_path: Path) -> None:
     if connection.vendor != "postgresql":
         pytest.skip("reads PostgreSQL's pg_stat_activity")
-    token = Token.objects.create(user=people["alice"]).key
+    token = api_token_create(user=people["alice"], name="test", scopes=[TokenScope.READ])[1]
     application = f"tuneyard-web-{uuid.uuid4().hex[:8]}"
     port = processes.free_port()
     database = settings.DATABASES["default"]
