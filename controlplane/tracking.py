@@ -157,6 +157,19 @@ def run_url(run_id: str) -> str:
     return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
 
 
+def run_experiment_name(run_id: str) -> str | None:
+    """The name of the experiment run ``run_id`` is in; None when MLflow has no such run."""
+    with _mlflow_errors("find the run"):
+        client = _client()
+        try:
+            run = client.get_run(run_id)
+        except MlflowException as exc:
+            if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                return None
+            raise
+        return client.get_experiment(run.info.experiment_id).name
+
+
 def model_config_read(uri: str) -> dict | None:
     """The ``config.json`` of the model stored at ``uri``, fetched alone (never the weights).
 

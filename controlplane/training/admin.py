@@ -2,15 +2,40 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from django import forms
 from django.contrib import admin
 from django.http import HttpRequest
 
 from controlplane.admin import ReadOnlyAdmin
+from controlplane.errors import DomainError
 from controlplane.training.models import BaseModel, Job, JobEvent, Worker
+from controlplane.training.selectors import base_model_uri_check
+
+
+class BaseModelForm(forms.ModelForm):
+    """The admin's base model form: its URI passes the same rule as the API's (workers.uris)."""
+
+    class Meta:
+        model = BaseModel
+        fields = ["project", "name", "uri", "description", "trust_remote_code"]
+
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        data = self.cleaned_data
+        project, uri = data.get("project"), data.get("uri")
+        if project is not None and uri is not None:
+            try:
+                base_model_uri_check(project=project, uri=uri)
+            except DomainError as exc:  # refused, or MLflow did not answer about a runs:/ URI
+                self.add_error("uri", exc.message)
+        return data
 
 
 @admin.register(BaseModel)
 class BaseModelAdmin(admin.ModelAdmin):
+    form = BaseModelForm
     # The one place a base model's own code is allowed to run on the workers.
     list_display = ["name", "project", "uri", "trust_remote_code"]
     list_filter = ["trust_remote_code"]

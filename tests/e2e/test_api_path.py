@@ -79,7 +79,7 @@ def test_dataset_to_approved_deployment_through_the_api(setup, live_server, mlfl
     )
 
 
-def test_a_running_job_can_be_cancelled_and_the_worker_carries_on(setup):
+def test_a_running_job_can_be_cancelled_and_the_worker_carries_on(setup, model_uri_roots):
     alice = setup["alice"]
     long = dict(FAST_LORA, hyperparameters={**FAST_LORA["hyperparameters"], "max_steps": 100_000})
     job_id = submit(setup, long)
@@ -93,9 +93,10 @@ def test_a_running_job_can_be_cancelled_and_the_worker_carries_on(setup):
     assert job["status"] == "cancelled"
     assert alice.post(f"jobs/{job_id}/cancel").json()["status"] == "cancelled"  # idempotent
 
-    # The worker survived: a bad job next fails cleanly with a reason.
+    # The worker survived: a bad job next fails cleanly with a reason (a path the rule admits, not there).
     bad_base = alice.post(
-        "base-models", json={"project": "demo", "name": "missing", "uri": "/nonexistent/model"}
+        "base-models",
+        json={"project": "demo", "name": "missing", "uri": f"{model_uri_roots}/nonexistent/model"},
     ).json()
     failed_id = submit(setup, FAST_LORA, base_model=bad_base["id"])
     failed, _ = wait_for(alice, failed_id, {"failed", "succeeded"})

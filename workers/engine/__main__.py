@@ -25,6 +25,7 @@ from pydantic import ValidationError  # noqa: E402
 from workers.engine import JobInputError, distributed  # noqa: E402
 from workers.engine.protocol import EXIT_CANCELLED, EXIT_FAILED, EXIT_INVALID_INPUT, EXIT_OK  # noqa: E402
 from workers.spec import JobKind, JobSpec  # noqa: E402
+from workers.uris import UriRefused  # noqa: E402
 
 # Some exceptions carry whole server responses; the traceback printed before keeps them.
 MAX_REASON_CHARS = 1000
@@ -71,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_job(spec, args.workdir)
     except KeyboardInterrupt:
         return _rank_fail(args.workdir, "cancelled", EXIT_CANCELLED, rank_process)
-    except JobInputError as exc:
+    except (JobInputError, UriRefused) as exc:  # a URI the rule refuses is refused on every retry too
         return _rank_fail(args.workdir, str(exc), EXIT_INVALID_INPUT, rank_process)
     except Exception as exc:  # the process boundary: every failure becomes a sentence
         traceback.print_exc()

@@ -20,6 +20,7 @@ from workers.engine.data import (
 from workers.engine.protocol import emit
 from workers.spec import DatasetSchema, EvaluationMetric, JobKind, JobSpec, TrainedArtifactKind
 from workers.tracking import RunLogger, download
+from workers.uris import UriScope
 
 
 def run_job(spec: JobSpec, workdir: Path) -> None:
@@ -34,15 +35,16 @@ def run_job(spec: JobSpec, workdir: Path) -> None:
     if not distributed.is_main():
         _replica_run(spec, workdir)
         return
+    scope = uri_scope(spec)
     with attempt_run(spec) as run:
         run.log_params(training_params(spec))
         # The data first: it is small, and a bad row should not wait for a
         # many-gigabyte base model to download.
-        files = dataset_paths(spec.dataset_uris, workdir / "inputs")
+        files = dataset_paths(spec.dataset_uris, workdir / "inputs", scope)
         rows = read_training_rows(files, spec.dataset_format)
         _rows_fit_objective(spec, rows)
-        base_model = download(spec.base_model_uri, workdir / "inputs" / "base-model")
-        resume_from = _checkpoint_fetch(spec.resume_checkpoint_uri, workdir / "inputs" / "checkpoint")
+        base_model = download(spec.base_model_uri, workdir / "inputs" / "base-model", scope=scope)
+        resume_from = _checkpoint_fetch(spec.resume_checkpoint_uri, workdir / "inputs" / "checkpoint", scope)
         if distributed.is_rank_process():
             inputs = distributed.Inputs(
                 dataset_files=[str(path) for path in files],
@@ -110,6 +112,7 @@ def run_evaluate(spec: JobSpec, workdir: Path) -> None:
     """
     config = spec.evaluation
     assert config is not None  # JobSpec guarantees it for an evaluate job
+    scope = uri_scope(spec)
     with attempt_run(spec, {"tuneyard.kind": JobKind.EVALUATE.value}) as run:
         run.log_params(evaluation_params(spec))
         inputs = workdir / "inputs"
@@ -117,23 +120,27 @@ def run_evaluate(spec: JobSpec, workdir: Path) -> None:
         choice_rows: list[MultipleChoiceRow] = []
         fewshot_rows: list[MultipleChoiceRow] | None = None
         if EvaluationMetric.MULTIPLE_CHOICE in config.metrics:
-            choice_rows = read_multiple_choice_rows(dataset_paths(spec.dataset_uris, inputs))
+            choice_rows = read_multiple_choice_rows(dataset_paths(spec.dataset_uris, inputs, scope))
             if spec.fewshot_dataset_uri is not None:
                 fewshot_rows = read_multiple_choice_rows(
-                    dataset_paths([spec.fewshot_dataset_uri], inputs / "fewshot")
+                    dataset_paths([spec.fewshot_dataset_uri], inputs / "fewshot", scope)
                 )
         else:
-            rows = read_rows(spec.dataset_uris, inputs, spec.dataset_format)
+            rows = read_rows(spec.dataset_uris, inputs, spec.dataset_format, scope)
         artifact = spec.trained_artifact
         artifact_dir = None
         if artifact is not None:
-            local = download(artifact.uri, inputs / "trained")
+            local = download(artifact.uri, inputs / "trained", scope=scope)
             if isinstance(local, str):
                 raise JobInputError(f"the trained artifact {artifact.uri!r} is not a path or an MLflow URI")
             artifact_dir = local
         # A whole trained model replaces its base, which then need not be downloaded at all.
         whole = artifact is not None and artifact.kind is TrainedArtifactKind.MODEL
-        base_model = spec.base_model_uri if whole else download(spec.base_model_uri, inputs / "base-model")
+        base_model = (
+            spec.base_model_uri
+            if whole
+            else download(spec.base_model_uri, inputs / "base-model", scope=scope)
+        )
 
         # Imported only now: torch and transformers take seconds to load.
         from workers.engine.evaluation.job import evaluated_model_load, evaluation_data, model_evaluate
@@ -233,26 +240,31 @@ def _replica_run(spec: JobSpec, workdir: Path) -> None:
     train(spec, base_model, rows, workdir, lambda step, total, metrics: None, None, resume_from)
 
 
-def read_rows(uris: list[str], inputs: Path, schema: DatasetSchema) -> list[TrainingRow]:
-    return read_training_rows(dataset_paths(uris, inputs), schema)
+def uri_scope(spec: JobSpec) -> UriScope:
+    """Whose URIs the job may load (its project's, by its MLflow experiment) and this machine's roots."""
+    return UriScope.from_env(project=spec.project, experiment=spec.mlflow_experiment)
 
 
-def dataset_paths(uris: list[str], inputs: Path) -> list[Path]:
+def read_rows(uris: list[str], inputs: Path, schema: DatasetSchema, scope: UriScope) -> list[TrainingRow]:
+    return read_training_rows(dataset_paths(uris, inputs, scope), schema)
+
+
+def dataset_paths(uris: list[str], inputs: Path, scope: UriScope) -> list[Path]:
     """The datasets' files on this machine, downloaded under ``inputs`` where they are not local."""
     files: list[Path] = []
     for index, uri in enumerate(uris):
-        local = download(uri, inputs / f"dataset-{index}")
+        local = download(uri, inputs / f"dataset-{index}", scope=scope)
         if isinstance(local, str):
             raise DatasetError(f"dataset URI {uri!r} is not a local path or an MLflow artifact URI")
         files.extend(dataset_files(local))
     return files
 
 
-def _checkpoint_fetch(uri: str | None, dst: Path) -> Path | None:
+def _checkpoint_fetch(uri: str | None, dst: Path, scope: UriScope) -> Path | None:
     """The checkpoint to resume from, downloaded; None to start from step 0."""
     if uri is None:
         return None
-    local = download(uri, dst)
+    local = download(uri, dst, scope=scope)
     if isinstance(local, str) or not (local / "trainer_state.json").is_file():
         # Training from scratch instead would look like success and waste the earlier steps.
         raise JobInputError(f"the checkpoint {uri!r} to resume from is not a readable checkpoint directory")

@@ -34,7 +34,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from workers.controlplane_client import AttemptSuperseded, ControlPlaneClient
 from workers.engine import JobInputError
-from workers.engine.job import attempt_run, read_rows, training_params
+from workers.engine.job import attempt_run, read_rows, training_params, uri_scope
 from workers.engine.protocol import emit
 from workers.spec import JobKind, JobSpec, RaySweep, SweepTrialReport, SweepTrialState
 from workers.sweep_space import CategoricalParam, SearchSpace, params_apply, params_suggest
@@ -54,8 +54,11 @@ REPORT_SECONDS = 2.0
 # Passed on to Ray's workers, which a cluster elsewhere does not start with our environment.
 FORWARDED_ENV = (
     "MLFLOW_TRACKING_URI",
+    "MLFLOW_TRACKING_TOKEN",  # the attempt's credential: trials write runs of their own
     "MLFLOW_DISABLE_TELEMETRY",
     "HF_HUB_OFFLINE",
+    # The roots base models may be loaded from (workers.uris), as on the driver's host.
+    "MODEL_URI_ROOTS",
     "TOKENIZERS_PARALLELISM",
 )
 
@@ -251,8 +254,9 @@ def trial_train(params: dict[str, Any], *, spec_json: str, parent_run_id: str) -
     ):
         workdir = Path(tmp)
         run.log_params(training_params(spec))
-        rows = read_rows(spec.dataset_uris, workdir / "inputs", spec.dataset_format)
-        base_model = download(spec.base_model_uri, workdir / "inputs" / "base-model")
+        scope = uri_scope(spec)
+        rows = read_rows(spec.dataset_uris, workdir / "inputs", spec.dataset_format, scope)
+        base_model = download(spec.base_model_uri, workdir / "inputs" / "base-model", scope=scope)
 
         def on_step(step: int, total_steps: int, metrics: Mapping[str, float]) -> None:
             run.log_metrics(metrics, step)

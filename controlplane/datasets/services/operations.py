@@ -15,7 +15,6 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from controlplane import tracking
 from controlplane.accounts.models import Role, User
 from controlplane.accounts.selectors import project_role_check
 from controlplane.celery import app
@@ -28,6 +27,7 @@ from controlplane.datasets.inputs import ContaminationRequest, DedupRequest, Ope
 from controlplane.datasets.models import DatasetOperation, DatasetVersion, OperationKind, OperationStatus
 from controlplane.datasets.preview import version_parquet_path
 from controlplane.datasets.services.versions import dataset_version_store
+from controlplane.datasets.tokenizers import tokenizer_load
 from controlplane.errors import DomainError, NotFound, ValidationFailed
 from workers.spec import DatasetSchema
 
@@ -41,16 +41,7 @@ def _token_counter(operation: DatasetOperation, tmp: Path) -> TokenCounter | Non
     source, name = operation.options.get("tokenizer_uri"), operation.options.get("tokenizer_name", "")
     if not source:
         raise ValidationFailed("This upload was queued before an upgrade changed its options; upload again.")
-    if source.startswith("runs:/"):
-        source = str(tracking.tokenizer_download(source, dst=tmp / "tokenizer"))
-    from transformers import AutoTokenizer  # seconds to import: only in a run that counts tokens
-
-    try:
-        # Never the repository's own code here, even where a site admin allows it
-        # on the workers: the control plane holds every project's credentials.
-        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
-    except (OSError, ValueError) as exc:
-        raise ValidationFailed(f"The tokenizer of base model {name!r} could not be loaded: {exc}") from exc
+    tokenizer = tokenizer_load(project=operation.project, name=name, uri=source, dst=tmp / "tokenizer")
 
     def count(texts: Sequence[str]) -> list[int]:
         return [len(ids) for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
@@ -159,6 +150,15 @@ def _progress(operation: DatasetOperation) -> ProgressCallback:
     return lambda fraction: _progress_set(operation.pk, fraction)
 
 
+def upload_limits() -> Limits:
+    """The bounds an upload is read within: how far it may expand, how large a row and a value may be."""
+    return Limits(
+        max_expansion_ratio=settings.DATASET_MAX_EXPANSION_RATIO,
+        max_line_bytes=settings.DATASET_MAX_LINE_BYTES,
+        max_field_bytes=settings.DATASET_MAX_FIELD_BYTES,
+    )
+
+
 def _upload_run(operation: DatasetOperation, tmp: Path) -> dict[str, Any]:
     result = ingest(
         Path(operation.staged_path),
@@ -170,7 +170,7 @@ def _upload_run(operation: DatasetOperation, tmp: Path) -> dict[str, Any]:
             mapping=operation.mapping or {},
             token_counter=_token_counter(operation, tmp),
             max_tokens=operation.options.get("max_tokens"),
-            limits=Limits(max_expansion_ratio=settings.DATASET_MAX_EXPANSION_RATIO),
+            limits=upload_limits(),
         ),
         on_progress=_progress(operation),
     )

@@ -9,11 +9,16 @@ from django.utils import timezone
 
 from controlplane.accounts.models import Project, Role, User
 from controlplane.accounts.selectors import project_role_check
-from controlplane.errors import Conflict, Forbidden, ValidationFailed
+from controlplane.errors import Conflict, Forbidden
 from controlplane.naming import name_check
 from controlplane.training import hooks
 from controlplane.training.models import BaseModel, Job, JobKind, JobStatus
-from controlplane.training.selectors import base_model_get, dataset_version_get
+from controlplane.training.selectors import (
+    base_model_get,
+    base_model_uri_check,
+    dataset_version_get,
+    objective_dataset_check,
+)
 from controlplane.training.services.dispatch import job_dispatch, job_insert
 from controlplane.training.services.evaluations import evaluate_job_create
 from controlplane.training.services.transitions import job_transition
@@ -31,7 +36,9 @@ def base_model_create(
     description: str = "",
     trust_remote_code: bool = False,
 ) -> BaseModel:
-    """Register a model to fine-tune from: a hub id, a path on the workers, or an MLflow URI.
+    """Register a model to fine-tune from: a hub id, a path or storage URI under a root a site
+    admin allowed, or a ``runs:/`` or ``models:/`` URI of the project (the rule of ``workers.uris``,
+    which the workers apply again before loading it).
 
     ``trust_remote_code`` lets the model repository's own Python run on the
     workers that load it; only a site admin may allow it.
@@ -42,9 +49,8 @@ def base_model_create(
             "Only a site admin can allow a base model's own code to run on the workers (trust_remote_code)."
         )
     name = name_check(name, what="base model")
-    uri = uri.strip()
-    if not uri or len(uri) > 1000:
-        raise ValidationFailed("'uri' is required: a hub id, a path or an MLflow artifact URI.")
+    # Not stripped: a URI with whitespace anywhere is refused, rather than stored as something else.
+    base_model_uri_check(project=project, uri=uri)
     try:
         with transaction.atomic():
             return BaseModel.objects.create(
@@ -76,6 +82,7 @@ def job_create(
     training_config = config
     base_model = base_model_get(project=project, base_model_id=base_model_id)
     dataset_version = dataset_version_get(project=project, dataset_version_id=dataset_version_id)
+    objective_dataset_check(config=training_config, dataset_version=dataset_version)
     method = training_config.method.name
     job = Job(
         kind=kind,

@@ -30,6 +30,10 @@ from tests.workers.engine.runs import (
 from workers.engine.data import DatasetError, read_training_rows
 from workers.engine.protocol import EXIT_INVALID_INPUT, EXIT_OK, PREFIX, emit, parse
 from workers.spec import DatasetSchema
+from workers.uris import UriScope
+
+# The engine's test runs are project "demo"'s, in the experiment their specs name.
+ENGINE_RUNS = UriScope(project="demo", experiment="tests/engine")
 
 
 @pytest.fixture(scope="module")
@@ -155,7 +159,7 @@ def test_lora_run_is_recorded_in_mlflow_with_the_adapter(
     from workers.tracking import download
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", run.tracking_uri)
-    adapter = download(run.events("result")[0]["artifacts"]["adapter"], tmp_path)
+    adapter = download(run.events("result")[0]["artifacts"]["adapter"], tmp_path, scope=ENGINE_RUNS)
     assert isinstance(adapter, Path)
     assert (adapter / "adapter_model.safetensors").is_file()
     config = json.loads((adapter / "adapter_config.json").read_text())
@@ -208,6 +212,29 @@ def test_resuming_from_a_missing_checkpoint_fails_instead_of_starting_over(tmp_p
     assert "is not a readable checkpoint directory" in run.stderr.splitlines()[-1]
 
 
+@pytest.mark.parametrize(
+    ("field", "uri", "rule"),
+    [
+        ("base_model_uri", "/etc", "under-root"),
+        ("base_model_uri", "file:///etc/ssl", "under-root"),
+        ("base_model_uri", "http://169.254.169.254/model", "known-form"),
+        ("resume_checkpoint_uri", "runs:/0123456789abcdef0123456789abcdef/checkpoints/step-1", "project-run"),
+    ],
+)
+def test_a_job_naming_a_uri_the_rule_refuses_fails_without_reading_it(
+    tmp_path: Path, field: str, uri: str, rule: str
+) -> None:
+    # Whatever the control plane let through (a row stored before the rule), the worker checks again.
+    spec = spec_make(11, tmp_path / "model", {"name": "lora"}, learning_rate=1e-3) | {field: uri}
+    store = empty_store(tmp_path / "empty-mlflow.db")
+
+    run = engine_finish(engine_start(tmp_path / "run", spec, [json.dumps(ROWS[0])], store), tmp_path / "run")
+
+    assert run.returncode == EXIT_INVALID_INPUT, run.stderr[-2000:]
+    assert f"breaks the rule '{rule}'" in run.stderr.splitlines()[-1]
+    assert not (run.workdir / "inputs" / "base-model").exists()
+
+
 # --- full fine-tuning ----------------------------------------------------------------
 
 
@@ -243,8 +270,8 @@ def test_an_adapter_merged_for_export_is_logged_as_a_whole_model_with_the_adapte
     assert artifacts == {"adapter": f"runs:/{run_id}/adapter", "model": f"runs:/{run_id}/model"}
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", run.tracking_uri)
-    merged = download(artifacts["model"], tmp_path / "merged")
-    adapter = download(artifacts["adapter"], tmp_path / "adapter")
+    merged = download(artifacts["model"], tmp_path / "merged", scope=ENGINE_RUNS)
+    adapter = download(artifacts["adapter"], tmp_path / "adapter", scope=ENGINE_RUNS)
     assert isinstance(merged, Path) and isinstance(adapter, Path)
     assert (merged / "model.safetensors").is_file() and not (merged / "adapter_config.json").exists()
     base_dir = Path(json.loads((run.workdir.parent / "spec.json").read_text())["base_model_uri"])
