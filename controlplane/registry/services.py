@@ -33,9 +33,21 @@ log = logging.getLogger(__name__)
 
 
 def model_version_create(*, job: Job, user: User, name: str) -> ModelVersion:
-    """Register a succeeded job's trained artifact as the next version of model ``name``."""
+    """Register a succeeded job's trained artifact as the next version of model ``name``.
+
+    Registering the same job under the same name again returns the version it already has.
+    """
+    version, _ = model_version_get_or_create(job=job, user=user, name=name)
+    return version
+
+
+def model_version_get_or_create(*, job: Job, user: User, name: str) -> tuple[ModelVersion, bool]:
+    """``model_version_create``, and whether the version is new (False: the job had it already)."""
     project_role_check(user=user, project=job.project, role=Role.MEMBER)
     name_check(name, what="model")
+    existing = _model_version_of(job=job, name=name)
+    if existing is not None:
+        return existing, False
     if job.kind != JobKind.FINETUNE:
         raise Conflict(
             f"Job {job.pk} is an evaluation and trained no model; register the finetune it evaluated."
@@ -50,27 +62,46 @@ def model_version_create(*, job: Job, user: User, name: str) -> ModelVersion:
     if not source:
         raise Conflict(f"Job {job.pk} produced no model artifact to register.")
     mlflow_name = f"{job.project.slug}.{name}"
+    # Outside any transaction: a network call.
     version = tracking.model_version_register(
         name=mlflow_name, source=source, run_id=job.mlflow_run_id or None
     )
     # MLflow numbers versions atomically; we keep its number.
     try:
         with transaction.atomic():
-            return ModelVersion.objects.create(
-                project=job.project,
-                name=name,
-                version=version,
-                job=job,
-                source_uri=source,
-                mlflow_name=mlflow_name,
-                created_by=user,
-            )
+            # Two registrations of one job racing past the check above both reach MLflow;
+            # the job's row lock (SQLite: its one writer) makes the second find the first's here.
+            Job.objects.select_for_update().get(pk=job.pk)
+            winner = _model_version_of(job=job, name=name)
+            if winner is None:
+                created = ModelVersion.objects.create(
+                    project=job.project,
+                    name=name,
+                    version=version,
+                    job=job,
+                    source_uri=source,
+                    mlflow_name=mlflow_name,
+                    created_by=user,
+                )
+                return created, True
     except IntegrityError as exc:
         # Our registry already has this number: MLflow's registry was reset or is shared.
         raise Conflict(
             f"MLflow numbered this {mlflow_name} version {version}, which Tuneyard already has; "
             "its model registry does not match this control plane."
         ) from exc
+    log.warning(
+        "%s version %s in MLflow duplicates %s, registered from job %s at the same moment; nothing uses it",
+        mlflow_name,
+        version,
+        winner,
+        job.pk,
+    )
+    return winner, False
+
+
+def _model_version_of(*, job: Job, name: str) -> ModelVersion | None:
+    return ModelVersion.objects.filter(job=job, name=name).order_by("version").first()
 
 
 def promotion_request(

@@ -9,9 +9,8 @@ from controlplane.registry import services
 from controlplane.registry.models import Deployment, Promotion, PromotionEvent, PromotionStatus
 from controlplane.registry.services import model_version_create, promotion_request
 from controlplane.training.models import JobStatus
-from controlplane.training.services import job_claim, job_finish
+from tests.controlplane.registry.trained import trained_job_make
 from tests.factories import job_make
-from workers.spec import JobOutcome, JobResult
 
 pytestmark = pytest.mark.django_db
 
@@ -19,27 +18,13 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def trained_job(people, mlflow_server, tmp_path):
     """A succeeded job whose adapter really is in MLflow."""
-    adapter = tmp_path / "adapter"
-    adapter.mkdir()
-    (adapter / "adapter_config.json").write_text("{}")
-    uri = tracking.artifact_upload(
-        adapter, experiment="tests/jobs", run_name="job", artifact_path="adapter", tags={}
-    )
-    job = job_make(people["demo"], people["alice"])
-    job_claim(job_id=job.pk, attempt=1, worker="w1")
-    run_id = uri.split("/")[1]
-    job_finish(
-        job_id=job.pk,
-        result=JobResult(
-            attempt=1,
-            worker="w1",
-            outcome=JobOutcome.SUCCEEDED,
-            artifacts={"adapter": uri},
-            mlflow_run_id=run_id,
-        ),
-    )
-    job.refresh_from_db()
-    return job
+    return trained_job_make(people["demo"], people["alice"], tmp_path)
+
+
+@pytest.fixture
+def retrained_job(people, mlflow_server, tmp_path, trained_job):
+    """Another succeeded job, trained after ``trained_job``: its result is the model's next version."""
+    return trained_job_make(people["demo"], people["alice"], tmp_path)
 
 
 def _alias(name: str, alias: str) -> int | None:
@@ -126,7 +111,7 @@ def test_of_two_approvals_racing_only_one_touches_mlflow(people, trained_job, mo
 
 
 def test_an_approval_whose_database_step_fails_reopens_the_request_and_restores_the_alias(
-    people, trained_job, monkeypatch
+    people, trained_job, retrained_job, monkeypatch
 ):
     from django.db import DatabaseError
 
@@ -135,7 +120,7 @@ def test_an_approval_whose_database_step_fails_reopens_the_request_and_restores_
         promotion=promotion_request(model_version=first, user=people["alice"], target="production"),
         user=people["carol"],
     )
-    second = model_version_create(job=trained_job, user=people["alice"], name="m6")
+    second = model_version_create(job=retrained_job, user=people["alice"], name="m6")
     promotion = promotion_request(model_version=second, user=people["alice"], target="production")
 
     def broken(**kwargs):
@@ -210,7 +195,7 @@ def test_only_a_succeeded_job_can_be_registered(people, api_for):
     assert job.status == JobStatus.QUEUED
 
 
-def test_the_reconciler_heals_a_drifted_alias_and_a_stuck_approval(people, trained_job):
+def test_the_reconciler_heals_a_drifted_alias_and_a_stuck_approval(people, trained_job, retrained_job):
     from datetime import timedelta
 
     from django.utils import timezone
@@ -220,7 +205,7 @@ def test_the_reconciler_heals_a_drifted_alias_and_a_stuck_approval(people, train
         promotion=promotion_request(model_version=first, user=people["alice"], target="production"),
         user=people["carol"],
     )
-    second = model_version_create(job=trained_job, user=people["alice"], name="m8")
+    second = model_version_create(job=retrained_job, user=people["alice"], name="m8")
     # Someone (or a lost race) points the alias elsewhere behind the registry's back.
     tracking.alias_set(name=first.mlflow_name, alias="production", version=second.version)
     # An approval whose process died after claiming the decision.
