@@ -96,7 +96,9 @@ def main() -> int:
         PYTHONUNBUFFERED="1",
         RAY_AUTH_MODE="disabled",
     )
-    env.setdefault("DEBUG", "true")
+    # One person on loopback: the development secrets work here, and only here. DEBUG stays
+    # off (a debug page shows settings and code): `DEBUG=true make up` turns it on.
+    env.setdefault("TUNEYARD_LAPTOP", "true")
     env.setdefault("CELERY_BEAT_SCHEDULE", str(var_dir / "celerybeat-schedule"))
     web_port = _port("TUNEYARD_PORT", 8000)
     supervisor = Supervisor(env, log_dir)
@@ -138,7 +140,10 @@ def main() -> int:
         gpus = processes.gpu_count()
         queues = ["cpu", "gpu"] if gpus else ["cpu"]
         supervisor.start(
-            "worker", processes.worker_command(queues=queues, name=f"worker-{socket.gethostname()}")
+            "worker",
+            processes.worker_command(queues=queues, name=f"worker-{socket.gethostname()}"),
+            # The worker reaches MLflow through the gate, as everyone but the control plane does.
+            {"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{web_port}/mlflow"},
         )
         supervisor.start("control", processes.control_worker_command())
         processes.wait_for_http(f"http://127.0.0.1:{web_port}/login/", timeout=60, process=web)
@@ -147,7 +152,7 @@ def main() -> int:
             f"\nTuneyard is up: http://127.0.0.1:{web_port}/\n"
             f"  log in as alice, bob (members) or carol (approver), password 'tuneyard-demo';"
             f" admin / 'tuneyard-admin'\n"
-            f"  MLflow: {env['MLFLOW_TRACKING_URI']}   worker queues: {', '.join(queues)}"
+            f"  MLflow: http://127.0.0.1:{web_port}/mlflow/   worker queues: {', '.join(queues)}"
             f" ({gpus} GPU(s))\n  Press Ctrl-C to stop.\n",
             flush=True,
         )

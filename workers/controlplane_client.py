@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -27,6 +28,18 @@ class ClaimRefused(Exception):
 
 class AttemptSuperseded(Exception):
     """The control plane no longer counts this attempt as running (cancelled, lost and retried)."""
+
+
+# The claim's answer carries the attempt's MLflow credential in this header.
+TRACKING_TOKEN_HEADER = "Tuneyard-Tracking-Token"
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A claimed attempt: its spec, and the token that lets it write its own MLflow runs, nothing else."""
+
+    spec: JobSpec
+    tracking_token: str
 
 
 class ControlPlaneClient:
@@ -65,14 +78,17 @@ class ControlPlaneClient:
             time.sleep(min(2**attempt * 0.5, 10))
         raise AssertionError("unreachable")
 
-    def claim(self, *, job_id: int, attempt: int, worker: str) -> JobSpec:
+    def claim(self, *, job_id: int, attempt: int, worker: str) -> Claim:
         response = self._post(
             f"jobs/{job_id}/claim", ClaimRequest(attempt=attempt, worker=worker).model_dump()
         )
         if response.status_code in (404, 409):
             raise ClaimRefused(response.json().get("message", response.text))
         response.raise_for_status()
-        return JobSpec.model_validate(response.json())
+        return Claim(
+            spec=JobSpec.model_validate(response.json()),
+            tracking_token=response.headers.get(TRACKING_TOKEN_HEADER, ""),
+        )
 
     def heartbeat(self, *, job_id: int, heartbeat: Heartbeat) -> HeartbeatReply:
         response = self._post(f"jobs/{job_id}/heartbeat", heartbeat.model_dump(mode="json"))

@@ -190,7 +190,7 @@ def job_run(
     except ValueError as exc:
         # This worker can never run it; claim it only to fail it with the reason.
         try:
-            spec = client.claim(job_id=spec.job_id, attempt=spec.attempt, worker=worker)
+            spec = client.claim(job_id=spec.job_id, attempt=spec.attempt, worker=worker).spec
         except ClaimRefused:
             return None
         result = JobResult(attempt=spec.attempt, worker=worker, outcome=JobOutcome.FAILED, error=str(exc))
@@ -208,19 +208,25 @@ def _claimed_run(
     spec: JobSpec, client: ControlPlaneClient, worker: str, held: list[int], heartbeat_seconds: float
 ) -> JobOutcome | None:
     try:
-        spec = client.claim(job_id=spec.job_id, attempt=spec.attempt, worker=worker)
+        claim = client.claim(job_id=spec.job_id, attempt=spec.attempt, worker=worker)
     except ClaimRefused as exc:
         log.info("job %s attempt %s not claimed: %s", spec.job_id, spec.attempt, exc)
         return None
+    spec = claim.spec
     presence.running_job_ids.add(spec.job_id)
     try:
-        return _attempt_run(spec, client, worker, held, heartbeat_seconds)
+        return _attempt_run(spec, client, worker, held, heartbeat_seconds, claim.tracking_token)
     finally:
         presence.running_job_ids.discard(spec.job_id)
 
 
 def _attempt_run(
-    spec: JobSpec, client: ControlPlaneClient, worker: str, held: list[int], heartbeat_seconds: float
+    spec: JobSpec,
+    client: ControlPlaneClient,
+    worker: str,
+    held: list[int],
+    heartbeat_seconds: float,
+    tracking_token: str,
 ) -> JobOutcome:
     devices = visible_devices(held)
     progress = _Progress(gpu_indices=held)
@@ -230,14 +236,14 @@ def _attempt_run(
         progress.log_file = log_path.open("w", encoding="utf-8")
         try:
             returncode, stop_reason = _supervise(
-                spec, client, worker, workdir, devices, progress, heartbeat_seconds
+                spec, client, worker, workdir, devices, progress, heartbeat_seconds, tracking_token
             )
         except Exception as exc:  # the supervisor itself broke: the job must still end, with the reason
             log.exception("supervising job %s failed", spec.job_id)
             returncode, stop_reason = None, ""
             progress.log_line(f"tuneyard: the worker's supervisor failed: {exc}", from_stderr=True)
         progress.log_file.close()
-        log_uri = _log_store(progress.run_id, log_path)
+        log_uri = _log_store(progress.run_id, log_path, tracking_token)
         result = _result(spec, worker, returncode, progress, stop_reason, log_uri)
     if not client.finish(job_id=spec.job_id, result=result):
         log.warning("job %s attempt %s: the control plane refused the result", spec.job_id, spec.attempt)
@@ -252,6 +258,7 @@ def _supervise(
     devices: str,
     progress: _Progress,
     heartbeat_seconds: float,
+    tracking_token: str,
 ) -> tuple[int | None, str]:
     """Run the trainer to its end or its stop; returns (exit code, stop reason).
 
@@ -266,6 +273,8 @@ def _supervise(
     # does when this process dies (see workers.engine.lifeline): a SIGKILLed
     # worker never leaves an attempt training on unsupervised.
     env["TUNEYARD_RUNNER_PID"] = str(os.getpid())
+    # MLflow's client sends it as a bearer token: the trainer writes its own runs, nothing else.
+    env[tracking.TOKEN_VARIABLE] = tracking_token
     proc = subprocess.Popen(
         _trainer_command(spec_path, workdir / "work"),
         stdout=subprocess.PIPE,
@@ -351,12 +360,13 @@ def _send_heartbeat(
     return reply
 
 
-def _log_store(run_id: str | None, log_path: Path) -> str | None:
+def _log_store(run_id: str | None, log_path: Path, tracking_token: str) -> str | None:
     """Keep the attempt's whole log with its MLflow run; None if there is no run or MLflow fails."""
     if run_id is None:
         return None
     try:
-        return tracking.file_attach(run_id, log_path, "logs")
+        with tracking.credential(tracking_token):
+            return tracking.file_attach(run_id, log_path, "logs")
     except (MlflowException, OSError):
         log.warning("could not store the log of run %s", run_id, exc_info=True)
         return None

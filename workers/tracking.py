@@ -15,11 +15,11 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
 from types import TracebackType
-from urllib.parse import unquote, urlparse
 
 # Before MLflow loads (here and in every trainer, which inherits it): no usage
 # reports from GPU hosts, and MLflow 3's telemetry thread races on its own
@@ -29,11 +29,24 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 import mlflow.artifacts  # noqa: E402
 from mlflow.entities import Metric, Param, RunStatus, RunTag  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
-from mlflow.protos.databricks_pb2 import INVALID_STATE, RESOURCE_ALREADY_EXISTS, ErrorCode  # noqa: E402
+from mlflow.protos.databricks_pb2 import (  # noqa: E402
+    INVALID_PARAMETER_VALUE,
+    INVALID_STATE,
+    RESOURCE_ALREADY_EXISTS,
+    RESOURCE_DOES_NOT_EXIST,
+    ErrorCode,
+)
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-# URIs that only MLflow can resolve; they are fetched into a local directory.
-MLFLOW_SCHEMES = frozenset({"runs", "models", "mlflow-artifacts"})
+from workers.uris import (  # noqa: E402
+    HubModel,
+    LocalModel,
+    UriRefused,
+    UriRule,
+    UriScope,
+    local_tree_check,
+    model_uri_check,
+)
 
 # A metric buffer is sent when it holds this many points or is this old,
 # whichever comes first: one HTTP call costs ~20 ms, so a call per point
@@ -45,30 +58,53 @@ FLUSH_POINTS = 1000
 FLUSH_SECONDS = 5.0
 
 
-def download(uri: str, dst: Path) -> Path | str:
-    """Make ``uri`` usable on this machine.
+def download(uri: str, dst: Path, *, scope: UriScope) -> Path | str:
+    """Make ``uri`` usable on this machine, once the rule of ``workers.uris`` admits it for ``scope``.
 
-    Returns a ``Path`` to local files, or the ``str`` unchanged when ``uri`` is
-    neither local nor an MLflow URI (a hub id like ``org/name``) and so is
-    something only ``from_pretrained`` knows how to fetch:
+    The rule is checked here again, whatever the control plane checked: a spec
+    may name a URI stored before the rule existed, and the roots are this
+    machine's. A refused URI raises ``UriRefused`` before anything is read.
+    Returns a ``Path`` to local files, or the ``str`` repository id of a hub
+    model that ``from_pretrained`` fetches itself:
 
-    * ``runs:/``, ``models:/``, ``mlflow-artifacts:/``: downloaded under ``dst``,
-      returns the downloaded file or directory;
-    * ``file://…`` or a path that exists: that path, nothing is copied;
-    * an absolute path that does not exist: that path, so the caller's error
-      names the missing file instead of a hub lookup failing obscurely.
+    * ``runs:/``, ``models:/`` and URIs under an object-store root: downloaded
+      under ``dst``, returns the downloaded file or directory;
+    * a path or ``file://`` URI under a local root: that path, resolved, nothing
+      is copied (a path that does not exist is returned all the same, so the
+      caller's error names the missing file);
+    * a hub id: the id, or with ``@revision`` that revision's snapshot in the
+      hub cache (``from_pretrained`` takes no revision inside the id).
     """
-    parsed = urlparse(uri)
-    if parsed.scheme in MLFLOW_SCHEMES:
-        dst.mkdir(parents=True, exist_ok=True)
-        local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst))
-        return Path(local)
-    if parsed.scheme == "file":
-        return Path(unquote(parsed.path))
-    path = Path(uri).expanduser()
-    if path.is_absolute() or path.exists():
-        return path
-    return uri
+    source = model_uri_check(uri, scope, run_experiment_name)
+    if isinstance(source, HubModel):
+        if source.revision is not None:
+            from huggingface_hub import snapshot_download
+
+            return Path(snapshot_download(source.repo_id, revision=source.revision))
+        if Path(source.repo_id).exists():
+            # from_pretrained would read that folder instead of asking the hub.
+            raise UriRefused(UriRule.HUB_ID, uri, "it also names a folder on this machine")
+        return source.repo_id
+    if isinstance(source, LocalModel):
+        local_tree_check(source.path, scope)
+        return source.path
+    dst.mkdir(parents=True, exist_ok=True)
+    return Path(mlflow.artifacts.download_artifacts(artifact_uri=source.uri, dst_path=str(dst)))
+
+
+def run_experiment_name(run_id: str) -> str | None:
+    """The name of the experiment run ``run_id`` is in; None when there is no such run."""
+    client = MlflowClient()
+    try:
+        run = client.get_run(run_id)
+    except MlflowException as exc:
+        if exc.error_code in (
+            ErrorCode.Name(RESOURCE_DOES_NOT_EXIST),
+            ErrorCode.Name(INVALID_PARAMETER_VALUE),
+        ):
+            return None
+        raise
+    return client.get_experiment(run.info.experiment_id).name
 
 
 class RunEnd(StrEnum):
@@ -249,6 +285,28 @@ def run_end_unless_ended(run_id: str, how: RunEnd) -> None:
     client = MlflowClient()
     if client.get_run(run_id).info.status == RunStatus.to_string(RunStatus.RUNNING):
         client.set_terminated(run_id, status=how.value)
+
+
+# MLflow's client sends this variable's value as a bearer token. A worker's
+# trainer gets the attempt's token in its environment; the worker process,
+# which runs several attempts on threads, sets it around each of its own calls.
+TOKEN_VARIABLE = "MLFLOW_TRACKING_TOKEN"
+_credential_lock = threading.Lock()
+
+
+@contextmanager
+def credential(token: str) -> Iterator[None]:
+    """MLflow calls inside the block carry ``token`` (one block at a time in this process)."""
+    with _credential_lock:
+        previous = os.environ.get(TOKEN_VARIABLE)
+        os.environ[TOKEN_VARIABLE] = token
+        try:
+            yield
+        finally:
+            if previous is None:
+                os.environ.pop(TOKEN_VARIABLE, None)
+            else:
+                os.environ[TOKEN_VARIABLE] = previous
 
 
 def file_attach(run_id: str, local_file: Path, folder: str) -> str:

@@ -72,3 +72,17 @@ def test_compose_runs_the_same_commands_the_tests_and_make_up_run():
     worker = services["gpu-worker"]
     assert worker["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
     assert "DATABASE_URL" not in worker["environment"]
+
+
+def test_compose_publishes_only_the_web_app_and_fences_mlflow_off_the_workers():
+    services = yaml.safe_load(_compose("config").stdout)["services"]
+    assert [name for name, service in services.items() if service.get("ports")] == ["web"]
+    # MLflow checks no credentials: nothing shares a network with it but the control plane.
+    beside_mlflow = {
+        name
+        for name, service in services.items()
+        if set(service["networks"]) & set(services["mlflow"]["networks"])
+    }
+    assert beside_mlflow == {"mlflow", "postgres", "web", "control"}
+    # The GPU worker reaches MLflow only through the gate, by the web app.
+    assert services["gpu-worker"]["environment"]["MLFLOW_TRACKING_URI"] == "http://web:8000/mlflow"
