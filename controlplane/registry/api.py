@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from pydantic import Field
 from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from controlplane.accounts.api import ERRORS, ErrorSerializer, results_of
 from controlplane.accounts.models import Role
 from controlplane.accounts.requests import AuthenticatedRequest
 from controlplane.accounts.selectors import project_get
@@ -78,27 +79,56 @@ class DecisionRequest(RequestModel):
     comment: str = Field(default="", max_length=5000)
 
 
+PROJECT = OpenApiParameter("project", str, required=True)
+
+
 class ModelVersionListApi(APIView):
+    @extend_schema(
+        operation_id="api_v1_model_versions_list",
+        parameters=[PROJECT],
+        responses={200: results_of(ModelVersionSerializer), **ERRORS},
+    )
     def get(self, request: AuthenticatedRequest) -> Response:
         project = project_from_request(request)
         versions = selectors.model_version_list(project=project)
         return Response({"results": ModelVersionSerializer(versions, many=True).data})
 
-    @extend_schema(request=ModelVersionRequest)
+    @extend_schema(
+        request=ModelVersionRequest,
+        responses={
+            201: OpenApiResponse(ModelVersionSerializer, description="The job's result, registered."),
+            200: OpenApiResponse(
+                ModelVersionSerializer,
+                description="The job was registered under this name already: that version, unchanged.",
+            ),
+            **ERRORS,
+            409: ErrorSerializer,
+        },
+    )
     def post(self, request: AuthenticatedRequest) -> Response:
+        """Register a succeeded finetune's result; registering the same job and name again
+        answers 200 with the version it already has, instead of making another."""
         body = body_parse(request, ModelVersionRequest)
         job = job_get(user=request.user, job_id=body.job)
-        version = services.model_version_create(job=job, user=request.user, name=body.name)
-        return Response(ModelVersionSerializer(version).data, status=status.HTTP_201_CREATED)
+        version, created = services.model_version_get_or_create(job=job, user=request.user, name=body.name)
+        answer = status.HTTP_201_CREATED if created else status.HTTP_200_OK
+        return Response(ModelVersionSerializer(version).data, status=answer)
 
 
 class PromotionListApi(APIView):
+    @extend_schema(
+        operation_id="api_v1_promotions_list",
+        parameters=[PROJECT],
+        responses={200: results_of(PromotionSerializer), **ERRORS},
+    )
     def get(self, request: AuthenticatedRequest) -> Response:
         project = project_from_request(request)
         promotions = selectors.promotion_list(project=project)
         return Response({"results": PromotionSerializer(promotions, many=True).data})
 
-    @extend_schema(request=PromotionRequest)
+    @extend_schema(
+        request=PromotionRequest, responses={201: PromotionSerializer, **ERRORS, 409: ErrorSerializer}
+    )
     def post(self, request: AuthenticatedRequest) -> Response:
         body = body_parse(request, PromotionRequest)
         version = selectors.model_version_get(user=request.user, model_version_id=body.model_version)
@@ -109,7 +139,14 @@ class PromotionListApi(APIView):
 
 
 class PromotionApproveApi(APIView):
-    @extend_schema(request=DecisionRequest)
+    @extend_schema(
+        request=DecisionRequest,
+        responses={
+            200: OpenApiResponse(DeploymentSerializer, description="Approved: what is now deployed."),
+            **ERRORS,
+            409: ErrorSerializer,
+        },
+    )
     def post(self, request: AuthenticatedRequest, promotion_id: int) -> Response:
         promotion = selectors.promotion_get(user=request.user, promotion_id=promotion_id)
         comment = body_parse(request, DecisionRequest).comment
@@ -118,7 +155,9 @@ class PromotionApproveApi(APIView):
 
 
 class PromotionRejectApi(APIView):
-    @extend_schema(request=DecisionRequest)
+    @extend_schema(
+        request=DecisionRequest, responses={200: PromotionSerializer, **ERRORS, 409: ErrorSerializer}
+    )
     def post(self, request: AuthenticatedRequest, promotion_id: int) -> Response:
         promotion = selectors.promotion_get(user=request.user, promotion_id=promotion_id)
         comment = body_parse(request, DecisionRequest).comment
@@ -129,6 +168,15 @@ class PromotionRejectApi(APIView):
 class DeploymentListApi(APIView):
     """What is deployed to a target, for CI/CD: one row per model, optionally one project's."""
 
+    @extend_schema(
+        operation_id="api_v1_deployments_list",
+        parameters=[
+            OpenApiParameter("target", str, OpenApiParameter.PATH, enum=Target.values),
+            OpenApiParameter("project", str, description="only this project's"),
+            OpenApiParameter("model", str, description="only this model's"),
+        ],
+        responses={200: results_of(DeploymentSerializer), **ERRORS},
+    )
     def get(self, request: AuthenticatedRequest, target: str) -> Response:
         if target not in Target.values:
             raise ValidationFailed(f"Unknown target {target!r}; choose one of {', '.join(Target.values)}.")

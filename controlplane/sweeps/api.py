@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from pydantic import Field
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from controlplane.accounts.api import ERRORS, ErrorSerializer, results_of
 from controlplane.accounts.models import Role
 from controlplane.accounts.requests import AuthenticatedRequest
 from controlplane.api_common import (
@@ -92,6 +93,11 @@ class SweepSerializer(serializers.Serializer):
     created_at = serializers.DateTimeField()
 
 
+class SweepDetailSerializer(SweepSerializer):
+    trials = TrialSerializer(many=True)
+    best_trial = TrialSerializer(allow_null=True)
+
+
 def _detail(sweep: Sweep) -> dict[str, Any]:
     best = selectors.sweep_best_trial(sweep=sweep)
     trials = selectors.sweep_trials(sweep=sweep)
@@ -102,11 +108,16 @@ def _detail(sweep: Sweep) -> dict[str, Any]:
 
 
 class SweepListApi(APIView):
+    @extend_schema(
+        operation_id="api_v1_sweeps_list",
+        parameters=[OpenApiParameter("project", str, required=True)],
+        responses={200: results_of(SweepSerializer), **ERRORS},
+    )
     def get(self, request: AuthenticatedRequest) -> Response:
         project = project_from_request(request)
         return Response({"results": SweepSerializer(selectors.sweep_list(project=project), many=True).data})
 
-    @extend_schema(request=SweepRequest)
+    @extend_schema(request=SweepRequest, responses={201: SweepDetailSerializer, **ERRORS})
     def post(self, request: AuthenticatedRequest) -> Response:
         # The project first: an outsider learns nothing from the body's errors.
         project = project_from_request(request, role=Role.MEMBER)
@@ -133,6 +144,7 @@ class SweepListApi(APIView):
 
 
 class SweepDetailApi(APIView):
+    @extend_schema(responses={200: SweepDetailSerializer, **ERRORS})
     def get(self, request: AuthenticatedRequest, sweep_id: int) -> Response:
         return Response(_detail(selectors.sweep_get(user=request.user, sweep_id=sweep_id)))
 
@@ -142,6 +154,11 @@ class SweepActionApi(APIView):
 
     action = ""
 
+    @extend_schema(
+        request=AddTrialsRequest,
+        description='Only add-trials reads a body, ``{"count"}``; the other actions take none.',
+        responses={200: SweepDetailSerializer, **ERRORS, 409: ErrorSerializer},
+    )
     def post(self, request: AuthenticatedRequest, sweep_id: int) -> Response:
         sweep = selectors.sweep_get(user=request.user, sweep_id=sweep_id)
         if self.action == "add-trials":
@@ -165,6 +182,17 @@ class SweepTrialReportApi(APIView):
     authentication_classes = [WorkerTokenAuthentication]
     permission_classes = [IsWorker]
 
+    @extend_schema(
+        request=SweepTrialReport,
+        responses={
+            200: inline_serializer(
+                "SweepTrialRecorded",
+                fields={"number": serializers.IntegerField(), "state": serializers.CharField()},
+            ),
+            **ERRORS,
+            409: ErrorSerializer,
+        },
+    )
     def post(self, request: Request, job_id: int) -> Response:
         report = pydantic_parse(SweepTrialReport, request.data)
         trial = raysweeps.ray_trial_record(job_id=job_id, report=report)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from pydantic import Discriminator, Field, RootModel, Tag
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from controlplane.accounts.api import ERRORS, ErrorSerializer, results_of
 from controlplane.accounts.models import Role
 from controlplane.accounts.requests import AuthenticatedRequest
 from controlplane.accounts.selectors import project_get
@@ -29,9 +30,18 @@ from controlplane.api_common import (
     query_parse,
 )
 from controlplane.errors import pydantic_parse
-from controlplane.training import selectors, services
+from controlplane.training import credentials, selectors, services
 from controlplane.training.models import JobKind
-from workers.spec import ClaimRequest, EvaluateConfig, Heartbeat, JobResult, TrainingConfig, WorkerHeartbeat
+from workers.spec import (
+    ClaimRequest,
+    EvaluateConfig,
+    Heartbeat,
+    HeartbeatReply,
+    JobResult,
+    JobSpec,
+    TrainingConfig,
+    WorkerHeartbeat,
+)
 
 
 class BaseModelSerializer(serializers.Serializer):
@@ -80,8 +90,92 @@ class JobSerializer(serializers.Serializer):
     finished_at = serializers.DateTimeField()
 
 
+class JobDetailSerializer(JobSerializer):
+    queue_position = serializers.IntegerField(
+        allow_null=True, help_text="1: next of its queue; null once claimed"
+    )
+    start_estimate_seconds = serializers.IntegerField(
+        allow_null=True, help_text="when a queued job may start, where the running jobs say enough"
+    )
+
+
+class JobEstimateSerializer(serializers.Serializer):
+    """What a job would need (workers.engine.estimate); null where ``notes`` says it could not be measured."""
+
+    total_params = serializers.IntegerField(allow_null=True)
+    trainable_params = serializers.IntegerField(allow_null=True)
+    trainable_percent = serializers.FloatField(allow_null=True)
+    gpus = serializers.IntegerField()
+    memory_per_device_gib = serializers.FloatField(allow_null=True)
+    memory_bytes = serializers.DictField(
+        child=serializers.IntegerField(),
+        allow_null=True,
+        help_text="weights, gradients, optimizer, activations, overhead and total, per device",
+    )
+    memory_gib = serializers.DictField(child=serializers.FloatField(), allow_null=True)
+    gpu_memory_gib = serializers.FloatField(allow_null=True)
+    fits = serializers.BooleanField(allow_null=True)
+    tokens_per_epoch = serializers.IntegerField()
+    tokens_total = serializers.IntegerField()
+    steps = serializers.IntegerField()
+    notes = serializers.ListField(child=serializers.CharField())
+
+
+class MetricSeriesSerializer(serializers.Serializer):
+    steps = serializers.ListField(child=serializers.IntegerField())
+    values = serializers.ListField(child=serializers.FloatField())
+
+
+class JobMetricsSerializer(serializers.Serializer):
+    status = serializers.CharField()
+    progress = serializers.FloatField()
+    series = serializers.DictField(child=MetricSeriesSerializer(), help_text="each metric by its name")
+
+
+class JobLogsSerializer(serializers.Serializer):
+    attempt = serializers.IntegerField()
+    lines = serializers.ListField(child=serializers.CharField())
+    next = serializers.IntegerField(help_text="ask again with after=next for the lines after these")
+    finished = serializers.BooleanField(help_text="no more lines will come")
+
+
+class WorkerSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    host = serializers.CharField()
+    online = serializers.BooleanField()
+    last_seen = serializers.DateTimeField()
+    queues = serializers.ListField(child=serializers.CharField())
+    gpus = serializers.ListField(
+        child=serializers.DictField(),
+        help_text="index, name, memory_total_mb, memory_used_mb, utilization_percent",
+    )
+    version = serializers.CharField()
+    running_jobs = serializers.ListField(
+        child=serializers.IntegerField(), help_text="those the caller may see"
+    )
+    other_running_jobs = serializers.IntegerField(help_text="how many others it runs")
+
+
+class UsageTotalSerializer(serializers.Serializer):
+    jobs = serializers.IntegerField()
+    run_hours = serializers.FloatField()
+    gpu_hours = serializers.FloatField()
+
+
+class UsageRowSerializer(UsageTotalSerializer):
+    user = serializers.CharField()
+
+
+class UsageSerializer(serializers.Serializer):
+    project = serializers.CharField()
+    days = serializers.IntegerField()
+    by_user = UsageRowSerializer(many=True)
+    total = UsageTotalSerializer()
+
+
 class BaseModelRequest(ProjectRequest):
-    """A base model to register: a hub id, a path on the workers, or an MLflow artifact URI."""
+    """A base model to register: a hub id ``org/name[@revision]``, a ``runs:/`` or ``models:/`` URI
+    of the project, or a path or storage URI under a root a site admin allowed (``MODEL_URI_ROOTS``)."""
 
     name: str = Field(max_length=100)
     uri: str = Field(min_length=1, max_length=1000)
@@ -136,13 +230,23 @@ class JobRequest(
     """A finetune, or with ``"kind": "evaluate"`` an evaluation (told apart by ``kind``)."""
 
 
+PROJECT = OpenApiParameter("project", str, required=True)
+
+
 class BaseModelListApi(APIView):
+    @extend_schema(
+        operation_id="api_v1_base_models_list",
+        parameters=[PROJECT],
+        responses={200: results_of(BaseModelSerializer), **ERRORS},
+    )
     def get(self, request: AuthenticatedRequest) -> Response:
         project = project_from_request(request)
         models = selectors.base_model_list(project=project)
         return Response({"results": BaseModelSerializer(models, many=True).data})
 
-    @extend_schema(request=BaseModelRequest)
+    @extend_schema(
+        request=BaseModelRequest, responses={201: BaseModelSerializer, **ERRORS, 409: ErrorSerializer}
+    )
     def post(self, request: AuthenticatedRequest) -> Response:
         project = project_from_request(request, role=Role.MEMBER)
         body = body_parse(request, BaseModelRequest)
@@ -158,12 +262,17 @@ class BaseModelListApi(APIView):
 
 
 class JobListApi(APIView):
+    @extend_schema(
+        operation_id="api_v1_jobs_list",
+        parameters=[PROJECT],
+        responses={200: results_of(JobSerializer), **ERRORS},
+    )
     def get(self, request: AuthenticatedRequest) -> Response:
         project = project_from_request(request)
         jobs = selectors.job_list(project=project)[:200]
         return Response({"results": JobSerializer(jobs, many=True).data})
 
-    @extend_schema(request=JobRequest)
+    @extend_schema(request=JobRequest, responses={201: JobSerializer, **ERRORS, 409: ErrorSerializer})
     def post(self, request: AuthenticatedRequest) -> Response:
         """A finetune, or with ``"kind": "evaluate"`` an evaluation: one endpoint, since either is
         then a job like any other (listed, watched, cancelled and retried the same way)."""
@@ -197,7 +306,7 @@ class JobListApi(APIView):
 class JobEstimateApi(APIView):
     """``POST jobs/estimate``: a job creation's body; answers what the job would need, launches nothing."""
 
-    @extend_schema(request=FinetuneRequest)
+    @extend_schema(request=FinetuneRequest, responses={200: JobEstimateSerializer, **ERRORS})
     def post(self, request: AuthenticatedRequest) -> Response:
         project = project_from_request(request)
         body = body_parse(request, FinetuneRequest)  # a finetune's body, launched or not
@@ -212,6 +321,7 @@ class JobEstimateApi(APIView):
 
 
 class JobDetailApi(APIView):
+    @extend_schema(responses={200: JobDetailSerializer, **ERRORS})
     def get(self, request: AuthenticatedRequest, job_id: int) -> Response:
         job = selectors.job_get(user=request.user, job_id=job_id)
         position = selectors.job_queue_position(job=job)
@@ -230,6 +340,20 @@ class ProjectDispatchApi(APIView):
 
     paused = True
 
+    @extend_schema(
+        request=None,
+        responses={
+            200: inline_serializer(
+                "ProjectDispatch",
+                fields={
+                    "project": serializers.CharField(),
+                    "dispatch_paused": serializers.BooleanField(),
+                    "paused_by": serializers.CharField(allow_null=True),
+                },
+            ),
+            **ERRORS,
+        },
+    )
     def post(self, request: AuthenticatedRequest, slug: str) -> Response:
         project = project_get(user=request.user, slug=slug)
         project = services.project_dispatch_pause(project=project, user=request.user, paused=self.paused)
@@ -240,6 +364,7 @@ class ProjectDispatchApi(APIView):
 
 
 class JobCancelApi(APIView):
+    @extend_schema(request=None, responses={200: JobSerializer, **ERRORS, 409: ErrorSerializer})
     def post(self, request: AuthenticatedRequest, job_id: int) -> Response:
         job = selectors.job_get(user=request.user, job_id=job_id)
         job = services.job_cancel(job=job, user=request.user)
@@ -247,12 +372,14 @@ class JobCancelApi(APIView):
 
 
 class JobRetryApi(APIView):
+    @extend_schema(request=None, responses={200: JobSerializer, **ERRORS, 409: ErrorSerializer})
     def post(self, request: AuthenticatedRequest, job_id: int) -> Response:
         job = selectors.job_get(user=request.user, job_id=job_id)
         return Response(JobSerializer(services.job_retry(job=job, user=request.user)).data)
 
 
 class JobCloneApi(APIView):
+    @extend_schema(request=None, responses={201: JobSerializer, **ERRORS})
     def post(self, request: AuthenticatedRequest, job_id: int) -> Response:
         job = selectors.job_get(user=request.user, job_id=job_id)
         clone = services.job_clone(job=job, user=request.user)
@@ -267,6 +394,13 @@ class LogsQuery(RequestModel):
 class JobLogsApi(APIView):
     """Tail and follow: ask again with ``after`` set to the last ``next`` to get only new lines."""
 
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("after", int, description="the last next seen"),
+            OpenApiParameter("attempt", int, description="default: the job's current attempt"),
+        ],
+        responses={200: JobLogsSerializer, **ERRORS},
+    )
     def get(self, request: AuthenticatedRequest, job_id: int) -> Response:
         job = selectors.job_get(user=request.user, job_id=job_id)
         query = query_parse(request, LogsQuery)
@@ -284,6 +418,7 @@ class JobLogsApi(APIView):
 
 
 class JobMetricsApi(APIView):
+    @extend_schema(responses={200: JobMetricsSerializer, **ERRORS})
     def get(self, request: AuthenticatedRequest, job_id: int) -> Response:
         job = selectors.job_get(user=request.user, job_id=job_id)
         return Response(
@@ -304,13 +439,28 @@ class _WorkerApi(APIView):
 
 
 class JobClaimApi(_WorkerApi):
+    @extend_schema(
+        request=ClaimRequest,
+        parameters=[
+            OpenApiParameter(
+                credentials.HEADER,
+                str,
+                OpenApiParameter.HEADER,
+                response=[200],
+                description="the attempt's token for the tracking server",
+            )
+        ],
+        responses={200: JobSpec, **ERRORS, 409: ErrorSerializer},
+    )
     def post(self, request: Request, job_id: int) -> Response:
         claim = pydantic_parse(ClaimRequest, request.data)
         spec = services.job_claim(job_id=job_id, attempt=claim.attempt, worker=claim.worker)
-        return Response(spec.model_dump(mode="json"))
+        token = credentials.tracking_token_issue(job_id=job_id, attempt=claim.attempt)
+        return Response(spec.model_dump(mode="json"), headers={credentials.HEADER: token})
 
 
 class JobHeartbeatApi(_WorkerApi):
+    @extend_schema(request=Heartbeat, responses={200: HeartbeatReply, **ERRORS})
     def post(self, request: Request, job_id: int) -> Response:
         heartbeat = pydantic_parse(Heartbeat, request.data)
         reply = services.job_heartbeat(job_id=job_id, heartbeat=heartbeat)
@@ -318,6 +468,14 @@ class JobHeartbeatApi(_WorkerApi):
 
 
 class JobFinishApi(_WorkerApi):
+    @extend_schema(
+        request=JobResult,
+        responses={
+            200: inline_serializer("JobFinished", fields={"status": serializers.CharField()}),
+            **ERRORS,
+            409: ErrorSerializer,
+        },
+    )
     def post(self, request: Request, job_id: int) -> Response:
         result = pydantic_parse(JobResult, request.data)
         job = services.job_finish(job_id=job_id, result=result)
@@ -325,6 +483,14 @@ class JobFinishApi(_WorkerApi):
 
 
 class WorkerHeartbeatApi(_WorkerApi):
+    @extend_schema(
+        request=WorkerHeartbeat,
+        responses={
+            200: inline_serializer("WorkerHeartbeatRecorded", fields={"ok": serializers.BooleanField()}),
+            400: ErrorSerializer,
+            403: ErrorSerializer,
+        },
+    )
     def post(self, request: Request) -> Response:
         heartbeat = pydantic_parse(WorkerHeartbeat, request.data)
         services.worker_heartbeat_record(heartbeat=heartbeat)
@@ -332,6 +498,9 @@ class WorkerHeartbeatApi(_WorkerApi):
 
 
 class WorkerListApi(APIView):
+    @extend_schema(
+        operation_id="api_v1_workers_list", responses={200: results_of(WorkerSerializer), **ERRORS}
+    )
     def get(self, request: AuthenticatedRequest) -> Response:
         rows = selectors.worker_list(user=request.user)
         return Response(
@@ -361,6 +530,10 @@ class UsageQuery(ProjectRequest):
 class UsageApi(APIView):
     """Run-hours and GPU-hours per person in a project, over the last ``days`` days (default 30)."""
 
+    @extend_schema(
+        parameters=[PROJECT, OpenApiParameter("days", int, description="1 to 3660; default 30")],
+        responses={200: UsageSerializer, **ERRORS},
+    )
     def get(self, request: AuthenticatedRequest) -> Response:
         project = project_from_request(request)
         days = query_parse(request, UsageQuery).days
