@@ -23,7 +23,7 @@ def dataset_version_get(*, user: User, version_id: int, role: Role = Role.VIEWER
         DatasetVersion.objects.select_related("dataset__project", "created_by").filter(pk=version_id).first()
     )
     if version is None:
-        raise NotFound("No such dataset version.")
+        raise NotFound("Not found.")
     project_role_check(user=user, project=version.dataset.project, role=role)
     return version
 
@@ -35,7 +35,7 @@ def dataset_operation_get(*, user: User, operation_id: int) -> DatasetOperation:
         .first()
     )
     if operation is None:
-        raise NotFound("No such operation.")
+        raise NotFound("Not found.")
     project_role_check(user=user, project=operation.project, role=Role.VIEWER)
     return operation
 

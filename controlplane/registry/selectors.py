@@ -18,7 +18,7 @@ def model_version_list(*, project: Project) -> QuerySet[ModelVersion]:
 def model_version_get(*, user: User, model_version_id: int, role: Role = Role.VIEWER) -> ModelVersion:
     version = ModelVersion.objects.select_related("project", "job").filter(pk=model_version_id).first()
     if version is None:
-        raise NotFound("No such model version.")
+        raise NotFound("Not found.")
     project_role_check(user=user, project=version.project, role=role)
     return version
 
@@ -36,7 +36,7 @@ def promotion_get(*, user: User, promotion_id: int) -> Promotion:
         .first()
     )
     if promotion is None:
-        raise NotFound("No such promotion.")
+        raise NotFound("Not found.")
     project_role_check(user=user, project=promotion.model_version.project, role=Role.VIEWER)
     return promotion
 

@@ -24,7 +24,7 @@ def sweep_list(*, project: Project) -> QuerySet[Sweep]:
 def sweep_get(*, user: User, sweep_id: int, role: Role = Role.VIEWER) -> Sweep:
     sweep = Sweep.objects.select_related("project", "created_by").filter(pk=sweep_id).first()
     if sweep is None:
-        raise NotFound("No such sweep.")
+        raise NotFound("Not found.")
     project_role_check(user=user, project=sweep.project, role=role)
     return sweep
 

@@ -16,7 +16,8 @@ from controlplane.datasets.tokenizers import TokenizerRef
 from controlplane.errors import NotFound, ServiceUnavailable, ValidationFailed
 from controlplane.training.models import BaseModel, Job, JobKind, JobStatus, Worker, broker_priority
 from workers.engine.estimate import EstimateError, training_estimate
-from workers.spec import TrainingConfig
+from workers.spec import DatasetSchema, TrainingConfig
+from workers.uris import ModelSource, UriRefused, UriScope, model_uri_check
 
 
 def job_list(*, project: Project) -> QuerySet[Job]:
@@ -41,7 +42,7 @@ def job_get(*, user: User, job_id: int, role: Role = Role.VIEWER) -> Job:
         .first()
     )
     if job is None:
-        raise NotFound("No such job.")
+        raise NotFound("Not found.")
     project_role_check(user=user, project=job.project, role=role)
     return job
 
@@ -147,6 +148,28 @@ def dataset_version_get(*, project: Project, dataset_version_id: int) -> Dataset
     return version
 
 
+def base_model_uri_check(*, project: Project, uri: str) -> ModelSource:
+    """What ``uri`` names, if a base model of ``project`` may be loaded from it (the rule of
+    ``workers.uris``); else ValidationFailed naming the rule it breaks. A ``runs:/`` URI costs an
+    MLflow call: never inside a transaction."""
+    scope = UriScope.of_project(project.slug, settings.MODEL_URI_ROOTS)
+    try:
+        return model_uri_check(uri, scope, tracking.run_experiment_name)
+    except UriRefused as exc:
+        raise ValidationFailed(str(exc), details={"field": "uri", "rule": exc.rule.value}) from exc
+
+
+def objective_dataset_check(*, config: TrainingConfig, dataset_version: DatasetVersion) -> None:
+    """Refuse an objective the dataset version's rows cannot feed (DPO on anything but preference
+    pairs) now, rather than on a worker once the job has waited its turn."""
+    objective = config.objective
+    if objective.preference_data and dataset_version.format != DatasetSchema.PREFERENCE:
+        raise ValidationFailed(
+            f"The {objective.name} objective learns from preference rows (prompt, chosen, rejected); "
+            f"dataset version {dataset_version} holds {dataset_version.format} rows."
+        )
+
+
 def base_model_tokenizer_ref(project: Project, base_model_id: int) -> TokenizerRef | None:
     """For the datasets' uploads: the tokenizer of ``project``'s base model ``base_model_id``, if any."""
     found = BaseModel.objects.filter(pk=base_model_id, project=project).values_list("name", "uri").first()
@@ -158,7 +181,13 @@ def base_model_list(*, project: Project) -> QuerySet[BaseModel]:
 
 
 def worker_list(*, user: User) -> list[dict]:
-    """Every worker, with the running jobs this user may see (others are only counted)."""
+    """Every worker, with the running jobs this user may see (others are only counted).
+
+    The fleet is shared by every project, so a member of any project sees all of
+    it (what waits for a GPU depends on it); someone in no project sees nothing.
+    """
+    if not project_list(user=user).exists():
+        raise NotFound("Not found.")
     offline_after = timezone.now() - timedelta(seconds=settings.WORKER_OFFLINE_AFTER_SECONDS)
     workers = list(Worker.objects.all())
     running = {job_id for worker in workers for job_id in worker.running_job_ids}
@@ -217,6 +246,7 @@ def job_estimate(
     training = config
     base_model = base_model_get(project=project, base_model_id=base_model_id)
     version = dataset_version_get(project=project, dataset_version_id=dataset_version_id)
+    objective_dataset_check(config=training, dataset_version=version)
     notes: list[str] = []
     tokens_per_row = _tokens_per_row(version, notes)
     gpu_memory = (
@@ -224,7 +254,7 @@ def job_estimate(
     )
     try:
         estimate = training_estimate(
-            _base_model_config(base_model, notes),
+            _base_model_config(project, base_model, notes),
             training,
             dataset_rows=version.row_count,
             tokens_per_row=tokens_per_row,
@@ -236,9 +266,14 @@ def job_estimate(
     return estimate.as_dict()
 
 
-def _base_model_config(base_model: BaseModel, notes: list[str]) -> dict | None:
+def _base_model_config(project: Project, base_model: BaseModel, notes: list[str]) -> dict | None:
     try:
+        # A row stored before the rule, or a root since removed: nothing is read from where it points.
+        base_model_uri_check(project=project, uri=base_model.uri)
         config = tracking.model_config_read(base_model.uri)
+    except ValidationFailed as exc:
+        notes.append(f"{exc.message} No parameters or memory.")
+        return None
     except (ServiceUnavailable, OSError, ValueError) as exc:
         notes.append(
             f"the base model's config.json could not be read ({str(exc)[:200]}): no parameters or memory"

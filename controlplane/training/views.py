@@ -180,5 +180,6 @@ def job_clone(request: AuthenticatedHttpRequest, job_id: int) -> HttpResponse:
 
 
 @login_required
+@page_errors
 def worker_list(request: AuthenticatedHttpRequest) -> HttpResponse:
     return render(request, "workers.html", {"rows": selectors.worker_list(user=request.user)})
