@@ -69,6 +69,8 @@ def main() -> None:
         os.environ,
         DATABASE_URL=args.database_url or f"sqlite:///{tmp / 'bench.sqlite3'}",
         TUNEYARD_VAR_DIR=str(tmp),
+        # The tiny base model is a folder in tmp: the one root models may load from here.
+        MODEL_URI_ROOTS=str(tmp),
         # Served as in production: DEBUG off, so real secrets, made up for this run.
         DEBUG="false",
         SECRET_KEY=secrets.token_urlsafe(40),

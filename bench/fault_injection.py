@@ -188,7 +188,11 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - one scenario, to
         os.environ,
         DATABASE_URL=args.database_url,
         TUNEYARD_VAR_DIR=str(tmp),
+        # The tiny base model is a folder in tmp: the one root models may load from here.
+        MODEL_URI_ROOTS=str(tmp),
         DEBUG="true",
+        # All on loopback: the development secrets are taken, as on a laptop.
+        TUNEYARD_LAPTOP="true",
         CELERY_BROKER_URL=broker,
         REDIS_URL=broker,
         MLFLOW_TRACKING_URI=mlflow_url,

@@ -7,12 +7,14 @@ REDIS_URL, MLFLOW_TRACKING_URI, SECRET_KEY and WORKER_TOKEN.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import environ
 import plotly
 
 from workers.spec import BROKER_PRIORITY_OPTIONS
+from workers.uris import roots_parse
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(environ.Env().str("TUNEYARD_VAR_DIR", default=str(BASE_DIR / "var")))
@@ -23,17 +25,48 @@ env = environ.Env(
 )
 
 DEBUG = env("DEBUG")
+# A laptop (`make up`): one person, everything on loopback. Only there does the
+# well-known development worker token work, and only from 127.0.0.1 / ::1.
+LAPTOP_MODE = env.bool("TUNEYARD_LAPTOP", default=False)
 _DEV_SECRET = "dev-only-secret-key-not-for-production"
 _DEV_WORKER_TOKEN = "dev-worker-token"
 SECRET_KEY = env.str("SECRET_KEY", default=_DEV_SECRET)
 # Workers authenticate to the internal API with this shared token.
 WORKER_TOKEN = env.str("WORKER_TOKEN", default=_DEV_WORKER_TOKEN)
-# controlplane/wsgi.py refuses to serve with these outside DEBUG (tests and
+# controlplane/wsgi.py refuses to serve with these outside a laptop or DEBUG (tests and
 # management commands may use them).
 USES_DEV_SECRETS = SECRET_KEY == _DEV_SECRET or WORKER_TOKEN == _DEV_WORKER_TOKEN
 
 ALLOWED_HOSTS = env("ALLOWED_HOSTS")
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+# --- a deployment behind TLS (HTTPS=true; infra/production.env lists the values) ---
+# The TLS proxy in front must set X-Forwarded-Proto and drop any the client sent.
+HTTPS = env.bool("HTTPS", default=False)
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if HTTPS else None
+SECURE_SSL_REDIRECT = HTTPS
+# Workers call the internal API and the MLflow gate from inside the deployment's own
+# network, over plain HTTP, not through the TLS proxy.
+SECURE_REDIRECT_EXEMPT = [r"^internal/", r"^mlflow/"] if HTTPS else []
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = HTTPS
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=365 * 24 * 3600 if HTTPS else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE_HSTS_PRELOAD = HTTPS
+# Pages and the API run their own scripts only (django-csp sets the header).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        # Plotly and htmx add <style> elements and style attributes as they draw.
+        "style-src": ["'self'", "'unsafe-inline'"],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'", "data:"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
+}
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -45,27 +78,36 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_htmx",
     "rest_framework",
-    "rest_framework.authtoken",
+    "axes",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "csp",
+    "controlplane.idempotency",
     "controlplane.accounts",
     "controlplane.datasets",
     "controlplane.training",
     "controlplane.registry",
     "controlplane.sweeps",
     "controlplane.site",
+    "controlplane.mlflow_gate",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "controlplane.middleware.UnstorableTextGuard",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # After the session's user is known: Idempotency-Key keys are the caller's own.
+    "controlplane.idempotency.middleware.IdempotencyKeys",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Last: turns a login refused for too many failures into a 429 (see AXES_* below).
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "controlplane.urls"
@@ -108,6 +150,29 @@ AUTH_PASSWORD_VALIDATORS = [
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
+# The lockout (django-axes) first: it refuses a locked-out login before the password is checked.
+AUTHENTICATION_BACKENDS = [
+    "controlplane.accounts.lockout.LoginLockoutBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+# Logins (the login page, the admin's, POST /api/v1/auth/token) are counted by django-axes in the
+# database: after LOGIN_FAILURE_LIMIT failures of one username from one address, that pair is
+# refused (429 + Retry-After) until LOGIN_LOCKOUT_SECONDS have passed since its last try.
+AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(seconds=env.int("LOGIN_LOCKOUT_SECONDS", default=900))
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = True  # Retry-After counts from the last try
+AXES_RESET_ON_SUCCESS = True
+AXES_HTTP_RESPONSE_CODE = 429
+AXES_LOCKOUT_CALLABLE = "controlplane.accounts.lockout.lockout_response"
+# Behind the TLS proxy every request comes from the proxy's address: the person's is the one the
+# proxies in front append to X-Forwarded-For (see accounts.lockout.client_address).
+TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=1 if HTTPS else 0)
+AXES_CLIENT_IP_CALLABLE = "controlplane.accounts.lockout.client_address"
+# People's API tokens: how long one lives unless asked otherwise, and at most.
+API_TOKEN_DEFAULT_DAYS = env.int("API_TOKEN_DEFAULT_DAYS", default=90)
+API_TOKEN_MAX_DAYS = env.int("API_TOKEN_MAX_DAYS", default=365)
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -125,6 +190,9 @@ STATICFILES_DIRS = [
 # Uploads are streamed to a temporary file, never held in memory.
 FILE_UPLOAD_MAX_MEMORY_SIZE = 0
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
+# A JSON body larger than DATA_UPLOAD_MAX_MEMORY_SIZE is a 413, and one whose arrays and objects
+# nest deeper than this a 400, both before it is parsed (JSON parsers recurse once per level).
+API_JSON_MAX_DEPTH = env.int("API_JSON_MAX_DEPTH", default=64)
 DATASET_MAX_UPLOAD_BYTES = env.int("DATASET_MAX_UPLOAD_BYTES", default=20 * 1024**3)
 # Uploads wait here for the control worker: the web app and the control worker must share it.
 DATASET_STAGING_DIR = Path(env.str("DATASET_STAGING_DIR", default=str(VAR_DIR / "uploads")))
@@ -140,13 +208,17 @@ DATASET_OPERATION_REDISPATCH_SECONDS = env.int("DATASET_OPERATION_REDISPATCH_SEC
 DATASET_OPERATION_SILENT_SECONDS = env.int("DATASET_OPERATION_SILENT_SECONDS", default=900)
 # A compressed upload expanding more than this many times is refused as a bomb.
 DATASET_MAX_EXPANSION_RATIO = env.float("DATASET_MAX_EXPANSION_RATIO", default=100.0)
+# The most one row may take in an uploaded file (a JSONL line, a JSON array's element, a CSV
+# record) and one text value of a row: a reader holds a row whole, so these bound its memory.
+DATASET_MAX_LINE_BYTES = env.int("DATASET_MAX_LINE_BYTES", default=1024 * 1024)
+DATASET_MAX_FIELD_BYTES = env.int("DATASET_MAX_FIELD_BYTES", default=256 * 1024)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "controlplane.accounts.authentication.ApiTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PERMISSION_CLASSES": ["controlplane.accounts.authentication.TokenScopePermission"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "controlplane.errors.api_exception_handler",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
@@ -158,6 +230,14 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Datasets, fine-tuning jobs, model versions, promotions and deployments.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Swagger UI from our own static files (drf-spectacular-sidecar), under the CSP.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "controlplane.idempotency.schema.idempotency_key_document",
+    ],
 }
 
 # --- dispatch and tracking ---------------------------------------------------
@@ -181,6 +261,7 @@ CELERY_BEAT_SCHEDULE = {
     "sweeps-reconcile": {"task": "sweeps.reconcile", "schedule": JOB_RECONCILE_SECONDS * 2},
     "datasets-operations-reconcile": {"task": "datasets.operations_reconcile", "schedule": 60.0},
     "datasets-uploads-expire": {"task": "datasets.uploads_expire", "schedule": 3600.0},
+    "idempotency-records-expire": {"task": "idempotency.records_expire", "schedule": 3600.0},
 }
 # A job committed but not published within this many seconds is sent again
 # (the web process died in between, or the broker refused it).
@@ -199,13 +280,28 @@ WORKER_OFFLINE_AFTER_SECONDS = env.int("WORKER_OFFLINE_AFTER_SECONDS", default=6
 # A running job whose GPUs all show 0% utilization this long is flagged as idle.
 GPU_IDLE_FLAG_SECONDS = env.int("GPU_IDLE_FLAG_SECONDS", default=600)
 
+# Idempotency-Key (controlplane.idempotency): how long a key and its answer are kept; how long a
+# retry waits for the first request with its key to finish before a 409; how long that first
+# request may run before it is presumed dead and a retry may run in its place.
+IDEMPOTENCY_RETENTION_SECONDS = env.int("IDEMPOTENCY_RETENTION_SECONDS", default=24 * 3600)
+IDEMPOTENCY_WAIT_SECONDS = env.float("IDEMPOTENCY_WAIT_SECONDS", default=5.0)
+IDEMPOTENCY_LEASE_SECONDS = env.int("IDEMPOTENCY_LEASE_SECONDS", default=300)
+
 # Where sweeps keep their Optuna studies: by default the control plane's own
 # PostgreSQL database (Optuna's tables beside ours), or a SQLite file in VAR_DIR.
 OPTUNA_STORAGE_URL = env.str("OPTUNA_STORAGE_URL", default="")
 
+# The control plane's own door to MLflow (controlplane.tracking), trusted with the registry's
+# aliases. Nothing else should reach this address: people and workers go through the gate,
+# /mlflow/ on this site (controlplane.mlflow_gate).
 MLFLOW_TRACKING_URI = env.str("MLFLOW_TRACKING_URI", default="http://127.0.0.1:5000")
-# The address a person's browser uses for MLflow links (may differ from the internal one).
-MLFLOW_PUBLIC_URL = env.str("MLFLOW_PUBLIC_URL", default=MLFLOW_TRACKING_URI)
+# Where a person's browser opens MLflow: the gate, on this same site.
+MLFLOW_PUBLIC_URL = env.str("MLFLOW_PUBLIC_URL", default="/mlflow")
+# Besides hub ids and the project's own MLflow runs and models, base models load
+# only from under these roots (workers.uris): absolute paths on the workers, or
+# object-store prefixes such as s3://bucket/models; comma-separated, none by
+# default. Workers read the same variable. A malformed root fails here, at start.
+MODEL_URI_ROOTS = list(roots_parse(env.str("MODEL_URI_ROOTS", default="")))
 
 LOGGING = {
     "version": 1,

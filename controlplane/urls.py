@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from django.contrib import admin
-from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
-from rest_framework.authtoken.views import obtain_auth_token
+from django.urls import include, path, re_path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
-from controlplane.accounts.api import ProjectListApi
+from controlplane import openapi  # noqa: F401  (the schema's authenticators)
+from controlplane.accounts.api import ApiTokenListApi, ApiTokenRevokeApi, ProjectListApi, TokenObtainApi
 from controlplane.datasets.api import (
     ChunkedUploadDetailApi,
     ChunkedUploadFinishApi,
@@ -18,6 +18,7 @@ from controlplane.datasets.api import (
     DatasetVersionOperationsApi,
     DatasetVersionRowsApi,
 )
+from controlplane.mlflow_gate.views import gate as mlflow_gate
 from controlplane.registry.api import (
     DeploymentListApi,
     ModelVersionListApi,
@@ -46,7 +47,9 @@ from controlplane.training.api import (
 )
 
 api_v1 = [
-    path("auth/token", obtain_auth_token, name="api-token"),
+    path("auth/token", TokenObtainApi.as_view(), name="api-token"),
+    path("tokens", ApiTokenListApi.as_view(), name="api-tokens"),
+    path("tokens/<int:token_id>/revoke", ApiTokenRevokeApi.as_view(), name="api-token-revoke"),
     path("projects", ProjectListApi.as_view(), name="api-projects"),
     path("projects/<str:slug>/pause", ProjectDispatchApi.as_view(paused=True), name="api-project-pause"),
     path("projects/<str:slug>/resume", ProjectDispatchApi.as_view(paused=False), name="api-project-resume"),
@@ -101,7 +104,8 @@ api_v1 = [
     ),
     path("usage", UsageApi.as_view(), name="api-usage"),
     path("schema", SpectacularAPIView.as_view(), name="api-schema"),
-    path("docs", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    # The split view serves its start-up script as a file: the CSP allows no inline script.
+    path("docs", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),
 ]
 
 internal_v1 = [
@@ -116,5 +120,14 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
     path("internal/v1/", include(internal_v1)),
+    # MLflow's UI and API, behind Tuneyard's permissions (controlplane.mlflow_gate).
+    re_path(r"^mlflow/?(?P<path>.*)$", mlflow_gate),
     path("", include("controlplane.pages")),
 ]
+
+# Refusals from Django itself (an unknown URL, a body too large, an uncaught exception): JSON under
+# /api/ and /internal/, Django's pages elsewhere.
+handler400 = "controlplane.errors.bad_request_answer"
+handler403 = "controlplane.errors.permission_denied_answer"
+handler404 = "controlplane.errors.not_found_answer"
+handler500 = "controlplane.errors.server_error_answer"

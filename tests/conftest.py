@@ -72,10 +72,10 @@ def mlflow_server(services_dir: Path) -> Iterator[str]:
         _stop(process)
         print((services_dir / "mlflow.log").read_text()[-3000:])
         raise
-    previous = settings.MLFLOW_TRACKING_URI, settings.MLFLOW_PUBLIC_URL
-    settings.MLFLOW_TRACKING_URI = settings.MLFLOW_PUBLIC_URL = url
+    previous = settings.MLFLOW_TRACKING_URI
+    settings.MLFLOW_TRACKING_URI = url
     yield url
-    settings.MLFLOW_TRACKING_URI, settings.MLFLOW_PUBLIC_URL = previous
+    settings.MLFLOW_TRACKING_URI = previous
     _stop(process)
 
 
@@ -110,6 +110,27 @@ def redis_url(services_dir: Path) -> Iterator[str]:
         _stop(process)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def model_uri_roots(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """pytest's base temp dir: the one root the suite's base models may be loaded from by path.
+
+    Set for the control plane (its settings) and for every process the suite
+    starts (the environment: the worker, the engine's runs), as an admin would.
+    """
+    from django.conf import settings
+
+    root = str(tmp_path_factory.getbasetemp())
+    previous = settings.MODEL_URI_ROOTS, os.environ.get("MODEL_URI_ROOTS")
+    settings.MODEL_URI_ROOTS = [root]
+    os.environ["MODEL_URI_ROOTS"] = root
+    yield root
+    settings.MODEL_URI_ROOTS = previous[0]
+    if previous[1] is None:
+        os.environ.pop("MODEL_URI_ROOTS", None)
+    else:
+        os.environ["MODEL_URI_ROOTS"] = previous[1]
+
+
 # The session's two tiny models, built here and nowhere else in the suite: one
 # with the tokenizer of workers.tinymodel's own corpus (the engine's tests train
 # on rows like it), one with the demo's, as `make up` seeds it (the end-to-end
@@ -139,7 +160,7 @@ def tiny_model_uri(mlflow_server: str, demo_model_dir: Path) -> str:
 
     return tracking.artifact_upload(
         demo_model_dir,
-        experiment="tests/base-models",
+        experiment="tuneyard/demo/base-models",  # a base model of project "demo", by the URI rule
         run_name="tiny",
         artifact_path="model",
         tags={},
@@ -147,14 +168,18 @@ def tiny_model_uri(mlflow_server: str, demo_model_dir: Path) -> str:
 
 
 @pytest.fixture(scope="session")
-def worker(live_server, redis_url: str, mlflow_server: str, services_dir: Path) -> Iterator[subprocess.Popen]:
+def worker(
+    live_server, redis_url: str, mlflow_server: str, services_dir: Path, model_uri_roots: str
+) -> Iterator[subprocess.Popen]:
     """A real Celery worker process on the cpu queue, reporting to the live control plane."""
     from django.conf import settings
 
     env = {
+        "MODEL_URI_ROOTS": model_uri_roots,
         "CONTROLPLANE_URL": live_server.url,
         "WORKER_TOKEN": settings.WORKER_TOKEN,
-        "MLFLOW_TRACKING_URI": mlflow_server,
+        # As a worker does: through the gate, with the token each claim gives it.
+        "MLFLOW_TRACKING_URI": f"{live_server.url}/mlflow",
         "CELERY_BROKER_URL": redis_url,
         "TUNEYARD_WORKER_NAME": "test-worker",
         # Two jobs at once, as a two-GPU host runs them (sweeps run trials in parallel).
@@ -224,8 +249,13 @@ def api_for(people):
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    import secrets
+
     from django.conf import settings
 
+    # The development worker token works only on a laptop, from loopback: the suite's workers (in
+    # this process and the ones it starts, which read the environment) use a token of their own.
+    settings.WORKER_TOKEN = os.environ["WORKER_TOKEN"] = secrets.token_urlsafe(24)
     # The live server in this process serves each HTTP connection in a thread of its own, which
     # would keep its database connection while its client keeps the socket open, and the test
     # database could not be dropped. As Django advises for its development server, such threads

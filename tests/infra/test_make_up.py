@@ -85,6 +85,13 @@ def test_make_up_starts_the_laptop_defaults_and_stops_on_ctrl_c(tmp_path):
             time.sleep(0.5)
         assert job["status"] == "succeeded", job["error"]
         assert httpx.get(f"http://127.0.0.1:{mlflow}/health").status_code == 200
+        # MLflow's UI and API through the gate, signed in only; DEBUG off: no debug page to show.
+        assert httpx.get(f"{base}/mlflow/").status_code == 401
+        seen = api.get(f"{base}/mlflow/api/2.0/mlflow/experiments/search", params={"max_results": 100})
+        assert seen.status_code == 200 and seen.json()["experiments"], seen.text
+        assert all(e["name"].startswith("tuneyard/demo") for e in seen.json()["experiments"])
+        missing = httpx.get(f"{base}/no-such-page")
+        assert missing.status_code == 404 and "DEBUG" not in missing.text
     finally:
         os.killpg(up.pid, signal.SIGINT)  # what Ctrl-C sends to the terminal's process group
         up.wait(timeout=60)  # make itself exits at once, reporting the interrupt
