@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
+import signal
 import statistics
 import subprocess
 import sys
@@ -127,8 +128,12 @@ def main() -> None:
     finally:
         for child in children:
             if child.poll() is None:
-                os.killpg(child.pid, 15)
-                child.wait(timeout=15)
+                os.killpg(child.pid, signal.SIGTERM)
+                try:
+                    child.wait(timeout=15)
+                except subprocess.TimeoutExpired:  # gunicorn waits on the client's kept-alive connections
+                    os.killpg(child.pid, signal.SIGKILL)
+                    child.wait()
 
 
 if __name__ == "__main__":
