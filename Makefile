@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: up test lint check-compose clean
+.PHONY: up test lint schema check-compose clean
 
 # The virtual environment, rebuilt when pyproject.toml changes. torch is pinned
 # to the CPU build in pyproject.toml; an unpinned one pulls a multi-GB CUDA build.
@@ -27,6 +27,10 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+
+# The API's contract, committed (a test fails when the code's schema differs): run after an API change.
+schema: $(VENV)/.installed
+	$(BIN)/python manage.py spectacular --validate --fail-on-warn --file docs/openapi.yaml
 
 check-compose:
 	docker-compose -f docker-compose.yml config -q

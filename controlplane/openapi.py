@@ -29,3 +29,8 @@ class WorkerTokenScheme(OpenApiAuthenticationExtension):
 
     def get_security_definition(self, auto_schema: Any) -> dict[str, str]:
         return {"type": "http", "scheme": "bearer", "description": "The workers' shared WORKER_TOKEN."}
+
+
+def public_endpoints(endpoints: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """The published schema is the people's API: the workers' /internal/ one is not part of it."""
+    return [endpoint for endpoint in endpoints if not endpoint[0].startswith("/internal/")]

@@ -230,6 +230,9 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Datasets, fine-tuning jobs, model versions, promotions and deployments.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    "OAS_VERSION": "3.1.0",
+    # The workers' internal API is left out (controlplane.openapi.public_endpoints).
+    "PREPROCESSING_HOOKS": ["controlplane.openapi.public_endpoints"],
     # Swagger UI from our own static files (drf-spectacular-sidecar), under the CSP.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
