@@ -21,8 +21,10 @@ from controlplane.datasets.api import (
 from controlplane.mlflow_gate.views import gate as mlflow_gate
 from controlplane.registry.api import (
     DeploymentListApi,
+    ModelVersionDetailApi,
     ModelVersionListApi,
     PromotionApproveApi,
+    PromotionDetailApi,
     PromotionListApi,
     PromotionRejectApi,
 )
@@ -79,7 +81,9 @@ api_v1 = [
     path("jobs/<int:job_id>/metrics", JobMetricsApi.as_view(), name="api-job-metrics"),
     path("jobs/<int:job_id>/logs", JobLogsApi.as_view(), name="api-job-logs"),
     path("model-versions", ModelVersionListApi.as_view(), name="api-model-versions"),
+    path("model-versions/<int:model_version_id>", ModelVersionDetailApi.as_view(), name="api-model-version"),
     path("promotions", PromotionListApi.as_view(), name="api-promotions"),
+    path("promotions/<int:promotion_id>", PromotionDetailApi.as_view(), name="api-promotion"),
     path(
         "promotions/<int:promotion_id>/approve",
         PromotionApproveApi.as_view(),

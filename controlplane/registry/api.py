@@ -115,6 +115,20 @@ class ModelVersionListApi(APIView):
         return Response(ModelVersionSerializer(version).data, status=answer)
 
 
+class ModelVersionDetailApi(APIView):
+    @extend_schema(responses={200: ModelVersionSerializer, **ERRORS})
+    def get(self, request: AuthenticatedRequest, model_version_id: int) -> Response:
+        version = selectors.model_version_get(user=request.user, model_version_id=model_version_id)
+        return Response(ModelVersionSerializer(version).data)
+
+
+class PromotionDetailApi(APIView):
+    @extend_schema(responses={200: PromotionSerializer, **ERRORS})
+    def get(self, request: AuthenticatedRequest, promotion_id: int) -> Response:
+        promotion = selectors.promotion_get(user=request.user, promotion_id=promotion_id)
+        return Response(PromotionSerializer(promotion).data)
+
+
 class PromotionListApi(APIView):
     @extend_schema(
         operation_id="api_v1_promotions_list",

@@ -94,6 +94,7 @@ def _project_objects(people, slug: str, owner: str) -> dict[str, object]:
         "operation_id": operation.pk,
         "upload_id": upload.pk,
         "promotion_id": promotion.pk,
+        "model_version_id": version.pk,
         "sweep_id": sweep.pk,
         "target": "production",
     }
