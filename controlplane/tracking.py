@@ -21,6 +21,8 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
 # No usage reports from our servers (there may be no way out anyway), and MLflow
 # 3's telemetry thread races on its own environment variable, failing calls.
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+# Nor "View run ... at <url>" lines in the control worker's log.
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 from django.conf import settings  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402

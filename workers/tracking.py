@@ -25,6 +25,8 @@ from types import TracebackType
 # reports from GPU hosts, and MLflow 3's telemetry thread races on its own
 # environment variable, failing a tracking call now and then.
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+# A run's end prints "View run ... at <url>" to stdout: a job's log is its own output only.
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 import mlflow.artifacts  # noqa: E402
 from mlflow.entities import Metric, Param, RunStatus, RunTag  # noqa: E402

@@ -41,6 +41,7 @@ def test_dataset_to_approved_deployment_through_the_api(setup, live_server, mlfl
     # The log: followed through the API while it ran, kept whole with the run at the end.
     logs = alice.get(f"jobs/{job_id}/logs").json()
     assert logs["finished"] and logs["lines"]
+    assert not [line for line in logs["lines"] if "View run" in line]  # the job's output, not MLflow's
     assert alice.get(f"jobs/{job_id}/logs", params={"after": logs["next"]}).json()["lines"] == []
     assert job["artifacts"]["log"] == f"runs:/{run.info.run_id}/logs/attempt-1.log"
     stored = mlflow_download(artifact_uri=job["artifacts"]["log"], tracking_uri=mlflow_server)
