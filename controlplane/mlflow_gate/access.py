@@ -192,6 +192,10 @@ class Params:
 
 def decide(caller: Caller, method: str, path: str, params: Params, lookups: Lookups) -> Decision:
     """May ``caller`` make the MLflow call ``method path`` (the path under the gate, without a leading /)?"""
+    if any(part in (".", "..") for part in path.split("/")) or "//" in path:
+        # Decided on one path and sent on another: `static-files/../api/...` would reach the API
+        # once an HTTP client (or MLflow) resolves the dots. No MLflow path has them.
+        return HIDDEN
     if path in UI_PATHS or path.startswith("static-files/"):
         return ALLOW if method in ("GET", "HEAD") else CLOSED
     if path == "graphql":

@@ -33,7 +33,7 @@ from rest_framework.request import Request
 
 from controlplane.accounts.authentication import ApiTokenAuthentication
 from controlplane.accounts.models import ApiToken, Membership, Role, User
-from controlplane.mlflow_gate.access import Attempt, Caller, Decision, Params, decide
+from controlplane.mlflow_gate.access import ARTIFACT_PREFIXES, Attempt, Caller, Decision, Params, decide
 from controlplane.mlflow_gate.models import RunOwner
 from controlplane.training.credentials import tracking_token_read
 from controlplane.training.models import Job, JobStatus
@@ -206,12 +206,19 @@ def _caller(request: HttpRequest) -> Caller | JsonResponse:
     return _unauthenticated("Sign in to Tuneyard, or send an API token.")
 
 
-def _params(request: HttpRequest) -> Params | None:
-    """What the call names (see ``access.Params``); None for a body that is not a JSON object."""
+def _params(request: HttpRequest, path: str) -> Params | None:
+    """What the call names (see ``access.Params``); None for a call the gate will not read.
+
+    A change names things in a JSON object and nowhere else (some of MLflow's handlers
+    read the query whatever the method, and read any body as JSON): a query on it, or
+    another body (but an artifact's bytes), is refused rather than read two ways.
+    """
     if request.method in ("GET", "HEAD", "DELETE"):
         return Params({name: request.GET.getlist(name) for name in request.GET})
+    if request.GET:
+        return None
     if request.content_type != "application/json":
-        return Params({})
+        return Params({}) if path.startswith(ARTIFACT_PREFIXES) else None
     try:
         body = json.loads(request.body or b"{}")
     except (ValueError, UnicodeDecodeError):
@@ -293,9 +300,9 @@ def gate(request: HttpRequest, path: str = "") -> HttpResponseBase:
     caller = _caller(request)
     if isinstance(caller, JsonResponse):
         return caller
-    params = _params(request)
+    params = _params(request, path)
     if params is None:
-        return _error(400, "INVALID_PARAMETER_VALUE", "The body must be a JSON object.")
+        return _error(400, "INVALID_PARAMETER_VALUE", "A change is a JSON object in the body, with no query.")
     decision = decide(caller, request.method or "GET", path, params, MlflowLookups())
     if not decision.allowed:
         return _refusal(decision)

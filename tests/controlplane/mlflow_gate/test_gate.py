@@ -92,6 +92,24 @@ def test_an_outsider_is_refused_every_call_on_another_projects_mlflow(people, wo
     theirs = _api(charlie, "GET", "runs/get", run_id=demo["run"])
     missing = _api(charlie, "GET", "runs/get", run_id="0" * 32)
     assert theirs.status_code == missing.status_code == 404 and theirs.json() == missing.json()
+    # Nor does a path that is decided as one thing and sent as another once its dots resolve.
+    for sneaky in ("static-files/../api/2.0/mlflow/runs/get", "static-files/%2e%2e/api/2.0/mlflow/runs/get"):
+        assert charlie.get(f"/mlflow/{sneaky}", {"run_id": demo["run"]}).status_code == 404
+    # A change names its run in its JSON body only: a query beside it, or another body, is refused.
+    tag = {"run_id": world["other"]["run"], "key": "k", "value": "v"}
+    with_query = charlie.post(
+        f"/mlflow/api/2.0/mlflow/runs/set-tag?run_id={demo['run']}",
+        json.dumps(tag),
+        content_type="application/json",
+        HTTP_ORIGIN="http://testserver",
+    )
+    as_text = charlie.post(
+        "/mlflow/api/2.0/mlflow/runs/set-tag",
+        json.dumps(tag),
+        content_type="text/plain",
+        HTTP_ORIGIN="http://testserver",
+    )
+    assert with_query.status_code == as_text.status_code == 400
     # Naming a run twice (one of his, one not) does not slip past the check.
     both = charlie.get("/mlflow/api/2.0/mlflow/runs/get", {"run_id": [world["other"]["run"], demo["run"]]})
     assert both.status_code == 404
