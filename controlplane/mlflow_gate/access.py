@@ -302,7 +302,7 @@ def _artifacts(caller: Caller, method: str, rest: str, params: Params, lookups: 
     else:
         return CLOSED
     parts = where.split("/")
-    if any(part in ("", ".", "..") for part in parts) or len(parts) < 1:
+    if any(part in ("", ".", "..") for part in parts):
         return HIDDEN
     project = _project_of(lookups, parts[0])
     if method in ("GET", "HEAD"):

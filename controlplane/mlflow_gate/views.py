@@ -32,7 +32,7 @@ from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.request import Request
 
 from controlplane.accounts.authentication import ApiTokenAuthentication
-from controlplane.accounts.models import ApiToken, Membership, Role, User
+from controlplane.accounts.models import ApiToken, Membership, Role, TokenScope, User
 from controlplane.mlflow_gate.access import ARTIFACT_PREFIXES, Attempt, Caller, Decision, Params, decide
 from controlplane.mlflow_gate.models import RunOwner
 from controlplane.training.credentials import tracking_token_read
@@ -169,11 +169,6 @@ def _token_user(request: HttpRequest) -> tuple[User, ApiToken] | None:
     return ApiTokenAuthentication().authenticate(Request(request))
 
 
-def _token_may_write(auth: Any) -> bool:
-    scopes = getattr(auth, "scopes", None)
-    return scopes is None or "write" in scopes
-
-
 def _same_origin(request: HttpRequest) -> bool:
     """A browser's change must come from our own pages (the MLflow UI served here), not another site's."""
     origin = request.headers.get("Origin") or request.headers.get("Referer") or ""
@@ -197,8 +192,8 @@ def _caller(request: HttpRequest) -> Caller | JsonResponse:
             return _unauthenticated(str(exc.detail))
         if found is None:
             return _unauthenticated("Sign in to Tuneyard, or send an API token.")
-        user, auth = found
-        return _person_caller(user, may_write=_token_may_write(auth))
+        user, api_token = found
+        return _person_caller(user, may_write=api_token.has_scope(TokenScope.WRITE))
     if request.user.is_authenticated:
         if request.method not in ("GET", "HEAD") and not _same_origin(request):
             return _error(403, "PERMISSION_DENIED", "A change must come from Tuneyard's own pages.")

@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 
 from controlplane.datasets.ingest.problems import IngestRefused, ProblemKind, ReadStopped, clipped
 from controlplane.datasets.ingest.schemas import json_int
-from controlplane.datasets.ingest.sources import FileFormat, Limits, OpenedSource, hf_dataset_files
+from controlplane.datasets.ingest.sources import FileFormat, Limits, OpenedSource, hf_dataset_files, read_into
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
@@ -535,9 +535,7 @@ class _CsvRecordBound(io.RawIOBase):
         return True
 
     def readinto(self, buffer: WriteableBuffer) -> int:
-        with memoryview(buffer) as view:
-            data = self._raw.read(len(view))
-            view[: len(data)] = data
+        data = read_into(self._raw, buffer)
         if not data:
             return 0
         array = np.frombuffer(data, dtype=np.uint8)

@@ -69,6 +69,14 @@ class Limits:
     max_field_bytes: int = 256 * 1024
 
 
+def read_into(raw: IO[bytes], buffer: WriteableBuffer) -> bytes:
+    """``RawIOBase.readinto`` over a stream that only has ``read``: the bytes read, also in ``buffer``."""
+    with memoryview(buffer) as view:
+        data = raw.read(len(view))
+        view[: len(data)] = data
+    return data
+
+
 class ByteCounter(io.RawIOBase):
     """A read-only stream that counts the bytes read through it (the progress of an ingest)."""
 
@@ -80,9 +88,7 @@ class ByteCounter(io.RawIOBase):
         return True
 
     def readinto(self, buffer: WriteableBuffer) -> int:
-        with memoryview(buffer) as view:
-            data = self._raw.read(len(view))
-            view[: len(data)] = data
+        data = read_into(self._raw, buffer)
         self.count += len(data)
         return len(data)
 
@@ -107,9 +113,7 @@ class ExpansionGuard(io.RawIOBase):
         return True
 
     def readinto(self, buffer: WriteableBuffer) -> int:
-        with memoryview(buffer) as view:
-            data = self._inner.read(len(view))
-            view[: len(data)] = data
+        data = read_into(self._inner, buffer)
         self.count += len(data)
         expansion_check(self.count, self._compressed_read(), self._limits)
         return len(data)

@@ -242,3 +242,16 @@ def test_the_uis_graphql_reads_only_what_rest_would(people, world):
         "{ mlflowSearchModelVersions(input: {filter: \"name='demo.gated'\"}) { modelVersions { name } } }"
     )
     assert _graphql(charlie, search).status_code == 403
+
+
+def test_a_read_scoped_token_reads_but_changes_nothing(people, world):
+    from controlplane.accounts.models import TokenScope
+    from controlplane.accounts.services import api_token_create
+
+    run = world["demo"]["run"]
+    _, secret = api_token_create(user=people["alice"], name="reader", scopes=[TokenScope.READ])
+    reader = Client(HTTP_AUTHORIZATION=f"Token {secret}")
+    assert _api(reader, "GET", "runs/get", run_id=run).status_code == 200
+    tagged = _api(reader, "POST", "runs/set-tag", {"run_id": run, "key": "by-reader", "value": "v"})
+    assert tagged.status_code == 403 and "read" in tagged.json()["message"]
+    assert "by-reader" not in MlflowClient(tracking.settings.MLFLOW_TRACKING_URI).get_run(run).data.tags
