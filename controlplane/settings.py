@@ -88,6 +88,8 @@ INSTALLED_APPS = [
     "controlplane.training",
     "controlplane.registry",
     "controlplane.sweeps",
+    "controlplane.experiments",
+    "controlplane.dashboards",
     "controlplane.site",
     "controlplane.mlflow_gate",
 ]

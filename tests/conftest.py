@@ -209,6 +209,14 @@ def worker(
 
 
 @pytest.fixture(scope="session")
+def browser() -> Iterator[object]:
+    """Debian's Chromium under Playwright, one per test session (tests/browsing.py)."""
+    from tests.browsing import chromium
+
+    yield from chromium()
+
+
+@pytest.fixture(scope="session")
 def django_db_setup(django_db_setup):
     """pytest-django's test database, with the sweeps' Optuna connections closed before it is dropped."""
     yield

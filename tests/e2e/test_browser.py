@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 from pathlib import Path
 
 import pytest
@@ -13,44 +12,9 @@ import pytest
 from controlplane.datasets.models import DatasetVersion
 from controlplane.site.demo import demo_jsonl
 from controlplane.training.models import BaseModel
-from tests.conftest import PASSWORD
+from tests.browsing import csp_violations, log_in
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-CHROMIUM = os.environ.get("TUNEYARD_CHROMIUM", "/usr/bin/chromium")
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not shutil.which(CHROMIUM):
-        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium)")
-    # Playwright's sync API runs an event loop in this thread; the test's own
-    # database calls happen between its steps, never inside the loop.
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-            ],
-        )
-        yield browser
-        browser.close()
-
-
-def log_in(page, base: str, username: str) -> None:
-    page.goto(f"{base}/login/")
-    page.get_by_label("Username").fill(username)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Log in").click()
-    page.wait_for_url(re.compile(r"/p/demo/$"))
 
 
 def test_a_person_clicks_from_dataset_to_approved_deployment(
@@ -64,11 +28,7 @@ def test_a_person_clicks_from_dataset_to_approved_deployment(
     page = context.new_page()
     page.set_default_timeout(30_000)
     # Every page works under the site's Content-Security-Policy: the browser reports no violation.
-    violations: list[str] = []
-    context.on(
-        "console",
-        lambda message: "Content Security Policy" in message.text and violations.append(message.text),
-    )
+    violations = csp_violations(context)
     log_in(page, base, "alice")
 
     # A bad line is named in the upload's report, and nothing is stored.
