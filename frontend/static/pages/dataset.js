@@ -1,0 +1,17 @@
+// The length histograms on a dataset version page (UTF-8 bytes, tokens, chat turns).
+(function () {
+  "use strict";
+  const data = document.getElementById("dataset-charts");
+  if (!data) return;
+  const charts = JSON.parse(data.textContent);
+  for (const [name, histogram] of Object.entries(charts)) {
+    const el = document.getElementById(`chart-${name}`);
+    if (!el) continue;
+    const edges = histogram.edges;
+    const labels = histogram.counts.map((_, i) => `${edges[i]}–${edges[i + 1] - 1}`);
+    Plotly.newPlot(el, [{ type: "bar", x: labels, y: histogram.counts, name: name }], {
+      height: 220, margin: { t: 10, r: 10, b: 60, l: 50 },
+      xaxis: { title: { text: name } }, yaxis: { title: { text: "rows" } },
+    }, { displaylogo: false, responsive: true });
+  }
+})();
