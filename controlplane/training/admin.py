@@ -10,7 +10,7 @@ from django.http import HttpRequest
 
 from controlplane.admin import ReadOnlyAdmin
 from controlplane.errors import DomainError
-from controlplane.training.models import BaseModel, Job, JobEvent, Worker
+from controlplane.training.models import BaseModel, Job, JobEvent, JobTag, Worker
 from controlplane.training.selectors import base_model_uri_check
 
 
@@ -61,12 +61,25 @@ class JobEventInline(admin.TabularInline):
     ]
 
 
+class JobTagInline(admin.TabularInline):
+    model = JobTag
+    extra = 0
+    can_delete = False
+    readonly_fields = ["name"]
+    exclude = ["project"]
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
 @admin.register(Job)
 class JobAdmin(ReadOnlyAdmin):
-    # Jobs are created, dispatched and moved only by the training services.
+    # Jobs are created, dispatched and moved only by the training services (tags and notes by
+    # the runs table and PATCH /api/v1/jobs/<id>).
     list_display = ["pk", "name", "project", "status", "attempt", "worker", "created_at"]
     list_filter = ["status", "queue"]
-    inlines = [JobEventInline]
+    search_fields = ["name", "notes"]
+    inlines = [JobEventInline, JobTagInline]
 
 
 @admin.register(Worker)

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
+from django.http import QueryDict
+from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
-from pydantic import Discriminator, Field, RootModel, Tag
+from pydantic import Discriminator, Field, RootModel, Tag, field_validator
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -29,9 +34,10 @@ from controlplane.api_common import (
     project_from_request,
     query_parse,
 )
-from controlplane.errors import pydantic_parse
-from controlplane.training import credentials, selectors, services
-from controlplane.training.models import JobKind
+from controlplane.errors import ValidationFailed, pydantic_parse
+from controlplane.training import credentials, selectors, services, waiting
+from controlplane.training.models import Job, JobKind, JobStatus
+from controlplane.training.selectors import RUNS_PAGE_DEFAULT, RUNS_PAGE_MAX, JobFilters, JobOrder, ValueRange
 from workers.spec import (
     ClaimRequest,
     EvaluateConfig,
@@ -88,6 +94,23 @@ class JobSerializer(serializers.Serializer):
     created_at = serializers.DateTimeField()
     started_at = serializers.DateTimeField()
     finished_at = serializers.DateTimeField()
+    notes = serializers.CharField()
+    tags = serializers.SerializerMethodField()
+
+    def get_tags(self, job: Job) -> list[str]:
+        if self.context.get("new_job"):
+            return []  # a job this request created has none yet: no query for them
+        # Prefetched by job_search for a listing; one query for a single job.
+        return sorted(tag.name for tag in job.tags.all())
+
+
+class JobCreatedSerializer(JobSerializer):
+    warnings = serializers.ListField(
+        child=serializers.CharField(),
+        source="preflight_warnings",
+        default=list,
+        help_text="what to know before it runs: rows cut to max_seq_length, a queue no worker reads ...",
+    )
 
 
 class JobDetailSerializer(JobSerializer):
@@ -119,6 +142,10 @@ class JobEstimateSerializer(serializers.Serializer):
     tokens_total = serializers.IntegerField()
     steps = serializers.IntegerField()
     notes = serializers.ListField(child=serializers.CharField())
+    warnings = serializers.ListField(
+        child=serializers.CharField(),
+        help_text="what the launch would say: rows cut, a queue no worker reads ...",
+    )
 
 
 class MetricSeriesSerializer(serializers.Serializer):
@@ -261,18 +288,184 @@ class BaseModelListApi(APIView):
         return Response(BaseModelSerializer(model).data, status=status.HTTP_201_CREATED)
 
 
+Text = Annotated[str, Field(max_length=200)]
+# Repeated query parameters: ``?metric=eval_loss:0:1.5&metric=loss::2``.
+REPEATED = ("metric", "param")
+
+
+class JobListQuery(RequestModel):
+    """The runs table's filters, sort and page, as ``GET /api/v1/jobs`` and the runs page take them."""
+
+    project: str | None = Field(default=None, min_length=1, max_length=64)
+    status: Text = ""
+    kind: Text = ""
+    method: Text = ""
+    dataset: Id | None = None
+    dataset_version: Id | None = None
+    base_model: Id | None = None
+    creator: Text = ""
+    tag: Text = ""
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    metric: list[Text] = Field(default_factory=list, max_length=20)
+    param: list[Text] = Field(default_factory=list, max_length=20)
+    q: Text = ""
+    ordering: Text = "-created_at"
+    cursor: Annotated[str, Field(max_length=1000)] = ""
+    limit: Annotated[Whole, Field(ge=1, le=RUNS_PAGE_MAX)] = RUNS_PAGE_DEFAULT
+
+    @classmethod
+    def of(cls, params: QueryDict | Mapping[str, Any], *, drop_empty: bool = False) -> JobListQuery:
+        """From query parameters; a 400 naming the first bad one. ``drop_empty``: a GET form's
+        empty fields mean "any" (the page); the API takes ``?status=`` as a mistake."""
+        data: dict[str, Any] = {}
+        for key in params:
+            values = params.getlist(key) if isinstance(params, QueryDict) else [params[key]]
+            if drop_empty:
+                values = [value for value in values if value != ""]
+                if not values:
+                    continue
+            data[key] = values if key in REPEATED else values[-1]
+        return pydantic_parse(cls, data)
+
+    @field_validator("created_after", "created_before")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and timezone.is_naive(value):
+            return timezone.make_aware(value)
+        return value
+
+    def filters(self) -> JobFilters:
+        statuses = _choices("status", self.status, JobStatus.values)
+        kinds = _choices("kind", self.kind, [kind.value for kind in JobKind])
+        return JobFilters(
+            status=tuple(JobStatus(status) for status in statuses),
+            kind=tuple(kinds),
+            method=self.method,
+            dataset=self.dataset,
+            dataset_version=self.dataset_version,
+            base_model=self.base_model,
+            creator=self.creator,
+            tag=self.tag,
+            created_after=self.created_after,
+            created_before=self.created_before,
+            metrics=tuple(_value_range("metric", text) for text in self.metric),
+            params=tuple(_value_range("param", text) for text in self.param),
+            q=self.q,
+        )
+
+    def order(self) -> JobOrder:
+        return JobOrder.parse(self.ordering)
+
+
+def _choices(field: str, text: str, allowed: list[str]) -> list[str]:
+    chosen = [part.strip() for part in text.split(",") if part.strip()]
+    for value in chosen:
+        if value not in allowed:
+            raise ValidationFailed(f"{field}: {value[:60]!r} is not one of {', '.join(allowed)}.")
+    return chosen
+
+
+def _value_range(field: str, text: str) -> ValueRange:
+    """``name:low:high`` (either bound may be empty) as a ValueRange; else a 400 naming ``field``."""
+    parts = text.split(":")
+    name = ":".join(parts[:-2])
+    if len(parts) < 3 or not selectors.SUMMARY_NAME.fullmatch(name):
+        raise ValidationFailed(
+            f"{field}: {text[:60]!r} is not name:low:high (e.g. eval_loss:0:1.5, or loss::2)."
+        )
+
+    def bound(value: str) -> float | None:
+        if value.strip() == "":
+            return None
+        try:
+            number = float(value)
+        except ValueError:
+            number = math.nan
+        if not math.isfinite(number):
+            raise ValidationFailed(f"{field}: {value[:40]!r} in {text[:60]!r} is not a number.")
+        return number
+
+    low, high = bound(parts[-2]), bound(parts[-1])
+    if low is not None and high is not None and low > high:
+        raise ValidationFailed(f"{field}: in {text[:60]!r} the low bound is above the high bound.")
+    return ValueRange(name=name, low=low, high=high)
+
+
+JOB_LIST_PARAMETERS = [
+    OpenApiParameter("project", str, description="a project's slug; left out: every project you are in"),
+    OpenApiParameter(
+        "status", str, description="comma-separated: queued, running, cancelling, succeeded, ..."
+    ),
+    OpenApiParameter("kind", str, description="comma-separated: finetune, evaluate, sweep-driver"),
+    OpenApiParameter("method", str, description="training method: lora, qlora, full, ..."),
+    OpenApiParameter("dataset", int, description="a dataset's id: any of its versions"),
+    OpenApiParameter("dataset_version", int),
+    OpenApiParameter("base_model", int),
+    OpenApiParameter("creator", str, description="a username"),
+    OpenApiParameter("tag", str),
+    OpenApiParameter("created_after", str, description="ISO 8601 date or time, inclusive"),
+    OpenApiParameter("created_before", str, description="ISO 8601 date or time, exclusive"),
+    OpenApiParameter(
+        "metric",
+        str,
+        many=True,
+        explode=True,
+        description="a final metric range, name:low:high, a bound may be empty (eval_loss:0:1.5)",
+    ),
+    OpenApiParameter(
+        "param", str, many=True, explode=True, description="a hyperparameter's range, as metric"
+    ),
+    OpenApiParameter("q", str, description="in the name or the notes, any case"),
+    OpenApiParameter(
+        "ordering",
+        str,
+        description="created_at (default -created_at), name, status, run_seconds, metric.<name>, "
+        "param.<name>; '-' first for descending. Sorted by a metric or parameter, jobs without it come last.",
+    ),
+    OpenApiParameter("cursor", str, description="the next page: take it from the answer's next"),
+    OpenApiParameter("limit", int, description=f"1 to {RUNS_PAGE_MAX}; default {RUNS_PAGE_DEFAULT}"),
+]
+
+
 class JobListApi(APIView):
     @extend_schema(
         operation_id="api_v1_jobs_list",
-        parameters=[PROJECT],
-        responses={200: results_of(JobSerializer), **ERRORS},
+        parameters=JOB_LIST_PARAMETERS,
+        responses={
+            200: inline_serializer(
+                "JobList",
+                fields={
+                    "results": JobSerializer(many=True),
+                    "next": serializers.URLField(
+                        allow_null=True, help_text="the next page's URL; null on the last page"
+                    ),
+                },
+            ),
+            **ERRORS,
+        },
     )
     def get(self, request: AuthenticatedRequest) -> Response:
-        project = project_from_request(request)
-        jobs = selectors.job_list(project=project)[:200]
-        return Response({"results": JobSerializer(jobs, many=True).data})
+        """Every job you may see (finetunes, evaluations, sweep trials), filtered, sorted, a page at a time:
+        follow ``next`` until it is null. Nothing is left out silently."""
+        query = JobListQuery.of(request.query_params)
+        project = project_from_request(request) if query.project is not None else None
+        page = selectors.job_search(
+            user=request.user,
+            project=project,
+            filters=query.filters(),
+            order=query.order(),
+            cursor=query.cursor,
+            limit=query.limit,
+        )
+        next_url = None
+        if page.next_cursor is not None:
+            params = request.query_params.copy()
+            params["cursor"] = page.next_cursor
+            next_url = request.build_absolute_uri(f"{request.path}?{params.urlencode()}")
+        return Response({"results": JobSerializer(page.jobs, many=True).data, "next": next_url})
 
-    @extend_schema(request=JobRequest, responses={201: JobSerializer, **ERRORS, 409: ErrorSerializer})
+    @extend_schema(request=JobRequest, responses={201: JobCreatedSerializer, **ERRORS, 409: ErrorSerializer})
     def post(self, request: AuthenticatedRequest) -> Response:
         """A finetune, or with ``"kind": "evaluate"`` an evaluation: one endpoint, since either is
         then a job like any other (listed, watched, cancelled and retried the same way)."""
@@ -300,7 +493,9 @@ class JobListApi(APIView):
                 name=body.name,
                 priority=body.priority,
             )
-        return Response(JobSerializer(job).data, status=status.HTTP_201_CREATED)
+        return Response(
+            JobCreatedSerializer(job, context={"new_job": True}).data, status=status.HTTP_201_CREATED
+        )
 
 
 class JobEstimateApi(APIView):
@@ -320,7 +515,22 @@ class JobEstimateApi(APIView):
         return Response(estimate)
 
 
+class JobAnnotateRequest(RequestModel):
+    """What people write on a job; a field left out is left as it is."""
+
+    tags: list[Annotated[str, Field(max_length=64)]] | None = Field(default=None, max_length=20)
+    notes: str | None = Field(default=None, max_length=10_000)
+
+
 class JobDetailApi(APIView):
+    @extend_schema(request=JobAnnotateRequest, responses={200: JobSerializer, **ERRORS})
+    def patch(self, request: AuthenticatedRequest, job_id: int) -> Response:
+        """Set a job's tags (the whole list) and notes (members of its project)."""
+        job = selectors.job_get(user=request.user, job_id=job_id)
+        body = body_parse(request, JobAnnotateRequest)
+        job = services.job_annotate(job=job, user=request.user, tags=body.tags, notes=body.notes)
+        return Response(JobSerializer(job).data)
+
     @extend_schema(responses={200: JobDetailSerializer, **ERRORS})
     def get(self, request: AuthenticatedRequest, job_id: int) -> Response:
         job = selectors.job_get(user=request.user, job_id=job_id)
@@ -331,6 +541,8 @@ class JobDetailApi(APIView):
             | {
                 "queue_position": position,
                 "start_estimate_seconds": round(estimate.total_seconds()) if estimate is not None else None,
+                # Also why no worker takes it (no online worker reads its queue): read now, never stored.
+                "waiting_reason": waiting.job_waiting_reason(job=job),
             }
         )
 
@@ -383,7 +595,7 @@ class JobCloneApi(APIView):
     def post(self, request: AuthenticatedRequest, job_id: int) -> Response:
         job = selectors.job_get(user=request.user, job_id=job_id)
         clone = services.job_clone(job=job, user=request.user)
-        return Response(JobSerializer(clone).data, status=status.HTTP_201_CREATED)
+        return Response(JobSerializer(clone, context={"new_job": True}).data, status=status.HTTP_201_CREATED)
 
 
 class LogsQuery(RequestModel):

@@ -120,10 +120,20 @@ class Job(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # What people wrote about the run; searched with its name by the runs table.
+    notes = models.TextField(blank=True, max_length=10_000)
 
     class Meta:
         ordering = ["-created_at"]
-        indexes = [models.Index(fields=["status", "dispatched_at"])]
+        indexes = [
+            models.Index(fields=["status", "dispatched_at"]),
+            # The runs table's default order (newest first) and its keyset cursor (created_at, id).
+            models.Index(fields=["project", "created_at", "id"], name="job_project_created"),
+            models.Index(fields=["project", "name", "id"], name="job_project_name"),
+        ]
+
+    # What job_create's checks found worth saying (training.preflight); not stored.
+    preflight_warnings: list[str]
 
     def __str__(self) -> str:
         return f"job {self.pk} ({self.status})"
@@ -178,6 +188,105 @@ class Job(models.Model):
     @property
     def progress_percent(self) -> int:
         return round(self.progress * 100)
+
+
+class JobTag(models.Model):
+    """A label people put on a run ("baseline", "paper"); the runs table filters by it."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="tags")
+    # The job's project, kept here so that a project's tags are listed from this table alone.
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    name = models.CharField(max_length=64)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [models.UniqueConstraint(fields=["job", "name"], name="job_tag_unique")]
+        indexes = [models.Index(fields=["project", "name"], name="job_tag_project_name")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class _JobSummaryValue(models.Model):
+    """One number of a job, by name, so that the runs table sorts and filters on an index.
+
+    A sort by ``eval_loss`` over 10,000 jobs reads the first page off the
+    (project, name, value, job) index instead of every job's JSON. The rows
+    are derived (from Job.metrics or Job.config) by training.services.summaries
+    and may be rebuilt from the job at any time.
+    """
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    name = models.CharField(max_length=100)
+    value = models.FloatField()
+
+    class Meta:
+        abstract = True
+
+
+class JobMetricValue(_JobSummaryValue):
+    """A final metric of a job's current attempt (from Job.metrics, written when it finishes)."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="metric_values")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["job", "name"], name="job_metric_value_unique")]
+        indexes = [
+            models.Index(fields=["project", "name", "value", "job"], name="job_metric_value_sort"),
+            models.Index(fields=["name", "value", "job"], name="job_metric_value_any_project"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name}={self.value}"
+
+
+class JobParam(_JobSummaryValue):
+    """A numeric hyperparameter of a job (from Job.config, written when it is created)."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="param_values")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["job", "name"], name="job_param_unique")]
+        indexes = [
+            models.Index(fields=["project", "name", "value", "job"], name="job_param_sort"),
+            models.Index(fields=["name", "value", "job"], name="job_param_any_project"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name}={self.value}"
+
+
+def config_params(config: dict) -> dict[str, float | str]:
+    """A job's config as flat parameters: ``learning_rate``, ``method.r``, ``resources.gpus``...
+
+    The hyperparameters go by their own names (what people call them); every
+    other leaf by its dotted path. Lists are left out. Pure, so that the
+    migration that backfills JobParam uses the very same rule.
+    """
+    flat: dict[str, float | str] = {}
+
+    def walk(prefix: str, value: object) -> None:
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                walk(f"{prefix}.{key}" if prefix else str(key), inner)
+        elif isinstance(value, bool):
+            flat[prefix] = float(value)
+        elif isinstance(value, int | float):
+            flat[prefix] = float(value)
+        elif isinstance(value, str):
+            flat[prefix] = value
+
+    for section, inner in (config or {}).items():
+        walk("" if section == "hyperparameters" else section, inner)
+    return {name: value for name, value in flat.items() if name and len(name) <= 100}
+
+
+def numeric_params(config: dict) -> dict[str, float]:
+    return {
+        name: value
+        for name, value in config_params(config).items()
+        if isinstance(value, float) and value == value and abs(value) != float("inf")
+    }
 
 
 class JobEvent(models.Model):

@@ -2,10 +2,29 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+import base64
+import binascii
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
-from django.db.models import Count, F, FloatField, Min, Q, QuerySet, Sum
+from django.db.models import (
+    Count,
+    Exists,
+    F,
+    FilteredRelation,
+    FloatField,
+    Min,
+    OuterRef,
+    Q,
+    QuerySet,
+    Sum,
+    prefetch_related_objects,
+)
 from django.utils import timezone
 
 from controlplane import tracking
@@ -14,7 +33,18 @@ from controlplane.accounts.selectors import project_list, project_role_check
 from controlplane.datasets.models import DatasetVersion
 from controlplane.datasets.tokenizers import TokenizerRef
 from controlplane.errors import NotFound, ServiceUnavailable, ValidationFailed
-from controlplane.training.models import BaseModel, Job, JobKind, JobStatus, Worker, broker_priority
+from controlplane.training.models import (
+    BaseModel,
+    Job,
+    JobKind,
+    JobMetricValue,
+    JobParam,
+    JobStatus,
+    JobTag,
+    Worker,
+    broker_priority,
+)
+from controlplane.training.preflight import job_preflight
 from workers.engine.estimate import EstimateError, training_estimate
 from workers.spec import DatasetSchema, TrainingConfig
 from workers.uris import ModelSource, UriRefused, UriScope, model_uri_check
@@ -263,7 +293,9 @@ def job_estimate(
         )
     except EstimateError as exc:
         raise ValidationFailed(f"Cannot estimate this job: {exc}.") from exc
-    return estimate.as_dict()
+    # What the launch would say (or refuse), said here too.
+    warnings = job_preflight(base_model=base_model, dataset_version=version, config=training)
+    return estimate.as_dict() | {"warnings": warnings}
 
 
 def _base_model_config(project: Project, base_model: BaseModel, notes: list[str]) -> dict | None:
@@ -320,3 +352,264 @@ def _queue_gpu_memory_bytes(queue: str, notes: list[str]) -> int | None:
         notes.append(f"no online worker of queue {queue!r} reports its GPUs: whether the job fits is unknown")
         return None
     return min(sizes) * 1024**2
+
+
+# --- the runs table: one search for the page and GET /api/v1/jobs -------------------------------
+
+RUNS_PAGE_DEFAULT = 50
+RUNS_PAGE_MAX = 200
+# What the runs table sorts by besides final metrics (``metric.<name>``) and parameters (``param.<name>``).
+JOB_SORT_FIELDS = {
+    "created_at": "created_at",
+    "name": "name",
+    "status": "status",
+    "run_seconds": "run_seconds",
+}
+SUMMARY_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:/-]{0,99}")
+
+
+@dataclass(frozen=True)
+class ValueRange:
+    """A final metric's (or a parameter's) bounds, both inclusive; None: open on that side."""
+
+    name: str
+    low: float | None = None
+    high: float | None = None
+
+
+@dataclass(frozen=True)
+class JobFilters:
+    status: tuple[JobStatus, ...] = ()
+    kind: tuple[str, ...] = ()
+    method: str = ""
+    dataset: int | None = None  # a Dataset's id: any of its versions
+    dataset_version: int | None = None
+    base_model: int | None = None
+    creator: str = ""  # a username
+    tag: str = ""
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    metrics: tuple[ValueRange, ...] = ()
+    params: tuple[ValueRange, ...] = ()
+    q: str = ""  # in the name or the notes, any case
+
+
+@dataclass(frozen=True)
+class JobOrder:
+    """``created_at``, ``name``, ``status``, ``run_seconds``, ``metric.<name>`` or ``param.<name>``;
+    ``descending`` for the largest first. Ties go by id, in the same direction."""
+
+    key: str = "created_at"
+    descending: bool = True
+
+    @classmethod
+    def parse(cls, text: str) -> JobOrder:
+        descending = text.startswith("-")
+        key = text.removeprefix("-")
+        summary, _, name = key.partition(".")
+        if key in JOB_SORT_FIELDS or (summary in ("metric", "param") and SUMMARY_NAME.fullmatch(name)):
+            return cls(key=key, descending=descending)
+        raise ValidationFailed(
+            f"ordering: {text[:120]!r} is not a sort; use created_at, name, status, run_seconds, "
+            "metric.<name> or param.<name>, with '-' before it for descending."
+        )
+
+    @property
+    def text(self) -> str:
+        return f"-{self.key}" if self.descending else self.key
+
+    @property
+    def summary(self) -> tuple[type[JobMetricValue] | type[JobParam], str] | None:
+        kind, _, name = self.key.partition(".")
+        if kind == "metric":
+            return JobMetricValue, name
+        if kind == "param":
+            return JobParam, name
+        return None
+
+
+@dataclass
+class JobPage:
+    jobs: list[Job]
+    next_cursor: str | None
+    order: JobOrder = field(default_factory=JobOrder)
+
+
+def _cursor_encode(order: JobOrder, phase: int, value: Any, pk: int) -> str:
+    if isinstance(value, datetime):
+        value = value.isoformat()
+    raw = json.dumps([order.text, phase, value, pk], separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _cursor_decode(cursor: str, order: JobOrder) -> tuple[int, Any, int]:
+    """(phase, sort value, id) of an opaque cursor made for ``order``; else ValidationFailed."""
+    refusal = ValidationFailed("cursor: not a cursor this list gave (ask for the first page again).")
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        text, phase, value, pk = json.loads(raw)
+    except (ValueError, TypeError, binascii.Error) as exc:
+        raise refusal from exc
+    if text != order.text:
+        raise ValidationFailed("cursor: it was made for another ordering; ask for the first page again.")
+    if phase not in (0, 1) or not isinstance(pk, int) or isinstance(pk, bool) or not 0 < pk <= 2**63 - 1:
+        raise refusal
+    if order.key == "created_at" and phase == 0:
+        try:
+            value = datetime.fromisoformat(value)
+        except (TypeError, ValueError) as exc:
+            raise refusal from exc
+    elif order.key in ("name", "status") and not isinstance(value, str):
+        raise refusal
+    elif order.key not in ("created_at", "name", "status") and phase == 0:
+        if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
+            raise refusal
+    return phase, value, pk
+
+
+def _range_exists(model: type[JobMetricValue] | type[JobParam], bounds: ValueRange) -> Exists:
+    rows = model.objects.filter(job=OuterRef("pk"), name=bounds.name)
+    if bounds.low is not None:
+        rows = rows.filter(value__gte=bounds.low)
+    if bounds.high is not None:
+        rows = rows.filter(value__lte=bounds.high)
+    return Exists(rows)
+
+
+def _filtered(jobs: QuerySet[Job], filters: JobFilters) -> QuerySet[Job]:
+    f = filters
+    if f.status:
+        jobs = jobs.filter(status__in=f.status)
+    if f.kind:
+        jobs = jobs.filter(kind__in=f.kind)
+    if f.method:
+        jobs = jobs.filter(config__method__name=f.method)
+    if f.dataset is not None:
+        jobs = jobs.filter(dataset_version__dataset_id=f.dataset)
+    if f.dataset_version is not None:
+        jobs = jobs.filter(dataset_version_id=f.dataset_version)
+    if f.base_model is not None:
+        jobs = jobs.filter(base_model_id=f.base_model)
+    if f.creator:
+        jobs = jobs.filter(created_by__username=f.creator)
+    if f.tag:
+        jobs = jobs.filter(Exists(JobTag.objects.filter(job=OuterRef("pk"), name=f.tag)))
+    if f.created_after is not None:
+        jobs = jobs.filter(created_at__gte=f.created_after)
+    if f.created_before is not None:
+        jobs = jobs.filter(created_at__lt=f.created_before)
+    for bounds in f.metrics:
+        jobs = jobs.filter(_range_exists(JobMetricValue, bounds))
+    for bounds in f.params:
+        jobs = jobs.filter(_range_exists(JobParam, bounds))
+    if f.q:
+        jobs = jobs.filter(Q(name__icontains=f.q) | Q(notes__icontains=f.q))
+    return jobs
+
+
+def _after(field_name: str, value: Any, pk: int, descending: bool) -> Q:
+    """Rows after (value, pk) in the order (field, id), both ascending or both descending.
+
+    The redundant bound on the field alone lets the database start its index scan at the cursor.
+    """
+    op = "lt" if descending else "gt"
+    bound = "lte" if descending else "gte"
+    return Q(**{f"{field_name}__{bound}": value}) & (
+        Q(**{f"{field_name}__{op}": value}) | Q(**{field_name: value, f"pk__{op}": pk})
+    )
+
+
+def job_search(
+    *,
+    user: User,
+    project: Project | None = None,
+    filters: JobFilters | None = None,
+    order: JobOrder | None = None,
+    cursor: str = "",
+    limit: int = RUNS_PAGE_DEFAULT,
+) -> JobPage:
+    """One page of the jobs (finetunes, evaluations, sweep trials and drivers) ``user`` may see.
+
+    In ``project`` (a project the caller loaded with ``project_get``, so the
+    reader's role is checked) or, when None, in every project ``user`` is a member
+    of. Keyset pagination: ``next_cursor`` carries the last row's sort value and
+    id, so each page costs the same however deep it is, and a walk from the
+    first page on meets every job exactly once (rows added meanwhile may or may
+    not show). Sorted by a metric or a parameter, the jobs that have it come
+    first (phase 0, by its value), then those without it (phase 1, newest first).
+    A fixed number of queries: at most two for the rows, one for their tags.
+    """
+    filters, order = filters or JobFilters(), order or JobOrder()
+    if not 1 <= limit <= RUNS_PAGE_MAX:
+        raise ValidationFailed(f"limit: from 1 to {RUNS_PAGE_MAX}.")
+    scope = Q(project=project) if project is not None else Q(project__in=project_list(user=user))
+    jobs = _filtered(Job.objects.filter(scope), filters)
+    phase, value, after_pk = _cursor_decode(cursor, order) if cursor else (0, None, None)
+    rows: list[tuple[int, Any, Job]] = []
+    summary = order.summary
+    if summary is None:
+        field_name = JOB_SORT_FIELDS[order.key]
+        page = jobs
+        if after_pk is not None:
+            page = page.filter(_after(field_name, value, after_pk, order.descending))
+        sign = "-" if order.descending else ""
+        page = page.order_by(f"{sign}{field_name}", f"{sign}pk")
+        rows = [(0, getattr(job, field_name), job) for job in _with_relations(page)[: limit + 1]]
+    else:
+        model, name = summary
+        relation = "metric_values" if model is JobMetricValue else "param_values"
+        if phase == 0:
+            # The summary's own project column is filtered too: its index (project, name, value,
+            # job) then hands out the rows in order, and the first page reads only its rows.
+            summary_scope = (
+                Q(_sort__project=project)
+                if project is not None
+                else Q(_sort__project__in=project_list(user=user))
+            )
+            page = jobs.annotate(_sort=FilteredRelation(relation, condition=Q(**{f"{relation}__name": name})))
+            page = page.filter(summary_scope, _sort__value__isnull=False).annotate(
+                _sort_value=F("_sort__value")
+            )
+            if after_pk is not None:
+                page = page.filter(_after("_sort__value", value, after_pk, order.descending))
+            sign = "-" if order.descending else ""
+            page = page.order_by(f"{sign}_sort__value", f"{sign}_sort__job_id")
+            # _sort_value: the annotation above (the summary's value, by which the page is sorted).
+            rows = [
+                (0, job._sort_value, job)  # type: ignore[attr-defined]
+                for job in _with_relations(page)[: limit + 1]
+            ]
+        if len(rows) <= limit:
+            # Then the jobs without it, newest first.
+            missing = jobs.exclude(Exists(model.objects.filter(job=OuterRef("pk"), name=name)))
+            if phase == 1 and after_pk is not None:
+                missing = missing.filter(pk__lt=after_pk)
+            missing = missing.order_by("-pk")
+            rows += [(1, None, job) for job in _with_relations(missing)[: limit + 1 - len(rows)]]
+    more = len(rows) > limit
+    rows = rows[:limit]
+    page_jobs = [job for _, _, job in rows]
+    prefetch_related_objects(page_jobs, "tags")
+    next_cursor = _cursor_encode(order, rows[-1][0], rows[-1][1], rows[-1][2].pk) if more else None
+    return JobPage(jobs=page_jobs, next_cursor=next_cursor, order=order)
+
+
+def _with_relations(jobs: QuerySet[Job]) -> QuerySet[Job]:
+    return jobs.select_related("project", "created_by", "base_model", "dataset_version__dataset")
+
+
+def job_summary_names(
+    *, user: User, project: Project | None = None, recent: int = 200
+) -> dict[str, list[str]]:
+    """The final metrics and numeric parameters of the ``recent`` newest jobs in scope, by name:
+    the columns the runs table offers. Bounded: never a scan of every job."""
+    scope = Q(project=project) if project is not None else Q(project__in=project_list(user=user))
+    newest = Job.objects.filter(scope).order_by("-created_at", "-pk").values("pk")[:recent]
+    return {
+        "metrics": sorted(
+            set(JobMetricValue.objects.filter(job__in=newest).values_list("name", flat=True).distinct())
+        ),
+        "params": sorted(
+            set(JobParam.objects.filter(job__in=newest).values_list("name", flat=True).distinct())
+        ),
+    }

@@ -4,11 +4,14 @@
 - ``jobs``: what people do (base models, finetunes, cancel, retry, clone);
 - ``evaluations``: launching evaluate jobs;
 - ``dispatch``: quotas and pauses, the JobSpec, publishing and resending;
+- ``annotations``: tags and notes people put on jobs;
+- ``summaries``: the indexed final metrics and hyperparameters the runs table sorts by;
 - ``worker_events``: claims, heartbeats and results from workers, and the reconciler of lost attempts.
 """
 
 from __future__ import annotations
 
+from controlplane.training.services.annotations import job_annotate, jobs_tag
 from controlplane.training.services.dispatch import (
     PAUSED_REASON,
     job_dispatch,
@@ -39,6 +42,7 @@ __all__ = [
     "PAUSED_REASON",
     "TRANSITIONS",
     "base_model_create",
+    "job_annotate",
     "evaluate_job_create",
     "job_cancel",
     "job_claim",
@@ -54,6 +58,7 @@ __all__ = [
     "jobs_recover_lost",
     "jobs_redispatch_unclaimed",
     "jobs_schedule",
+    "jobs_tag",
     "project_dispatch_pause",
     "worker_heartbeat_record",
 ]

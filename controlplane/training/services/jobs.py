@@ -13,6 +13,7 @@ from controlplane.errors import Conflict, Forbidden
 from controlplane.naming import name_check
 from controlplane.training import hooks
 from controlplane.training.models import BaseModel, Job, JobKind, JobStatus
+from controlplane.training.preflight import job_preflight
 from controlplane.training.selectors import (
     base_model_get,
     base_model_uri_check,
@@ -83,6 +84,8 @@ def job_create(
     base_model = base_model_get(project=project, base_model_id=base_model_id)
     dataset_version = dataset_version_get(project=project, dataset_version_id=dataset_version_id)
     objective_dataset_check(config=training_config, dataset_version=dataset_version)
+    # Refuses a job that cannot train; what it only should know rides on the job it gets back.
+    warnings = job_preflight(base_model=base_model, dataset_version=dataset_version, config=training_config)
     method = training_config.method.name
     job = Job(
         kind=kind,
@@ -93,7 +96,9 @@ def job_create(
         config=training_config.model_dump(mode="json"),
         priority=priority,
     )
-    return job_insert(job, project=project, user=user, resources=training_config.resources)
+    job = job_insert(job, project=project, user=user, resources=training_config.resources)
+    job.preflight_warnings = warnings
+    return job
 
 
 def job_cancel(*, job: Job, user: User) -> Job:

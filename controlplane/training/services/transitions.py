@@ -12,6 +12,7 @@ from controlplane.accounts.models import User
 from controlplane.training import hooks
 from controlplane.training.models import Job, JobEvent, JobStatus
 from controlplane.training.services.dispatch import jobs_schedule
+from controlplane.training.services.summaries import job_metric_summary_write
 
 S = JobStatus
 # The legal moves. Anything else is refused, so a late or repeated event can
@@ -97,6 +98,9 @@ def job_transition(
             to_status=to,
             message=message[:5000],
         )
+        if to.is_finished() or to == S.QUEUED:
+            # The runs table sorts by final metrics: kept with the row, in this transaction.
+            job_metric_summary_write(job_id=job_id)
         if gpus and (to.is_finished() or to == S.QUEUED):
             # GPUs (or a reservation) were freed: jobs waiting for the quota may go now.
             transaction.on_commit(lambda: jobs_schedule(project_id=project_id))
