@@ -187,3 +187,30 @@ def model_config_read(uri: str) -> dict | None:
     if not path.is_absolute() or not (path / "config.json").is_file():
         return None
     return json.loads((path / "config.json").read_text())
+
+
+# A per-row table is read whole to be shown: bigger than this, it is refused rather than parsed.
+TABLE_MAX_BYTES = 20 * 1024 * 1024
+
+
+def table_read(uri: str) -> list[dict]:
+    """The rows of a table a run logged (MLflow's JSON "split" layout: ``columns`` and ``data``).
+
+    Only a ``runs:/`` URI is read: the URI comes from a worker's report, and
+    must not make the control plane open its own files. A table that is not
+    such a layout, or too big, raises ValueError.
+    """
+    if not uri.startswith("runs:/"):
+        raise ValueError("a table is read from a runs:/ URI only")
+    with tempfile.TemporaryDirectory(prefix="tuneyard-table-") as tmp:
+        local = artifact_download(uri, dst=Path(tmp))
+        if local.stat().st_size > TABLE_MAX_BYTES:
+            raise ValueError(f"the table is over {TABLE_MAX_BYTES // 2**20} MB")
+        try:
+            body = json.loads(local.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError("the table is not JSON") from exc
+    columns, data = (body.get("columns"), body.get("data")) if isinstance(body, dict) else (None, None)
+    if not isinstance(columns, list) or not isinstance(data, list):
+        raise ValueError("the table has no columns and data")
+    return [dict(zip(columns, row, strict=False)) for row in data if isinstance(row, list)]

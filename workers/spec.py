@@ -668,6 +668,14 @@ class JobSpec(_Frozen):
     evaluation: EvaluationConfig | None = None
     trained_artifact: TrainedArtifact | None = None
     fewshot_dataset_uri: str | None = Field(default=None, min_length=1)
+    # The attempt's MLflow run, as people find it there: named after the job, and tagged
+    # beyond its id and project with what only the control plane knows (its creator as
+    # ``mlflow.user``, its dataset version and base model, the job page's address).
+    run_name: str = Field(default="", max_length=250)
+    run_tags: dict[
+        Annotated[str, StringConstraints(min_length=1, max_length=250)],
+        Annotated[str, StringConstraints(max_length=5000)],
+    ] = Field(default_factory=dict, max_length=20)
 
     @model_validator(mode="after")
     def _sweep_matches_kind(self) -> JobSpec:

@@ -12,6 +12,7 @@ torch loaded before a fork deadlocks the child (see ENVIRONMENT.md).
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -57,6 +58,8 @@ from workers.uris import (  # noqa: E402
 # sending happens on a thread of its own, so the training loop never waits on
 # the network, except in an explicit ``flush``.
 FLUSH_POINTS = 1000
+# MLflow's own tag listing a run's tables (mlflow.utils.mlflow_tags.MLFLOW_LOGGED_ARTIFACTS).
+LOGGED_ARTIFACTS_TAG = "mlflow.loggedArtifacts"
 FLUSH_SECONDS = 5.0
 
 
@@ -198,6 +201,24 @@ class RunLogger:
         """
         self.client.log_artifacts(self.run_id, str(local_dir), artifact_path=name)
         return f"runs:/{self.run_id}/{name}"
+
+    def log_table(self, table: Mapping[str, list], artifact_file: str, scratch: Path) -> str:
+        """Store ``table`` ({"columns": [...], "data": [[...], ...]}, MLflow's JSON layout) as the run's
+        ``artifact_file`` and list it among the run's tables; returns its ``runs:/`` URI.
+
+        Not ``MlflowClient.log_table``: that appends to a table already there, so a
+        retried attempt, which logs into the same run, would double its rows.
+        """
+        scratch.mkdir(parents=True, exist_ok=True)
+        local = scratch / Path(artifact_file).name
+        local.write_text(json.dumps(table, ensure_ascii=False))
+        self.client.log_artifact(self.run_id, str(local))
+        # Where MLflow's UI (its evaluation view) looks for a run's tables.
+        logged = json.loads(self.client.get_run(self.run_id).data.tags.get(LOGGED_ARTIFACTS_TAG, "[]"))
+        entry = {"path": local.name, "type": "table"}
+        if entry not in logged:
+            self.client.set_tag(self.run_id, LOGGED_ARTIFACTS_TAG, json.dumps([*logged, entry]))
+        return f"runs:/{self.run_id}/{local.name}"
 
     def end(self, how: RunEnd) -> None:
         """Send pending metrics and close the run; a second call does nothing."""

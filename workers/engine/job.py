@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from workers.engine import JobInputError, distributed
 from workers.engine.data import (
@@ -21,6 +22,10 @@ from workers.engine.protocol import emit
 from workers.spec import DatasetSchema, EvaluationMetric, JobKind, JobSpec, TrainedArtifactKind
 from workers.tracking import RunLogger, download
 from workers.uris import UriScope
+
+if TYPE_CHECKING:
+    # Only a type here: the suite imports torch, which this module loads only once the data is read.
+    from workers.engine.evaluation.suite import PredictionRow
 
 
 def run_job(spec: JobSpec, workdir: Path) -> None:
@@ -159,9 +164,38 @@ def run_evaluate(spec: JobSpec, workdir: Path) -> None:
         )
         count = len(choice_rows) or len(rows)
         print(f"tuneyard: evaluating {', '.join(config.metrics)} on {count} rows", flush=True)
-        metrics = model_evaluate(model, tokenizer, config, data)
+        predictions: list[PredictionRow] = []
+        metrics = model_evaluate(model, tokenizer, config, data, predictions_out=predictions)
         run.log_metrics(metrics, 0)
-    emit({"event": "result", "metrics": metrics, "artifacts": {}})
+        artifacts: dict[str, str] = {}
+        if predictions:
+            artifacts["predictions"] = run.log_table(
+                predictions_table(predictions), PREDICTIONS_FILE, workdir / "tables"
+            )
+    emit({"event": "result", "metrics": metrics, "artifacts": artifacts})
+
+
+# The evaluated rows' answers, as the run's table (the compare page reads it back).
+PREDICTIONS_FILE = "predictions.json"
+PREDICTION_COLUMNS = ("row", "input", "prediction", "reference", "score")
+# Enough to compare by eye; a text longer than this is cut, so a run's table stays a few MB.
+PREDICTION_ROWS_MAX = 10_000
+PREDICTION_TEXT_MAX = 2000
+
+
+def predictions_table(rows: Sequence[PredictionRow]) -> dict[str, list]:
+    """MLflow's table layout (``columns`` and ``data``), bounded in rows and text length."""
+
+    def clip(text: str) -> str:
+        return text if len(text) <= PREDICTION_TEXT_MAX else text[:PREDICTION_TEXT_MAX] + "…"
+
+    return {
+        "columns": list(PREDICTION_COLUMNS),
+        "data": [
+            [r.row, clip(r.input), clip(r.prediction), clip(r.reference), r.score]
+            for r in rows[:PREDICTION_ROWS_MAX]
+        ],
+    }
 
 
 def evaluation_params(spec: JobSpec) -> dict[str, object]:
@@ -185,6 +219,7 @@ def attempt_run(spec: JobSpec, tags: Mapping[str, str] | None = None) -> Iterato
     """The attempt's MLflow run (the job's own, continued on a retry), tagged with the job; its id
     is told to the runner at once."""
     job_tags = {
+        **spec.run_tags,
         "tuneyard.job_id": str(spec.job_id),
         "tuneyard.attempt": str(spec.attempt),
         "tuneyard.project": spec.project,
@@ -192,7 +227,8 @@ def attempt_run(spec: JobSpec, tags: Mapping[str, str] | None = None) -> Iterato
     }
     with RunLogger.start(
         experiment=spec.mlflow_experiment,
-        run_name=f"job-{spec.job_id}-attempt-{spec.attempt}",
+        # A spec from before runs were named after their jobs has no run_name.
+        run_name=spec.run_name or f"job-{spec.job_id}-attempt-{spec.attempt}",
         tags=job_tags,
         run_id=spec.mlflow_run_id,
     ) as run:

@@ -240,6 +240,7 @@ def trial_train(params: dict[str, Any], *, spec_json: str, parent_run_id: str) -
     spec = _trial_spec(driver, params)
     trial_id = tune.get_context().get_trial_id()
     tags = {
+        **driver.run_tags,
         "mlflow.parentRunId": parent_run_id,
         "tuneyard.job_id": str(driver.job_id),
         "tuneyard.project": driver.project,
@@ -249,7 +250,9 @@ def trial_train(params: dict[str, Any], *, spec_json: str, parent_run_id: str) -
     with (
         tempfile.TemporaryDirectory(prefix="tuneyard-trial-") as tmp,
         RunLogger.start(
-            experiment=driver.mlflow_experiment, run_name=f"job-{driver.job_id} trial {trial_id}", tags=tags
+            experiment=driver.mlflow_experiment,
+            run_name=f"{driver.run_name or f'job-{driver.job_id}'} trial {trial_id}",
+            tags=tags,
         ) as run,
     ):
         workdir = Path(tmp)

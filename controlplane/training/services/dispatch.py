@@ -15,6 +15,7 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F, FloatField, Q, Sum
+from django.urls import reverse
 from django.utils import timezone
 from pydantic import ValidationError
 
@@ -24,11 +25,27 @@ from controlplane.celery import app
 from controlplane.faults import DISPATCH_BEFORE_PUBLISH, fault_point
 from controlplane.training import broker, hooks
 from controlplane.training.models import Job, JobEvent, JobKind, JobStatus, broker_priority
+from controlplane.training.services.summaries import job_param_summary_write
 from workers.spec import DatasetSchema, EvaluateConfig, JobSpec, Resources, TrainingConfig
 
 log = logging.getLogger(__name__)
 
 S = JobStatus
+
+
+def job_run_tags(job: Job) -> dict[str, str]:
+    """The MLflow run's tags only the control plane knows: who, on what data and model, and the
+    link back to the job's page (MLflow shows ``mlflow.user`` as the run's user)."""
+    version = job.dataset_version
+    return {
+        "mlflow.user": job.created_by.username,
+        "tuneyard.job_name": job.name[:250],
+        "tuneyard.dataset_version": f"{version.dataset.name}:v{version.version}",
+        "tuneyard.dataset_sha256": version.sha256,
+        "tuneyard.base_model": job.base_model.name,
+        "tuneyard.base_model_uri": job.base_model.uri[:5000],
+        "tuneyard.url": settings.PUBLIC_URL.rstrip("/") + reverse("job", args=[job.pk]),
+    }
 
 
 def job_spec_build(job: Job) -> JobSpec:
@@ -44,6 +61,8 @@ def job_spec_build(job: Job) -> JobSpec:
         "dataset_format": DatasetSchema(job.dataset_version.format),
         "mlflow_experiment": job.mlflow_experiment,
         "mlflow_run_id": job.mlflow_run_id or None,
+        "run_name": f"job {job.pk} · {job.name}"[:250],
+        "run_tags": job_run_tags(job),
     }
     if job.kind == JobKind.EVALUATE:
         evaluate = EvaluateConfig.model_validate(job.config)
@@ -120,6 +139,7 @@ def job_insert(job: Job, *, project: Project, user: User, resources: Resources) 
         reason = dispatch_reserve(job, project_id=project.pk)
         job.save(force_insert=True)
         JobEvent.objects.create(job=job, actor=user, attempt=1, to_status=S.QUEUED)
+        job_param_summary_write(job=job)
         if not reason:
             # Sent only once the row is committed; if the send is lost, the reconciler resends.
             transaction.on_commit(lambda: job_publish(job))

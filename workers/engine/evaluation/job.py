@@ -18,7 +18,7 @@ from workers.engine import JobInputError
 from workers.engine.data import DatasetError, MultipleChoiceRow, TrainingRow
 from workers.engine.evaluation import EvaluationDataError
 from workers.engine.evaluation.multiple_choice import MultipleChoiceExample
-from workers.engine.evaluation.suite import EvaluationData, evaluate, held_out_data
+from workers.engine.evaluation.suite import EvaluationData, PredictionRow, evaluate, held_out_data
 from workers.engine.methods import BaseModelError, first_line, model_load
 from workers.spec import EvaluationConfig, EvaluationMetric, FullMethod, TrainedArtifactKind
 
@@ -96,10 +96,15 @@ def evaluation_data(
 
 
 def model_evaluate(
-    model: Model, tokenizer: PreTrainedTokenizerBase, config: EvaluationConfig, data: EvaluationData
+    model: Model,
+    tokenizer: PreTrainedTokenizerBase,
+    config: EvaluationConfig,
+    data: EvaluationData,
+    *,
+    predictions_out: list[PredictionRow] | None = None,
 ) -> dict[str, float]:
     """The suite's metrics; data it cannot score is the dataset's fault, said as such."""
     try:
-        return evaluate(model, tokenizer, config, data)
+        return evaluate(model, tokenizer, config, data, predictions_out=predictions_out)
     except EvaluationDataError as exc:
         raise DatasetError(f"the dataset cannot be evaluated: {exc}") from exc

@@ -65,11 +65,14 @@ def multiple_choice_accuracy(
     seed: int = 1234,
     batch_size: int = 8,
     fewshot_from_examples: bool = False,
+    chosen_out: list[int] | None = None,
 ) -> dict[str, float]:
     """``mc_acc`` and ``mc_acc_norm`` (0-1) over ``examples``, with ``num_fewshot`` solved examples each.
 
     With ``fewshot_from_examples`` the solved examples come from ``examples``
-    (never an example's own), and ``fewshot_pool`` must be empty.
+    (never an example's own), and ``fewshot_pool`` must be empty. Given
+    ``chosen_out``, each example's best-scored choice (the one ``mc_acc`` counts)
+    is appended to it.
     """
     check_examples(examples, "example")
     if fewshot_from_examples and fewshot_pool:
@@ -86,6 +89,8 @@ def multiple_choice_accuracy(
     for score, example in zip(scores, examples, strict=True):
         by_score, by_score_per_character = predicted_choices(score, example.choices)
         hits.append((by_score == example.answer, by_score_per_character == example.answer))
+        if chosen_out is not None:
+            chosen_out.append(by_score)
     return {
         "mc_acc": fmean(float(hit) for hit, _ in hits),
         "mc_acc_norm": fmean(float(hit) for _, hit in hits),

@@ -21,7 +21,7 @@ from workers.engine.evaluation import EvaluationDataError
 from workers.engine.evaluation.generation import generate
 from workers.engine.evaluation.likelihood import perplexity
 from workers.engine.evaluation.multiple_choice import MultipleChoiceExample, multiple_choice_accuracy
-from workers.engine.evaluation.text import score_predictions
+from workers.engine.evaluation.text import normalize_answer, score_predictions
 from workers.spec import EvaluationConfig, EvaluationMetric
 
 if TYPE_CHECKING:
@@ -32,6 +32,19 @@ if TYPE_CHECKING:
 class GenerationExample:
     prompt: str
     references: tuple[str, ...]  # one or more right answers
+
+
+@dataclass(frozen=True)
+class PredictionRow:
+    """What the model answered on one evaluated row, kept as a table in the run so runs evaluated on
+    the same rows can be read side by side. ``score`` is 1.0 or 0.0: the answer was right (exact
+    match after ``normalize_answer``, or the right choice), or None where no answer is scored."""
+
+    row: int
+    input: str
+    prediction: str
+    reference: str
+    score: float | None
 
 
 @dataclass(frozen=True)
@@ -47,12 +60,19 @@ class EvaluationData:
 
 
 def evaluate(
-    model: Model, tokenizer: PreTrainedTokenizerBase, config: EvaluationConfig, data: EvaluationData
+    model: Model,
+    tokenizer: PreTrainedTokenizerBase,
+    config: EvaluationConfig,
+    data: EvaluationData,
+    *,
+    predictions_out: list[PredictionRow] | None = None,
 ) -> dict[str, float]:
     """Every metric ``config`` chooses, by name: ready for ``log_metrics`` and ``JobResult.metrics``.
 
     Names: ``eval_loss`` and ``perplexity``; ``bleu``; ``rouge1``, ``rouge2``
-    and ``rougeL``; ``exact_match``; ``mc_acc`` and ``mc_acc_norm``.
+    and ``rougeL``; ``exact_match``; ``mc_acc`` and ``mc_acc_norm``. Given
+    ``predictions_out``, each generated answer or chosen choice is appended to
+    it (perplexity answers nothing, so it adds no rows).
     """
     metrics: dict[str, float] = {}
     if EvaluationMetric.PERPLEXITY in config.metrics:
@@ -76,7 +96,12 @@ def evaluate(
         )
         references = [example.references for example in data.generation]
         metrics |= score_predictions(predictions, references, config)
+        if predictions_out is not None:
+            predictions_out.extend(
+                _generation_rows(data.generation, predictions, config.exact_match_ignore_case)
+            )
     if EvaluationMetric.MULTIPLE_CHOICE in config.metrics:
+        chosen: list[int] = []  # each example's best-scored choice
         metrics |= multiple_choice_accuracy(
             model,
             tokenizer,
@@ -86,8 +111,39 @@ def evaluate(
             seed=config.seed,
             batch_size=config.batch_size,
             fewshot_from_examples=data.fewshot_from_examples,
+            chosen_out=chosen,
         )
+        if predictions_out is not None:
+            predictions_out.extend(
+                PredictionRow(
+                    row=number,
+                    input=example.context,
+                    prediction=example.choices[choice],
+                    reference=example.choices[example.answer],
+                    score=float(choice == example.answer),
+                )
+                for number, (example, choice) in enumerate(zip(data.multiple_choice, chosen, strict=True))
+            )
     return metrics
+
+
+def _generation_rows(
+    examples: Sequence[GenerationExample], predictions: Sequence[str], ignore_case: bool
+) -> list[PredictionRow]:
+    rows = []
+    for number, (example, prediction) in enumerate(zip(examples, predictions, strict=True)):
+        answer = normalize_answer(prediction, ignore_case=ignore_case)
+        right = any(answer == normalize_answer(ref, ignore_case=ignore_case) for ref in example.references)
+        rows.append(
+            PredictionRow(
+                row=number,
+                input=example.prompt,
+                prediction=prediction,
+                reference=" | ".join(example.references),
+                score=float(right),
+            )
+        )
+    return rows
 
 
 def held_out_data(rows: Sequence[TrainingRow], tokenizer: PreTrainedTokenizerBase) -> EvaluationData:
