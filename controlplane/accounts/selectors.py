@@ -21,6 +21,20 @@ def project_list(*, user: Reader) -> QuerySet[Project]:
     return Project.objects.filter(memberships__user=user).order_by("slug")
 
 
+def project_list_readable(*, user: Reader) -> QuerySet[Project]:
+    """The projects whose pages the user may read: their own, or every one for a site admin."""
+    if user.is_authenticated and user.is_superuser:
+        return Project.objects.order_by("slug")
+    return project_list(user=user)
+
+
+def _role_held(user: Reader, role: str | None) -> Role | None:
+    if role:
+        return Role(role)
+    # A site admin reads every project (to help, to audit) but acts only where a member.
+    return Role.VIEWER if user.is_superuser else None
+
+
 def membership_role(*, user: Reader, project: Project) -> Role | None:
     if not user.is_authenticated:
         return None
@@ -30,7 +44,7 @@ def membership_role(*, user: Reader, project: Project) -> Role | None:
     if user.pk in known:
         return known[user.pk]
     role = Membership.objects.filter(user=user, project=project).values_list("role", flat=True).first()
-    return Role(role) if role else None
+    return _role_held(user, role)
 
 
 def project_role_check(*, user: Reader, project: Project, role: Role) -> Role:
@@ -56,7 +70,7 @@ def project_get(*, user: Reader, slug: str, role: Role = Role.VIEWER) -> Project
     if project is None:
         raise NotFound("Not found.")
     if user.is_authenticated:
-        project._member_roles = {user.pk: Role(project.member_role) if project.member_role else None}
+        project._member_roles = {user.pk: _role_held(user, project.member_role)}
     project_role_check(user=user, project=project, role=role)
     return project
 

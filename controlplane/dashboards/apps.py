@@ -1,4 +1,4 @@
-"""The dashboards app's configuration."""
+"""The dashboards app's configuration; it registers with training's hooks when ready."""
 
 from __future__ import annotations
 
@@ -10,3 +10,11 @@ class DashboardsConfig(AppConfig):
 
     name = "controlplane.dashboards"
     label = "dashboards"
+
+    def ready(self) -> None:
+        # The pre-aggregates fill as jobs end and workers beat; training never imports us.
+        from controlplane.dashboards import services
+        from controlplane.training import hooks
+
+        hooks.on_job_finished(services.job_finished_heard)
+        hooks.on_worker_heartbeat(services.worker_heartbeat_heard)

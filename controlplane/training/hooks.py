@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from controlplane.training.models import Job
-from workers.spec import Heartbeat, JobKind
+from workers.spec import Heartbeat, JobKind, WorkerHeartbeat
 
 # Called on commit of the transaction that moved the job to a final status, with
 # the job's id. Also called again by reconcilers, so a listener must be idempotent.
@@ -20,6 +20,9 @@ JobFinished = Callable[[int], None]
 # A heartbeat's metrics arrived for a running attempt: (job id, heartbeat). The
 # answer is a reason to stop the attempt now (a sweep's pruner), or "".
 MetricsReported = Callable[[int, Heartbeat], str]
+# A worker's own heartbeat was recorded (its Worker row is current): e.g. the
+# dashboards add its GPUs' use to their hourly totals. Called in the request.
+WorkerHeartbeatRecorded = Callable[[WorkerHeartbeat], None]
 # Why a person may not retry this job by hand (it belongs to a sweep), or "".
 RetryRefusal = Callable[[Job], str]
 # The JobSpec fields only a job's owner knows, for the job kinds it owns.
@@ -28,6 +31,7 @@ SpecFields = Callable[[Job], dict[str, Any]]
 _job_finished: list[JobFinished] = []
 _metrics_reported: list[MetricsReported] = []
 _retry_refusals: list[RetryRefusal] = []
+_worker_heartbeats: list[WorkerHeartbeatRecorded] = []
 _spec_fields: dict[JobKind, SpecFields] = {}
 
 
@@ -39,6 +43,11 @@ def on_job_finished(listener: JobFinished) -> None:
 def on_metrics_reported(listener: MetricsReported) -> None:
     if listener not in _metrics_reported:
         _metrics_reported.append(listener)
+
+
+def on_worker_heartbeat(listener: WorkerHeartbeatRecorded) -> None:
+    if listener not in _worker_heartbeats:
+        _worker_heartbeats.append(listener)
 
 
 def on_retry(refusal: RetryRefusal) -> None:
@@ -65,6 +74,11 @@ def metrics_reported(job_id: int, heartbeat: Heartbeat) -> str:
         if reason:
             return reason
     return ""
+
+
+def worker_heartbeat(heartbeat: WorkerHeartbeat) -> None:
+    for listener in _worker_heartbeats:
+        listener(heartbeat)
 
 
 def retry_refusal(job: Job) -> str:

@@ -224,6 +224,7 @@ def worker_heartbeat_record(*, heartbeat: WorkerHeartbeat) -> Worker:
         },
     )
     _gpu_idleness_record(heartbeat)
+    hooks.worker_heartbeat(heartbeat)
     return worker
 
 

@@ -76,5 +76,6 @@ def test_usage_per_person_through_the_api_and_the_page(people, api_for):
 
     page = Client()
     page.force_login(people["carol"])
-    html = page.get("/p/demo/").content.decode()
+    # The per-person card moved from the overview to the project's dashboard.
+    html = page.get("/p/demo/dashboard").content.decode()
     assert 'id="usage-chart"' in html and "usage-data" in html
