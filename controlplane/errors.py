@@ -6,6 +6,7 @@ the error's status, and pages show the message. Nothing else maps errors.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from functools import wraps
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -15,7 +16,8 @@ from django.contrib import messages
 from django.core.exceptions import PermissionDenied, RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.http.multipartparser import MultiPartParserError
-from django.shortcuts import redirect
+from django.shortcuts import redirect, render
+from django.template import loader
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views import defaults
 from pydantic import BaseModel
@@ -23,6 +25,8 @@ from pydantic import ValidationError as PydanticValidationError
 from rest_framework import exceptions as drf_exceptions
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
+
+logger = logging.getLogger(__name__)
 
 
 class DomainError(Exception):
@@ -166,8 +170,8 @@ def page_errors(
 #
 # Some requests never reach a view, or are refused by Django as it reads them: an unknown URL, a
 # body over DATA_UPLOAD_MAX_MEMORY_SIZE, a form with too many fields, a multipart body it cannot
-# parse, an exception no one caught. The API answers those in its own shape too; pages keep
-# Django's HTML pages.
+# parse, an exception no one caught. The API answers those in its own shape too; pages answer with
+# the site's own page (frontend/templates/<status>.html, in the site's layout, with a way home).
 
 API_PREFIXES = ("/api/", "/internal/")
 
@@ -198,22 +202,33 @@ def _request_refusal(exception: Exception) -> DomainError:
     return MalformedRequest("The request cannot be understood.")
 
 
+def _error_page(request: HttpRequest, status: int, message: str = "") -> HttpResponse:
+    """The site's page for a refusal. ``message`` is shown only where it is meant for the reader (a
+    domain error's, which says what role is missing); Django's own texts name URL patterns."""
+    try:
+        return render(request, f"{status}.html", {"message": message}, status=status)
+    except Exception:  # noqa: BLE001  (the page itself failed: a database away; say something still)
+        logger.exception("the %s page could not be rendered", status)
+        return HttpResponse(f"<h1>{status}</h1>", status=status)
+
+
 def bad_request_answer(request: HttpRequest, exception: Exception) -> HttpResponse:
     if is_api_path(request.path):
         return error_json(_request_refusal(exception))
-    return defaults.bad_request(request, exception)
+    return _error_page(request, 400, _request_refusal(exception).message)
 
 
 def permission_denied_answer(request: HttpRequest, exception: Exception) -> HttpResponse:
     if is_api_path(request.path):
         return error_json(Forbidden(str(exception) or "Forbidden."))
-    return defaults.permission_denied(request, exception)
+    # page_errors raises PermissionDenied with a Forbidden's message, written for people.
+    return _error_page(request, 403, str(exception))
 
 
 def not_found_answer(request: HttpRequest, exception: Exception) -> HttpResponse:
     if is_api_path(request.path):
         return error_json(NotFound("Not found."))
-    return defaults.page_not_found(request, exception)
+    return _error_page(request, 404)
 
 
 def server_error_answer(request: HttpRequest) -> HttpResponse:
@@ -221,4 +236,19 @@ def server_error_answer(request: HttpRequest) -> HttpResponse:
     if is_api_path(request.path):
         body = _body("internal", "The server failed to answer this request; the failure has been logged.")
         return JsonResponse(body, status=500)
-    return defaults.server_error(request)
+    # Rendered without the request's context: whatever failed (the database, a context processor)
+    # must not fail this page too.
+    try:
+        return HttpResponse(loader.get_template("500.html").render({}), status=500)
+    except Exception:  # noqa: BLE001
+        logger.exception("the 500 page could not be rendered")
+        return defaults.server_error(request)
+
+
+def csrf_failure_answer(request: HttpRequest, reason: str = "") -> HttpResponse:
+    """settings.CSRF_FAILURE_VIEW: a form posted without its token, often one left open past the session."""
+    if is_api_path(request.path):
+        return error_json(Forbidden(f"CSRF check failed: {reason}" if reason else "CSRF check failed."))
+    return _error_page(
+        request, 403, "This form was sent without a valid security token: reload the page and try again."
+    )

@@ -64,3 +64,12 @@ def csp_violations(context: Any) -> list[str]:
 def overflow_px(page: Any) -> int:
     """How far the page is wider than its viewport (0: it fits, no sideways scrolling)."""
     return int(page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth"))
+
+
+def screenshot(page: Any, name: str, *, full_page: bool = True) -> None:
+    """Save the page as ``name`` (a .png) into $TUNEYARD_SCREENSHOT_DIR when it is set (the README's
+    pictures: `TUNEYARD_SCREENSHOT_DIR=docs/screenshots make test`); otherwise nothing is written."""
+    folder = os.environ.get("TUNEYARD_SCREENSHOT_DIR")
+    if folder:
+        os.makedirs(folder, exist_ok=True)
+        page.screenshot(path=os.path.join(folder, name), full_page=full_page)

@@ -269,6 +269,13 @@ def pytest_configure(config: pytest.Config) -> None:
     # database could not be dropped. As Django advises for its development server, such threads
     # close theirs after each request. The web processes the suite starts keep the default.
     settings.DATABASES["default"]["CONN_MAX_AGE"] = 0
+    # Static files from the finders, by their plain names, whatever an earlier `make up` left in
+    # STATIC_ROOT (its manifest would make the pages ask for hashed names no test server has).
+    os.environ["STATIC_MANIFEST"] = "false"
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

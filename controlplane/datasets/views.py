@@ -39,7 +39,7 @@ def dataset_upload(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse
     )
     if operation.status == OperationStatus.SUCCEEDED and operation.version is not None:
         messages.success(request, f"Stored {operation.version} ({operation.version.row_count} rows).")
-        return redirect("project", slug=slug)
+        return redirect("project-datasets", slug=slug)
     # Still running, or failed with a report: its page shows either.
     return redirect("dataset-operation", operation_id=operation.pk)
 

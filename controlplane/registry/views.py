@@ -21,7 +21,7 @@ def model_version_register(request: AuthenticatedHttpRequest, job_id: int) -> Ht
     job = job_get(user=request.user, job_id=job_id)
     version = services.model_version_create(job=job, user=request.user, name=request.POST.get("name", ""))
     messages.success(request, f"Registered {version}.")
-    return redirect("project", slug=job.project.slug)
+    return redirect("project-models", slug=job.project.slug)
 
 
 @login_required
@@ -36,7 +36,7 @@ def promotion_request(request: AuthenticatedHttpRequest, version_id: int) -> Htt
         comment=request.POST.get("comment", ""),
     )
     messages.success(request, f"Asked to promote {version} to {promotion.target}.")
-    return redirect("project", slug=version.project.slug)
+    return redirect("project-models", slug=version.project.slug)
 
 
 @login_required
@@ -48,7 +48,7 @@ def promotion_approve(request: AuthenticatedHttpRequest, promotion_id: int) -> H
         promotion=promotion, user=request.user, comment=request.POST.get("comment", "")
     )
     messages.success(request, f"{deployment.model_version} is now {deployment.target} (MLflow alias set).")
-    return redirect("project", slug=deployment.project.slug)
+    return redirect("project-models", slug=deployment.project.slug)
 
 
 @login_required
@@ -60,4 +60,4 @@ def promotion_reject(request: AuthenticatedHttpRequest, promotion_id: int) -> Ht
         promotion=promotion, user=request.user, comment=request.POST.get("comment", "")
     )
     messages.info(request, f"Rejected the promotion of {promotion.model_version}.")
-    return redirect("project", slug=promotion.model_version.project.slug)
+    return redirect("project-models", slug=promotion.model_version.project.slug)

@@ -1,9 +1,15 @@
-"""Pages that show several apps at once, composed here above all of them: a project's overview
-and a dataset version's page with its lineage (the jobs trained on it, the models registered from them)."""
+"""Pages that show several apps at once, composed here above all of them: a project's sections
+(overview, datasets, models and deployments, sweeps, settings; the runs table and the dashboard live in
+their own apps) and a dataset version's page with its lineage (the jobs trained on it, the models
+registered from them)."""
 
 from __future__ import annotations
 
+from functools import cache
+from pathlib import Path
+
 from django.contrib.auth.decorators import login_required
+from django.contrib.staticfiles import finders
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 
@@ -13,18 +19,31 @@ from controlplane.accounts.selectors import membership_role, project_get, projec
 from controlplane.datasets import selectors as dataset_selectors
 from controlplane.datasets.preview import version_rows
 from controlplane.errors import DomainError, page_errors
+from controlplane.registry.models import PromotionStatus, Target
 from controlplane.registry.selectors import (
     dataset_version_lineage,
     deployment_list,
     model_version_list,
     promotion_list,
 )
+from controlplane.sweeps.models import SweepStatus
 from controlplane.sweeps.selectors import sweep_list
-from controlplane.training.selectors import base_model_list, job_list, usage_by_user
+from controlplane.training.models import JobStatus
+from controlplane.training.selectors import base_model_list, job_list
 from workers.spec import DatasetSchema
 
-USAGE_DAYS = 30
 PREVIEW_PAGE_ROWS = 20
+FAVICON_MAX_AGE = 24 * 3600
+# The overview shows this many newest runs and links to the runs table for the rest.
+OVERVIEW_RECENT_JOBS = 10
+ACTIVE_JOB_STATUSES = (JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.CANCELLING)
+SCHEMA_LABELS = {
+    "text": "Plain text",
+    "instruction": "Instruction / input / output",
+    "chat": "Chat messages",
+    "preference": "Preference pairs (prompt / chosen / rejected)",
+    "multiple_choice": "Multiple choice (question / choices / answer)",
+}
 
 
 @login_required
@@ -35,32 +54,111 @@ def home(request: AuthenticatedHttpRequest) -> HttpResponse:
     return render(request, "home.html", {"projects": projects})
 
 
+def _project_context(request: AuthenticatedHttpRequest, slug: str) -> dict:
+    """The project and what the reader's role lets them do: every project section's context starts here."""
+    project = project_get(user=request.user, slug=slug)
+    role = membership_role(user=request.user, project=project)
+    return {
+        "project": project,
+        "role": role,
+        "can_edit": role is not None and role.includes(Role.MEMBER),
+        "can_approve": role is not None and role.includes(Role.APPROVER),
+        "can_admin": role is not None and role.includes(Role.ADMIN),
+    }
+
+
 @login_required
 @page_errors
 def project_overview(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
-    project = project_get(user=request.user, slug=slug)
-    role = membership_role(user=request.user, project=project)
+    """What needs the reader now: what runs and waits, the newest runs, deployments, open requests."""
+    context = _project_context(request, slug)
+    project = context["project"]
+    jobs = job_list(project=project)
     return render(
         request,
-        "project.html",
+        "project_overview.html",
         {
-            "project": project,
-            "role": role,
-            "can_edit": role is not None and role.includes(Role.MEMBER),
-            "can_approve": role is not None and role.includes(Role.APPROVER),
-            "can_admin": role is not None and role.includes(Role.ADMIN),
-            "jobs": job_list(project=project)[:50],
-            "sweeps": sweep_list(project=project)[:20],
-            "dataset_versions": dataset_selectors.dataset_version_list(project=project),
-            "base_models": base_model_list(project=project),
-            "model_versions": model_version_list(project=project),
-            "promotions": promotion_list(project=project)[:50],
+            **context,
+            "active_jobs": list(jobs.filter(status__in=ACTIVE_JOB_STATUSES).order_by("created_at")[:50]),
+            "recent_jobs": list(jobs.order_by("-created_at", "-pk")[:OVERVIEW_RECENT_JOBS]),
+            "active_sweeps": list(
+                sweep_list(project=project).filter(status__in=(SweepStatus.RUNNING, SweepStatus.PAUSED))[:20]
+            ),
             "deployments": deployment_list(user=request.user, project=project),
-            "usage": usage_by_user(project=project, days=USAGE_DAYS),
-            "usage_days": USAGE_DAYS,
-            "dataset_schemas": [schema.value for schema in DatasetSchema],
+            "promotions": list(
+                promotion_list(project=project)
+                .filter(status__in=(PromotionStatus.REQUESTED, PromotionStatus.APPROVING))
+                .order_by("-requested_at")[:50]
+            ),
         },
     )
+
+
+@login_required
+@page_errors
+def project_datasets(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
+    context = _project_context(request, slug)
+    project = context["project"]
+    return render(
+        request,
+        "project_datasets.html",
+        {
+            **context,
+            "dataset_versions": dataset_selectors.dataset_version_list(project=project),
+            "base_models": base_model_list(project=project),
+            "dataset_schemas": [(schema.value, _schema_label(schema.value)) for schema in DatasetSchema],
+        },
+    )
+
+
+@login_required
+@page_errors
+def project_models(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
+    context = _project_context(request, slug)
+    project = context["project"]
+    return render(
+        request,
+        "project_models.html",
+        {
+            **context,
+            "deployments": deployment_list(user=request.user, project=project),
+            "promotions": promotion_list(project=project).order_by("-requested_at")[:100],
+            "model_versions": model_version_list(project=project).order_by("-created_at", "-pk"),
+            "base_models": base_model_list(project=project),
+            "targets": Target.choices,
+        },
+    )
+
+
+@login_required
+@page_errors
+def project_sweeps(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
+    context = _project_context(request, slug)
+    return render(
+        request,
+        "project_sweeps.html",
+        {**context, "sweeps": sweep_list(project=context["project"]).select_related("created_by")[:200]},
+    )
+
+
+@login_required
+@page_errors
+def project_settings(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
+    context = _project_context(request, slug)
+    project = context["project"]
+    return render(
+        request,
+        "project_settings.html",
+        {
+            **context,
+            "members": project.memberships.select_related("user").order_by("user__username"),
+            "base_models": base_model_list(project=project),
+        },
+    )
+
+
+def _schema_label(value: str) -> str:
+    return SCHEMA_LABELS.get(value, value.replace("_", " ").capitalize())
 
 
 def _page_offset(request: HttpRequest) -> int:
@@ -113,3 +211,16 @@ def version_detail(request: AuthenticatedHttpRequest, version_id: int) -> HttpRe
             },
         },
     )
+
+
+@cache
+def _favicon_svg() -> bytes:
+    path = finders.find("favicon.svg")
+    return Path(path).read_bytes() if isinstance(path, str) else b""
+
+
+def favicon(request: HttpRequest) -> HttpResponse:
+    """/favicon.ico, which browsers ask for on their own whatever the page links: the site's icon."""
+    response = HttpResponse(_favicon_svg(), content_type="image/svg+xml")
+    response["Cache-Control"] = f"public, max-age={FAVICON_MAX_AGE}"
+    return response

@@ -3,16 +3,14 @@ upload, launch, watch, follow the MLflow link, register, request, approve."""
 
 from __future__ import annotations
 
-import os
 import re
-from pathlib import Path
 
 import pytest
 
 from controlplane.datasets.models import DatasetVersion
 from controlplane.site.demo import demo_jsonl
 from controlplane.training.models import BaseModel
-from tests.browsing import csp_violations, log_in
+from tests.browsing import csp_violations, log_in, screenshot
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -30,8 +28,10 @@ def test_a_person_clicks_from_dataset_to_approved_deployment(
     # Every page works under the site's Content-Security-Policy: the browser reports no violation.
     violations = csp_violations(context)
     log_in(page, base, "alice")
+    sections = page.locator("#project-nav")
 
     # A bad line is named in the upload's report, and nothing is stored.
+    sections.get_by_role("link", name="Datasets", exact=True).click()
     bad = tmp_path / "bad.jsonl"
     bad.write_bytes(demo_jsonl(3) + b'{"instruction": "no output here"}\n')
     page.get_by_label("Name").fill("arithmetic")
@@ -49,7 +49,8 @@ def test_a_person_clicks_from_dataset_to_approved_deployment(
     page.get_by_role("button", name="Upload dataset").click()
     expect(page.locator(".msg.success")).to_contain_text("64 rows")
 
-    # Launch a LoRA fine-tune from the form.
+    # Launch a LoRA fine-tune from the form, a quick action of the project's overview.
+    sections.get_by_role("link", name="Overview", exact=True).click()
     page.get_by_role("link", name="New fine-tune").click()
     page.get_by_label("Method").select_option("lora")
     page.get_by_label("Learning rate").fill("0.005")
@@ -68,9 +69,7 @@ def test_a_person_clicks_from_dataset_to_approved_deployment(
         "data-points", re.compile(r"^[1-9]\d+$"), timeout=30_000
     )
     expect(page.locator("#loss-chart .main-svg").first).to_be_visible()
-    if shot := os.environ.get("TUNEYARD_SCREENSHOT_DIR"):
-        Path(shot).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(shot) / "job.png"), full_page=True)
+    screenshot(page, "job-path.png")
 
     # The MLflow link opens the run in MLflow's own UI, through the gate, signed in as alice.
     link = page.locator("#mlflow-link")
@@ -88,6 +87,7 @@ def test_a_person_clicks_from_dataset_to_approved_deployment(
     page.get_by_role("button", name="Register").click()
     # MLflow numbers versions per registered model, across this session's tests.
     expect(page.locator(".msg.success")).to_contain_text(re.compile(r"Registered clicked-lora v\d+"))
+    sections.get_by_role("link", name="Models & deployments", exact=True).click()
     page.get_by_role("button", name="Request promotion").click()
     expect(page.locator("#promotions")).to_contain_text("waiting for another approver")
     expect(page.locator("#promotions").get_by_role("button", name="Approve")).to_have_count(0)
@@ -101,10 +101,11 @@ def test_a_person_clicks_from_dataset_to_approved_deployment(
     expect(deployed).to_contain_text("clicked-lora")
     expect(deployed).to_contain_text("carol")
     expect(deployed).to_contain_text("models:/demo.clicked-lora/")
-    # Managers compare usage on a chart: one job's run-hours, for alice.
-    expect(page.locator("#usage-chart .main-svg").first).to_be_visible()
-    expect(page.locator("#usage")).to_contain_text("alice")
-    if shot := os.environ.get("TUNEYARD_SCREENSHOT_DIR"):
-        page.screenshot(path=str(Path(shot) / "project.png"), full_page=True)
+    screenshot(page, "project.png")
+    # Managers read usage on the project's dashboard: charts, and alice among the people who ran jobs.
+    sections.get_by_role("link", name="Dashboard", exact=True).click()
+    page.wait_for_url(re.compile(r"/p/demo/dashboard"))
+    expect(page.locator("main .main-svg").first).to_be_visible()
+    expect(page.locator("main")).to_contain_text("alice")
     context.close()
     assert violations == []
