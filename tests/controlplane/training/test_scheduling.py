@@ -109,7 +109,7 @@ def test_the_launch_form_sets_checkpoints_time_limit_and_priority(people, broker
     assert job.config["export"] is None
 
 
-def test_the_launch_form_merges_a_lora_adapter_and_refuses_to_merge_a_full_model(people, broker):
+def test_the_launch_form_merges_a_lora_adapter_and_a_full_model_ignores_the_lora_only_field(people, broker):
     from tests.factories import base_model_make, dataset_version_make
 
     base = base_model_make(people["demo"])
@@ -122,12 +122,13 @@ def test_the_launch_form_merges_a_lora_adapter_and_refuses_to_merge_a_full_model
         "queue": QUEUE, "lora_r": 8, "lora_alpha": 16, "lora_dropout": 0, "merge_adapter": "on",
     }  # fmt: skip
 
-    refused = page.post("/p/demo/jobs/new", form, follow=True)
-    assert "merge_adapter works with the methods lora, ia3, not full" in refused.content.decode()
-    assert not Job.objects.exists()
+    # "Merge the adapter" belongs to LoRA and IA3: a full fine-tune's form does not show it and
+    # its value is left out (tests/controlplane/training/test_launch_form.py covers the rule).
+    assert page.post("/p/demo/jobs/new", form).status_code == 302
+    assert Job.objects.get().config["export"] is None
 
     assert page.post("/p/demo/jobs/new", form | {"method": "lora"}).status_code == 302
-    assert Job.objects.get().config["export"] == {"merge_adapter": True}
+    assert Job.objects.latest("pk").config["export"] == {"merge_adapter": True}
 
 
 def test_the_launch_form_sets_the_distributed_strategy_and_refuses_one_without_gpus(people, broker):
@@ -150,7 +151,7 @@ def test_the_launch_form_sets_the_distributed_strategy_and_refuses_one_without_g
 
     # Said on the launch page it came from, as every refused launch is.
     refused = page.post("/p/demo/jobs/new", form | {"gpus": 0, "distributed": "zero3"}, follow=True)
-    assert refused.redirect_chain == [("/p/demo/jobs/new", 302)]
+    assert refused.status_code == 200 and refused.redirect_chain == []  # the form again, as typed
     assert "DeepSpeed needs CUDA GPUs" in refused.content.decode()
     assert Job.objects.count() == 1
 
@@ -207,8 +208,8 @@ def test_the_pause_buttons_are_for_admins_and_hidden_from_outsiders(people, dana
     member.force_login(people["alice"])
     admin.force_login(dana)
     assert outsider.post("/p/demo/pause").status_code == 404
-    assert "Pause dispatch" not in member.get("/p/demo/").content.decode()
+    assert "Pause dispatch" not in member.get("/p/demo/settings").content.decode()
     assert member.post("/p/demo/pause").status_code == 403
-    assert "Pause dispatch" in admin.get("/p/demo/").content.decode()
+    assert "Pause dispatch" in admin.get("/p/demo/settings").content.decode()
     assert admin.post("/p/demo/pause").status_code == 302
-    assert "Resume dispatch" in admin.get("/p/demo/").content.decode()
+    assert "Resume dispatch" in admin.get("/p/demo/settings").content.decode()
