@@ -24,6 +24,22 @@ DEFAULT_SPACE = {
 }
 
 
+# What people call them (the enums' own labels would read "Tpe", "Cmaes", "Qmc").
+SAMPLER_LABELS = {
+    Sampler.TPE: "TPE",
+    Sampler.RANDOM: "Random",
+    Sampler.GRID: "Grid",
+    Sampler.CMAES: "CMA-ES",
+    Sampler.QMC: "QMC",
+}
+PRUNER_LABELS = {
+    Pruner.NONE: "None",
+    Pruner.MEDIAN: "Median",
+    Pruner.SUCCESSIVE_HALVING: "Successive halving (ASHA)",
+    Pruner.HYPERBAND: "Hyperband",
+}
+
+
 class SweepLaunchForm(forms.Form):
     """The new-sweep form; the service checks the search space and every bound again."""
 
@@ -36,9 +52,10 @@ class SweepLaunchForm(forms.Form):
     max_steps = forms.IntegerField(initial=100, min_value=1, help_text="per trial")
     batch_size = forms.IntegerField(initial=8, min_value=1)
     max_seq_length = forms.IntegerField(initial=256, min_value=8)
-    gpus = forms.IntegerField(initial=0, min_value=0, help_text="per trial")
+    gpus = forms.IntegerField(initial=0, min_value=0, label="GPUs", help_text="per trial")
     queue = forms.CharField(required=False, max_length=64, help_text=QUEUE_HELP)
     search_space = forms.CharField(
+        label="Search space",
         widget=forms.Textarea(attrs={"rows": 8, "spellcheck": "false", "class": "code"}),
         initial=json.dumps(DEFAULT_SPACE, indent=2),
         help_text=(
@@ -46,19 +63,19 @@ class SweepLaunchForm(forms.Form):
             "paths: hyperparameters.* and method.* (e.g. method.r, method.name)"
         ),
     )
-    objective_metric = forms.CharField(initial="train_loss", max_length=100)
+    objective_metric = forms.CharField(initial="train_loss", max_length=100, label="Objective metric")
     direction = forms.ChoiceField(choices=Direction.choices)
     backend = forms.ChoiceField(
         choices=[(Backend.OPTUNA, "Optuna (each trial a job)"), (Backend.RAY, "Ray Tune (one driver job)")],
         required=False,  # a form posted before the choice existed means Optuna
-        help_text="Ray: tpe or random sampler; ASHA (successive halving) or no pruner; no GPU-hour cap",
+        help_text="Ray: TPE or random sampler; ASHA (successive halving) or no pruner; no GPU-hour cap",
     )
-    sampler = forms.ChoiceField(choices=Sampler.choices)
+    sampler = forms.ChoiceField(choices=list(SAMPLER_LABELS.items()))
     pruner = forms.ChoiceField(
-        choices=[("", "the backend's usual (median; ASHA for Ray)"), *Pruner.choices], required=False
+        choices=[("", "The backend's usual (median; ASHA for Ray)"), *PRUNER_LABELS.items()], required=False
     )
     n_trials = forms.IntegerField(initial=12, min_value=1, max_value=MAX_TRIALS, label="Trials")
-    parallelism = forms.IntegerField(initial=2, min_value=1, max_value=100)
+    parallelism = forms.IntegerField(initial=2, min_value=1, max_value=100, help_text="trials at once")
     gpu_hours_cap = forms.FloatField(required=False, min_value=0.001, max_value=999_999, label="GPU-hour cap")
     seed = forms.IntegerField(initial=0, min_value=0, max_value=2**31 - 1)
 

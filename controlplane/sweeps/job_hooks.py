@@ -27,7 +27,12 @@ def metrics_reported(job_id: int, heartbeat: Heartbeat) -> str:
     metric = Trial.objects.filter(job_id=job_id).values_list("sweep__intermediate_metric", flat=True).first()
     if metric is None or metric not in heartbeat.metrics:
         return ""
-    return services.trial_report(job_id=job_id, points=heartbeat.metrics[metric])
+    return services.trial_report(
+        job_id=job_id,
+        points=heartbeat.metrics[metric],
+        step=heartbeat.step,
+        total_steps=heartbeat.total_steps,
+    )
 
 
 def retry_refusal(job: Job) -> str:

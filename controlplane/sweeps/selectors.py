@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import cast
 
 import optuna
+from django.core.cache import cache
 from django.db.models import QuerySet
 
 from controlplane.accounts.models import Project, Role, User
@@ -40,19 +42,53 @@ def sweep_best_trial(*, sweep: Sweep) -> Trial | None:
     )
 
 
+def sweep_best_job_ids(*, sweep: Sweep, limit: int) -> list[int]:
+    """The jobs of the sweep's best complete trials by its objective, best first (for comparing)."""
+    order = "value" if sweep.direction == Direction.MINIMIZE else "-value"
+    trials = sweep.trials.filter(state=TrialState.COMPLETE, job__isnull=False).order_by(order, "number")
+    return [job_id for job_id in trials.values_list("job_id", flat=True)[:limit] if job_id is not None]
+
+
+FIGURES_CACHE_SECONDS = 600
+
+# The charts of a sweep's page, in the order shown, with what each shows.
+CHARTS = [
+    ("history", "Optimization history"),
+    ("intermediate", "Intermediate values"),
+    ("parallel", "Parallel coordinates"),
+    ("importance", "Parameter importances"),
+]
+
+
 def sweep_figures(*, sweep: Sweep) -> dict[str, dict]:
     """Optuna's own charts of the study, as Plotly figures (plain dicts) by name; a chart its
     trials cannot draw yet (too few finished, one parameter) is left out."""
     import optuna.visualization as vis  # plotly: loaded only when a page draws the charts
+    from optuna.importance import FanovaImportanceEvaluator
 
     study = study_load(sweep) if sweep.backend == Backend.OPTUNA else _ray_study(sweep)
-    if not any(t.state.is_finished() for t in study.get_trials(deepcopy=False)):
+    trials = study.get_trials(deepcopy=False)
+    if not any(t.state.is_finished() for t in trials):
         return {}
+    # Drawing the charts (importances fit a random forest) costs far more than reading the trials,
+    # and a running sweep's page asks every few seconds: the same trials get the same figures back.
+    seen = [
+        (t.number, t.state.name, t.values, len(t.intermediate_values), sorted(t.params.items()))
+        for t in trials
+    ]
+    key = f"sweep-figures:{sweep.study_name}:{sweep.seed}:{hashlib.sha256(repr(seen).encode()).hexdigest()}"
+    cached = cache.get(key)
+    if cached is not None:
+        return cached
     charts = {
         "history": vis.plot_optimization_history,
         "intermediate": vis.plot_intermediate_values,
         "parallel": vis.plot_parallel_coordinate,
-        "importance": vis.plot_param_importances,
+        # Seeded: the same trials give the same bars at every refresh, so the page redraws
+        # this chart only when a trial ends, not at random.
+        "importance": lambda study: vis.plot_param_importances(
+            study, evaluator=FanovaImportanceEvaluator(seed=sweep.seed)
+        ),
     }
     figures = {}
     for name, plot in charts.items():
@@ -60,6 +96,7 @@ def sweep_figures(*, sweep: Sweep) -> dict[str, dict]:
             figures[name] = json.loads(plot(study).to_json())
         except (ValueError, RuntimeError, ZeroDivisionError):
             continue  # e.g. importances need two finished trials with different parameters
+    cache.set(key, figures, timeout=FIGURES_CACHE_SECONDS)
     return figures
 
 

@@ -293,8 +293,13 @@ def _trials_cancel(sweep: Sweep, *, reason: str) -> None:
                            message=reason)  # fmt: skip
 
 
-def trial_report(*, job_id: int, points: list[tuple[int, float]]) -> str:
-    """Feed a running trial's intermediate values to the pruner; the reason to stop it, or ""."""
+def trial_report(*, job_id: int, points: list[tuple[int, float]], step: int = 0, total_steps: int = 0) -> str:
+    """Feed a running trial's intermediate values to the pruner; the reason to stop it, or "".
+
+    A trial that has reached its last step (``step`` of ``total_steps``, or a point at it) is never
+    pruned: its compute is spent, and stopping it would only throw away its final metrics, the
+    value the study needs. It ends as it would have and is told to the study as complete.
+    """
     trial = Trial.objects.select_related("sweep").filter(job_id=job_id, state=TrialState.RUNNING).first()
     if trial is None or not points:
         return ""
@@ -306,8 +311,11 @@ def trial_report(*, job_id: int, points: list[tuple[int, float]]) -> str:
     for step, value in points:
         if step not in reported:  # a resent heartbeat repeats points
             live.report(value, step)
+    reached = max(step, *(s for s, _ in points))
+    if total_steps and reached >= total_steps:
+        return ""
     if trial.sweep.pruner != Pruner.NONE and live.should_prune():
-        return f"{PRUNED} by the sweep's {trial.sweep.pruner} pruner at step {max(s for s, _ in points)}"
+        return f"{PRUNED} by the sweep's {trial.sweep.pruner} pruner at step {reached}"
     return ""
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpResponse
@@ -13,8 +14,8 @@ from controlplane.accounts.requests import AuthenticatedHttpRequest
 from controlplane.accounts.selectors import membership_role, project_get
 from controlplane.errors import ValidationFailed, page_errors
 from controlplane.sweeps import selectors, services
-from controlplane.sweeps.forms import SweepLaunchForm
-from controlplane.sweeps.models import Backend, Direction, Pruner, Sampler, SweepStatus
+from controlplane.sweeps.forms import PRUNER_LABELS, SAMPLER_LABELS, SweepLaunchForm
+from controlplane.sweeps.models import Backend, Direction, Pruner, Sampler, SweepStatus, TrialState
 
 
 @login_required
@@ -53,12 +54,20 @@ def sweep_new(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
 def _context(request: AuthenticatedHttpRequest, sweep_id: int) -> dict:
     sweep = selectors.sweep_get(user=request.user, sweep_id=sweep_id)
     role = membership_role(user=request.user, project=sweep.project)
+    trials = selectors.sweep_trials(sweep=sweep)
     return {
         "sweep": sweep,
-        "trials": selectors.sweep_trials(sweep=sweep),
+        "project": sweep.project,
+        "trials": trials,
         "best": selectors.sweep_best_trial(sweep=sweep),
+        "compare_ids": selectors.sweep_best_job_ids(sweep=sweep, limit=10),
+        "has_failed": any(t.state == TrialState.FAILED and not t.rerun for t in trials),
         "figures": selectors.sweep_figures(sweep=sweep),
+        "chart_names": selectors.CHARTS,
+        "sampler_label": SAMPLER_LABELS[Sampler(sweep.sampler)],
+        "pruner_label": PRUNER_LABELS[Pruner(sweep.pruner)],
         "live": sweep.status in (SweepStatus.RUNNING, SweepStatus.PAUSED),
+        "refresh_seconds": settings.SWEEP_REFRESH_SECONDS,
         "can_edit": role is not None and role.includes(Role.MEMBER),
     }
 
@@ -72,8 +81,9 @@ def sweep_detail(request: AuthenticatedHttpRequest, sweep_id: int) -> HttpRespon
 @login_required
 @page_errors
 def sweep_live(request: AuthenticatedHttpRequest, sweep_id: int) -> HttpResponse:
-    """The trials table and charts, refreshed by htmx while the sweep runs."""
-    return render(request, "_sweep_live.html", _context(request, sweep_id))
+    """The trials table and the charts' data, refreshed by htmx while the sweep runs; the heading's
+    actions come along out of band, so Pause and Stop go when the sweep ends."""
+    return render(request, "_sweep_live.html", _context(request, sweep_id) | {"oob": True})
 
 
 @login_required

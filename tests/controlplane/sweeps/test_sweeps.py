@@ -119,6 +119,47 @@ def test_a_trial_worse_than_the_median_is_pruned_through_its_heartbeat(api_for, 
     assert Sweep.objects.get(pk=sweep_id).status == SweepStatus.FINISHED
 
 
+def test_a_trial_judged_worse_only_at_its_last_step_finishes_and_counts_as_complete(api_for, inputs):
+    sweep_id = (
+        api_for("alice")
+        .post("/api/v1/sweeps", sweep_body(inputs, n_trials=3, parallelism=1), format="json")
+        .json()["id"]
+    )
+    for _ in range(2):
+        run_trial(running_trials(sweep_id)[0].job, losses=[2.0, 1.0, 0.5, 0.4])
+    (third,) = running_trials(sweep_id)
+    # The median pruner would stop it at step 4 of 4: its compute is already spent.
+    assert run_trial(third.job, losses=[2.0, 1.0, 0.5, 4.0]) == ""
+    third.refresh_from_db()
+    third.job.refresh_from_db()
+    assert third.job.status == JobStatus.SUCCEEDED and third.job.metrics == {"train_loss": 4.0}
+    assert third.state == TrialState.COMPLETE and third.value == pytest.approx(4.0)
+    assert Sweep.objects.get(pk=sweep_id).status == SweepStatus.FINISHED
+
+
+def test_a_prune_told_with_the_final_heartbeat_does_not_cancel_a_finished_trial(api_for, inputs):
+    """The trainer's last points arrive in the heartbeat sent once it has ended: too late to save anything."""
+    sweep_id = (
+        api_for("alice")
+        .post("/api/v1/sweeps", sweep_body(inputs, n_trials=3, parallelism=1), format="json")
+        .json()["id"]
+    )
+    for _ in range(2):
+        run_trial(running_trials(sweep_id)[0].job, losses=[2.0, 1.0, 0.5, 0.4])
+    (third,) = running_trials(sweep_id)
+    job_claim(job_id=third.job.pk, attempt=1, worker="w1")
+    points = [(1, 2.0), (2, 3.0), (3, 3.5), (4, 4.0)]  # heartbeat.step lags behind its points
+    reply = job_heartbeat(
+        job_id=third.job.pk,
+        heartbeat=Heartbeat(attempt=1, worker="w1", step=3, total_steps=4, metrics={"loss": points}),
+    )
+    assert not reply.stop
+    job_finish(job_id=third.job.pk, result=JobResult(attempt=1, worker="w1", outcome=JobOutcome.SUCCEEDED,
+                                                     metrics={"train_loss": 4.0}))  # fmt: skip
+    third.refresh_from_db()
+    assert third.state == TrialState.COMPLETE and third.value == pytest.approx(4.0)
+
+
 def test_failed_trials_can_be_rerun_with_the_same_parameters(api_for, inputs):
     sweep_id = (
         api_for("alice")
@@ -417,3 +458,33 @@ def test_the_new_sweep_page_launches_a_ray_sweep_and_its_page_shows_reported_tri
     html = alice.get(f"/sweeps/{sweep.pk}/").content.decode()
     assert "Ray Tune in job" in html and "CUDA error: out of memory" in html and "0.7000" in html
     assert "Pause" not in html and "Add trials" not in html and "Stop" in html
+
+
+def test_the_sweep_pages_read_as_people_write_and_link_back_to_the_project_and_to_compare(
+    people, api_for, inputs
+):
+    from django.test import Client
+
+    alice = Client()
+    alice.force_login(people["alice"])
+    form = alice.get("/p/demo/sweeps/new").content.decode()
+    for label in (">TPE<", ">CMA-ES<", ">QMC<", "GPUs", "Search space", 'href="/p/demo/"'):
+        assert label in form, label
+    for raw in ("Tpe", "Cmaes", "Qmc", "Gpus"):
+        assert raw not in form, raw
+
+    body = sweep_body(inputs, n_trials=3, parallelism=1, pruner="none")
+    sweep_id = api_for("alice").post("/api/v1/sweeps", body, format="json").json()["id"]
+    finals = [0.9, 0.5, 0.7]
+    for final in finals:
+        run_trial(running_trials(sweep_id)[0].job, losses=[2.0, final])
+    html = alice.get(f"/sweeps/{sweep_id}/").content.decode()
+    assert 'href="/p/demo/"' in html and "TPE sampler, no pruner" in html
+    by_value = sorted(Trial.objects.filter(sweep_id=sweep_id), key=lambda trial: trial.value)
+    runs = ",".join(str(trial.job_id) for trial in by_value)
+    assert f'href="/compare/?runs={runs}"' in html  # best first, by the objective
+    # Finished: no Pause or Stop, on the page or in its refreshed panel's out-of-band actions.
+    live = alice.get(f"/sweeps/{sweep_id}/live").content.decode()
+    for page in (html, live):
+        assert ">Pause<" not in page and ">Stop<" not in page and "Add trials" in page
+    assert 'id="sweep-actions" hx-swap-oob="true"' in live and "hx-get" not in live
