@@ -19,6 +19,7 @@ from controlplane.accounts.models import Role, User
 from controlplane.accounts.selectors import project_role_check
 from controlplane.errors import Conflict, Forbidden, ServiceUnavailable, ValidationFailed
 from controlplane.naming import name_check
+from controlplane.registry import hooks
 from controlplane.registry.models import (
     Deployment,
     ModelVersion,
@@ -121,6 +122,7 @@ def promotion_request(
                 to_status=PromotionStatus.REQUESTED,
                 comment=comment,
             )
+            hooks.promotion_changed(promotion.pk, PromotionStatus.REQUESTED)
     except IntegrityError as exc:
         raise Conflict(f"{model_version} already has an open request for {target}.") from exc
     return promotion
@@ -149,6 +151,7 @@ def promotion_transition(
                 to_status=to,
                 comment=comment,
             )
+            hooks.promotion_changed(promotion_id, to)
     return bool(won)
 
 
