@@ -7,11 +7,11 @@ BIN := $(VENV)/bin
 
 # The virtual environment, rebuilt when pyproject.toml changes. torch is pinned
 # to the CPU build in pyproject.toml; an unpinned one pulls a multi-GB CUDA build.
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml client/pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "Tuneyard needs $(PYTHON) on PATH"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev]' -e ./client
 	touch $@
 
 up: $(VENV)/.installed

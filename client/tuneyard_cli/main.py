@@ -1,4 +1,5 @@
-"""tuneyard: drive Tuneyard from a shell or a CI pipeline, over the REST API.
+"""tuneyard: drive Tuneyard from a shell or a CI pipeline, over the REST API (a thin layer on the
+``tuneyard`` Python client).
 
 The server and credentials come from ``--url`` / ``TUNEYARD_URL`` and
 ``--token`` / ``TUNEYARD_TOKEN`` (``tuneyard token`` prints one). Exit codes:
@@ -12,98 +13,77 @@ import argparse
 import getpass
 import json
 import os
+import shlex
 import sys
 import time
-from pathlib import Path
+from collections.abc import Callable, Iterable
 from typing import Any
 
-import httpx
-
+from tuneyard import Client, JobFailed, TuneyardError, Unreachable
+from tuneyard.models import Model
 from tuneyard_cli.config_file import config_file_read
 
 EXIT_JOB_FAILED, EXIT_REFUSED, EXIT_UNREACHABLE = 1, 2, 3
-UPLOAD_RETRIES = 5  # tries of one piece before a resumable upload gives up
-FINISHED = {"succeeded", "failed", "cancelled"}
+
+# The columns `--output table` shows for each kind of row (JSON shows everything).
+COLUMNS = {
+    "projects": ["slug", "name", "role"],
+    "base-models": ["id", "name", "uri"],
+    "datasets": ["id", "name", "version", "format", "row_count", "size_bytes", "created_by"],
+    "jobs": ["id", "name", "kind", "status", "progress", "created_by", "created_at"],
+    "model-versions": ["id", "name", "mlflow_version", "job", "mlflow_uri"],
+    "promotions": ["id", "model_name", "mlflow_version", "target", "status", "requested_by", "decided_by"],
+    "deployments": [
+        "project",
+        "target",
+        "model_name",
+        "mlflow_version",
+        "model_version",
+        "approved_by",
+        "approved_at",
+    ],
+    "sweeps": ["id", "name", "status", "trials_launched", "n_trials", "objective_metric"],
+    "webhooks": ["id", "url", "event_types", "enabled"],
+    "deliveries": ["id", "event_type", "status", "attempts", "response_status", "last_error"],
+}
 
 
-class Refused(Exception):
-    """The server said no; the message is its sentence."""
+class Output:
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+
+    def one(self, data: Any) -> None:
+        data = data.raw if isinstance(data, Model) else data
+        if self.kind == "table" and isinstance(data, dict):
+            width = max((len(k) for k in data), default=0)
+            for key, value in data.items():
+                text = value if isinstance(value, str) else json.dumps(value)
+                print(f"{key:<{width}}  {text}")
+        else:
+            print(json.dumps(data, indent=2, sort_keys=True))
+
+    def rows(self, rows: Iterable[Any], columns: list[str]) -> None:
+        raws = [row.raw if isinstance(row, Model) else row for row in rows]
+        if self.kind == "json":
+            print(json.dumps(raws, indent=2, sort_keys=True))
+            return
+        cells = [[_cell(row.get(c)) for c in columns] for row in raws]
+        widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+        print("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
+        for row in cells:
+            print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+        if not cells:
+            print("(none)", file=sys.stderr)
 
 
-class Api:
-    def __init__(self, url: str, token: str | None) -> None:
-        headers = {"Authorization": f"Token {token}"} if token else {}
-        self.http = httpx.Client(base_url=url.rstrip("/") + "/api/v1/", headers=headers, timeout=60)
-
-    def call(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = self.http.request(method, path, **kwargs)
-        if response.status_code >= 400:
-            try:
-                message = response.json().get("message") or response.text
-            except ValueError:
-                message = response.text[:300]
-            raise Refused(f"{response.status_code}: {message}")
-        return response.json()
-
-
-def _print(data: Any) -> None:
-    print(json.dumps(data, indent=2, sort_keys=True))
-
-
-def _ingest_wait(api: Api, operation: dict[str, Any]) -> dict[str, Any]:
-    while operation["status"] not in FINISHED:
-        print(f"\ringest {operation['progress'] * 100:5.1f}%", end="", file=sys.stderr, flush=True)
-        time.sleep(1)
-        operation = api.call("GET", f"dataset-operations/{operation['id']}")
-    print(file=sys.stderr)
-    if operation["status"] != "succeeded":
-        raise Refused(operation["message"])
-    return api.call("GET", f"datasets/{operation['dataset_version']}")
-
-
-PIECE_HEADERS = {"Content-Type": "application/offset+octet-stream"}
-
-
-def upload_resumable(
-    api: Api, path: str, *, project: str, name: str, piece: int, upload_id: str | None = None
-) -> dict[str, Any]:
-    """Send a large file in pieces; after a broken connection, ask the server's offset and go on from it.
-
-    The upload's id is printed first, so a run that gives up can be continued
-    with ``--resume ID``.
-    """
-    size = os.path.getsize(path)
-    if upload_id is None:
-        body = {"project": project, "filename": Path(path).name, "size": size}
-        upload_id = api.call("POST", "uploads", json=body)["id"]
-    print(f"upload {upload_id} (continue it with --resume {upload_id})", file=sys.stderr)
-    state = api.call("GET", f"uploads/{upload_id}")
-    if state["size"] != size:
-        raise Refused(f"upload {upload_id} is of a {state['size']}-byte file; {path} has {size} bytes")
-    offset = first = state["offset"]
-    failures, started = 0, time.monotonic()
-    with open(path, "rb") as handle:
-        while offset < size:
-            handle.seek(offset)
-            headers = PIECE_HEADERS | {"Upload-Offset": str(offset)}
-            try:
-                data = handle.read(piece)
-                offset = api.call("PATCH", f"uploads/{upload_id}", content=data, headers=headers)["offset"]
-            except (httpx.TransportError, Refused) as exc:
-                # A dropped connection, a server error, or a piece the server did not take
-                # whole (409 names its offset): ask where it stands and go on from there.
-                failures += 1
-                retryable = not isinstance(exc, Refused) or str(exc).startswith(("409", "5"))
-                if failures > UPLOAD_RETRIES or not retryable:
-                    raise
-                time.sleep(min(2**failures, 30))
-                offset = api.call("GET", f"uploads/{upload_id}")["offset"]
-                continue
-            rate = (offset - first) / max(time.monotonic() - started, 1e-6)
-            eta = f"ETA {(size - offset) / rate:4.0f} s" if rate else ""
-            print(f"\rupload {offset / size * 100:5.1f}%  {eta}", end="", file=sys.stderr, flush=True)
-    print(file=sys.stderr)
-    return api.call("POST", f"uploads/{upload_id}/finish", json={"name": name})
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    if isinstance(value, list | dict):
+        return ",".join(map(str, value)) if isinstance(value, list) else json.dumps(value)
+    return str(value)
 
 
 def _config(path: str | None) -> Any:
@@ -111,102 +91,200 @@ def _config(path: str | None) -> Any:
     return {} if path is None else config_file_read(path)
 
 
-def _bar(job: dict[str, Any]) -> str:
+def _mapping(text: str | None) -> dict[str, str] | None:
+    if not text:
+        return None
+    try:
+        mapping = json.loads(text)
+    except ValueError:
+        # name=column pairs, as a shell makes them easy: "output=answer,input=question"
+        pairs = [part.split("=", 1) for part in text.split(",") if part.strip()]
+        if not all(len(pair) == 2 for pair in pairs):
+            raise ValueError(f"--mapping {text!r}: give JSON or name=column pairs") from None
+        mapping = {k.strip(): v.strip() for k, v in pairs}
+    if not isinstance(mapping, dict):
+        raise ValueError("--mapping must map the schema's field names to your file's column names")
+    return mapping
+
+
+def _bar(job: dict[str, Any], started: float) -> None:
     done = int(job["progress"] * 30)
-    return f"\rjob {job['id']} {job['status']:<10} [{'#' * done}{'.' * (30 - done)}] {job['progress']:6.1%}"
+    eta = ""
+    if 0 < job["progress"] < 1:
+        left = (time.monotonic() - started) * (1 - job["progress"]) / job["progress"]
+        eta = f"  ETA {int(left) // 60}m{int(left) % 60:02d}s"
+    bar = f"[{'#' * done}{'.' * (30 - done)}] {job['progress']:6.1%}"
+    print(f"\rjob {job['id']} {job['status']:<10} {bar}{eta}", end="", file=sys.stderr, flush=True)
 
 
-def job_wait(api: Api, job_id: int, *, interval: float = 2.0) -> dict[str, Any]:
-    """Poll until the job ends, drawing a progress bar on stderr."""
+def _job_wait(client: Client, job_id: int, out: Output) -> int:
     started = time.monotonic()
-    while True:
-        job = api.call("GET", f"jobs/{job_id}")
-        eta = ""
-        if 0 < job["progress"] < 1:
-            left = (time.monotonic() - started) * (1 - job["progress"]) / job["progress"]
-            eta = f"  ETA {int(left) // 60}m{int(left) % 60:02d}s"
-        print(_bar(job) + eta, end="", file=sys.stderr, flush=True)
-        if job["status"] in FINISHED:
-            print(file=sys.stderr)
-            return job
-        time.sleep(interval)
+    try:
+        job = client.jobs.wait(job_id, progress=lambda j: _bar(j, started))
+    except JobFailed as exc:
+        print(file=sys.stderr)
+        out.one(exc.result)
+        return EXIT_JOB_FAILED
+    print(file=sys.stderr)
+    out.one(job)
+    return 0
 
 
-def _ended(job: dict[str, Any]) -> int:
-    _print(job)
-    return 0 if job["status"] == "succeeded" else EXIT_JOB_FAILED
+def _upload_progress(step: dict[str, Any]) -> None:
+    if step["stage"] == "upload":
+        percent = step["done"] / step["total"] * 100
+        note = f"(upload {step['upload']}: --resume {step['upload']} continues it)"
+        print(f"\rupload {percent:5.1f}%  {note}", end="", file=sys.stderr, flush=True)
+    else:
+        print(f"\ringest {step['done'] * 100:5.1f}%", end="", file=sys.stderr, flush=True)
 
 
-def run(args: argparse.Namespace, api: Api) -> int:  # noqa: C901 - one branch per command
-    command = args.command
+def run(args: argparse.Namespace, client: Client) -> int:  # noqa: C901 - one branch per command
+    command, out = args.command, Output(args.output)
     if command == "token":
         password = os.environ.get("TUNEYARD_PASSWORD") or getpass.getpass(f"password for {args.username}: ")
-        body = api.call("POST", "auth/token", data={"username": args.username, "password": password})
-        print(body["token"])
+        print(client.token_obtain(args.username, password))
     elif command == "projects":
-        _print(api.call("GET", "projects"))
-    elif command == "upload":
-        piece = int(args.piece_mib * 1024 * 1024)
-        if args.resume or os.path.getsize(args.file) > piece:
-            body = upload_resumable(api, args.file, project=args.project, name=args.name, piece=piece,
-                                    upload_id=args.resume)  # fmt: skip
+        projects = client.projects.list()
+        if args.output == "table":
+            out.rows(projects, COLUMNS["projects"])
         else:
-            fields = {"project": args.project, "name": args.name}
-            with open(args.file, "rb") as handle:
-                body = api.call("POST", "datasets", data=fields, files={"file": handle})
-        if "kind" in body:
-            # A large file is ingested by the control worker: follow it to its version.
-            body = _ingest_wait(api, body)
-        _print(body)
+            out.one({"results": [p.raw for p in projects]})
+    elif command == "upload":
+        version = client.datasets.upload(
+            args.file,
+            project=args.project,
+            name=args.name,
+            schema=args.schema,
+            mapping=_mapping(args.mapping),
+            tokenizer=args.tokenizer,
+            max_tokens=args.max_tokens,
+            piece_bytes=int(args.piece_mib * 1024 * 1024),
+            resume=args.resume,
+            progress=_upload_progress,
+        )
+        print(file=sys.stderr)
+        out.one(version)
     elif command == "submit":
-        body = {
-            "project": args.project,
-            "base_model": args.base_model,
-            "dataset_version": args.dataset_version,
-            "config": _config(args.config),
-            "name": args.name or "",
-        }
-        job = api.call("POST", "jobs", json=body)
-        if not args.wait:
-            _print(job)
-            return 0
-        return _ended(job_wait(api, job["id"]))
+        job = client.jobs.submit(
+            project=args.project,
+            base_model=args.base_model,
+            dataset_version=args.dataset_version,
+            config=_config(args.config),
+            name=args.name or "",
+        )
+        if args.wait:
+            return _job_wait(client, job.id, out)
+        out.one(job)
     elif command == "evaluate":
-        job = api.call("POST", "jobs", json=_evaluate_body(args))
-        if not args.wait:
-            _print(job)
-            return 0
-        return _ended(job_wait(api, job["id"]))
-    elif command in ("get", "cancel", "retry", "clone"):
-        path = f"jobs/{args.job}" if command == "get" else f"jobs/{args.job}/{command}"
-        _print(api.call("GET" if command == "get" else "POST", path))
+        job = client.jobs.evaluate(_evaluate_body(args))
+        if args.wait:
+            return _job_wait(client, job.id, out)
+        out.one(job)
+    elif command == "get":
+        out.one(client.jobs.get(args.job))
+    elif command in ("cancel", "retry", "clone"):
+        out.one(getattr(client.jobs, command)(args.job))
     elif command == "wait":
-        return _ended(job_wait(api, args.job))
+        return _job_wait(client, args.job, out)
     elif command == "logs":
-        after = 0
-        while True:
-            page = api.call("GET", f"jobs/{args.job}/logs", params={"after": after})
-            for line in page["lines"]:
-                print(line)
-            after = page["next"]
-            if not args.follow or (page["finished"] and not page["lines"]):
-                return 0
-            time.sleep(1.0)
+        for line in client.jobs.logs(args.job, follow=args.follow):
+            print(line, flush=True)
+    elif command == "metrics":
+        out.one(client.jobs.metrics(args.job))
     elif command == "register":
-        _print(api.call("POST", "model-versions", json={"job": args.job, "name": args.name}))
+        out.one(client.model_versions.register(job=args.job, name=args.name))
     elif command == "promote":
-        body = {"model_version": args.model_version, "target": args.target, "comment": args.comment}
-        _print(api.call("POST", "promotions", json=body))
+        out.one(
+            client.promotions.request(
+                model_version=args.model_version, target=args.target, comment=args.comment
+            )
+        )
     elif command in ("approve", "reject"):
-        _print(api.call("POST", f"promotions/{args.promotion}/{command}", json={"comment": args.comment}))
+        out.one(getattr(client.promotions, command)(args.promotion, comment=args.comment))
     elif command == "sweep":
-        return _sweep(args, api)
+        return _sweep(args, client, out)
     elif command in ("pause", "resume"):
-        _print(api.call("POST", f"projects/{args.project}/{command}"))
+        out.one(getattr(client.projects, command)(args.project))
     elif command == "deployed":
-        params = {key: value for key, value in (("project", args.project), ("model", args.model)) if value}
-        _print(api.call("GET", f"deployments/{args.target}", params=params))
+        deployments = client.deployments.list(args.target, project=args.project, model=args.model)
+        if args.format == "env":
+            print(_deployment_env(deployments, args.target))
+        elif args.output == "table":
+            out.rows(deployments, COLUMNS["deployments"])
+        else:
+            out.one({"results": [d.raw for d in deployments]})
+    elif command == "completion":
+        import shtab
+
+        print(shtab.complete(parser_build(), shell=args.shell))
+    else:
+        return _resource(args, client, out)
     return 0
+
+
+def _resource(args: argparse.Namespace, client: Client, out: Output) -> int:
+    """``tuneyard RESOURCE list|show``: the same for every resource."""
+    kind, action = args.command, args.action
+    if action == "show":
+        shows: dict[str, Callable[[], Any]] = {
+            "datasets": lambda: client.datasets.get(client.datasets.resolve(args.project or "", args.ref)),
+            "jobs": lambda: client.jobs.get(int(args.ref)),
+            "model-versions": lambda: client.model_versions.get(int(args.ref)),
+            "promotions": lambda: client.promotions.get(int(args.ref)),
+            "sweeps": lambda: client.sweeps.get(int(args.ref)),
+            "webhooks": lambda: client.webhooks.get(int(args.ref)),
+            "base-models": lambda: next(
+                m
+                for m in client.base_models.list(args.project)
+                if m.name == args.ref or str(m.id) == args.ref
+            ),
+        }
+        out.one(shows[kind]())
+        return 0
+    listed: Iterable[Any]
+    if kind == "jobs":
+        filters = {k: v for k, v in (("status", args.status), ("kind", args.kind), ("q", args.search)) if v}
+        jobs = client.jobs.list(args.project, **filters)
+        listed = [job for _, job in zip(range(args.limit), jobs, strict=False)]
+    elif kind == "deliveries":
+        listed = [
+            d for _, d in zip(range(args.limit), client.webhooks.deliveries(int(args.webhook)), strict=False)
+        ]
+    else:
+        lists: dict[str, Callable[[str], Iterable[Any]]] = {
+            "base-models": client.base_models.list,
+            "datasets": client.datasets.list,
+            "model-versions": client.model_versions.list,
+            "promotions": client.promotions.list,
+            "sweeps": client.sweeps.list,
+            "webhooks": client.webhooks.list,
+        }
+        listed = lists[kind](args.project)
+    out.rows(listed, COLUMNS[kind])
+    return 0
+
+
+def _deployment_env(deployments: list[Any], target: str) -> str:
+    """One deployment as shell variables, for a CD step to source (or GitHub's $GITHUB_ENV)."""
+    if len(deployments) != 1:
+        found = ", ".join(f"{d.project}/{d.model_name}" for d in deployments) or "nothing"
+        raise ValueError(
+            f"--format env needs exactly one deployment on {target}; found {found}: add --project / --model"
+        )
+    d = deployments[0]
+    values = {
+        "TUNEYARD_PROJECT": d.project,
+        "TUNEYARD_TARGET": d.target,
+        "TUNEYARD_MODEL_NAME": d.model_name,
+        "TUNEYARD_MODEL_URI": d.mlflow_model_uri,
+        "TUNEYARD_MLFLOW_VERSION": d.mlflow_version,
+        "TUNEYARD_MODEL_VERSION_ID": d.model_version,
+        "TUNEYARD_APPROVED_BY": d.approved_by,
+        "TUNEYARD_APPROVED_AT": d.approved_at,
+    }
+    # Values are ids, names and URIs; quoted all the same, so a sourced file cannot run anything.
+    return "\n".join(f"{key}={shlex.quote(str(value))}" for key, value in values.items())
 
 
 def _evaluate_body(args: argparse.Namespace) -> dict[str, Any]:
@@ -223,7 +301,6 @@ def _evaluate_body(args: argparse.Namespace) -> dict[str, Any]:
         evaluation["num_fewshot"] = args.num_fewshot
     body = {
         "project": args.project,
-        "kind": "evaluate",
         "dataset_version": args.dataset_version,
         "config": config,
         "name": args.name or "",
@@ -236,7 +313,7 @@ def _evaluate_body(args: argparse.Namespace) -> dict[str, Any]:
     return body | {key: value for key, value in optional if value is not None}
 
 
-def _sweep(args: argparse.Namespace, api: Api) -> int:
+def _sweep(args: argparse.Namespace, client: Client, out: Output) -> int:
     """``tuneyard sweep create FILE`` (YAML or JSON), ``get``, and the steering actions."""
     action = args.sweep_command
     if action == "create":
@@ -245,45 +322,48 @@ def _sweep(args: argparse.Namespace, api: Api) -> int:
             raise ValueError(f"{args.file} must hold a mapping of sweep settings")
         if args.project:
             body["project"] = args.project
-        sweep = api.call("POST", "sweeps", json=body)
+        sweep = client.sweeps.create(body)
         if not args.wait:
-            _print(sweep)
+            out.one(sweep)
             return 0
-        return _sweep_ended(_sweep_wait(api, sweep["id"]))
+        return _sweep_ended(_sweep_wait(client, sweep.id), out)
     if action == "get":
-        _print(api.call("GET", f"sweeps/{args.sweep}"))
+        out.one(client.sweeps.get(args.sweep))
     elif action == "wait":
-        return _sweep_ended(_sweep_wait(api, args.sweep))
+        return _sweep_ended(_sweep_wait(client, args.sweep), out)
     elif action == "add-trials":
-        _print(api.call("POST", f"sweeps/{args.sweep}/add-trials", json={"count": args.count}))
+        out.one(client.sweeps.act(args.sweep, "add-trials", {"count": args.count}))
     else:
-        _print(api.call("POST", f"sweeps/{args.sweep}/{action}"))
+        out.one(client.sweeps.act(args.sweep, action))
     return 0
 
 
-def _sweep_wait(api: Api, sweep_id: int, *, interval: float = 3.0) -> dict[str, Any]:
-    """Poll until the sweep ends, showing how many trials have ended on stderr."""
-    while True:
-        sweep = api.call("GET", f"sweeps/{sweep_id}")
-        ended = sum(trial["state"] != "running" for trial in sweep["trials"])
-        best = sweep["best_trial"]["value"] if sweep["best_trial"] else None
-        status = f"{sweep['status']:<9} {ended}/{sweep['n_trials']} trials ended, best {best}"
-        print(f"\rsweep {sweep_id} {status}", end="", file=sys.stderr, flush=True)
-        if sweep["status"] not in ("running", "paused"):
-            print(file=sys.stderr)
-            return sweep
-        time.sleep(interval)
+def _sweep_progress(sweep: dict[str, Any]) -> None:
+    ended = sum(trial["state"] != "running" for trial in sweep["trials"])
+    best = sweep["best_trial"]["value"] if sweep["best_trial"] else None
+    status = f"{sweep['status']:<9} {ended}/{sweep['n_trials']} trials ended, best {best}"
+    print(f"\rsweep {sweep['id']} {status}", end="", file=sys.stderr, flush=True)
 
 
-def _sweep_ended(sweep: dict[str, Any]) -> int:
-    _print(sweep)
-    return 0 if sweep["status"] == "finished" and sweep["best_trial"] else EXIT_JOB_FAILED
+def _sweep_wait(client: Client, sweep_id: int) -> Any:
+    sweep = client.sweeps.wait(sweep_id, progress=_sweep_progress)
+    print(file=sys.stderr)
+    return sweep
+
+
+def _sweep_ended(sweep: Any, out: Output) -> int:
+    out.one(sweep)
+    return 0 if sweep.status == "finished" and sweep.best_trial else EXIT_JOB_FAILED
 
 
 def parser_build() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tuneyard", description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", default=os.environ.get("TUNEYARD_URL", "http://127.0.0.1:8000"))
     parser.add_argument("--token", default=os.environ.get("TUNEYARD_TOKEN"))
+    parser.add_argument(
+        "--output", "-o", choices=["json", "table"], default=os.environ.get("TUNEYARD_OUTPUT", "json"),
+        help="json (the default, for pipelines) or table (for people)",
+    )  # fmt: skip
     commands = parser.add_subparsers(dest="command", required=True)
 
     token = commands.add_parser(
@@ -298,13 +378,25 @@ def parser_build() -> argparse.ArgumentParser:
     upload.add_argument("--project", required=True)
     upload.add_argument("--name", required=True)
     upload.add_argument(
+        "--schema", help="text, instruction, chat, preference or multiple_choice (default: detect)"
+    )
+    upload.add_argument(
+        "--mapping", help='your columns for the schema\'s fields: \'{"output": "answer"}\' or output=answer'
+    )
+    upload.add_argument(
+        "--tokenizer", help="a base model (name or id) whose tokenizer counts the rows' tokens"
+    )
+    upload.add_argument("--max-tokens", type=int, help="refuse rows longer than this (needs --tokenizer)")
+    upload.add_argument(
         "--piece-mib", type=float, default=32, help="a larger file goes up in resumable pieces of this size"
     )
     upload.add_argument("--resume", metavar="ID", help="continue an earlier resumable upload")
     submit = commands.add_parser("submit", help="launch a fine-tune")
     submit.add_argument("--project", required=True)
-    submit.add_argument("--base-model", type=int, required=True)
-    submit.add_argument("--dataset-version", type=int, required=True)
+    submit.add_argument("--base-model", required=True, help="a base model's name or id")
+    submit.add_argument(
+        "--dataset-version", required=True, help="an id, or name / name:v3 (newest when no v)"
+    )
     submit.add_argument("--config", help="a JSON or YAML file: method, hyperparameters, resources")
     submit.add_argument("--name")
     submit.add_argument("--wait", action="store_true", help="wait for the end; exit 1 unless it succeeded")
@@ -312,8 +404,8 @@ def parser_build() -> argparse.ArgumentParser:
         "evaluate", help="evaluate a base model, or what a succeeded finetune trained, on a dataset version"
     )
     evaluate.add_argument("--project", required=True)
-    evaluate.add_argument("--dataset-version", type=int, required=True)
-    evaluate.add_argument("--base-model", type=int, help="the base model as it is (or the job's own base)")
+    evaluate.add_argument("--dataset-version", required=True, help="an id, or name / name:v3")
+    evaluate.add_argument("--base-model", help="the base model as it is (name or id; default the job's own)")
     evaluate.add_argument("--job", type=int, help="a succeeded finetune: its adapter or model is evaluated")
     evaluate.add_argument(
         "--metric",
@@ -331,6 +423,7 @@ def parser_build() -> argparse.ArgumentParser:
         ("cancel", "cancel a job (idempotent)"),
         ("retry", "run a failed or cancelled job again (idempotent)"),
         ("clone", "launch a new job like this one"),
+        ("metrics", "a job's metric series (loss, eval loss, learning rate ...)"),
     ):
         sub = commands.add_parser(name, help=text)
         sub.add_argument("job", type=int)
@@ -375,25 +468,66 @@ def parser_build() -> argparse.ArgumentParser:
     deployed.add_argument("target", nargs="?", default="production")
     deployed.add_argument("--project")
     deployed.add_argument("--model")
+    deployed.add_argument(
+        "--format", choices=["json", "env"], default="json",
+        help="env: KEY=value lines for a CD step (exactly one deployment must match)",
+    )  # fmt: skip
+    _resource_commands(commands)
+    completion = commands.add_parser("completion", help="print a shell completion script")
+    completion.add_argument("shell", choices=["bash", "zsh", "tcsh"])
     return parser
+
+
+def _resource_commands(commands: Any) -> None:
+    """``list`` and ``show`` for every resource, one shape for all."""
+    for kind, text, shows in (
+        ("base-models", "a project's base models", "a base model, by name or id"),
+        ("datasets", "a project's dataset versions", "a dataset version: id, name or name:v3"),
+        ("jobs", "jobs, newest first (one project's or all yours)", "a job"),
+        ("model-versions", "a project's model versions", "a model version"),
+        ("promotions", "a project's promotion requests", "a promotion request"),
+        ("sweeps", "a project's sweeps", "a sweep"),
+        ("webhooks", "a project's webhook subscriptions (admins)", "a webhook subscription"),
+    ):
+        resource = commands.add_parser(kind, help=text)
+        actions = resource.add_subparsers(dest="action", required=True)
+        listing = actions.add_parser("list", help=text)
+        listing.add_argument("--project", required=kind != "jobs")
+        if kind == "jobs":
+            listing.add_argument("--status", help="queued, running, succeeded, failed, cancelled")
+            listing.add_argument("--kind", help="finetune, evaluate, ...")
+            listing.add_argument("--search", help="in names and notes")
+            listing.add_argument("--limit", type=int, default=50, help="at most this many rows (default 50)")
+        show = actions.add_parser("show", help=shows)
+        show.add_argument("ref")
+        show.add_argument("--project", required=kind in ("base-models",), help="where a name is looked up")
+    deliveries = commands.add_parser("deliveries", help="a webhook's deliveries, newest first")
+    deliveries_actions = deliveries.add_subparsers(dest="action", required=True)
+    listing = deliveries_actions.add_parser("list")
+    listing.add_argument("webhook")
+    listing.add_argument("--limit", type=int, default=50)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser_build().parse_args(argv)
-    if args.command != "token" and not args.token:
+    if args.command not in ("token", "completion") and not args.token:
         print(
             "tuneyard: no token; set TUNEYARD_TOKEN or pass --token (tuneyard token USER prints one)",
             file=sys.stderr,
         )
         return EXIT_REFUSED
     try:
-        return run(args, Api(args.url, args.token))
-    except Refused as exc:
+        with Client(args.url, args.token or "", retries=2) as client:
+            return run(args, client)
+    except Unreachable as exc:
+        print(f"tuneyard: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    except TuneyardError as exc:
         print(f"tuneyard: refused: {exc}", file=sys.stderr)
         return EXIT_REFUSED
-    except httpx.TransportError as exc:
-        print(f"tuneyard: cannot reach {args.url}: {exc}", file=sys.stderr)
-        return EXIT_UNREACHABLE
+    except StopIteration:
+        print("tuneyard: refused: not found", file=sys.stderr)
+        return EXIT_REFUSED
     except (OSError, ValueError) as exc:
         print(f"tuneyard: {exc}", file=sys.stderr)
         return EXIT_REFUSED

@@ -59,13 +59,30 @@ def test_ci_drives_the_whole_path_from_the_shell(people, live_server, worker, ti
 
     config = tmp_path / "config.yaml"
     config.write_text("method: {name: lora, r: 4}\nhyperparameters: {max_steps: 6, max_seq_length: 64}\n")
+    # Names where a person would type them: the base model's, the dataset's (its newest version).
     submitted = tuneyard(
-        "submit", "--project", "demo", "--base-model", str(base.pk), "--dataset-version", str(dataset),
+        "submit", "--project", "demo", "--base-model", "tiny", "--dataset-version", "cli-data",
         "--config", str(config), "--wait", url=url, token=token,
     )  # fmt: skip
     assert submitted.returncode == 0, submitted.stderr
     job = json.loads(submitted.stdout)
     assert job["status"] == "succeeded" and job["config"]["method"]["r"] == 4
+    assert (job["base_model"], job["dataset_version"]) == (base.pk, dataset)
+    unknown = tuneyard("submit", "--project", "demo", "--base-model", "huge", "--dataset-version", "cli-data",
+                       url=url, token=token)  # fmt: skip
+    assert unknown.returncode == 2 and "no base model named 'huge' (it has: tiny)" in unknown.stderr
+    table = tuneyard("--output", "table", "jobs", "list", "--project", "demo", url=url, token=token)
+    assert table.returncode == 0 and table.stdout.splitlines()[0].split()[:4] == [
+        "ID",
+        "NAME",
+        "KIND",
+        "STATUS",
+    ]
+    assert str(job["id"]) in table.stdout and "succeeded" in table.stdout
+    shown = json.loads(
+        tuneyard("datasets", "show", "cli-data:v1", "--project", "demo", url=url, token=token).stdout
+    )
+    assert shown["id"] == dataset
     assert "100.0%" in submitted.stderr  # the progress bar reached its end
 
     logs = tuneyard("logs", str(job["id"]), url=url, token=token)
