@@ -23,7 +23,9 @@ class ModelVersionSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     project = serializers.CharField(source="project.slug")
     name = serializers.CharField()
-    version = serializers.IntegerField()
+    mlflow_version = serializers.IntegerField(
+        source="version", help_text="the version's number in MLflow's registry"
+    )
     job = serializers.IntegerField(source="job_id")
     source_uri = serializers.CharField()
     mlflow_name = serializers.CharField()
@@ -36,7 +38,7 @@ class PromotionSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     model_version = serializers.IntegerField(source="model_version_id")
     model_name = serializers.CharField(source="model_version.name")
-    version = serializers.IntegerField(source="model_version.version")
+    mlflow_version = serializers.IntegerField(source="model_version.version", help_text="MLflow's number")
     target = serializers.CharField()
     status = serializers.CharField()
     requested_by = serializers.CharField(source="requested_by.username")
@@ -51,13 +53,19 @@ class DeploymentSerializer(serializers.Serializer):
     project = serializers.CharField(source="project.slug")
     target = serializers.CharField()
     model_name = serializers.CharField()
-    version = serializers.IntegerField(source="model_version.version")
-    model_version = serializers.IntegerField(source="model_version_id")
+    mlflow_version = serializers.IntegerField(source="model_version.version", help_text="MLflow's number")
+    model_version = serializers.IntegerField(
+        source="model_version_id", help_text="Tuneyard's model version id"
+    )
     mlflow_model_name = serializers.CharField(source="model_version.mlflow_name")
     mlflow_model_uri = serializers.CharField(source="model_version.mlflow_uri")
     source_uri = serializers.CharField(source="model_version.source_uri")
     approved_by = serializers.CharField(source="approved_by.username")
     approved_at = serializers.DateTimeField()
+
+
+class PromotionDecidedSerializer(PromotionSerializer):
+    deployment = DeploymentSerializer(help_text="what the approval deployed")
 
 
 class ModelVersionRequest(RequestModel):
@@ -156,7 +164,9 @@ class PromotionApproveApi(APIView):
     @extend_schema(
         request=DecisionRequest,
         responses={
-            200: OpenApiResponse(DeploymentSerializer, description="Approved: what is now deployed."),
+            200: OpenApiResponse(
+                PromotionDecidedSerializer, description="Approved: the promotion, with what is now deployed."
+            ),
             **ERRORS,
             409: ErrorSerializer,
         },
@@ -165,7 +175,11 @@ class PromotionApproveApi(APIView):
         promotion = selectors.promotion_get(user=request.user, promotion_id=promotion_id)
         comment = body_parse(request, DecisionRequest).comment
         deployment = services.promotion_approve(promotion=promotion, user=request.user, comment=comment)
-        return Response(DeploymentSerializer(deployment).data)
+        promotion = selectors.promotion_get(user=request.user, promotion_id=promotion_id)
+        # As reject does, the promotion acted on; the deployment it made rides along.
+        return Response(
+            PromotionSerializer(promotion).data | {"deployment": DeploymentSerializer(deployment).data}
+        )
 
 
 class PromotionRejectApi(APIView):

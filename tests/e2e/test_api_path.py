@@ -64,19 +64,20 @@ def test_dataset_to_approved_deployment_through_the_api(setup, live_server, mlfl
     carol = api(live_server, "carol")
     approved = carol.post(f"promotions/{promotion_id}/approve", json={"comment": "ship it"})
     assert approved.status_code == 200, approved.text
+    assert (approved.json()["status"], approved.json()["deployment"]["target"]) == ("approved", "production")
 
     deployed = alice.get("deployments/production").json()["results"]
     assert len(deployed) == 1
     d = deployed[0]
-    assert (d["model_name"], d["version"], d["approved_by"]) == (
+    assert (d["model_name"], d["mlflow_version"], d["approved_by"]) == (
         "tiny-lora",
-        version["version"],
+        version["mlflow_version"],
         "carol",
     )
-    assert d["mlflow_model_uri"] == f"models:/demo.tiny-lora/{version['version']}" and d["approved_at"]
+    assert d["mlflow_model_uri"] == f"models:/demo.tiny-lora/{version['mlflow_version']}" and d["approved_at"]
     # ... and MLflow itself agrees: the production alias points at that version.
     assert mlflow.get_model_version_by_alias("demo.tiny-lora", "production").version == str(
-        version["version"]
+        version["mlflow_version"]
     )
 
 

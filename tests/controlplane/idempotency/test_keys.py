@@ -445,7 +445,7 @@ def test_fifty_parallel_registrations_with_one_key_register_once(
     assert list(ModelVersion.objects.values_list("pk", flat=True)) == [version["id"]]
     # The view ran once: MLflow was asked for one version (without the key, each racer asks it).
     registered = MlflowClient(mlflow_server).search_model_versions("name='demo.registered-once'")
-    assert [int(v.version) for v in registered] == [version["version"]]
+    assert [int(v.version) for v in registered] == [version["mlflow_version"]]
     print(f"\n50 parallel registrations, one key: {len(registered)} version(s) in {elapsed:.2f} s")
 
 

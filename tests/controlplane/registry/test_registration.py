@@ -45,7 +45,7 @@ def test_the_api_answers_201_then_200_with_the_same_version(people, api_for, mlf
     assert repeated.status_code == 200 and repeated.json() == created.json()
     assert renamed.status_code == 201 and renamed.json()["id"] != created.json()["id"]
     assert ModelVersion.objects.filter(job=job).count() == 2
-    assert _mlflow_versions(mlflow_server, "demo.again") == [created.json()["version"]]
+    assert _mlflow_versions(mlflow_server, "demo.again") == [created.json()["mlflow_version"]]
     # Someone outside the project still learns nothing of it.
     outsider = api_for("charlie").post(
         "/api/v1/model-versions", {"job": job.pk, "name": "again"}, format="json"
