@@ -6,11 +6,15 @@ from django.contrib.auth import views as auth_views
 from django.urls import path
 
 from controlplane.accounts import views as account_views
+from controlplane.dashboards import views as dashboard_views
 from controlplane.datasets import views as dataset_views
+from controlplane.experiments import compare as compare_views
+from controlplane.experiments import views as experiment_views
 from controlplane.registry import views as registry_views
 from controlplane.site import views as site_views
 from controlplane.sweeps import views as sweep_views
 from controlplane.training import views as training_views
+from controlplane.webhooks import views as webhook_views
 
 urlpatterns = [
     path("", site_views.home, name="home"),
@@ -18,6 +22,16 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("account/tokens", account_views.token_list, name="account-tokens"),
     path("p/<slug:slug>/", site_views.project_overview, name="project"),
+    path("p/<slug:slug>/dashboard", dashboard_views.project_dashboard, name="project-dashboard"),
+    path("dashboard/", dashboard_views.organisation_dashboard, name="dashboard"),
+    path("p/<slug:slug>/datasets", site_views.project_datasets, name="project-datasets"),
+    path("p/<slug:slug>/models", site_views.project_models, name="project-models"),
+    path("p/<slug:slug>/sweeps", site_views.project_sweeps, name="project-sweeps"),
+    path("p/<slug:slug>/settings", site_views.project_settings, name="project-settings"),
+    path("favicon.ico", site_views.favicon, name="favicon"),
+    path("p/<slug:slug>/runs", experiment_views.project_runs, name="project-runs"),
+    path("runs/", experiment_views.all_runs, name="runs"),
+    path("runs/bulk", experiment_views.runs_bulk, name="runs-bulk"),
     path("workers/", training_views.worker_list, name="workers"),
     path("p/<slug:slug>/pause", training_views.project_dispatch, {"paused": True}, name="project-pause"),
     path("p/<slug:slug>/resume", training_views.project_dispatch, {"paused": False}, name="project-resume"),
@@ -48,6 +62,22 @@ urlpatterns = [
             name=f"sweep-{action}",
         )
         for action in ("pause", "resume", "stop", "add-trials", "rerun-failed")
+    ),
+    path("compare/", compare_views.compare, name="compare"),
+    path("p/<slug:slug>/webhooks", webhook_views.webhook_list, name="project-webhooks"),
+    *(
+        path(
+            f"webhooks/<int:webhook_id>/{action}",
+            webhook_views.webhook_action,
+            {"action": action},
+            name=f"webhook-{action}",
+        )
+        for action in ("rotate", "enable", "disable", "delete")
+    ),
+    path(
+        "webhook-deliveries/<int:delivery_id>/redeliver",
+        webhook_views.delivery_redeliver,
+        name="webhook-redeliver",
     ),
     path("jobs/<int:job_id>/", training_views.job_detail, name="job"),
     path("jobs/<int:job_id>/live", training_views.job_live, name="job-live"),

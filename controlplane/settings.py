@@ -7,6 +7,7 @@ REDIS_URL, MLFLOW_TRACKING_URI, SECRET_KEY and WORKER_TOKEN.
 
 from __future__ import annotations
 
+import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -39,6 +40,8 @@ USES_DEV_SECRETS = SECRET_KEY == _DEV_SECRET or WORKER_TOKEN == _DEV_WORKER_TOKE
 
 ALLOWED_HOSTS = env("ALLOWED_HOSTS")
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+# A refused form gets the site's 403 page (JSON under /api/ and /internal/), not Django's bare one.
+CSRF_FAILURE_VIEW = "controlplane.errors.csrf_failure_answer"
 
 # --- a deployment behind TLS (HTTPS=true; infra/production.env lists the values) ---
 # The TLS proxy in front must set X-Forwarded-Proto and drop any the client sent.
@@ -90,6 +93,7 @@ INSTALLED_APPS = [
     "controlplane.sweeps",
     "controlplane.experiments",
     "controlplane.dashboards",
+    "controlplane.webhooks",
     "controlplane.site",
     "controlplane.mlflow_gate",
 ]
@@ -100,6 +104,9 @@ MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
+    # An ETag on every GET answer, and 304 Not Modified when the caller already has it: a pipeline
+    # polling a job or a deployment gets an empty answer until something changes.
+    "django.middleware.http.ConditionalGetMiddleware",
     "controlplane.middleware.UnstorableTextGuard",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
@@ -188,6 +195,26 @@ STATICFILES_DIRS = [
     BASE_DIR / "frontend" / "static",
     ("vendor/plotly", Path(plotly.__file__).parent / "package_data"),
 ]
+# Served by WhiteNoise under content-hashed names, compressed (gzip) and cached for a year, once
+# `collectstatic` has written its manifest (`make up` and the image run it, and it always writes one).
+# Without a manifest (a fresh checkout, `runserver`) files keep their own names: a hashed name needs
+# the manifest to resolve. The test suite serves from the finders, which know no hashed names: run it
+# with STATIC_MANIFEST=false where STATIC_ROOT holds a manifest from an earlier `make up`.
+STATIC_MANIFEST = env.bool(
+    "STATIC_MANIFEST",
+    default=sys.argv[1:2] == ["collectstatic"] or (STATIC_ROOT / "staticfiles.json").is_file(),
+)
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        if STATIC_MANIFEST
+        else "django.contrib.staticfiles.storage.StaticFilesStorage"
+    },
+}
+# A reference in a third-party stylesheet to a file its package does not ship (source maps) must
+# not fail collectstatic.
+WHITENOISE_MANIFEST_STRICT = False
 
 # Uploads are streamed to a temporary file, never held in memory.
 FILE_UPLOAD_MAX_MEMORY_SIZE = 0
@@ -256,6 +283,8 @@ CELERY_TASK_DEFAULT_QUEUE = "control"
 CELERY_BROKER_TRANSPORT_OPTIONS = dict(BROKER_PRIORITY_OPTIONS)
 # How often the reconcilers look for lost messages and silent attempts.
 JOB_RECONCILE_SECONDS = env.float("JOB_RECONCILE_SECONDS", default=30.0)
+# How often the control worker sends the webhooks that are due (retries, and any its first send missed).
+WEBHOOK_SEND_SECONDS = env.float("WEBHOOK_SEND_SECONDS", default=30.0)
 CELERY_BEAT_SCHEDULE = {
     "jobs-redispatch-unclaimed": {
         "task": "training.jobs_redispatch_unclaimed",
@@ -267,6 +296,7 @@ CELERY_BEAT_SCHEDULE = {
     "datasets-operations-reconcile": {"task": "datasets.operations_reconcile", "schedule": 60.0},
     "datasets-uploads-expire": {"task": "datasets.uploads_expire", "schedule": 3600.0},
     "idempotency-records-expire": {"task": "idempotency.records_expire", "schedule": 3600.0},
+    "webhooks-deliveries-send": {"task": "webhooks.deliveries_send", "schedule": WEBHOOK_SEND_SECONDS},
 }
 # A job committed but not published within this many seconds is sent again
 # (the web process died in between, or the broker refused it).
@@ -285,6 +315,16 @@ WORKER_OFFLINE_AFTER_SECONDS = env.int("WORKER_OFFLINE_AFTER_SECONDS", default=6
 # A running job whose GPUs all show 0% utilization this long is flagged as idle.
 GPU_IDLE_FLAG_SECONDS = env.int("GPU_IDLE_FLAG_SECONDS", default=600)
 
+# Webhooks (controlplane.webhooks): never sent to loopback, private, link-local or other
+# non-public addresses, except to networks a site admin lists here ("10.0.0.0/8,192.168.1.5/32").
+WEBHOOK_ALLOWED_NETWORKS = env.list("WEBHOOK_ALLOWED_NETWORKS", default=[])
+WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=10.0)
+# After the first attempt fails, the next ones wait this long each (Standard Webhooks' schedule);
+# past the last, the delivery is failed and a person may redeliver it.
+WEBHOOK_RETRY_SECONDS = env.list(
+    "WEBHOOK_RETRY_SECONDS", cast=int, default=[5, 300, 1800, 7200, 18000, 36000, 36000]
+)
+
 # Idempotency-Key (controlplane.idempotency): how long a key and its answer are kept; how long a
 # retry waits for the first request with its key to finish before a 409; how long that first
 # request may run before it is presumed dead and a retry may run in its place.
@@ -295,6 +335,9 @@ IDEMPOTENCY_LEASE_SECONDS = env.int("IDEMPOTENCY_LEASE_SECONDS", default=300)
 # Where sweeps keep their Optuna studies: by default the control plane's own
 # PostgreSQL database (Optuna's tables beside ours), or a SQLite file in VAR_DIR.
 OPTUNA_STORAGE_URL = env.str("OPTUNA_STORAGE_URL", default="")
+# How often a running sweep's page refreshes its trials and charts (each refresh asks Optuna
+# to draw its four figures again).
+SWEEP_REFRESH_SECONDS = env.int("SWEEP_REFRESH_SECONDS", default=3)
 
 # The control plane's own door to MLflow (controlplane.tracking), trusted with the registry's
 # aliases. Nothing else should reach this address: people and workers go through the gate,
@@ -302,6 +345,8 @@ OPTUNA_STORAGE_URL = env.str("OPTUNA_STORAGE_URL", default="")
 MLFLOW_TRACKING_URI = env.str("MLFLOW_TRACKING_URI", default="http://127.0.0.1:5000")
 # Where a person's browser opens MLflow: the gate, on this same site.
 MLFLOW_PUBLIC_URL = env.str("MLFLOW_PUBLIC_URL", default="/mlflow")
+# Where people reach this site: the links back from MLflow runs to their job pages start here.
+PUBLIC_URL = env.str("TUNEYARD_PUBLIC_URL", default="http://localhost:8000")
 # Besides hub ids and the project's own MLflow runs and models, base models load
 # only from under these roots (workers.uris): absolute paths on the workers, or
 # object-store prefixes such as s3://bucket/models; comma-separated, none by

@@ -47,6 +47,14 @@ from controlplane.training.api import (
     WorkerHeartbeatApi,
     WorkerListApi,
 )
+from controlplane.webhooks.api import (
+    WebhookDeliveryDetailApi,
+    WebhookDeliveryListApi,
+    WebhookDetailApi,
+    WebhookListApi,
+    WebhookRedeliverApi,
+    WebhookSecretRotateApi,
+)
 
 api_v1 = [
     path("auth/token", TokenObtainApi.as_view(), name="api-token"),
@@ -107,6 +115,28 @@ api_v1 = [
         for action in ("pause", "resume", "stop", "add-trials", "rerun-failed")
     ),
     path("usage", UsageApi.as_view(), name="api-usage"),
+    path("webhooks", WebhookListApi.as_view(), name="api-webhooks"),
+    path("webhooks/<int:webhook_id>", WebhookDetailApi.as_view(), name="api-webhook"),
+    path(
+        "webhooks/<int:webhook_id>/rotate-secret",
+        WebhookSecretRotateApi.as_view(),
+        name="api-webhook-rotate-secret",
+    ),
+    path(
+        "webhooks/<int:webhook_id>/deliveries",
+        WebhookDeliveryListApi.as_view(),
+        name="api-webhook-deliveries",
+    ),
+    path(
+        "webhook-deliveries/<int:delivery_id>",
+        WebhookDeliveryDetailApi.as_view(),
+        name="api-webhook-delivery",
+    ),
+    path(
+        "webhook-deliveries/<int:delivery_id>/redeliver",
+        WebhookRedeliverApi.as_view(),
+        name="api-webhook-redeliver",
+    ),
     path("schema", SpectacularAPIView.as_view(), name="api-schema"),
     # The split view serves its start-up script as a file: the CSP allows no inline script.
     path("docs", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),

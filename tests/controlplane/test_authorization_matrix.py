@@ -18,11 +18,14 @@ import pytest
 from django.conf import settings
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
+from django.utils import timezone
 
 from controlplane.accounts.models import TokenScope
 from controlplane.accounts.services import api_token_create
 from controlplane.datasets.models import ChunkedUpload, DatasetOperation
 from controlplane.sweeps.models import Sweep
+from controlplane.webhooks.models import Delivery, Endpoint, Event
+from controlplane.webhooks.services import secret_new
 from tests.factories import job_make, model_version_make, promotion_make
 
 pytestmark = pytest.mark.django_db
@@ -100,6 +103,14 @@ def _project_objects(people, slug: str, owner: str) -> dict[str, object]:
     }
     token, _ = api_token_create(user=user, name="matrix", scopes=list(TokenScope))
     values["token_id"] = token.pk
+    endpoint = Endpoint.objects.create(
+        project=project, url="https://hooks.example.com/x", secret=secret_new(), created_by=user
+    )
+    event = Event.objects.create(project=project, key=f"matrix:{slug}", type="job.succeeded", data={})
+    delivery = Delivery.objects.create(
+        endpoint=endpoint, event=event, message_id=f"msg_matrix_{slug}", next_attempt_at=timezone.now()
+    )
+    values["webhook_id"], values["delivery_id"] = endpoint.pk, delivery.pk
     return values
 
 
