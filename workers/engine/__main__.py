@@ -17,6 +17,7 @@ import os  # noqa: E402
 import signal  # noqa: E402
 import sys  # noqa: E402
 import traceback  # noqa: E402
+import warnings  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -45,6 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # MLflow run's context manager, which then ends the run KILLED.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     _quiet_progress_bars()
+    library_warnings_once()
     rank_process = distributed.is_rank_process()
     if rank_process and not distributed.is_main():
         distributed.stdout_silence()
@@ -116,6 +118,22 @@ def _quiet_progress_bars() -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+
+
+def library_warnings_once() -> None:
+    """Each distinct warning once, on one line of its own: libraries repeat theirs at every call
+    (every step, every layer), which would bury the job's own output in its log."""
+    seen: set[tuple[type[Warning], str]] = set()
+
+    def show(message: Warning | str, category: type[Warning], *args: object, **kwargs: object) -> None:
+        key = (category, str(message))
+        if key not in seen:
+            seen.add(key)
+            # On stdout, as log text: stderr's last line is kept for the sentence of a failure.
+            print(f"warning: {category.__name__}: {message}", flush=True)
+
+    warnings.simplefilter("default")
+    warnings.showwarning = show
 
 
 if __name__ == "__main__":
