@@ -23,6 +23,8 @@ from controlplane.accounts.models import TOKEN_NAME_MAX, ApiToken, Membership, T
 from controlplane.accounts.requests import AuthenticatedRequest
 from controlplane.accounts.selectors import project_list
 from controlplane.errors import ValidationFailed, pydantic_parse
+from controlplane.paging import PARAMETERS as PAGE
+from controlplane.paging import page_answer
 
 
 class ErrorSerializer(serializers.Serializer):
@@ -38,9 +40,15 @@ ERRORS = {code: ErrorSerializer for code in (400, 403, 404)}
 
 
 def results_of(serializer: type[serializers.Serializer]) -> serializers.Serializer:
-    """The schema of a listing: ``{"results": [...]}`` of ``serializer``'s rows."""
+    """The schema of a listing: ``{"results": [...], "next": url | null}`` of ``serializer``'s rows."""
     name = serializer.__name__.removesuffix("Serializer")
-    return inline_serializer(f"{name}List", fields={"results": serializer(many=True)})
+    return inline_serializer(
+        f"{name}List",
+        fields={
+            "results": serializer(many=True),
+            "next": serializers.URLField(allow_null=True, help_text="the next page; null on the last"),
+        },
+    )
 
 
 class ProjectSerializer(serializers.Serializer):
@@ -51,14 +59,27 @@ class ProjectSerializer(serializers.Serializer):
 
 
 class ProjectListApi(APIView):
-    @extend_schema(operation_id="api_v1_projects_list", responses={200: results_of(ProjectSerializer)})
+    @extend_schema(
+        operation_id="api_v1_projects_list", parameters=PAGE, responses={200: results_of(ProjectSerializer)}
+    )
     def get(self, request: AuthenticatedRequest) -> Response:
         roles = dict(Membership.objects.filter(user=request.user).values_list("project_id", "role"))
-        rows = [
-            {"slug": p.slug, "name": p.name, "role": roles[p.pk], "dispatch_paused": p.dispatch_paused}
-            for p in project_list(user=request.user)
-        ]
-        return Response({"results": ProjectSerializer(rows, many=True).data})
+
+        def rows(projects: list[Any]) -> Any:
+            return ProjectSerializer(
+                [
+                    {
+                        "slug": p.slug,
+                        "name": p.name,
+                        "role": roles[p.pk],
+                        "dispatch_paused": p.dispatch_paused,
+                    }
+                    for p in projects
+                ],
+                many=True,
+            ).data
+
+        return Response(page_answer(request, project_list(user=request.user), rows, newest_first=False))
 
 
 # --- API tokens ----------------------------------------------------------------
@@ -176,10 +197,12 @@ class TokenObtainApi(APIView):
 
 
 class ApiTokenListApi(APIView):
-    @extend_schema(operation_id="api_v1_tokens_list", responses={200: results_of(ApiTokenSerializer)})
+    @extend_schema(
+        operation_id="api_v1_tokens_list", parameters=PAGE, responses={200: results_of(ApiTokenSerializer)}
+    )
     def get(self, request: AuthenticatedRequest) -> Response:
-        tokens = selectors.api_token_list(user=request.user)[:200]
-        return Response({"results": ApiTokenSerializer(tokens, many=True).data})
+        tokens = selectors.api_token_list(user=request.user)
+        return Response(page_answer(request, tokens, lambda rows: ApiTokenSerializer(rows, many=True).data))
 
     @extend_schema(request=TokenCreateRequest, responses={201: ApiTokenCreatedSerializer, **ERRORS})
     def post(self, request: AuthenticatedRequest) -> Response:

@@ -30,6 +30,8 @@ from controlplane.datasets.models import ChunkedUpload, DatasetOperation, Operat
 from controlplane.datasets.preview import version_rows
 from controlplane.datasets.services import uploads
 from controlplane.errors import ValidationFailed, pydantic_parse
+from controlplane.paging import PARAMETERS as PAGE
+from controlplane.paging import page_answer
 
 
 class DatasetVersionSerializer(serializers.Serializer):
@@ -89,13 +91,15 @@ class DatasetVersionListApi(APIView):
 
     @extend_schema(
         operation_id="api_v1_datasets_list",
-        parameters=[OpenApiParameter("project", str, required=True)],
+        parameters=[OpenApiParameter("project", str, required=True), *PAGE],
         responses={200: results_of(DatasetVersionSerializer), **ERRORS},
     )
     def get(self, request: AuthenticatedRequest) -> Response:
         project = project_from_request(request)
         versions = selectors.dataset_version_list(project=project)
-        return Response({"results": DatasetVersionSerializer(versions, many=True).data})
+        return Response(
+            page_answer(request, versions, lambda rows: DatasetVersionSerializer(rows, many=True).data)
+        )
 
     @extend_schema(request={"multipart/form-data": IngestRequest}, responses=INGESTED)
     def post(self, request: AuthenticatedRequest) -> Response:

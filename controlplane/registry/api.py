@@ -14,6 +14,8 @@ from controlplane.accounts.requests import AuthenticatedRequest
 from controlplane.accounts.selectors import project_get
 from controlplane.api_common import Id, RequestModel, body_parse, project_from_request
 from controlplane.errors import ValidationFailed
+from controlplane.paging import PARAMETERS as PAGE
+from controlplane.paging import page_answer
 from controlplane.registry import selectors, services
 from controlplane.registry.models import Target
 from controlplane.training.selectors import job_get
@@ -93,13 +95,15 @@ PROJECT = OpenApiParameter("project", str, required=True)
 class ModelVersionListApi(APIView):
     @extend_schema(
         operation_id="api_v1_model_versions_list",
-        parameters=[PROJECT],
+        parameters=[PROJECT, *PAGE],
         responses={200: results_of(ModelVersionSerializer), **ERRORS},
     )
     def get(self, request: AuthenticatedRequest) -> Response:
         project = project_from_request(request)
         versions = selectors.model_version_list(project=project)
-        return Response({"results": ModelVersionSerializer(versions, many=True).data})
+        return Response(
+            page_answer(request, versions, lambda rows: ModelVersionSerializer(rows, many=True).data)
+        )
 
     @extend_schema(
         request=ModelVersionRequest,
@@ -140,13 +144,15 @@ class PromotionDetailApi(APIView):
 class PromotionListApi(APIView):
     @extend_schema(
         operation_id="api_v1_promotions_list",
-        parameters=[PROJECT],
+        parameters=[PROJECT, *PAGE],
         responses={200: results_of(PromotionSerializer), **ERRORS},
     )
     def get(self, request: AuthenticatedRequest) -> Response:
         project = project_from_request(request)
         promotions = selectors.promotion_list(project=project)
-        return Response({"results": PromotionSerializer(promotions, many=True).data})
+        return Response(
+            page_answer(request, promotions, lambda rows: PromotionSerializer(rows, many=True).data)
+        )
 
     @extend_schema(
         request=PromotionRequest, responses={201: PromotionSerializer, **ERRORS, 409: ErrorSerializer}
@@ -202,6 +208,7 @@ class DeploymentListApi(APIView):
             OpenApiParameter("target", str, OpenApiParameter.PATH, enum=Target.values),
             OpenApiParameter("project", str, description="only this project's"),
             OpenApiParameter("model", str, description="only this model's"),
+            *PAGE,
         ],
         responses={200: results_of(DeploymentSerializer), **ERRORS},
     )
@@ -213,4 +220,6 @@ class DeploymentListApi(APIView):
         deployments = selectors.deployment_list(user=request.user, target=target, project=project)
         if model := request.query_params.get("model"):
             deployments = deployments.filter(model_name=model)
-        return Response({"results": DeploymentSerializer(deployments, many=True).data})
+        return Response(
+            page_answer(request, deployments, lambda rows: DeploymentSerializer(rows, many=True).data)
+        )

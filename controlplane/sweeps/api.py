@@ -25,6 +25,8 @@ from controlplane.api_common import (
     project_from_request,
 )
 from controlplane.errors import pydantic_parse
+from controlplane.paging import PARAMETERS as PAGE
+from controlplane.paging import page_answer
 from controlplane.sweeps import raysweeps, selectors, services
 from controlplane.sweeps.models import Backend, Direction, Pruner, Sampler, Sweep, SweepStatus, Trial
 from controlplane.sweeps.services import MAX_TRIALS
@@ -110,12 +112,13 @@ def _detail(sweep: Sweep) -> dict[str, Any]:
 class SweepListApi(APIView):
     @extend_schema(
         operation_id="api_v1_sweeps_list",
-        parameters=[OpenApiParameter("project", str, required=True)],
+        parameters=[OpenApiParameter("project", str, required=True), *PAGE],
         responses={200: results_of(SweepSerializer), **ERRORS},
     )
     def get(self, request: AuthenticatedRequest) -> Response:
         project = project_from_request(request)
-        return Response({"results": SweepSerializer(selectors.sweep_list(project=project), many=True).data})
+        sweeps = selectors.sweep_list(project=project)
+        return Response(page_answer(request, sweeps, lambda rows: SweepSerializer(rows, many=True).data))
 
     @extend_schema(request=SweepRequest, responses={201: SweepDetailSerializer, **ERRORS})
     def post(self, request: AuthenticatedRequest) -> Response:

@@ -35,6 +35,8 @@ from controlplane.api_common import (
     query_parse,
 )
 from controlplane.errors import ValidationFailed, pydantic_parse
+from controlplane.paging import PARAMETERS as PAGE
+from controlplane.paging import page_answer
 from controlplane.training import credentials, selectors, services, waiting
 from controlplane.training.models import Job, JobKind, JobStatus
 from controlplane.training.selectors import RUNS_PAGE_DEFAULT, RUNS_PAGE_MAX, JobFilters, JobOrder, ValueRange
@@ -263,13 +265,17 @@ PROJECT = OpenApiParameter("project", str, required=True)
 class BaseModelListApi(APIView):
     @extend_schema(
         operation_id="api_v1_base_models_list",
-        parameters=[PROJECT],
+        parameters=[PROJECT, *PAGE],
         responses={200: results_of(BaseModelSerializer), **ERRORS},
     )
     def get(self, request: AuthenticatedRequest) -> Response:
         project = project_from_request(request)
         models = selectors.base_model_list(project=project)
-        return Response({"results": BaseModelSerializer(models, many=True).data})
+        return Response(
+            page_answer(
+                request, models, lambda rows: BaseModelSerializer(rows, many=True).data, newest_first=False
+            )
+        )
 
     @extend_schema(
         request=BaseModelRequest, responses={201: BaseModelSerializer, **ERRORS, 409: ErrorSerializer}
@@ -730,7 +736,9 @@ class WorkerListApi(APIView):
                         "other_running_jobs": row["hidden_jobs"],
                     }
                     for row in rows
-                ]
+                ],
+                # The workers are few and all shown: one page.
+                "next": None,
             }
         )
 

@@ -10,7 +10,7 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from controlplane.accounts.api import ERRORS
+from controlplane.accounts.api import ERRORS, results_of
 from controlplane.accounts.models import Role
 from controlplane.accounts.requests import AuthenticatedRequest
 from controlplane.api_common import (
@@ -22,6 +22,8 @@ from controlplane.api_common import (
     project_from_request,
     query_parse,
 )
+from controlplane.paging import PARAMETERS as PAGE
+from controlplane.paging import page_answer
 from controlplane.webhooks import selectors, services
 from controlplane.webhooks.models import EventType
 
@@ -100,16 +102,17 @@ CURSOR = OpenApiParameter("cursor", int, required=False, description="from the p
 class WebhookListApi(APIView):
     @extend_schema(
         operation_id="api_v1_webhooks_list",
-        parameters=[PROJECT],
-        responses={
-            200: inline_serializer("WebhookList", {"results": EndpointSerializer(many=True)}),
-            **ERRORS,
-        },
+        parameters=[PROJECT, *PAGE],
+        responses={200: results_of(EndpointSerializer), **ERRORS},
     )
     def get(self, request: AuthenticatedRequest) -> Response:
         project = project_from_request(request, role=Role.ADMIN)
         rows = selectors.endpoint_list(project=project).select_related("project", "created_by")
-        return Response({"results": EndpointSerializer(rows, many=True).data})
+        return Response(
+            page_answer(
+                request, rows, lambda page: EndpointSerializer(page, many=True).data, newest_first=False
+            )
+        )
 
     @extend_schema(request=EndpointCreateRequest, responses={201: EndpointSecretSerializer, **ERRORS})
     def post(self, request: AuthenticatedRequest) -> Response:

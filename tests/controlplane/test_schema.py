@@ -90,7 +90,7 @@ def _answer(schema: dict, path: str, method: str, code: int) -> dict:
     "path, method, code, component",
     [
         ("/api/v1/jobs/{job_id}", "get", 200, "JobDetail"),
-        ("/api/v1/jobs", "post", 201, "Job"),
+        ("/api/v1/jobs", "post", 201, "JobCreated"),
         ("/api/v1/sweeps/{sweep_id}", "get", 200, "SweepDetail"),
         ("/api/v1/auth/token", "post", 200, "ApiTokenCreated"),
         ("/api/v1/datasets", "post", 202, "DatasetOperation"),
