@@ -8,7 +8,6 @@ import datetime as dt
 import os
 import re
 import secrets
-import statistics
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -298,60 +297,3 @@ def test_plotly_is_served_compressed_under_a_hashed_name_with_a_long_cache_life(
     assert httpx.get(f"{production_web}/favicon.ico", follow_redirects=True).status_code == 200
     context.close()
     assert violations == []
-
-
-_TIMING = """() => {
-  const n = performance.getEntriesByType("navigation")[0];
-  const plotly = performance.getEntriesByType("resource").find((r) => r.name.includes("plotly"));
-  return {
-    load: n.loadEventEnd / 1000,
-    html: n.responseEnd / 1000,
-    plotly_bytes: plotly ? plotly.transferSize : null,
-    plotly_s: plotly ? (plotly.responseEnd - plotly.startTime) / 1000 : null,
-  };
-}"""
-
-
-def _load_timings(browser, base: str, paths: list[str], runs: int = 3) -> dict[str, dict]:
-    """For each of ``runs`` fresh browser contexts (an empty cache, only the session cookie): the
-    timings of opening ``paths[0]`` (the first load) and then ``paths[1]`` (a next chart page, with
-    what the first left in the cache). Medians over the runs."""
-    samples: dict[str, list[dict]] = {"first": [], "next": []}
-    for _ in range(runs):
-        context = browser.new_context(viewport=DESKTOP)
-        log_in(context.new_page(), base, "alice")
-        fresh = browser.new_context(viewport=DESKTOP, storage_state=context.storage_state())
-        context.close()
-        page = fresh.new_page()
-        for key, path in zip(("first", "next"), paths, strict=True):
-            page.goto(f"{base}{path}", wait_until="load")
-            samples[key].append(page.evaluate(_TIMING))
-        fresh.close()
-    return {
-        key: {
-            name: statistics.median(sample[name] for sample in runs_) if runs_[0][name] is not None else None
-            for name in runs_[0]
-        }
-        for key, runs_ in samples.items()
-    }
-
-
-@pytest.mark.skipif(
-    not os.environ.get("TUNEYARD_MEASURE_STATIC"), reason="run with TUNEYARD_MEASURE_STATIC=1"
-)
-def test_measure_first_load_of_a_chart_page_before_and_after(browser, people, tmp_path):
-    """Not a check: prints the load of a job page (Plotly) served by gunicorn with plain static files
-    and with hashed, compressed, long-cached ones: the first load with an empty cache, then the next
-    job page."""
-    jobs = [job_make(people["demo"], people["alice"]) for _ in range(2)]
-    paths = [f"/jobs/{job.pk}/" for job in jobs]
-    for manifest in (False, True):
-        (tmp_path / f"manifest-{manifest}").mkdir()
-        web = _web(tmp_path / f"manifest-{manifest}", manifest=manifest)
-        base = next(web)
-        try:
-            timings = _load_timings(browser, base, paths)
-        finally:
-            web.close()
-        label = "hashed + gzip + immutable" if manifest else "plain names, uncompressed"
-        print(f"\n{label}: {timings}")
