@@ -67,9 +67,10 @@ def test_creating_publishing_and_claiming_a_job_cost_a_fixed_few_statements(
         spec = job_claim(job_id=job.pk, attempt=1, worker="w1")
     assert spec.model_dump(mode="json") == job.spec  # the spec is built once, at the publish
 
-    # Project with the caller's role, base model, dataset version; in one
-    # transaction the project's lock, the job, its event and its parameters (the runs table's sort).
-    assert len(created) == 9, [q["sql"][:80] for q in created]
+    # Project with the caller's role, base model, dataset version, the workers that read its queue
+    # (training.preflight); in one transaction the project's lock, the job, its event and its
+    # parameters (the runs table's sort).
+    assert len(created) == 10, [q["sql"][:80] for q in created]
     # The spec stored before the send, then the publish recorded after it.
     assert len(published) == 2, [q["sql"][:80] for q in published]
     # The job with its project, then the fenced transition (its read, the update, the event).
