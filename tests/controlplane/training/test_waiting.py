@@ -60,7 +60,9 @@ def test_a_job_on_a_queue_no_online_worker_reads_says_so_with_the_queues_served(
     assert job.waiting_reason == "" and job.published_at is not None  # still sent, for that worker
 
 
-def test_with_no_worker_online_the_line_says_so_and_a_hold_keeps_its_own_reason(people):
+def test_with_no_worker_online_the_line_says_so_and_a_hold_keeps_its_own_reason(people, settings):
+    # Whatever workers this session runs (they heartbeat every second): none counts as online.
+    settings.WORKER_OFFLINE_AFTER_SECONDS = -3600
     job = job_make(people["demo"], people["alice"])
     assert f"no online worker reads queue {FACTORY_QUEUE}: no worker is online" in waiting_line(
         people, job.pk
