@@ -90,6 +90,7 @@ def main() -> int:
         DATABASE_URL=args.database_url,
         DJANGO_SETTINGS_MODULE="controlplane.settings",
         SECRET_KEY=secrets.token_urlsafe(32),
+        WORKER_TOKEN=secrets.token_urlsafe(32),
         DEBUG="false",
     )
     os.environ.update(env)
