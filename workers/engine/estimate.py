@@ -173,7 +173,12 @@ def training_estimate(
     gpus = training.resources.gpus
     row_tokens = min(tokens_per_row + 1, hyper.max_seq_length)  # + the eos the engine appends
     steps, examples = training_steps(
-        dataset_rows, hyper.batch_size, hyper.epochs, hyper.max_steps, training.resources.processes
+        dataset_rows,
+        hyper.batch_size,
+        hyper.epochs,
+        hyper.max_steps,
+        training.resources.processes,
+        hyper.gradient_accumulation_steps,
     )
     sizes: dict[str, Any] = {}
     if model_config is not None:
@@ -378,18 +383,20 @@ def lora_params(linear: Linear, r: int) -> int:
 
 
 def training_steps(
-    rows: int, batch_size: int, epochs: int, max_steps: int | None, processes: int
+    rows: int, batch_size: int, epochs: int, max_steps: int | None, processes: int, accumulation: int = 1
 ) -> tuple[int, int]:
     """Optimizer steps, and the examples they read (an example read twice counts twice).
 
-    Each process (one per GPU) takes ``batch_size`` examples a step, so a step
-    reads batch_size × processes examples; the Trainer's last batch of an epoch may be short.
+    Each process (one per GPU) takes ``batch_size`` examples a batch, and a step
+    sums ``accumulation`` batches; as the Trainer counts, an epoch's last step
+    may take fewer batches, and its last batch fewer examples.
     """
-    per_step = batch_size * max(processes, 1)
-    per_epoch = math.ceil(rows / per_step)
+    per_batch = batch_size * max(processes, 1)
+    batches = math.ceil(rows / per_batch)
+    per_epoch = max(math.ceil(batches / accumulation), 1)
     if max_steps is not None:
         whole, rest = divmod(max_steps, per_epoch)
-        return max_steps, whole * rows + min(rest * per_step, rows)
+        return max_steps, whole * rows + min(rest * per_batch * accumulation, rows)
     return per_epoch * epochs, rows * epochs
 
 

@@ -132,6 +132,16 @@ def test_steps_and_tokens_follow_the_trainer(tiny_model_dir: Path) -> None:
     )
     assert two_gpus.steps == 3 * math.ceil(100 / 16)
 
+    # Four batches to a step: 13 batches an epoch make 4 steps (the last one of a single batch).
+    accumulated = _estimate(
+        config,
+        {"hyperparameters": {**hyper, "gradient_accumulation_steps": 4}},
+        dataset_rows=100,
+        tokens_per_row=30.0,
+    )
+    assert accumulated.steps == 3 * math.ceil(math.ceil(100 / 8) / 4)
+    assert accumulated.tokens_total == 3 * 100 * 31
+
     capped = _estimate(
         config, {"hyperparameters": {**hyper, "max_steps": 5}}, dataset_rows=100, tokens_per_row=200.0
     )
