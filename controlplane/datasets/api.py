@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers, status
@@ -80,8 +81,15 @@ class DatasetOperationSerializer(serializers.Serializer):
 
 # What an upload answers, whole or in pieces.
 INGESTED = {
-    201: OpenApiResponse(DatasetVersionSerializer, description="A small file: stored, as this version."),
-    202: OpenApiResponse(DatasetOperationSerializer, description="A large file: the ingest to follow."),
+    201: OpenApiResponse(
+        DatasetVersionSerializer,
+        description="A small file: stored, as this version (its URL in the Location header).",
+    ),
+    202: OpenApiResponse(
+        DatasetOperationSerializer,
+        description="A large file: the ingest operation to poll (its URL in the Location header); "
+        "its dataset_version is set when it succeeds.",
+    ),
     **ERRORS,
 }
 
@@ -132,9 +140,17 @@ def ingest_request_parse(request: Request, model: type[IngestRequest]) -> Ingest
 def _ingest_response(operation: DatasetOperation) -> Response:
     """A small file answers 201 with its version (or its failure); a large one 202 with the operation."""
     if operation.status == OperationStatus.QUEUED:
-        return Response(DatasetOperationSerializer(operation).data, status=status.HTTP_202_ACCEPTED)
+        return Response(
+            DatasetOperationSerializer(operation).data,
+            status=status.HTTP_202_ACCEPTED,
+            headers={"Location": reverse("api-dataset-operation", args=[operation.pk])},
+        )
     version = services.dataset_operation_version(operation)
-    return Response(DatasetVersionSerializer(version).data, status=status.HTTP_201_CREATED)
+    return Response(
+        DatasetVersionSerializer(version).data,
+        status=status.HTTP_201_CREATED,
+        headers={"Location": reverse("api-dataset", args=[version.pk])},
+    )
 
 
 class DatasetVersionDetailApi(APIView):

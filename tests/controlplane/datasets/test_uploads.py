@@ -91,6 +91,7 @@ def test_a_good_file_becomes_version_one_as_parquet_in_mlflow_and_the_same_conte
     first = upload(api_for("alice"), GOOD, filename="train.jsonl")
     assert first.status_code == 201, first.content
     body = first.json()
+    assert first.headers["Location"] == f"/api/v1/datasets/{body['id']}"
     assert (body["version"], body["row_count"], body["format"], body["source_format"]) == (
         1,
         2,
@@ -177,6 +178,7 @@ def test_token_lengths_are_measured_with_a_base_models_tokenizer_and_long_rows_r
     measured = upload(api_for("alice"), GOOD, tokenizer=str(base.pk))
     # Loading a tokenizer is the control worker's job, even for a small file.
     assert measured.status_code == 202, measured.content
+    assert measured.headers["Location"] == f"/api/v1/dataset-operations/{measured.json()['id']}"
     assert dataset_operation_run(measured.json()["id"]) == "succeeded", DatasetOperation.objects.get().message
     tokens = DatasetVersion.objects.get().stats["tokens"]
     assert tokens["sampled_rows"] == 2 and 0 < tokens["min"] <= tokens["max"] < 30
