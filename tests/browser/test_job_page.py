@@ -97,3 +97,33 @@ def test_a_job_page_charts_every_metric_live_and_links_what_it_used(browser, peo
     assert overflow_px(phone) == 0
     assert not violations, violations
     context.close()
+
+
+def test_a_job_on_a_queue_no_online_worker_reads_says_so_and_changes_when_one_comes(
+    browser, people, live_server, settings
+):
+    """Defect 5: such a job said "waiting for a free worker" forever."""
+    from playwright.sync_api import expect
+
+    from controlplane.training.models import Worker
+    from tests.factories import FACTORY_QUEUE
+
+    settings.WORKER_OFFLINE_AFTER_SECONDS = 60
+    # Whatever else this session runs, a worker on "gpu" and none on the job's queue is online.
+    Worker.objects.create(name="w-gpu", host="h", queues=["gpu"], last_seen=timezone.now())
+    job = job_make(people["demo"], people["alice"])
+    context = browser.new_context(viewport=PHONE)
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    log_in(page, live_server.url, "alice")
+    page.goto(f"{live_server.url}/jobs/{job.pk}/")
+    waiting = page.locator("#job-waiting")
+    expect(waiting).to_contain_text(f"no online worker reads queue {FACTORY_QUEUE}; the queues served now:")
+    expect(waiting).to_contain_text("gpu")
+    assert "waiting for a free worker" not in waiting.inner_text()
+    assert overflow_px(page) == 0
+
+    # A worker of that queue comes online: the live panel says so without a reload.
+    Worker.objects.create(name="w-factory", host="h", queues=[FACTORY_QUEUE], last_seen=timezone.now())
+    expect(waiting).to_contain_text("waiting for a free worker on this queue")
+    context.close()
