@@ -28,6 +28,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.seed import page_times
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -123,19 +125,7 @@ def _fill() -> tuple[Any, dict[int, list[int]]]:
 
 
 def _measure(client, url: str, repeats: int) -> dict:
-    from django.db import connection
-    from django.test.utils import CaptureQueriesContext
-
-    for _ in range(3):
-        assert client.get(url).status_code == 200
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        response = client.get(url)
-        times.append(time.perf_counter() - start)
-        assert response.status_code == 200, response.content[:300]
-    with CaptureQueriesContext(connection) as captured:
-        client.get(url)
+    times, queries, response = page_times(client, url, repeats)
     html = response.content.decode()
     start = html.index(">", html.index('id="compare-data"')) + 1
     data = json.loads(html[start : html.index("</script>", start)])
@@ -143,7 +133,7 @@ def _measure(client, url: str, repeats: int) -> dict:
     return {
         "median_ms": round(statistics.median(times) * 1000, 1),
         "p90_ms": round(sorted(times)[int(len(times) * 0.9) - 1] * 1000, 1),
-        "queries": len(captured),
+        "queries": queries,
         "kb": round(len(response.content) / 1024),
         "max_points_per_curve": max(per_curve),
         "curves": len(per_curve),

@@ -32,6 +32,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.seed import page_times  # noqa: E402
+
 # (jobs, days of history)
 SIZES = ((100, 1), (10_000, 90))
 WORKERS, GPUS_PER_WORKER = 4, 8
@@ -198,23 +200,11 @@ def _fill(jobs_count: int, days: int) -> Any:
 
 
 def _measure(client, url: str, repeats: int) -> dict:
-    from django.db import connection
-    from django.test.utils import CaptureQueriesContext
-
-    for _ in range(3):
-        assert client.get(url).status_code == 200
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        response = client.get(url)
-        times.append(time.perf_counter() - start)
-        assert response.status_code == 200, response.content[:300]
-    with CaptureQueriesContext(connection) as captured:
-        client.get(url)
+    times, queries, response = page_times(client, url, repeats)
     return {
         "median_ms": round(statistics.median(times) * 1000, 1),
         "max_ms": round(max(times) * 1000, 1),
-        "queries": len(captured),
+        "queries": queries,
         "bytes": len(response.content),
     }
 

@@ -32,6 +32,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.seed import page_times  # noqa: E402
+
 SIZES = (100, 10_000)
 QUERY = "ordering=-metric.eval_loss&status=succeeded&kind=finetune&metric=eval_loss:0:5"
 
@@ -138,20 +140,8 @@ def _fill(size: int) -> None:
 
 
 def _measure(client, url: str, repeats: int) -> dict:
-    from django.db import connection
-    from django.test.utils import CaptureQueriesContext
-
-    for _ in range(3):
-        assert client.get(url).status_code == 200
-    times = []
-    for _ in range(repeats):
-        begin = time.perf_counter()
-        response = client.get(url)
-        times.append(time.perf_counter() - begin)
-        assert response.status_code == 200, response.content[:300]
-    with CaptureQueriesContext(connection) as captured:
-        client.get(url)
-    return {"times": times, "queries": len(captured), "bytes": len(response.content)}
+    times, queries, response = page_times(client, url, repeats)
+    return {"times": times, "queries": queries, "bytes": len(response.content)}
 
 
 def child(size: int, repeats: int, fill: bool) -> dict:

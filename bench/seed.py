@@ -51,3 +51,24 @@ def project_seed(tmp: Path, *, slug: str, rows: int) -> dict[str, Any]:
         "base": BaseModel.objects.create(project=project, name="tiny", uri=str(model_dir)),
         "version": version,
     }
+
+
+def page_times(client: Any, url: str, repeats: int) -> tuple[list[float], int, Any]:
+    """Ask ``url`` of a Django test ``client`` ``repeats`` times after a warm-up: the seconds each
+    took, the SQL queries one answer costs, and the last answer."""
+    import time
+
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    for _ in range(3):
+        assert client.get(url).status_code == 200
+    times = []
+    for _ in range(repeats):
+        begin = time.perf_counter()
+        response = client.get(url)
+        times.append(time.perf_counter() - begin)
+        assert response.status_code == 200, response.content[:300]
+    with CaptureQueriesContext(connection) as captured:
+        client.get(url)
+    return times, len(captured), response
