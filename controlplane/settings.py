@@ -94,6 +94,7 @@ INSTALLED_APPS = [
     "controlplane.experiments",
     "controlplane.dashboards",
     "controlplane.webhooks",
+    "controlplane.evidence",
     "controlplane.site",
     "controlplane.mlflow_gate",
 ]

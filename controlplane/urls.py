@@ -18,6 +18,7 @@ from controlplane.datasets.api import (
     DatasetVersionOperationsApi,
     DatasetVersionRowsApi,
 )
+from controlplane.evidence import urls as evidence_urls
 from controlplane.mlflow_gate.views import gate as mlflow_gate
 from controlplane.registry.api import (
     DeploymentListApi,
@@ -153,10 +154,12 @@ internal_v1 = [
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
+    path("api/v1/", include(evidence_urls.api_urlpatterns)),
     path("internal/v1/", include(internal_v1)),
     # MLflow's UI and API, behind Tuneyard's permissions (controlplane.mlflow_gate).
     re_path(r"^mlflow/?(?P<path>.*)$", mlflow_gate),
     path("", include("controlplane.pages")),
+    path("", include(evidence_urls.page_urlpatterns)),
 ]
 
 # Refusals from Django itself (an unknown URL, a body too large, an uncaught exception): JSON under

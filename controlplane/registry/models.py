@@ -48,6 +48,18 @@ class PromotionStatus(models.TextChoices):
     APPROVING = "approving"
     APPROVED = "approved"
     REJECTED = "rejected"
+    # Taken back by the person who asked, before anyone decided.
+    WITHDRAWN = "withdrawn"
+
+    @property
+    def is_open(self) -> bool:
+        return self in (PromotionStatus.REQUESTED, PromotionStatus.APPROVING)
+
+
+class PromotionKind(models.TextChoices):
+    PROMOTE = "promote"
+    # Back to a version that was deployed to the target before: governed like any promotion.
+    ROLLBACK = "rollback"
 
 
 class Promotion(models.Model):
@@ -57,6 +69,10 @@ class Promotion(models.Model):
     status = models.CharField(
         max_length=16, choices=PromotionStatus.choices, default=PromotionStatus.REQUESTED
     )
+    kind = models.CharField(max_length=16, choices=PromotionKind.choices, default=PromotionKind.PROMOTE)
+    # An admin's written reason for deciding past what would otherwise refuse it (a failing gate,
+    # or an emergency rollback without a second approver); empty when nothing was overridden.
+    override_reason = models.TextField(blank=True)
     requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     requested_at = models.DateTimeField(auto_now_add=True)
     comment = models.TextField(blank=True)
@@ -94,6 +110,21 @@ class PromotionEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.from_status or '-'} -> {self.to_status} by {self.actor}"
+
+
+class PromotionComment(models.Model):
+    """A remark on a request by anyone who can read it, before or after the decision."""
+
+    promotion = models.ForeignKey(Promotion, on_delete=models.CASCADE, related_name="comments")
+    author = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    at = models.DateTimeField(auto_now_add=True)
+    body = models.TextField(max_length=5000)
+
+    class Meta:
+        ordering = ["at", "pk"]
+
+    def __str__(self) -> str:
+        return f"{self.author} on {self.promotion_id}"
 
 
 class Deployment(models.Model):
