@@ -12,3 +12,10 @@ def approval_blockers(promotion: Promotion) -> list[str]:
 
 def promotion_changed(promotion_id: int, status: PromotionStatus) -> None:
     """On a decision, keep the gate's verdict (``GateCheck``) in the decision's transaction."""
+
+
+def gate_report(*, promotion: Promotion) -> object | None:
+    """Every rule of the promotion's gate with its figures and pass / fail / pending: the kept
+    ``GateCheck`` once decided, computed from committed data before. None when no policy applies.
+    Rendered by ``evidence/_gates.html`` as ``gate_report``."""
+    return None
