@@ -5,14 +5,24 @@ BIN := $(VENV)/bin
 
 .PHONY: up test lint schema check-compose clean
 
-# The virtual environment, rebuilt when pyproject.toml changes. torch is pinned
-# to the CPU build in pyproject.toml; an unpinned one pulls a multi-GB CUDA build.
-$(VENV)/.installed: pyproject.toml client/pyproject.toml
+# The virtual environment of a developer's machine (both roles and the test tools), rebuilt when
+# the dependencies change, at the tested versions of constraints.txt. torch is held there at the
+# CPU build's version; an unconstrained one pulls a multi-GB CUDA build.
+$(VENV)/.installed: pyproject.toml constraints.txt client/pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "Tuneyard needs $(PYTHON) on PATH"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]' -e ./client
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]' -e ./client
 	touch $@
+
+# After changing a dependency in pyproject.toml: install it, check, and write the versions tested.
+.PHONY: constraints
+constraints:
+	$(BIN)/pip install --quiet -e '.[dev]' -e ./client
+	$(BIN)/pip check
+	{ sed -n '/^#/p' constraints.txt; $(BIN)/pip freeze --exclude-editable \
+	  | sed 's/^torch==\([0-9.]*\)+cpu$$/torch==\1/' | grep -v '^tuneyard'; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
 
 up: $(VENV)/.installed
 	$(BIN)/python infra/run_local.py
