@@ -60,7 +60,9 @@ class ProjectSerializer(serializers.Serializer):
 
 class ProjectListApi(APIView):
     @extend_schema(
-        operation_id="api_v1_projects_list", parameters=PAGE, responses={200: results_of(ProjectSerializer)}
+        operation_id="api_v1_projects_list",
+        parameters=PAGE,
+        responses={200: results_of(ProjectSerializer), 400: ErrorSerializer},
     )
     def get(self, request: AuthenticatedRequest) -> Response:
         roles = dict(Membership.objects.filter(user=request.user).values_list("project_id", "role"))
@@ -198,7 +200,9 @@ class TokenObtainApi(APIView):
 
 class ApiTokenListApi(APIView):
     @extend_schema(
-        operation_id="api_v1_tokens_list", parameters=PAGE, responses={200: results_of(ApiTokenSerializer)}
+        operation_id="api_v1_tokens_list",
+        parameters=PAGE,
+        responses={200: results_of(ApiTokenSerializer), 400: ErrorSerializer},
     )
     def get(self, request: AuthenticatedRequest) -> Response:
         tokens = selectors.api_token_list(user=request.user)

@@ -22,6 +22,16 @@ HEADER = {
 }
 
 
+# What the key's misuse answers, on every operation that takes one (the header's description says when).
+_REFUSAL = {
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+}
+REFUSALS = {
+    "409": {**_REFUSAL, "description": "The first request with this Idempotency-Key is still running."},
+    "422": {**_REFUSAL, "description": "This Idempotency-Key was first used with another request."},
+}
+
+
 def idempotency_key_document(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
     """drf-spectacular postprocessing hook."""
     for path, operations in result.get("paths", {}).items():
@@ -30,4 +40,7 @@ def idempotency_key_document(result: dict[str, Any], **kwargs: Any) -> dict[str,
         for method, operation in operations.items():
             if method.upper() in STATE_CHANGING:
                 operation.setdefault("parameters", []).append(HEADER)
+                responses = operation.setdefault("responses", {})
+                for status, refusal in REFUSALS.items():
+                    responses.setdefault(status, refusal)
     return result
