@@ -480,6 +480,71 @@ class EvaluationMetric(StrEnum):
     ROUGE = "rouge"  # ROUGE-1, ROUGE-2 and ROUGE-L of generation against references
     EXACT_MATCH = "exact_match"  # generation against references
     MULTIPLE_CHOICE = "multiple_choice"  # accuracy by log-likelihood
+    ANSWER_ACCURACY = "answer_accuracy"  # the answer extracted from a generation against the reference's
+
+
+class AnswerExtraction(StrEnum):
+    """Where in a generation the answer is (``AnswerConfig``)."""
+
+    WHOLE = "whole"  # the whole generation is the answer
+    REGEX = "regex"  # the one group of the first match of ``pattern``
+    LAST_NUMBER = "last_number"  # the last number written, GSM8K style ("... the answer is 42")
+    CHOICE_LETTER = "choice_letter"  # a standalone letter A, B, C... ("The answer is (B)")
+
+
+class AnswerComparison(StrEnum):
+    EXACT = "exact"  # equal after normalization (whitespace, and case with exact_match_ignore_case)
+    NUMERIC = "numeric"  # both read as numbers, at most ``tolerance`` apart
+
+
+class SpecialTokens(StrEnum):
+    """How texts scored by likelihood (multiple choice, perplexity) are tokenized.
+
+    ``tokenizer``: with the tokenizer's own special tokens (a Llama-style BOS),
+    as lm-evaluation-harness does since 0.4.9.2. ``none``: without them, as
+    lm-evaluation-harness does with ``add_bos_token=False`` (Tuneyard's scoring before).
+    """
+
+    TOKENIZER = "tokenizer"
+    NONE = "none"
+
+
+# A pattern runs on every generation: short, so it can be read, and timed out on the worker.
+ANSWER_PATTERN_MAX_CHARS = 200
+
+
+class AnswerConfig(_Frozen):
+    """How ``answer_accuracy`` reads the answer out of a generation and compares it with the reference.
+
+    The reference goes through the same extraction, falling back to the whole
+    reference where it finds nothing, so both "42" and GSM8K's "...\n#### 42" are the answer 42.
+    """
+
+    extraction: AnswerExtraction = AnswerExtraction.WHOLE
+    pattern: str | None = Field(default=None, min_length=1, max_length=ANSWER_PATTERN_MAX_CHARS)
+    comparison: AnswerComparison = AnswerComparison.EXACT
+    # Absolute: 0 asks for the same number (1,000 and 1000.0 are the same).
+    tolerance: float = Field(default=0.0, ge=0, le=1e12, allow_inf_nan=False)
+    # choice_letter: how many letters are choices (4: A to D).
+    choice_count: int = Field(default=4, ge=2, le=26)
+
+    @model_validator(mode="after")
+    def _pattern_fits(self) -> AnswerConfig:
+        if (self.extraction is AnswerExtraction.REGEX) != (self.pattern is not None):
+            raise ValueError("a 'pattern' is given with extraction 'regex', and only then")
+        if self.pattern is not None:
+            try:
+                compiled = re.compile(self.pattern)
+            except re.error as exc:
+                raise ValueError(f"the pattern is not a regular expression: {exc}") from None
+            if compiled.groups != 1:
+                raise ValueError(
+                    f"the pattern must have exactly one group, the answer, e.g. 'answer is (\\S+)'; "
+                    f"it has {compiled.groups}"
+                )
+        if self.tolerance and self.comparison is not AnswerComparison.NUMERIC:
+            raise ValueError("a 'tolerance' is for comparison 'numeric'")
+        return self
 
 
 class EvaluationConfig(_Frozen):
@@ -498,6 +563,10 @@ class EvaluationConfig(_Frozen):
     num_fewshot: int = Field(default=0, ge=0, le=64)
     # lm-evaluation-harness's default few-shot seed, so that its k-shot prompts and ours agree.
     seed: int = Field(default=1234, ge=0, le=2**32 - 1)
+    # Likelihood scoring's tokenization; the results' params say which was used.
+    special_tokens: SpecialTokens = SpecialTokens.TOKENIZER
+    # answer_accuracy's extraction and comparison (the whole answer, exactly, when left out).
+    answer: AnswerConfig | None = None
 
     @field_validator("metrics")
     @classmethod
@@ -510,8 +579,25 @@ class EvaluationConfig(_Frozen):
     def generates(self) -> bool:
         """Whether any chosen metric scores generated text."""
         return bool(
-            {EvaluationMetric.BLEU, EvaluationMetric.ROUGE, EvaluationMetric.EXACT_MATCH} & set(self.metrics)
+            {
+                EvaluationMetric.BLEU,
+                EvaluationMetric.ROUGE,
+                EvaluationMetric.EXACT_MATCH,
+                EvaluationMetric.ANSWER_ACCURACY,
+            }
+            & set(self.metrics)
         )
+
+    @property
+    def answer_config(self) -> AnswerConfig:
+        """How answer_accuracy reads answers: as asked, or the whole answer compared exactly."""
+        return self.answer if self.answer is not None else AnswerConfig()
+
+    @model_validator(mode="after")
+    def _answer_for_answer_accuracy(self) -> EvaluationConfig:
+        if self.answer is not None and EvaluationMetric.ANSWER_ACCURACY not in self.metrics:
+            raise ValueError("'answer' configures the answer_accuracy metric: add it to 'metrics'")
+        return self
 
 
 class ExportConfig(_Frozen):
@@ -603,6 +689,71 @@ class EvaluateConfig(_Frozen):
         return self
 
 
+# --- LLM-as-judge: an evaluate job whose model judges pairs of answers ---------
+
+JUDGE_RUBRIC_MAX_CHARS = 4000
+# A pair's texts come from evaluated rows (whose answers a run's table clips to 2000 characters).
+JUDGE_TEXT_MAX_CHARS = 20_000
+JUDGE_PAIRS_MAX = 2000
+
+
+class JudgeVerdict(StrEnum):
+    """A judge's verdict on one pair, after reading it in both orders."""
+
+    CHALLENGER = "challenger"  # preferred in both orders
+    CHAMPION = "champion"  # dispreferred in both orders
+    TIE = "tie"  # the two orders disagree: the judge followed the position, not the answers
+
+    @property
+    def score(self) -> float:
+        """The challenger's share of the pair: a win 1, a tie 0.5, a loss 0."""
+        return {JudgeVerdict.CHALLENGER: 1.0, JudgeVerdict.TIE: 0.5, JudgeVerdict.CHAMPION: 0.0}[self]
+
+
+JudgeText = Annotated[str, StringConstraints(max_length=JUDGE_TEXT_MAX_CHARS)]
+
+
+class JudgePair(_Frozen):
+    """One line of a judge job's input (JSONL): a prompt of an evaluated row and two answers to it.
+
+    ``answer_a`` is the challenger's, ``answer_b`` the champion's; the judge sees
+    them under labels of its own, in both orders.
+    """
+
+    row: int = Field(ge=0, le=2**31 - 1)  # the evaluated row the prompt came from
+    prompt: Annotated[str, StringConstraints(min_length=1, max_length=JUDGE_TEXT_MAX_CHARS)]
+    answer_a: JudgeText
+    answer_b: JudgeText
+
+
+class JudgeConfig(_Frozen):
+    """How a judge job judges: its rubric, and how it batches and bounds its prompts.
+
+    The pairs it judges are the job's input (``JobSpec.dataset_uris``, one JSONL of ``JudgePair``).
+    """
+
+    rubric: Annotated[
+        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=JUDGE_RUBRIC_MAX_CHARS)
+    ]
+    batch_size: int = Field(default=8, ge=1, le=1024)
+    # A prompt longer than this (or than the judge's context window) has its answers cut.
+    max_prompt_tokens: int = Field(default=2048, ge=128, le=131_072)
+
+
+class JudgeJobConfig(_Frozen):
+    """A judge job's stored config (``Job.config``); launched by the control plane, not by a person."""
+
+    judge: JudgeConfig
+    resources: Resources = Field(default_factory=Resources)
+
+    @model_validator(mode="after")
+    def _one_process(self) -> JudgeJobConfig:
+        # As an evaluation: one process, on at most one GPU.
+        if self.resources.launched or self.resources.gpus > 1:
+            raise ValueError("a judge runs in one process on at most one GPU")
+        return self
+
+
 class TrainedArtifactKind(StrEnum):
     ADAPTER = "adapter"  # peft weights, loaded on top of the base model
     MODEL = "model"  # a whole model (full fine-tuning), loaded in place of the base model
@@ -668,6 +819,8 @@ class JobSpec(_Frozen):
     evaluation: EvaluationConfig | None = None
     trained_artifact: TrainedArtifact | None = None
     fewshot_dataset_uri: str | None = Field(default=None, min_length=1)
+    # An evaluate job that judges the pairs at ``dataset_uris`` instead of scoring metrics.
+    judge: JudgeConfig | None = None
     # The attempt's MLflow run, as people find it there: named after the job, and tagged
     # beyond its id and project with what only the control plane knows (its creator as
     # ``mlflow.user``, its dataset version and base model, the job page's address).
@@ -687,8 +840,10 @@ class JobSpec(_Frozen):
                 "a Ray Tune sweep's trials train in one process each: leave out cpu_processes "
                 "and distributed, and ask for at most 1 GPU per trial"
             )
-        if (self.kind is JobKind.EVALUATE) != (self.evaluation is not None):
-            raise ValueError("an evaluate job, and only one, carries 'evaluation'")
+        # An evaluate job scores metrics ('evaluation') or judges pairs ('judge'): exactly one of them.
+        carried = (self.evaluation is not None) + (self.judge is not None)
+        if carried != (1 if self.kind is JobKind.EVALUATE else 0):
+            raise ValueError("an evaluate job, and only one, carries 'evaluation' or else 'judge'")
         if self.kind is not JobKind.EVALUATE and (self.trained_artifact or self.fewshot_dataset_uri):
             raise ValueError("only an evaluate job carries 'trained_artifact' or 'fewshot_dataset_uri'")
         return self

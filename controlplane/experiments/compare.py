@@ -222,12 +222,14 @@ def _numeric(metrics: dict[str, Any]) -> dict[str, float]:
 
 def run_evaluations(jobs: Sequence[Job]) -> dict[int, list[Job]]:
     """Each run's evaluations that finished with metrics: the run itself if it is one, else the
-    evaluate jobs of what it trained, the newest per dataset version."""
+    evaluate jobs of what it trained, the newest per dataset version. A finetune used as a judge
+    scores other models' answers, not itself: those jobs are left out."""
     evaluations: dict[int, list[Job]] = {job.pk: [] for job in jobs}
     children = (
         Job.objects.filter(
             source_job__in=[job.pk for job in jobs], kind=JobKind.EVALUATE, status=JobStatus.SUCCEEDED
         )
+        .exclude(config__has_key="judge")
         .select_related("dataset_version__dataset")
         .order_by("-created_at", "-pk")
     )

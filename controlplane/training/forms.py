@@ -66,6 +66,7 @@ METRIC_LABELS = {
     EvaluationMetric.ROUGE: "ROUGE",
     EvaluationMetric.EXACT_MATCH: "Exact match",
     EvaluationMetric.MULTIPLE_CHOICE: "Multiple choice",
+    EvaluationMetric.ANSWER_ACCURACY: "Answer accuracy",
 }
 
 

@@ -78,6 +78,9 @@ class Job(models.Model):
     fewshot_dataset_version = models.ForeignKey(
         DatasetVersion, on_delete=models.PROTECT, null=True, blank=True, related_name="fewshot_jobs"
     )
+    # A file the control plane wrote for this job, read in place of its dataset version's rows
+    # (a judge job's pairs, whose prompts came from those rows). Empty: the version's own file.
+    input_uri = models.CharField(max_length=2000, blank=True)
     queue = models.CharField(max_length=64)
     # Whole GPUs the job holds while it runs (from its config's resources).
     gpus = models.PositiveIntegerField(default=0)
@@ -149,6 +152,11 @@ class Job(models.Model):
     @property
     def is_evaluation(self) -> bool:
         return self.kind == JobKind.EVALUATE
+
+    @property
+    def is_judge(self) -> bool:
+        """Whether this evaluate job judges pairs of answers (its config is a JudgeJobConfig)."""
+        return self.kind == JobKind.EVALUATE and "judge" in self.config
 
     @property
     def is_evaluable(self) -> bool:

@@ -105,6 +105,10 @@ def evaluate_new(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
     if source is not None and source.kind != JobKind.EVALUATE:
         return _launch_page(project.slug, source.kind, source)
     initial = {"source_job": request.GET.get("source_job")} if request.GET.get("source_job") else {}
+    if source is not None and source.is_judge:
+        # Its pairs are two evaluations' answers, which only its suite collects.
+        messages.error(request, f"Job {source.pk} is a judge job, run by its suite; the form starts empty.")
+        source = None
     if source is not None:
         try:
             initial = EvaluateLaunchForm.initial_from(source)

@@ -1,5 +1,5 @@
 """MLflow runs are named after their jobs and tagged with who ran them on what, linked back to the job
-page; an evaluation's per-row answers are a table in its run that the control plane reads back."""
+page; an evaluation's per-row answers are a Parquet table in its run that the control plane reads back."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from controlplane import tracking as controlplane_tracking
 from controlplane.training.services import job_spec_build
 from tests.factories import job_make
 from workers.engine.evaluation.suite import PredictionRow
-from workers.engine.job import PREDICTIONS_FILE, attempt_run, predictions_table
+from workers.engine.job import PREDICTIONS_FILE, PREDICTIONS_FOLDER, attempt_run, predictions_parquet
 from workers.spec import JobSpec
 
 pytestmark = pytest.mark.django_db
@@ -67,24 +67,66 @@ def test_a_spec_from_before_run_names_still_names_its_run(people, tracked: Mlflo
     assert tracked.get_run(run.run_id).info.run_name == f"job-{job.pk}-attempt-1"
 
 
-def test_per_row_predictions_are_a_table_the_control_plane_reads_back(
+def test_per_row_predictions_are_a_parquet_table_the_control_plane_reads_back(
     people, tracked: MlflowClient, tmp_path: Path, capsys
 ):
     job = job_make(people["demo"], people["alice"])
     rows = [
-        PredictionRow(row=0, input="2+2=", prediction="4", reference="4", score=1.0),
+        PredictionRow(
+            row=0, input="2+2=", prediction="The answer is 4", reference="4", score=1.0, extracted="4"
+        ),
         PredictionRow(row=1, input="long " * 1000, prediction="5", reference="6", score=0.0),
     ]
+    folder = tmp_path / "table"
     with attempt_run(job_spec_build(job)) as run:
-        uri = run.log_table(predictions_table(rows), PREDICTIONS_FILE, tmp_path)
+        predictions_parquet(rows, folder / PREDICTIONS_FILE)
+        uri = f"{run.log_artifacts(folder, PREDICTIONS_FOLDER)}/{PREDICTIONS_FILE}"
         # A retried attempt logs into the same run: the table is replaced, not doubled.
-        run.log_table(predictions_table(rows), PREDICTIONS_FILE, tmp_path)
-    assert uri == f"runs:/{run.run_id}/{PREDICTIONS_FILE}"
+        run.log_artifacts(folder, PREDICTIONS_FOLDER)
+    assert uri == f"runs:/{run.run_id}/tables/predictions.parquet"
     read = controlplane_tracking.table_read(uri)
     assert [r["row"] for r in read] == [0, 1]
-    assert read[0] == {"row": 0, "input": "2+2=", "prediction": "4", "reference": "4", "score": 1.0}
+    assert read[0] == {
+        "row": 0,
+        "input": "2+2=",
+        "prediction": "The answer is 4",
+        "extracted": "4",
+        "reference": "4",
+        "score": 1.0,
+    }
+    assert read[1]["extracted"] is None
     assert len(read[1]["input"]) <= 2001  # long texts are cut
-    assert '"type": "table"' in tracked.get_run(run.run_id).data.tags["mlflow.loggedArtifacts"]
+
+
+def test_json_tables_logged_before_parquet_are_still_read(
+    people, tracked: MlflowClient, tmp_path: Path, capsys
+):
+    job = job_make(people["demo"], people["alice"])
+    table = {
+        "columns": ["row", "input", "prediction", "reference", "score"],
+        "data": [[0, "2+2=", "4", "4", 1.0]],
+    }
+    with attempt_run(job_spec_build(job)) as run:
+        uri = run.log_table(table, "predictions.json", tmp_path)
+    assert controlplane_tracking.table_read(uri) == [
+        {"row": 0, "input": "2+2=", "prediction": "4", "reference": "4", "score": 1.0}
+    ]
+
+
+def test_a_table_that_is_neither_parquet_nor_json_is_refused(
+    people, tracked: MlflowClient, tmp_path: Path, capsys
+):
+    job = job_make(people["demo"], people["alice"])
+    folder = tmp_path / "table"
+    folder.mkdir()
+    (folder / PREDICTIONS_FILE).write_bytes(b"PAR1 not really parquet")
+    (folder / "notes.txt").write_text("plain text")
+    with attempt_run(job_spec_build(job)) as run:
+        base = run.log_artifacts(folder, PREDICTIONS_FOLDER)
+    with pytest.raises(ValueError, match="not readable Parquet"):
+        controlplane_tracking.table_read(f"{base}/{PREDICTIONS_FILE}")
+    with pytest.raises(ValueError, match="neither Parquet nor JSON"):
+        controlplane_tracking.table_read(f"{base}/notes.txt")
 
 
 def test_the_control_plane_reads_tables_from_runs_only():

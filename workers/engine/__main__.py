@@ -58,6 +58,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from workers.engine.sweep import run_sweep
 
             run_sweep(spec, args.workdir)
+        elif spec.kind is JobKind.EVALUATE and spec.judge is not None:
+            from workers.engine.job import run_judge
+
+            run_judge(spec, args.workdir)
         elif spec.kind is JobKind.EVALUATE:
             # One process: an evaluation scores on the first of its GPUs.
             from workers.engine.job import run_evaluate

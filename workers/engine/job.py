@@ -25,7 +25,10 @@ from workers.uris import UriScope
 
 if TYPE_CHECKING:
     # Only a type here: the suite imports torch, which this module loads only once the data is read.
+    from transformers import PreTrainedTokenizerBase
+
     from workers.engine.evaluation.suite import PredictionRow
+    from workers.engine.methods import Model
 
 
 def run_job(spec: JobSpec, workdir: Path) -> None:
@@ -124,7 +127,8 @@ def run_evaluate(spec: JobSpec, workdir: Path) -> None:
         rows: list[TrainingRow] = []
         choice_rows: list[MultipleChoiceRow] = []
         fewshot_rows: list[MultipleChoiceRow] | None = None
-        if EvaluationMetric.MULTIPLE_CHOICE in config.metrics:
+        multiple_choice = EvaluationMetric.MULTIPLE_CHOICE in config.metrics
+        if multiple_choice or spec.dataset_format is DatasetSchema.MULTIPLE_CHOICE:
             choice_rows = read_multiple_choice_rows(dataset_paths(spec.dataset_uris, inputs, scope))
             if spec.fewshot_dataset_uri is not None:
                 fewshot_rows = read_multiple_choice_rows(
@@ -169,42 +173,73 @@ def run_evaluate(spec: JobSpec, workdir: Path) -> None:
         run.log_metrics(metrics, 0)
         artifacts: dict[str, str] = {}
         if predictions:
-            artifacts["predictions"] = run.log_table(
-                predictions_table(predictions), PREDICTIONS_FILE, workdir / "tables"
-            )
+            tables = workdir / "predictions-table"
+            predictions_parquet(predictions, tables / PREDICTIONS_FILE)
+            # The folder holds only this file: a retried attempt replaces it rather than adding one.
+            artifacts["predictions"] = f"{run.log_artifacts(tables, PREDICTIONS_FOLDER)}/{PREDICTIONS_FILE}"
     emit({"event": "result", "metrics": metrics, "artifacts": artifacts})
 
 
-# The evaluated rows' answers, as the run's table (the compare page reads it back).
-PREDICTIONS_FILE = "predictions.json"
-PREDICTION_COLUMNS = ("row", "input", "prediction", "reference", "score")
+# The evaluated rows' answers, as a Parquet file in the run (the compare page and the evidence
+# read it back through controlplane.tracking.table_read).
+PREDICTIONS_FOLDER = "tables"
+PREDICTIONS_FILE = "predictions.parquet"
+PREDICTION_COLUMNS = ("row", "input", "prediction", "extracted", "reference", "score")
 # Enough to compare by eye; a text longer than this is cut, so a run's table stays a few MB.
 PREDICTION_ROWS_MAX = 10_000
 PREDICTION_TEXT_MAX = 2000
 
 
 def predictions_table(rows: Sequence[PredictionRow]) -> dict[str, list]:
-    """MLflow's table layout (``columns`` and ``data``), bounded in rows and text length."""
+    """The rows column by column (``PREDICTION_COLUMNS``), bounded in rows and text length."""
 
-    def clip(text: str) -> str:
-        return text if len(text) <= PREDICTION_TEXT_MAX else text[:PREDICTION_TEXT_MAX] + "…"
+    def clip(text: str | None) -> str | None:
+        if text is None or len(text) <= PREDICTION_TEXT_MAX:
+            return text
+        return text[:PREDICTION_TEXT_MAX] + "…"
 
+    kept = rows[:PREDICTION_ROWS_MAX]
     return {
-        "columns": list(PREDICTION_COLUMNS),
-        "data": [
-            [r.row, clip(r.input), clip(r.prediction), clip(r.reference), r.score]
-            for r in rows[:PREDICTION_ROWS_MAX]
-        ],
+        "row": [r.row for r in kept],
+        "input": [clip(r.input) for r in kept],
+        "prediction": [clip(r.prediction) for r in kept],
+        "extracted": [clip(r.extracted) for r in kept],
+        "reference": [clip(r.reference) for r in kept],
+        "score": [r.score for r in kept],
     }
+
+
+def predictions_parquet(rows: Sequence[PredictionRow], path: Path) -> Path:
+    """``predictions_table`` written as Parquet at ``path``, with a fixed schema: an all-null column
+    (no answer extracted anywhere) keeps its type, so tables of several runs concatenate."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pa.schema(
+        [
+            ("row", pa.int64()),
+            ("input", pa.string()),
+            ("prediction", pa.string()),
+            ("extracted", pa.string()),
+            ("reference", pa.string()),
+            ("score", pa.float64()),
+        ]
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table(predictions_table(rows), schema=schema), path, compression="zstd")
+    return path
 
 
 def evaluation_params(spec: JobSpec) -> dict[str, object]:
-    """The evaluation config, the model and the data as flat params: ``metrics``, ``num_fewshot``…"""
+    """The evaluation config, the model and the data as flat params: ``metrics``, ``num_fewshot``,
+    ``special_tokens`` (how likelihoods were scored), ``answer.extraction``…"""
     assert spec.evaluation is not None
-    params: dict[str, object] = {
-        key: ",".join(value) if isinstance(value, list) else value
-        for key, value in spec.evaluation.model_dump(mode="json").items()
-    }
+    params: dict[str, object] = {}
+    for key, value in spec.evaluation.model_dump(mode="json").items():
+        if isinstance(value, dict):
+            params |= {f"{key}.{inner}": setting for inner, setting in value.items() if setting is not None}
+        elif value is not None:
+            params[key] = ",".join(value) if isinstance(value, list) else value
     params["base_model_uri"] = spec.base_model_uri
     if spec.trained_artifact is not None:
         params[f"{spec.trained_artifact.kind.value}_uri"] = spec.trained_artifact.uri
@@ -307,3 +342,87 @@ def _checkpoint_fetch(uri: str | None, dst: Path, scope: UriScope) -> Path | Non
     step = json.loads((local / "trainer_state.json").read_text())["global_step"]
     print(f"tuneyard: resuming from the checkpoint at step {step} ({uri})", flush=True)
     return local
+
+
+def run_judge(spec: JobSpec, workdir: Path) -> None:
+    """Judge the pairs at the spec's dataset URI with the model it names, as ``spec.judge`` says.
+
+    An evaluate job like ``run_evaluate``'s, in the same order (the run, the pairs,
+    the model); its metrics are the judge's and its table is each pair's verdict.
+    """
+    judge = spec.judge
+    assert judge is not None  # JobSpec guarantees it for a judge job
+    scope = uri_scope(spec)
+    with attempt_run(spec, {"tuneyard.kind": JobKind.EVALUATE.value, "tuneyard.judge": "true"}) as run:
+        run.log_params(judge_params(spec))
+        inputs = workdir / "inputs"
+        # Imported only now: the judge's scoring imports torch.
+        from workers.engine.evaluation.judge import judge_metrics, pairs_judge, pairs_read
+        from workers.engine.evaluation.suite import PredictionRow
+
+        files = dataset_paths(spec.dataset_uris, inputs, scope)
+        if len(files) != 1:
+            raise DatasetError(f"a judge job reads one file of pairs; its input has {len(files)}")
+        pairs = pairs_read(files[0])
+        tokenizer, model = evaluated_model_fetch(spec, inputs, scope)
+        print(f"tuneyard: judging {len(pairs)} pairs, each in both orders", flush=True)
+        judgements = pairs_judge(model, tokenizer, judge, pairs)
+        metrics = judge_metrics(judgements)
+        run.log_metrics(metrics, 0)
+        predictions = [
+            PredictionRow(
+                row=judgement.pair.row,
+                input=judgement.pair.prompt,
+                prediction=judgement.verdict.value,
+                reference="",
+                score=judgement.verdict.score,
+            )
+            for judgement in judgements
+        ]
+        # Written as run_evaluate writes its table, so the pages and the evidence read verdicts alike.
+        tables = workdir / "predictions-table"
+        predictions_parquet(predictions, tables / PREDICTIONS_FILE)
+        artifacts = {"predictions": f"{run.log_artifacts(tables, PREDICTIONS_FOLDER)}/{PREDICTIONS_FILE}"}
+    emit({"event": "result", "metrics": metrics, "artifacts": artifacts})
+
+
+def judge_params(spec: JobSpec) -> dict[str, object]:
+    """The judge's settings and model as flat params: ``judge.rubric``, ``judge.batch_size``…"""
+    assert spec.judge is not None
+    params: dict[str, object] = {f"judge.{key}": value for key, value in spec.judge.model_dump().items()}
+    params["base_model_uri"] = spec.base_model_uri
+    if spec.trained_artifact is not None:
+        params[f"{spec.trained_artifact.kind.value}_uri"] = spec.trained_artifact.uri
+    params["pairs_uri"] = ",".join(spec.dataset_uris)
+    return params
+
+
+def evaluated_model_fetch(
+    spec: JobSpec, inputs: Path, scope: UriScope
+) -> tuple[PreTrainedTokenizerBase, Model]:
+    """The tokenizer and the model an evaluate job scores with, downloaded under ``inputs``: the
+    base model, with the trained adapter on top, or the trained whole model in its place."""
+    artifact = spec.trained_artifact
+    artifact_dir = None
+    if artifact is not None:
+        local = download(artifact.uri, inputs / "trained", scope=scope)
+        if isinstance(local, str):
+            raise JobInputError(f"the trained artifact {artifact.uri!r} is not a path or an MLflow URI")
+        artifact_dir = local
+    # A whole trained model replaces its base, which then need not be downloaded at all.
+    whole = artifact is not None and artifact.kind is TrainedArtifactKind.MODEL
+    base_model = (
+        spec.base_model_uri if whole else download(spec.base_model_uri, inputs / "base-model", scope=scope)
+    )
+    # Imported only now: torch and transformers take seconds to load.
+    from workers.engine.evaluation.job import evaluated_model_load
+
+    return evaluated_model_load(
+        base_model,
+        spec.base_model_uri,
+        artifact_dir,
+        artifact.kind if artifact else None,
+        artifact.uri if artifact else "",
+        on_gpu=spec.config.resources.gpus > 0,
+        trust_remote_code=spec.trust_remote_code,
+    )

@@ -26,7 +26,7 @@ from controlplane.faults import DISPATCH_BEFORE_PUBLISH, fault_point
 from controlplane.training import broker, hooks
 from controlplane.training.models import Job, JobEvent, JobKind, JobStatus, broker_priority
 from controlplane.training.services.summaries import job_param_summary_write
-from workers.spec import DatasetSchema, EvaluateConfig, JobSpec, Resources, TrainingConfig
+from workers.spec import DatasetSchema, EvaluateConfig, JobSpec, JudgeJobConfig, Resources, TrainingConfig
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,18 @@ def job_spec_build(job: Job) -> JobSpec:
         "run_name": f"job {job.pk} · {job.name}"[:250],
         "run_tags": job_run_tags(job),
     }
-    if job.kind == JobKind.EVALUATE:
+    if job.is_judge:
+        judging = JudgeJobConfig.model_validate(job.config)
+        source = job.source_job
+        fields |= {
+            "config": TrainingConfig(resources=judging.resources),
+            "judge": judging.judge,
+            # The judge is a base model, or what a succeeded finetune trained (e.g. a deployed version).
+            "trained_artifact": source.trained_artifact if source is not None else None,
+            # The pairs to judge, which the control plane wrote; the version is where their prompts came from.
+            "dataset_uris": [job.input_uri],
+        }
+    elif job.kind == JobKind.EVALUATE:
         evaluate = EvaluateConfig.model_validate(job.config)
         source = job.source_job
         fields |= {

@@ -9,11 +9,13 @@ from controlplane.errors import Conflict, NotFound, ValidationFailed
 from controlplane.training.models import Job, JobKind, JobStatus
 from controlplane.training.selectors import base_model_get, dataset_version_get
 from controlplane.training.services.dispatch import job_insert
-from workers.spec import DatasetSchema, EvaluateConfig, EvaluationMetric
+from workers.spec import AnswerExtraction, DatasetSchema, EvaluateConfig, EvaluationMetric
 
 # Which dataset schemas each metric can score. Generation metrics need a prompt
 # and its reference answer; perplexity needs rows that read as text;
-# multiple-choice accuracy needs the choices apart.
+# multiple-choice accuracy needs the choices apart. Answer accuracy reads the
+# answer out of a generation: a prompt's reference answer, or a question's
+# choice letter (the question is asked with its choices lettered A, B, C...).
 _GENERATION_METRICS = (EvaluationMetric.BLEU, EvaluationMetric.ROUGE, EvaluationMetric.EXACT_MATCH)
 _METRIC_SCHEMAS: dict[EvaluationMetric, tuple[DatasetSchema, ...]] = {
     EvaluationMetric.PERPLEXITY: (
@@ -24,6 +26,11 @@ _METRIC_SCHEMAS: dict[EvaluationMetric, tuple[DatasetSchema, ...]] = {
     ),
     **dict.fromkeys(_GENERATION_METRICS, (DatasetSchema.INSTRUCTION, DatasetSchema.CHAT)),
     EvaluationMetric.MULTIPLE_CHOICE: (DatasetSchema.MULTIPLE_CHOICE,),
+    EvaluationMetric.ANSWER_ACCURACY: (
+        DatasetSchema.INSTRUCTION,
+        DatasetSchema.CHAT,
+        DatasetSchema.MULTIPLE_CHOICE,
+    ),
 }
 
 
@@ -104,6 +111,20 @@ def _evaluation_fits(config: EvaluateConfig, dataset: DatasetVersion, fewshot: D
             raise ValidationFailed(
                 f"{metric.value} needs a dataset of schema {' or '.join(schemas)}; "
                 f"{dataset} is {dataset.format}."
+            )
+    if (
+        dataset.format == DatasetSchema.MULTIPLE_CHOICE
+        and EvaluationMetric.ANSWER_ACCURACY in evaluation.metrics
+    ):
+        if evaluation.answer_config.extraction is not AnswerExtraction.CHOICE_LETTER:
+            raise ValidationFailed(
+                f"answer_accuracy on multiple-choice questions reads the chosen letter: set "
+                f"'answer.extraction' to choice_letter ({dataset} is {dataset.format})."
+            )
+        if len(evaluation.metrics) > 1:
+            raise ValidationFailed(
+                "answer_accuracy on multiple-choice questions is computed alone: launch the other metrics "
+                "as another evaluation."
             )
     choice = EvaluationMetric.MULTIPLE_CHOICE in evaluation.metrics
     if not choice:

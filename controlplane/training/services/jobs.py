@@ -138,6 +138,9 @@ def job_retry(*, job: Job, user: User) -> Job:
 
 def job_clone(*, job: Job, user: User) -> Job:
     """A new job with the same base model, dataset version and config."""
+    if job.is_judge:
+        # Its pairs are the answers of two evaluations, collected by the suite that launched it.
+        raise Conflict(f"Job {job.pk} judges answers its suite collected: run the suite again instead.")
     if job.kind == JobKind.EVALUATE:
         return evaluate_job_create(
             project=job.project,

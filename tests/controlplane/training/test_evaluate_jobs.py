@@ -165,6 +165,57 @@ def test_metrics_the_datasets_schema_cannot_give_are_400s_that_store_nothing(api
         _refused(alice, _body(data, **change), 400, words)
 
 
+def test_answer_accuracy_is_launched_on_prompts_and_on_lettered_questions(api_for, data):
+    gsm8k = {"metrics": ["answer_accuracy"], "answer": {"extraction": "last_number", "comparison": "numeric"}}
+    body = _body(data, dataset_version=data["instruction"].pk, config=_evaluation(**gsm8k))
+
+    response = api_for("alice").post("/api/v1/jobs", body, format="json")
+
+    assert response.status_code == 201, response.content
+    spec = services.job_spec_build(Job.objects.get(pk=response.json()["id"]))
+    assert spec.evaluation is not None and spec.evaluation.answer is not None
+    assert spec.evaluation.answer.extraction == "last_number"
+    # The scoring convention is stored with the job, so its results say how they were scored.
+    assert Job.objects.get(pk=response.json()["id"]).config["evaluation"]["special_tokens"] == "tokenizer"
+    letters = _evaluation(metrics=["answer_accuracy"], answer={"extraction": "choice_letter"})
+    assert (
+        api_for("alice").post("/api/v1/jobs", _body(data, config=letters), format="json").status_code == 201
+    )
+
+
+def test_answer_accuracy_settings_that_cannot_work_are_400s_that_store_nothing(api_for, data):
+    alice = api_for("alice")
+    answer = {"metrics": ["answer_accuracy"]}
+    cases = [
+        (
+            _evaluation(**answer, answer={"extraction": "regex"}),
+            "a 'pattern' is given with extraction 'regex'",
+        ),
+        (_evaluation(**answer, answer={"extraction": "regex", "pattern": "(a)(b)"}), "exactly one group"),
+        (_evaluation(**answer, answer={"extraction": "regex", "pattern": "(a"}), "not a regular expression"),
+        (
+            _evaluation(**answer, answer={"extraction": "regex", "pattern": "(a)" * 100}),
+            "at most 200 characters",
+        ),
+        (_evaluation(**answer, answer={"tolerance": 0.5}), "'tolerance' is for comparison 'numeric'"),
+        (_evaluation(**answer, answer={"choice_count": 27}), "less than or equal to 26"),
+        (_evaluation(metrics=["bleu"], answer={"extraction": "last_number"}), "add it to 'metrics'"),
+        (_evaluation(**answer, special_tokens="bos"), "special_tokens"),
+        # On questions the answer is a choice's letter, and the other metrics want other rows.
+        (_evaluation(**answer), "set 'answer.extraction' to choice_letter"),
+        (
+            _evaluation(
+                metrics=["answer_accuracy", "multiple_choice"], answer={"extraction": "choice_letter"}
+            ),
+            "computed alone",
+        ),
+    ]
+    for config, words in cases:
+        _refused(alice, _body(data, config=config), 400, words)
+    text = _evaluation(**answer)
+    _refused(alice, _body(data, dataset_version=data["text"].pk, config=text), 400, "answer_accuracy needs")
+
+
 def test_what_to_evaluate_must_be_a_succeeded_finetune_of_the_project(api_for, data, finetune, people):
     alice = api_for("alice")
     running = job_make(people["demo"], people["alice"])

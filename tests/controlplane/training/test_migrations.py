@@ -45,3 +45,20 @@ def test_a_ray_sweeps_driver_stored_as_a_finetune_becomes_a_sweep_driver_job(peo
 
     assert Job.objects.get(pk=driver.pk).kind == "sweep-driver"
     assert Job.objects.get(pk=plain.pk).kind == "finetune"
+
+
+def test_evaluations_stored_before_the_scoring_convention_say_they_scored_without_special_tokens(people):
+    migration = importlib.import_module(
+        "controlplane.training.migrations.0015_evaluations_scored_without_special_tokens"
+    )
+    old, new, plain = (job_make(people["demo"], people["alice"]) for _ in range(3))
+    Job.objects.filter(pk=old.pk).update(config={**old.config, "evaluation": {"metrics": ["perplexity"]}})
+    Job.objects.filter(pk=new.pk).update(
+        config={**new.config, "evaluation": {"metrics": ["perplexity"], "special_tokens": "tokenizer"}}
+    )
+
+    migration.scored_without_special_tokens(apps, None)
+
+    assert Job.objects.get(pk=old.pk).config["evaluation"]["special_tokens"] == "none"
+    assert Job.objects.get(pk=new.pk).config["evaluation"]["special_tokens"] == "tokenizer"
+    assert Job.objects.get(pk=plain.pk).config.get("evaluation") is None

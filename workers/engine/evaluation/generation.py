@@ -22,24 +22,34 @@ def generate(
     *,
     max_new_tokens: int,
     batch_size: int = 8,
+    min_new_tokens: int = 0,
 ) -> list[str]:
     """The text each prompt continues with, greedily, up to end-of-sequence or ``max_new_tokens`` tokens.
 
-    Only the continuation is returned, decoded without special tokens and
-    otherwise as is (leading spaces and newlines kept); the metrics normalize.
-    Prompts are tokenized as training tokenizes texts (the tokenizer's own
-    special tokens), so a prompt in the training template reads as in training.
+    Only the continuation is returned, in the prompts' order, decoded without
+    special tokens and otherwise as is (leading spaces and newlines kept); the
+    metrics normalize. Prompts are tokenized as training tokenizes texts (the
+    tokenizer's own special tokens), so a prompt in the training template reads
+    as in training. ``min_new_tokens`` holds end-of-sequence back that long
+    (a benchmark's equal work on every side).
+
+    Batches are made of prompts of similar length (sorted by it), so that
+    left padding, computed and thrown away at every step, stays small.
     """
     # model_load loads a causal LM, whose class mixes in GenerationMixin (PreTrainedModel itself
     # declares no generate), and a PeftModel has a generate of its own.
     assert isinstance(model, PeftModel | GenerationMixin)
-    config = _greedy(model, tokenizer, max_new_tokens)
+    config = _greedy(model, tokenizer, max_new_tokens, min_new_tokens)
     device = next(model.parameters()).device
-    predictions: list[str] = []
+    encoded = [tokenizer(prompt)["input_ids"] for prompt in prompts]
+    order = sorted(range(len(encoded)), key=lambda index: len(encoded[index]))
+    predictions: dict[int, str] = {}
     with inference(model):
-        for start in range(0, len(prompts), batch_size):
-            encoded = [tokenizer(prompt)["input_ids"] for prompt in prompts[start : start + batch_size]]
-            input_ids, attention_mask = _left_padded(encoded, config.pad_token_id)
+        for start in range(0, len(order), batch_size):
+            indices = order[start : start + batch_size]
+            input_ids, attention_mask = _left_padded(
+                [encoded[index] for index in indices], config.pad_token_id
+            )
             output = model.generate(
                 input_ids=input_ids.to(device),
                 attention_mask=attention_mask.to(device),
@@ -47,17 +57,21 @@ def generate(
             )
             # Left padding lines every prompt up to the same end, where the new tokens begin.
             new_tokens = output[:, input_ids.shape[1] :]
-            predictions.extend(tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
-    return predictions
+            texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+            predictions |= dict(zip(indices, texts, strict=True))
+    return [predictions[index] for index in range(len(prompts))]
 
 
-def _greedy(model: Model, tokenizer: PreTrainedTokenizerBase, max_new_tokens: int) -> GenerationConfig:
+def _greedy(
+    model: Model, tokenizer: PreTrainedTokenizerBase, max_new_tokens: int, min_new_tokens: int = 0
+) -> GenerationConfig:
     # A fresh config rather than the model's: a checkpoint's own sampling or
     # repetition settings would make the metrics depend on where it came from.
     # Its end-of-sequence ids are kept (some models stop on several tokens).
     eos = model.generation_config.eos_token_id
     return GenerationConfig(
         max_new_tokens=max_new_tokens,
+        min_new_tokens=min_new_tokens,
         do_sample=False,
         num_beams=1,
         eos_token_id=eos if eos is not None else tokenizer.eos_token_id,

@@ -17,10 +17,23 @@ from transformers import PreTrainedTokenizerBase
 from workers.engine import JobInputError
 from workers.engine.data import DatasetError, MultipleChoiceRow, TrainingRow
 from workers.engine.evaluation import EvaluationDataError
+from workers.engine.evaluation.answers import choice_letters
 from workers.engine.evaluation.multiple_choice import MultipleChoiceExample
-from workers.engine.evaluation.suite import EvaluationData, PredictionRow, evaluate, held_out_data
+from workers.engine.evaluation.suite import (
+    EvaluationData,
+    GenerationExample,
+    PredictionRow,
+    evaluate,
+    held_out_data,
+)
 from workers.engine.methods import BaseModelError, first_line, model_load
-from workers.spec import EvaluationConfig, EvaluationMetric, FullMethod, TrainedArtifactKind
+from workers.spec import (
+    AnswerExtraction,
+    EvaluationConfig,
+    EvaluationMetric,
+    FullMethod,
+    TrainedArtifactKind,
+)
 
 if TYPE_CHECKING:
     from workers.engine.methods import Model
@@ -71,6 +84,19 @@ def multiple_choice_example(row: MultipleChoiceRow) -> MultipleChoiceExample:
     return MultipleChoiceExample(f"Question: {row.question}\nAnswer:", row.choices, row.answer)
 
 
+def lettered_question(row: MultipleChoiceRow, number: int, choice_count: int) -> GenerationExample:
+    """A multiple-choice question asked to be answered by its letter, MMLU's generative way:
+    "Question: …\nA. …\nB. …\nAnswer:", the right choice's letter as the reference."""
+    letters = choice_letters(choice_count)
+    if len(row.choices) > len(letters):
+        raise DatasetError(
+            f"row {number} has {len(row.choices)} choices, more than the {len(letters)} letters "
+            f"answer.choice_count names: raise it to {len(row.choices)}"
+        )
+    listed = "".join(f"{letter}. {choice}\n" for letter, choice in zip(letters, row.choices, strict=False))
+    return GenerationExample(f"Question: {row.question}\n{listed}Answer:", (letters[row.answer],))
+
+
 def evaluation_data(
     config: EvaluationConfig,
     tokenizer: PreTrainedTokenizerBase,
@@ -82,7 +108,18 @@ def evaluation_data(
     """What the metrics run on: multiple-choice questions, or the texts and prompts of other rows.
 
     Without ``fewshot_rows`` the k-shot examples come from the questions themselves.
+    Multiple-choice rows under answer_accuracy are asked to be answered by letter.
     """
+    if choice_rows and EvaluationMetric.ANSWER_ACCURACY in config.metrics:
+        if config.answer_config.extraction is not AnswerExtraction.CHOICE_LETTER or len(config.metrics) > 1:
+            raise JobInputError(
+                "answer_accuracy on multiple-choice rows reads a choice letter, alone: "
+                "set answer.extraction to choice_letter and ask for no other metric"
+            )
+        count = config.answer_config.choice_count
+        return EvaluationData(
+            generation=[lettered_question(row, number, count) for number, row in enumerate(choice_rows, 1)]
+        )
     if EvaluationMetric.MULTIPLE_CHOICE in config.metrics:
         if len(config.metrics) > 1:
             # One dataset has one schema: multiple-choice rows have no text or reference to score otherwise.

@@ -10,8 +10,10 @@ from typing import TYPE_CHECKING
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from workers.engine import JobInputError
 from workers.engine.data import tokenize
 from workers.engine.evaluation import EvaluationDataError
+from workers.spec import SpecialTokens
 
 if TYPE_CHECKING:
     from workers.engine.methods import Model
@@ -66,18 +68,23 @@ def perplexity(
     *,
     max_seq_length: int,
     batch_size: int = 8,
+    special_tokens: SpecialTokens = SpecialTokens.TOKENIZER,
 ) -> dict[str, float]:
     """``eval_loss``, the mean negative log-likelihood per predicted token, and ``perplexity``, its exp.
 
     Texts are tokenized as training tokenizes them (``data.tokenize``: the
     tokenizer's own special tokens, an appended end-of-sequence, cut to
-    ``max_seq_length``), so ``eval_loss`` compares with the training loss.
+    ``max_seq_length``), so ``eval_loss`` compares with the training loss;
+    with ``SpecialTokens.NONE`` the tokenizer adds none of its own.
     Token-weighted: a long text counts for more than a short one, exactly as
     if the texts were one corpus; every token but each text's first is predicted.
     """
     if not texts:
         raise EvaluationDataError("there are no validation texts")
-    sequences = [example["input_ids"] for example in tokenize(texts, tokenizer, max_seq_length)]
+    if special_tokens is SpecialTokens.TOKENIZER:
+        sequences = [example["input_ids"] for example in tokenize(texts, tokenizer, max_seq_length)]
+    else:
+        sequences = _plain_tokenized(texts, tokenizer, max_seq_length)
     scored = [seq for seq in sequences if len(seq) >= 2]
     if not scored:
         raise EvaluationDataError("the validation texts are too short to predict any token")
@@ -86,6 +93,18 @@ def perplexity(
     predicted = sum(len(row) for row in logprobs)
     mean_nll = total_nll / predicted
     return {"eval_loss": mean_nll, "perplexity": math.exp(mean_nll)}
+
+
+def _plain_tokenized(
+    texts: Sequence[str], tokenizer: PreTrainedTokenizerBase, max_seq_length: int
+) -> list[list[int]]:
+    """``data.tokenize`` without the tokenizer's special tokens: the text's own, then end-of-sequence."""
+    eos = tokenizer.eos_token_id
+    if eos is None:
+        raise JobInputError("the base model's tokenizer has no end-of-sequence token")
+    return [
+        [*tokenizer(text, add_special_tokens=False)["input_ids"][: max_seq_length - 1], eos] for text in texts
+    ]
 
 
 def pad_token_id(tokenizer: PreTrainedTokenizerBase) -> int:

@@ -11,9 +11,14 @@ a choice, this module makes the same one, so its numbers and ours compare:
 
 * the scored continuation is ``" " + choice`` (its ``target_delimiter``), and
   whitespace ending a context moves to the front of the continuation;
-* no special tokens are added; an empty context becomes the BOS token (or EOS);
-  the context's tokens are the first ``len(encode(context))`` of
-  ``encode(context + continuation)``, and the rest are the choice's;
+* by default (``SpecialTokens.TOKENIZER``) the tokenizer adds its own special
+  tokens, e.g. a Llama-style BOS, as lm-evaluation-harness does since 0.4.9.2
+  (``add_bos_token`` left unset), except to a context that already starts with
+  the BOS text; ``SpecialTokens.NONE`` adds none, as its ``add_bos_token=False``
+  does. An empty context becomes the BOS token (or EOS), unless the choice's
+  own tokens already start with it; the context's tokens are the first
+  ``len(encode(context))`` of ``encode(context + continuation)``, and the rest
+  are the choice's;
 * a sequence longer than the model's context window loses tokens on the left;
 * ``acc_norm`` divides by ``len(choice)`` in characters: its documentation
   speaks of byte length, its code counts ``str`` characters (the same for ASCII);
@@ -38,6 +43,7 @@ from transformers import PreTrainedTokenizerBase
 
 from workers.engine.evaluation import EvaluationDataError
 from workers.engine.evaluation.likelihood import pad_token_id, token_logprobs
+from workers.spec import SpecialTokens
 
 if TYPE_CHECKING:
     from workers.engine.methods import Model
@@ -66,6 +72,7 @@ def multiple_choice_accuracy(
     batch_size: int = 8,
     fewshot_from_examples: bool = False,
     chosen_out: list[int] | None = None,
+    special_tokens: SpecialTokens = SpecialTokens.TOKENIZER,
 ) -> dict[str, float]:
     """``mc_acc`` and ``mc_acc_norm`` (0-1) over ``examples``, with ``num_fewshot`` solved examples each.
 
@@ -84,7 +91,9 @@ def multiple_choice_accuracy(
         seed=seed,
         exclude_self=fewshot_from_examples,
     )
-    scores = choice_loglikelihoods(model, tokenizer, contexts, examples, batch_size=batch_size)
+    scores = choice_loglikelihoods(
+        model, tokenizer, contexts, examples, batch_size=batch_size, special_tokens=special_tokens
+    )
     hits = []
     for score, example in zip(scores, examples, strict=True):
         by_score, by_score_per_character = predicted_choices(score, example.choices)
@@ -139,6 +148,7 @@ def choice_loglikelihoods(
     examples: Sequence[MultipleChoiceExample],
     *,
     batch_size: int,
+    special_tokens: SpecialTokens = SpecialTokens.TOKENIZER,
 ) -> list[list[float]]:
     """For each example, the log-likelihood of each choice given its context."""
     window = context_window(model)
@@ -146,7 +156,9 @@ def choice_loglikelihoods(
     continuation_lengths: list[int] = []
     for context, example in zip(contexts, examples, strict=True):
         for choice in example.choices:
-            context_ids, continuation_ids = encode_pair(tokenizer, context, TARGET_DELIMITER + choice)
+            context_ids, continuation_ids = encode_pair(
+                tokenizer, context, TARGET_DELIMITER + choice, special_tokens=special_tokens
+            )
             sequences.append((context_ids + continuation_ids)[-(window + 1) :])
             continuation_lengths.append(len(continuation_ids))
     logprobs = token_logprobs(model, sequences, batch_size=batch_size, pad_token_id=pad_token_id(tokenizer))
@@ -170,20 +182,35 @@ def predicted_choices(loglikelihoods: Sequence[float], choices: Sequence[str]) -
 
 
 def encode_pair(
-    tokenizer: PreTrainedTokenizerBase, context: str, continuation: str
+    tokenizer: PreTrainedTokenizerBase,
+    context: str,
+    continuation: str,
+    *,
+    special_tokens: SpecialTokens = SpecialTokens.TOKENIZER,
 ) -> tuple[list[int], list[int]]:
     """Token ids of the context and of the continuation that follows it (see the module's docstring)."""
+    prefix = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    if not context:
+        # Checked before moving whitespace, as lm-evaluation-harness does.
+        continuation_ids = _encode(tokenizer, continuation, add_special_tokens=False)
+        if continuation_ids and continuation_ids[0] == prefix:
+            return continuation_ids[:1], continuation_ids[1:]
+        return [prefix], continuation_ids
     trailing = len(context) - len(context.rstrip())
     if trailing:
         # BPE tokenizers attach a space to the word after it: "Answer: " + "Paris"
         # would end the context on a lone space, "Answer:" + " Paris" does not.
         context, continuation = context[:-trailing], context[-trailing:] + continuation
-    if not context:
-        prefix = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-        return [prefix], _encode(tokenizer, continuation)
-    context_ids = _encode(tokenizer, context)
+    # A context that already starts with the BOS text gets no second one.
+    # lm-evaluation-harness compares with the decoded BOS (or EOS), e.g. "<s>".
+    prefix_text = tokenizer.decode([prefix]) if prefix is not None else ""
+    starts_with_prefix = (
+        isinstance(prefix_text, str) and bool(prefix_text) and context.startswith(prefix_text)
+    )
+    add = special_tokens is SpecialTokens.TOKENIZER and not starts_with_prefix
+    context_ids = _encode(tokenizer, context, add_special_tokens=add)
     # Encoded together, so the tokens at the seam are the ones the model would see.
-    whole = _encode(tokenizer, context + continuation)
+    whole = _encode(tokenizer, context + continuation, add_special_tokens=add)
     return context_ids, whole[len(context_ids) :]
 
 
@@ -209,8 +236,8 @@ def check_examples(examples: Sequence[MultipleChoiceExample], noun: str) -> None
             raise EvaluationDataError(f"{noun} {number}'s answer {example.answer} is not one of its choices")
 
 
-def _encode(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+def _encode(tokenizer: PreTrainedTokenizerBase, text: str, *, add_special_tokens: bool) -> list[int]:
+    return list(tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"])
 
 
 def _first_argmax(values: Sequence[float]) -> int:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from transformers import PreTrainedTokenizerBase
@@ -18,6 +18,7 @@ from workers.engine.data import (
     instruction_prompt,
 )
 from workers.engine.evaluation import EvaluationDataError
+from workers.engine.evaluation.answers import answer_accuracy, answers_score
 from workers.engine.evaluation.generation import generate
 from workers.engine.evaluation.likelihood import perplexity
 from workers.engine.evaluation.multiple_choice import MultipleChoiceExample, multiple_choice_accuracy
@@ -37,14 +38,17 @@ class GenerationExample:
 @dataclass(frozen=True)
 class PredictionRow:
     """What the model answered on one evaluated row, kept as a table in the run so runs evaluated on
-    the same rows can be read side by side. ``score`` is 1.0 or 0.0: the answer was right (exact
-    match after ``normalize_answer``, or the right choice), or None where no answer is scored."""
+    the same rows can be read side by side. ``score`` is 1.0 or 0.0: the answer was right (its
+    extracted answer matched, with answer_accuracy; else exact match after ``normalize_answer``, or
+    the right choice), or None where no answer is scored. ``extracted`` is the answer read out of
+    the prediction by answer_accuracy (None where it found none, or was not asked for)."""
 
     row: int
     input: str
     prediction: str
     reference: str
     score: float | None
+    extracted: str | None = None
 
 
 @dataclass(frozen=True)
@@ -52,7 +56,7 @@ class EvaluationData:
     """What the metrics run on; a set only the chosen metrics need may stay empty."""
 
     validation_texts: Sequence[str] = ()  # perplexity
-    generation: Sequence[GenerationExample] = ()  # BLEU, ROUGE, exact match
+    generation: Sequence[GenerationExample] = ()  # BLEU, ROUGE, exact match, answer accuracy
     multiple_choice: Sequence[MultipleChoiceExample] = ()
     fewshot_pool: Sequence[MultipleChoiceExample] = ()  # k-shot examples are drawn from here
     # Or from multiple_choice itself, each example's own left out (fewshot_pool then stays empty).
@@ -70,7 +74,7 @@ def evaluate(
     """Every metric ``config`` chooses, by name: ready for ``log_metrics`` and ``JobResult.metrics``.
 
     Names: ``eval_loss`` and ``perplexity``; ``bleu``; ``rouge1``, ``rouge2``
-    and ``rougeL``; ``exact_match``; ``mc_acc`` and ``mc_acc_norm``. Given
+    and ``rougeL``; ``exact_match``; ``answer_accuracy``; ``mc_acc`` and ``mc_acc_norm``. Given
     ``predictions_out``, each generated answer or chosen choice is appended to
     it (perplexity answers nothing, so it adds no rows).
     """
@@ -82,10 +86,11 @@ def evaluate(
             data.validation_texts,
             max_seq_length=config.max_seq_length,
             batch_size=config.batch_size,
+            special_tokens=config.special_tokens,
         )
     if config.generates:
         if not data.generation:
-            raise EvaluationDataError("BLEU, ROUGE and exact match need generation examples")
+            raise EvaluationDataError("BLEU, ROUGE, exact match and answer accuracy need generation examples")
         # Generated once, however many of the three metrics score it.
         predictions = generate(
             model,
@@ -96,10 +101,21 @@ def evaluate(
         )
         references = [example.references for example in data.generation]
         metrics |= score_predictions(predictions, references, config)
-        if predictions_out is not None:
-            predictions_out.extend(
-                _generation_rows(data.generation, predictions, config.exact_match_ignore_case)
+        answers = None
+        if EvaluationMetric.ANSWER_ACCURACY in config.metrics:
+            answers = answers_score(
+                predictions, references, config.answer_config, ignore_case=config.exact_match_ignore_case
             )
+            metrics |= answer_accuracy(answers)
+        if predictions_out is not None:
+            rows = _generation_rows(data.generation, predictions, config.exact_match_ignore_case)
+            if answers is not None:
+                # The row's score is what answer_accuracy counted, its answer kept beside it.
+                rows = [
+                    replace(row, extracted=answer.extracted, score=answer.score)
+                    for row, answer in zip(rows, answers, strict=True)
+                ]
+            predictions_out.extend(rows)
     if EvaluationMetric.MULTIPLE_CHOICE in config.metrics:
         chosen: list[int] = []  # each example's best-scored choice
         metrics |= multiple_choice_accuracy(
@@ -112,6 +128,7 @@ def evaluate(
             batch_size=config.batch_size,
             fewshot_from_examples=data.fewshot_from_examples,
             chosen_out=chosen,
+            special_tokens=config.special_tokens,
         )
         if predictions_out is not None:
             predictions_out.extend(

@@ -9,11 +9,17 @@ from workers.engine.evaluation.multiple_choice import MultipleChoiceExample
 
 
 def choice_loglikelihood_by_hand(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, context: str, choice: str
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    context: str,
+    choice: str,
+    *,
+    add_special_tokens: bool = True,
 ) -> float:
-    """Sum of log p(continuation token | everything before it), one forward per choice."""
-    context_ids = tokenizer(context, add_special_tokens=False)["input_ids"]
-    whole = tokenizer(context + " " + choice, add_special_tokens=False)["input_ids"]
+    """Sum of log p(continuation token | everything before it), one forward per choice; the tokenizer's
+    special tokens added, as the engine adds them by default, or none."""
+    context_ids = tokenizer(context, add_special_tokens=add_special_tokens)["input_ids"]
+    whole = tokenizer(context + " " + choice, add_special_tokens=add_special_tokens)["input_ids"]
     with torch.no_grad():
         logprobs = torch.log_softmax(model(input_ids=torch.tensor([whole])).logits[0], dim=-1)
     return sum(
@@ -21,11 +27,21 @@ def choice_loglikelihood_by_hand(
     )
 
 
-def accuracy_by_hand(model, tokenizer, contexts: list[str], examples: list[MultipleChoiceExample]):
+def accuracy_by_hand(
+    model,
+    tokenizer,
+    contexts: list[str],
+    examples: list[MultipleChoiceExample],
+    *,
+    add_special_tokens: bool = True,
+):
     correct = correct_norm = 0
     for context, example in zip(contexts, examples, strict=True):
         scores = [
-            choice_loglikelihood_by_hand(model, tokenizer, context, choice) for choice in example.choices
+            choice_loglikelihood_by_hand(
+                model, tokenizer, context, choice, add_special_tokens=add_special_tokens
+            )
+            for choice in example.choices
         ]
         normalized = [score / len(choice) for score, choice in zip(scores, example.choices, strict=True)]
         correct += scores.index(max(scores)) == example.answer

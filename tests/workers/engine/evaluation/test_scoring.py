@@ -37,7 +37,7 @@ from workers.engine.evaluation.multiple_choice import (
 )
 from workers.engine.evaluation.suite import EvaluationData, GenerationExample, evaluate
 from workers.engine.evaluation.text import bleu, exact_match, normalize_answer, rouge
-from workers.spec import EvaluationConfig, EvaluationMetric, JobOutcome, JobResult
+from workers.spec import EvaluationConfig, EvaluationMetric, JobOutcome, JobResult, SpecialTokens
 
 # sacrebleu's own documented example: two reference streams, BLEU 48.53.
 SACREBLEU_HYPOTHESES = ["The dog bit the man.", "It wasn't surprising.", "The man had just bitten him."]
@@ -301,12 +301,41 @@ def _model_picks(model, tokenizer, examples: list[MultipleChoiceExample]) -> lis
     return picks
 
 
-def test_zero_shot_accuracy_equals_an_independent_per_choice_loop(tiny):
+@pytest.mark.parametrize("special_tokens", list(SpecialTokens))
+def test_zero_shot_accuracy_equals_an_independent_per_choice_loop(tiny, special_tokens):
     model, tokenizer = tiny
 
-    result = multiple_choice_accuracy(model, tokenizer, QUESTIONS, batch_size=4)
+    result = multiple_choice_accuracy(
+        model, tokenizer, QUESTIONS, batch_size=4, special_tokens=special_tokens
+    )
 
-    assert result == accuracy_by_hand(model, tokenizer, [q.context for q in QUESTIONS], QUESTIONS)
+    assert result == accuracy_by_hand(
+        model,
+        tokenizer,
+        [q.context for q in QUESTIONS],
+        QUESTIONS,
+        add_special_tokens=special_tokens is SpecialTokens.TOKENIZER,
+    )
+
+
+def test_by_default_the_tokenizers_bos_is_scored_and_the_old_convention_scores_without_it(tiny):
+    model, tokenizer = tiny
+    context, choice = QUESTIONS[0].context, " " + QUESTIONS[0].choices[0]
+
+    with_bos = encode_pair(tokenizer, context, choice)
+    without = encode_pair(tokenizer, context, choice, special_tokens=SpecialTokens.NONE)
+
+    assert with_bos[0] == [tokenizer.bos_token_id, *without[0]]
+    assert with_bos[1] == without[1]
+    # A context that already starts with the BOS text is not given a second one.
+    assert encode_pair(tokenizer, tokenizer.bos_token + context, choice) == with_bos
+    scores = {
+        convention: multiple_choice.choice_loglikelihoods(
+            model, tokenizer, [context], [QUESTIONS[0]], batch_size=2, special_tokens=convention
+        )
+        for convention in SpecialTokens
+    }
+    assert scores[SpecialTokens.TOKENIZER] != scores[SpecialTokens.NONE]
 
 
 def test_a_planted_wrong_answer_lowers_accuracy_by_one_example(tiny):
@@ -438,6 +467,8 @@ def test_evaluate_returns_every_chosen_metric_as_floats_a_job_result_accepts(tin
         **multiple_choice_accuracy(
             model, tokenizer, QUESTIONS, fewshot_pool=FEWSHOT_POOL, num_fewshot=2, seed=3
         ),
+        # Whole answers compared exactly, as exact match compares them.
+        "answer_accuracy": exact_match(predictions, references)["exact_match"],
     }
     assert all(type(value) is float for value in metrics.values())
     JobResult(attempt=1, worker="w", outcome=JobOutcome.SUCCEEDED, metrics=metrics)
