@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.contrib import admin
 
 from controlplane.admin import ReadOnlyAdmin
-from controlplane.registry.models import Deployment, ModelVersion, Promotion
+from controlplane.registry.models import Deployment, ModelVersion, Promotion, PromotionComment
 
 
 @admin.register(ModelVersion)
@@ -15,7 +15,13 @@ class ModelVersionAdmin(ReadOnlyAdmin):
 
 @admin.register(Promotion)
 class PromotionAdmin(ReadOnlyAdmin):
-    list_display = ["model_version", "target", "status", "requested_by", "decided_by"]
+    list_display = ["model_version", "target", "kind", "status", "requested_by", "decided_by"]
+    list_filter = ["kind", "status", "target"]
+
+
+@admin.register(PromotionComment)
+class PromotionCommentAdmin(ReadOnlyAdmin):
+    list_display = ["promotion", "author", "at"]
 
 
 @admin.register(Deployment)

@@ -8,7 +8,14 @@ from controlplane.accounts.models import Project, Role, User
 from controlplane.accounts.selectors import project_list, project_role_check
 from controlplane.datasets.models import DatasetVersion
 from controlplane.errors import NotFound
-from controlplane.registry.models import Deployment, ModelVersion, Promotion
+from controlplane.registry.models import (
+    Deployment,
+    ModelVersion,
+    Promotion,
+    PromotionComment,
+    PromotionEvent,
+    PromotionStatus,
+)
 
 
 def model_version_list(*, project: Project) -> QuerySet[ModelVersion]:
@@ -31,7 +38,7 @@ def promotion_list(*, project: Project) -> QuerySet[Promotion]:
 
 def promotion_get(*, user: User, promotion_id: int) -> Promotion:
     promotion = (
-        Promotion.objects.select_related("model_version__project", "requested_by")
+        Promotion.objects.select_related("model_version__project", "requested_by", "decided_by")
         .filter(pk=promotion_id)
         .first()
     )
@@ -61,3 +68,74 @@ def dataset_version_lineage(*, version: DatasetVersion) -> dict[str, list]:
         ModelVersion.objects.filter(job__dataset_version=version).select_related("job").order_by("-pk")
     )
     return {"jobs": jobs, "model_versions": model_versions}
+
+
+def model_names(*, project: Project) -> list[str]:
+    """The project's registered models, by name."""
+    return list(
+        ModelVersion.objects.filter(project=project)
+        .values_list("name", flat=True)
+        .distinct()
+        .order_by("name")
+    )
+
+
+def model_version_by_number(*, project: Project, name: str, version: int) -> ModelVersion:
+    """Version ``version`` (MLflow's number) of model ``name``; the project's reader is checked already."""
+    found = (
+        ModelVersion.objects.select_related("project", "job__base_model", "job__dataset_version__dataset")
+        .filter(project=project, name=name, version=version)
+        .first()
+    )
+    if found is None:
+        raise NotFound("Not found.")
+    return found
+
+
+def promotion_comment_list(*, promotion: Promotion) -> QuerySet[PromotionComment]:
+    return PromotionComment.objects.filter(promotion=promotion).select_related("author").order_by("at", "pk")
+
+
+def promotion_event_list(*, promotion: Promotion) -> QuerySet[PromotionEvent]:
+    return PromotionEvent.objects.filter(promotion=promotion).select_related("actor").order_by("at", "pk")
+
+
+def deployment_history(
+    *, project: Project, model_name: str, target: str | None = None
+) -> QuerySet[Promotion]:
+    """What was deployed to each target of model ``model_name``, and when: its approved promotions
+    (rollbacks included) in the order they were decided, the last one per target running now."""
+    history = Promotion.objects.filter(
+        model_version__project=project, model_version__name=model_name, status=PromotionStatus.APPROVED
+    ).select_related("model_version", "requested_by", "decided_by")
+    if target is not None:
+        history = history.filter(target=target)
+    return history.order_by("decided_at", "pk")
+
+
+def rollback_choices(*, project: Project, model_name: str, target: str) -> list[ModelVersion]:
+    """The versions ``target`` may be rolled back to: the ones it ran before, not the one it runs now,
+    newest first."""
+    current = Deployment.objects.filter(project=project, model_name=model_name, target=target).values_list(
+        "model_version_id", flat=True
+    )
+    return list(
+        ModelVersion.objects.filter(
+            project=project,
+            name=model_name,
+            promotions__target=target,
+            promotions__status=PromotionStatus.APPROVED,
+        )
+        .exclude(pk__in=current)
+        .distinct()
+        .order_by("-version")
+    )
+
+
+def deployed_promotion_ids(*, project: Project, model_name: str) -> set[int]:
+    """The promotions whose versions model ``model_name``'s targets run now."""
+    return set(
+        Deployment.objects.filter(project=project, model_name=model_name).values_list(
+            "promotion_id", flat=True
+        )
+    )

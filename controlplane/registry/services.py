@@ -1,7 +1,9 @@
-"""Every write to model versions, promotions and deployments.
+"""Every write to model versions, promotions (requests, rollbacks, comments) and deployments.
 
 ``promotion_transition`` is the only code that changes a promotion's status.
 An approval moves the MLflow alias and records the deployment: both or neither.
+A rollback is a promotion too (kind ROLLBACK), governed the same way; only an
+admin's emergency rollback, with a written reason, skips the second approver.
 """
 
 from __future__ import annotations
@@ -24,19 +26,24 @@ from controlplane.registry.models import (
     Deployment,
     ModelVersion,
     Promotion,
+    PromotionComment,
     PromotionEvent,
+    PromotionKind,
     PromotionStatus,
     Target,
 )
 from controlplane.training.models import Job, JobKind, JobStatus
 
 log = logging.getLogger(__name__)
+# As PromotionComment.body allows.
+COMMENT_MAX_CHARS = 5000
 
 
 def model_version_create(*, job: Job, user: User, name: str) -> ModelVersion:
     """Register a succeeded job's trained artifact as the next version of model ``name``.
 
-    Registering the same job under the same name again returns the version it already has.
+    A job's result is registered once: registering the same job under the same name again
+    returns the version it already has, and under another name is refused.
     """
     version, _ = model_version_get_or_create(job=job, user=user, name=name)
     return version
@@ -73,7 +80,7 @@ def model_version_get_or_create(*, job: Job, user: User, name: str) -> tuple[Mod
             # Two registrations of one job racing past the check above both reach MLflow;
             # the job's row lock (SQLite: its one writer) makes the second find the first's here.
             Job.objects.select_for_update().get(pk=job.pk)
-            winner = _model_version_of(job=job, name=name)
+            winner = _model_version_of(job=job, name=name, checked=False)
             if winner is None:
                 created = ModelVersion.objects.create(
                     project=job.project,
@@ -98,15 +105,38 @@ def model_version_get_or_create(*, job: Job, user: User, name: str) -> tuple[Mod
         winner,
         job.pk,
     )
+    if winner.name != name:
+        raise Conflict(
+            f"Job {job.pk} was registered as {winner} (model version {winner.pk}) a moment ago; "
+            "a job's result is registered once."
+        )
     return winner, False
 
 
-def _model_version_of(*, job: Job, name: str) -> ModelVersion | None:
-    return ModelVersion.objects.filter(job=job, name=name).order_by("version").first()
+def _model_version_of(*, job: Job, name: str, checked: bool = True) -> ModelVersion | None:
+    """The version ``job`` was registered as under ``name``; a Conflict if it was under another
+    (unless ``checked`` is False: then that other version is returned as it is)."""
+    versions = ModelVersion.objects.filter(job=job)
+    mine = versions.filter(name=name).order_by("version").first()
+    if mine is not None:
+        return mine
+    other = versions.order_by("pk").first()
+    if other is not None and checked:
+        # Two versions of one source could be promoted apart and confuse what "deployed" means.
+        raise Conflict(
+            f"Job {job.pk} is registered already, as {other} (model version {other.pk}); "
+            "a job's result is registered once."
+        )
+    return other
 
 
 def promotion_request(
-    *, model_version: ModelVersion, user: User, target: str, comment: str = ""
+    *,
+    model_version: ModelVersion,
+    user: User,
+    target: str,
+    comment: str = "",
+    kind: PromotionKind = PromotionKind.PROMOTE,
 ) -> Promotion:
     project_role_check(user=user, project=model_version.project, role=Role.MEMBER)
     if target not in Target.values:
@@ -114,7 +144,7 @@ def promotion_request(
     try:
         with transaction.atomic():
             promotion = Promotion.objects.create(
-                model_version=model_version, target=target, requested_by=user, comment=comment
+                model_version=model_version, target=target, requested_by=user, comment=comment, kind=kind
             )
             PromotionEvent.objects.create(
                 promotion=promotion,
@@ -126,6 +156,98 @@ def promotion_request(
     except IntegrityError as exc:
         raise Conflict(f"{model_version} already has an open request for {target}.") from exc
     return promotion
+
+
+def rollback_request(*, model_version: ModelVersion, user: User, target: str, comment: str = "") -> Promotion:
+    """Ask to put ``target`` back on ``model_version``, which was deployed there before.
+
+    A rollback is governed like any promotion: another approver decides it.
+    """
+    project_role_check(user=user, project=model_version.project, role=Role.MEMBER)
+    _rollback_check(model_version, target)
+    return promotion_request(
+        model_version=model_version, user=user, target=target, comment=comment, kind=PromotionKind.ROLLBACK
+    )
+
+
+def rollback_emergency(
+    *, model_version: ModelVersion, user: User, target: str, reason: str
+) -> tuple[Promotion, Deployment]:
+    """An admin puts ``target`` back on an earlier version now, without a second approver.
+
+    Requested and approved by the same admin, with the written reason kept as the
+    override and in the audit trail. If the approval fails (MLflow away), the
+    rollback stays as an open request that an approver can still decide.
+    """
+    reason = reason.strip()
+    project_role_check(user=user, project=model_version.project, role=Role.ADMIN)
+    if not reason:
+        raise ValidationFailed("An emergency rollback needs a written reason; it is kept in the audit trail.")
+    _rollback_check(model_version, target)
+    promotion = promotion_request(
+        model_version=model_version,
+        user=user,
+        target=target,
+        comment=f"emergency rollback: {reason}",
+        kind=PromotionKind.ROLLBACK,
+    )
+    deployment = _approve(promotion, user, comment=f"emergency rollback: {reason}", override_reason=reason)
+    promotion.refresh_from_db()
+    return promotion, deployment
+
+
+def _rollback_check(model_version: ModelVersion, target: str) -> None:
+    """A rollback goes back to a version the target ran before, and not to the one it runs now."""
+    if target not in Target.values:
+        raise ValidationFailed(f"Unknown target {target!r}; choose one of {', '.join(Target.values)}.")
+    current = Deployment.objects.filter(
+        project=model_version.project, model_name=model_version.name, target=target
+    ).first()
+    if current is not None and current.model_version_id == model_version.pk:
+        raise Conflict(f"{model_version} is what {target} runs now; there is nothing to roll back.")
+    was_deployed = Promotion.objects.filter(
+        model_version=model_version, target=target, status=PromotionStatus.APPROVED
+    ).exists()
+    if not was_deployed:
+        raise Conflict(
+            f"{model_version} was never deployed to {target}; a rollback goes back to a version "
+            f"that {target} ran before. Ask for a promotion instead."
+        )
+
+
+def promotion_withdraw(*, promotion: Promotion, user: User, comment: str = "") -> Promotion:
+    """The person who asked takes an undecided request back."""
+    project_role_check(user=user, project=promotion.model_version.project, role=Role.VIEWER)
+    if promotion.requested_by_id != user.pk:
+        raise Forbidden("Only the person who asked for this promotion can withdraw it.")
+    if promotion.status != PromotionStatus.REQUESTED:
+        raise Conflict(
+            f"This promotion is already {promotion.status}; only an open request can be withdrawn."
+        )
+    won = promotion_transition(
+        promotion_id=promotion.pk,
+        from_status=PromotionStatus.REQUESTED,
+        to=PromotionStatus.WITHDRAWN,
+        actor=user,
+        comment=comment,
+        decided_at=timezone.now(),
+        decision_comment=comment,
+    )
+    if not won:
+        raise Conflict("This promotion was decided by someone else a moment ago.")
+    promotion.refresh_from_db()
+    return promotion
+
+
+def promotion_comment_add(*, promotion: Promotion, user: User, body: str) -> PromotionComment:
+    """A remark on a request, open or decided, by anyone who can read it."""
+    project_role_check(user=user, project=promotion.model_version.project, role=Role.VIEWER)
+    body = body.strip()
+    if not body:
+        raise ValidationFailed("body: a comment cannot be empty.")
+    if len(body) > COMMENT_MAX_CHARS:
+        raise ValidationFailed(f"body: a comment is at most {COMMENT_MAX_CHARS} characters.")
+    return PromotionComment.objects.create(promotion=promotion, author=user, body=body)
 
 
 def promotion_transition(
@@ -163,8 +285,50 @@ def _decider_check(promotion: Promotion, user: User) -> None:
         raise Conflict(f"This promotion is already {promotion.status}.")
 
 
-def promotion_approve(*, promotion: Promotion, user: User, comment: str = "") -> Deployment:
+def promotion_approve(
+    *, promotion: Promotion, user: User, comment: str = "", override_reason: str = ""
+) -> Deployment:
     """Approve: point the MLflow alias at the version and record the deployment, both or neither.
+
+    What the gates hold against the promotion (``hooks.approval_blockers``) refuses
+    it, unless a project admin approves with a written ``override_reason``, which is
+    kept on the promotion and in its audit trail. Four eyes hold either way.
+    """
+    _decider_check(promotion, user)
+    override_reason = override_reason.strip()
+    # Read before the claim, from committed data: a claimed promotion shows as "approving"
+    # to everyone else, and a refusal must leave nothing behind.
+    blockers = hooks.approval_blockers(promotion)
+    if not blockers:
+        override_reason = ""  # nothing stood in the way: nothing was overridden
+    elif not override_reason:
+        raise Conflict(
+            "This promotion cannot be approved: " + " ".join(blockers) + " A project admin may approve "
+            "it anyway with a written override reason.",
+            details={"blockers": blockers},
+        )
+    elif not project_role_check(
+        user=user, project=promotion.model_version.project, role=Role.APPROVER
+    ).includes(Role.ADMIN):
+        raise Forbidden(
+            "Only a project admin can approve past a failing gate: " + " ".join(blockers),
+            details={"blockers": blockers},
+        )
+    audit = "\n".join(
+        part for part in (f"override: {override_reason}" if override_reason else "", comment) if part
+    )
+    return _approve(promotion, user, comment=audit, override_reason=override_reason, decision_comment=comment)
+
+
+def _approve(
+    promotion: Promotion,
+    user: User,
+    *,
+    comment: str,
+    override_reason: str = "",
+    decision_comment: str | None = None,
+) -> Deployment:
+    """The approval itself, once who may approve is settled.
 
     The decision is claimed first (REQUESTED -> APPROVING, committed), so of two
     approvals racing only one ever touches MLflow. Then the alias moves (a
@@ -172,7 +336,6 @@ def promotion_approve(*, promotion: Promotion, user: User, comment: str = "") ->
     row commit together. If anything after the claim fails, the request is
     reopened and the alias is made to agree with the committed deployment.
     """
-    _decider_check(promotion, user)
     version = promotion.model_version
     claimed = promotion_transition(
         promotion_id=promotion.pk,
@@ -196,7 +359,8 @@ def promotion_approve(*, promotion: Promotion, user: User, comment: str = "") ->
                 comment=comment,
                 decided_by=user,
                 decided_at=now,
-                decision_comment=comment,
+                decision_comment=comment if decision_comment is None else decision_comment,
+                override_reason=override_reason,
             )
             deployment, _ = Deployment.objects.update_or_create(
                 project=version.project,

@@ -38,13 +38,16 @@ def test_the_api_answers_201_then_200_with_the_same_version(people, api_for, mlf
 
     created = alice.post("/api/v1/model-versions", {"job": job.pk, "name": "again"}, format="json")
     repeated = alice.post("/api/v1/model-versions", {"job": job.pk, "name": "again"}, format="json")
-    # Under another name the same result is another model, with a version of its own.
+    # Under another name the same result would be two versions of one source: refused, naming the first.
     renamed = alice.post("/api/v1/model-versions", {"job": job.pk, "name": "other"}, format="json")
 
     assert created.status_code == 201, created.content
     assert repeated.status_code == 200 and repeated.json() == created.json()
-    assert renamed.status_code == 201 and renamed.json()["id"] != created.json()["id"]
-    assert ModelVersion.objects.filter(job=job).count() == 2
+    assert (
+        renamed.status_code == 409
+        and f"as again v{created.json()['mlflow_version']}" in (renamed.json()["message"])
+    )
+    assert ModelVersion.objects.filter(job=job).count() == 1
     assert _mlflow_versions(mlflow_server, "demo.again") == [created.json()["mlflow_version"]]
     # Someone outside the project still learns nothing of it.
     outsider = api_for("charlie").post(
