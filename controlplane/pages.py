@@ -96,4 +96,15 @@ urlpatterns = [
         registry_views.promotion_reject,
         name="promotion-reject",
     ),
+    path(
+        "promotions/<int:promotion_id>/withdraw",
+        registry_views.promotion_withdraw,
+        name="promotion-withdraw",
+    ),
+    path(
+        "promotions/<int:promotion_id>/comments",
+        registry_views.promotion_comment,
+        name="promotion-comment",
+    ),
+    path("rollbacks", registry_views.rollback, name="rollback"),
 ]

@@ -293,6 +293,7 @@ CELERY_BEAT_SCHEDULE = {
     },
     "jobs-recover-lost": {"task": "training.jobs_recover_lost", "schedule": JOB_RECONCILE_SECONDS},
     "registry-reconcile": {"task": "registry.reconcile", "schedule": 300.0},
+    "evidence-model-cards-publish": {"task": "evidence.model_cards_publish", "schedule": 3600.0},
     "sweeps-reconcile": {"task": "sweeps.reconcile", "schedule": JOB_RECONCILE_SECONDS * 2},
     "datasets-operations-reconcile": {"task": "datasets.operations_reconcile", "schedule": 60.0},
     "datasets-uploads-expire": {"task": "datasets.uploads_expire", "schedule": 3600.0},

@@ -193,24 +193,100 @@ def model_config_read(uri: str) -> dict | None:
 TABLE_MAX_BYTES = 20 * 1024 * 1024
 
 
+# Parquet files start and end with these four bytes.
+PARQUET_MAGIC = b"PAR1"
+# Decompressed, a Parquet table may grow far past its file size: its rows are capped as well.
+TABLE_MAX_ROWS = 100_000
+
+
 def table_read(uri: str) -> list[dict]:
-    """The rows of a table a run logged (MLflow's JSON "split" layout: ``columns`` and ``data``).
+    """The rows of a table a run logged: a Parquet file (an evaluation's per-row predictions), or
+    MLflow's JSON "split" layout (``columns`` and ``data``) that earlier evaluations logged.
 
     Only a ``runs:/`` URI is read: the URI comes from a worker's report, and
-    must not make the control plane open its own files. A table that is not
-    such a layout, or too big, raises ValueError.
+    must not make the control plane open its own files. A table that is
+    neither, or too big, raises ValueError.
     """
     if not uri.startswith("runs:/"):
         raise ValueError("a table is read from a runs:/ URI only")
     with tempfile.TemporaryDirectory(prefix="tuneyard-table-") as tmp:
         local = artifact_download(uri, dst=Path(tmp))
+        if not local.is_file():
+            raise ValueError("the table is not a file")
         if local.stat().st_size > TABLE_MAX_BYTES:
             raise ValueError(f"the table is over {TABLE_MAX_BYTES // 2**20} MB")
+        with local.open("rb") as head:
+            magic = head.read(len(PARQUET_MAGIC))
+        if magic == PARQUET_MAGIC:
+            return _parquet_rows(local)
         try:
             body = json.loads(local.read_text())
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ValueError("the table is not JSON") from exc
+            raise ValueError("the table is neither Parquet nor JSON") from exc
     columns, data = (body.get("columns"), body.get("data")) if isinstance(body, dict) else (None, None)
     if not isinstance(columns, list) or not isinstance(data, list):
         raise ValueError("the table has no columns and data")
     return [dict(zip(columns, row, strict=False)) for row in data if isinstance(row, list)]
+
+
+def _parquet_rows(local: Path) -> list[dict]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(local)
+        if parquet.metadata.num_rows > TABLE_MAX_ROWS:
+            raise ValueError(f"the table has over {TABLE_MAX_ROWS} rows")
+        return parquet.read().to_pylist()
+    except (pa.ArrowException, OSError) as exc:
+        raise ValueError(f"the table is not readable Parquet: {str(exc)[:200]}") from exc
+
+
+# --- model cards -------------------------------------------------------------------------------
+
+# MLflow keeps at most this many characters of a model version's description (its database
+# column); a longer card is cut there, and the whole of it is in the run's artifacts.
+DESCRIPTION_MAX_CHARS = 5000
+# A registered model version's tag that says a promotion's card is stored, and which card: it is
+# set last, so a send that failed halfway is sent again whole.
+CARD_TAG_PREFIX = "tuneyard.model_card."
+
+
+def run_tags(run_id: str) -> dict[str, str]:
+    """The tags of run ``run_id``; empty when MLflow has no such run."""
+    with _mlflow_errors("read the run's tags"):
+        try:
+            return dict(_client().get_run(run_id).data.tags)
+        except MlflowException as exc:
+            if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                return {}
+            raise
+
+
+def model_card_log(
+    *, name: str, version: int, run_id: str | None, card_key: str, markdown: str, data: dict, digest: str
+) -> bool:
+    """Store a model card beside the registered model version ``name``/``version``.
+
+    The Markdown becomes the version's description, and ``model_card.md`` and
+    ``model_card.json`` go into the training run's artifacts under
+    ``model_card/<card_key>/``. Safe to call again: a card whose tag already
+    carries ``digest`` is not sent twice (returns False; True when it was sent).
+    """
+    tag = f"{CARD_TAG_PREFIX}{card_key}"
+    with _mlflow_errors("store the model card"):
+        client = _client()
+        if client.get_model_version(name, str(version)).tags.get(tag) == digest:
+            return False
+        if run_id:
+            with tempfile.TemporaryDirectory(prefix="tuneyard-card-") as tmp:
+                (Path(tmp) / "model_card.md").write_text(markdown)
+                (Path(tmp) / "model_card.json").write_text(json.dumps(data, indent=2, sort_keys=True))
+                client.log_artifacts(run_id, tmp, f"model_card/{card_key}")
+        description = markdown
+        if len(description) > DESCRIPTION_MAX_CHARS:
+            cut = "\n\n… (cut here: the whole card is the run's model_card.md)"
+            description = description[: DESCRIPTION_MAX_CHARS - len(cut)] + cut
+        client.update_model_version(name, str(version), description=description)
+        client.set_model_version_tag(name, str(version), tag, digest)
+    return True

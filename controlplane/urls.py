@@ -21,13 +21,17 @@ from controlplane.datasets.api import (
 from controlplane.evidence import urls as evidence_urls
 from controlplane.mlflow_gate.views import gate as mlflow_gate
 from controlplane.registry.api import (
+    DeploymentHistoryApi,
     DeploymentListApi,
     ModelVersionDetailApi,
     ModelVersionListApi,
     PromotionApproveApi,
+    PromotionCommentListApi,
     PromotionDetailApi,
     PromotionListApi,
     PromotionRejectApi,
+    PromotionWithdrawApi,
+    RollbackListApi,
 )
 from controlplane.sweeps.api import SweepActionApi, SweepDetailApi, SweepListApi, SweepTrialReportApi
 from controlplane.training.api import (
@@ -103,7 +107,23 @@ api_v1 = [
         PromotionRejectApi.as_view(),
         name="api-promotion-reject",
     ),
+    path(
+        "promotions/<int:promotion_id>/withdraw",
+        PromotionWithdrawApi.as_view(),
+        name="api-promotion-withdraw",
+    ),
+    path(
+        "promotions/<int:promotion_id>/comments",
+        PromotionCommentListApi.as_view(),
+        name="api-promotion-comments",
+    ),
+    path("rollbacks", RollbackListApi.as_view(), name="api-rollbacks"),
     path("deployments/<str:target>", DeploymentListApi.as_view(), name="api-deployments"),
+    path(
+        "deployments/<str:target>/history",
+        DeploymentHistoryApi.as_view(),
+        name="api-deployment-history",
+    ),
     path("workers", WorkerListApi.as_view(), name="api-workers"),
     path("sweeps", SweepListApi.as_view(), name="api-sweeps"),
     path("sweeps/<int:sweep_id>", SweepDetailApi.as_view(), name="api-sweep"),

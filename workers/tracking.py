@@ -12,8 +12,10 @@ torch loaded before a fork deadlocks the child (see ENVIRONMENT.md).
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
+import platform
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -112,6 +114,25 @@ def run_experiment_name(run_id: str) -> str | None:
     return client.get_experiment(run.info.experiment_id).name
 
 
+# The libraries a model's training depends on, logged as run tags ``tuneyard.library.<name>``.
+LIBRARIES = ("torch", "transformers", "peft", "trl", "accelerate")
+LIBRARY_TAG_PREFIX = "tuneyard.library."
+
+
+def library_tags() -> dict[str, str]:
+    """This machine's versions of ``LIBRARIES`` and of Python, as run tags; a missing one is left out.
+
+    Read from the installed packages' metadata: importing torch here would deadlock forked children.
+    """
+    tags = {f"{LIBRARY_TAG_PREFIX}python": platform.python_version()}
+    for name in LIBRARIES:
+        try:
+            tags[f"{LIBRARY_TAG_PREFIX}{name}"] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return tags
+
+
 class RunEnd(StrEnum):
     """How a run ends; the values are MLflow's run statuses."""
 
@@ -152,6 +173,8 @@ class RunLogger:
         leaving an orphan behind.
         """
         client = MlflowClient()
+        # What the run was made with, so a model card can say (the caller's tags win a clash).
+        tags = {**library_tags(), **tags}
         if run_id is not None:
             client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
             client.log_batch(run_id, tags=[RunTag(key, value) for key, value in tags.items()])

@@ -17,3 +17,5 @@ def register() -> None:
     registry_hooks.on_approval_check(gates.approval_blockers)
     registry_hooks.on_promotion_changed(gates.promotion_changed)
     registry_hooks.on_promotion_changed(cards.promotion_changed)
+    # A request starts the model's suites on the challenger and the champion, on commit.
+    registry_hooks.on_promotion_changed(suites.promotion_changed)

@@ -191,3 +191,38 @@ class ModelCard(models.Model):
 
     def __str__(self) -> str:
         return f"card of promotion {self.promotion_id}"
+
+
+# --- gates: policy edits and PII acknowledgements (the gate service writes them) ------------------
+
+
+class GatePolicyChange(models.Model):
+    """Every edit of a gate policy, with who made it and the rules it set: the policy's audit trail."""
+
+    policy = models.ForeignKey(GatePolicy, on_delete=models.CASCADE, related_name="changes")
+    rules = models.JSONField()
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["policy", "at", "pk"]
+
+    def __str__(self) -> str:
+        return f"{self.policy} set by {self.actor} at {self.at}"
+
+
+class PiiAcknowledgement(models.Model):
+    """An approver's written acceptance of what one PII scan of a dataset version found.
+
+    Tied to the scan: a later scan with its own findings needs its own acknowledgement.
+    """
+
+    operation = models.OneToOneField(
+        "datasets.DatasetOperation", on_delete=models.CASCADE, related_name="pii_acknowledgement"
+    )
+    acknowledged_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    reason = models.TextField(max_length=2000)
+    at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"PII scan {self.operation_id} acknowledged by {self.acknowledged_by}"

@@ -23,6 +23,7 @@ from django.utils import timezone
 from controlplane.accounts.models import TokenScope
 from controlplane.accounts.services import api_token_create
 from controlplane.datasets.models import ChunkedUpload, DatasetOperation
+from controlplane.evidence.models import Suite, SuiteRun
 from controlplane.sweeps.models import Sweep
 from controlplane.webhooks.models import Delivery, Endpoint, Event
 from controlplane.webhooks.services import secret_new
@@ -111,6 +112,18 @@ def _project_objects(people, slug: str, owner: str) -> dict[str, object]:
         endpoint=endpoint, event=event, message_id=f"msg_matrix_{slug}", next_attempt_at=timezone.now()
     )
     values["webhook_id"], values["delivery_id"] = endpoint.pk, delivery.pk
+    # evaluation suites: a suite version, a run of it, one of its tasks
+    suite = Suite.objects.create(
+        project=project,
+        model_name=version.name,
+        name="s",
+        version=1,
+        tasks=[],
+        digest="0" * 64,
+        created_by=user,
+    )
+    run = SuiteRun.objects.create(suite=suite, model_version=version, created_by=user)
+    values |= {"suite_id": suite.pk, "suite_run_id": run.pk, "task": "t"}
     return values
 
 
@@ -220,7 +233,7 @@ def test_not_yours_reads_exactly_as_not_there(matrix):
     missing = {
         key: (uuid.uuid4() if key == "upload_id" else 2**40) for key in matrix["demo"] if key.endswith("_id")
     }
-    missing |= {"slug": "no-such-project", "target": "production"}
+    missing |= {"slug": "no-such-project", "target": "production", "task": "t"}
     compared = 0
     for name, route, methods in _endpoints():
         if (
@@ -230,8 +243,9 @@ def test_not_yours_reads_exactly_as_not_there(matrix):
             or route.startswith("/internal/")
         ):
             continue
-        theirs = charlie.get(_url(route, matrix["demo"]))
-        absent = charlie.get(_url(route, missing))
+        # The project named in the query too, as the endpoints that take ?project= need it.
+        theirs = charlie.get(_url(route, matrix["demo"]), {"project": "demo"})
+        absent = charlie.get(_url(route, missing), {"project": missing["slug"]})
         assert theirs.status_code == absent.status_code == 404, (
             route,
             theirs.status_code,

@@ -40,8 +40,13 @@ def _request_schema(schema: dict, path: str, content: str = "application/json") 
         ("/api/v1/sweeps", "SweepRequest"),
         ("/api/v1/model-versions", "ModelVersionRequest"),
         ("/api/v1/promotions", "PromotionRequest"),
+        ("/api/v1/rollbacks", "RollbackRequest"),  # registry governance
+        ("/api/v1/promotions/{promotion_id}/approve", "ApproveRequest"),  # registry governance
         ("/api/v1/uploads", "UploadBeginRequest"),
         ("/api/v1/datasets/{version_id}/operations", "OperationRequest"),
+        ("/api/v1/promotions/{promotion_id}/review/votes", "ReviewVoteRequest"),  # blind review
+        ("/api/v1/suites", "SuiteRequest"),
+        ("/api/v1/suite-runs", "SuiteRunRequest"),
     ],
 )
 def test_each_endpoint_shows_its_request_model(schema, path, component):
@@ -95,6 +100,14 @@ def _answer(schema: dict, path: str, method: str, code: int) -> dict:
         ("/api/v1/auth/token", "post", 200, "ApiTokenCreated"),
         ("/api/v1/datasets", "post", 202, "DatasetOperation"),
         ("/api/v1/jobs/{job_id}", "get", 404, "Error"),
+        ("/api/v1/rollbacks", "post", 201, "Rollback"),  # registry governance
+        ("/api/v1/deployments/{target}/history", "get", 200, "DeploymentHistory"),  # registry governance
+        ("/api/v1/promotions/{promotion_id}/card", "get", 200, "ModelCard"),
+        ("/api/v1/deployments/{target}/card", "get", 200, "ModelCard"),
+        ("/api/v1/promotions/{promotion_id}/review", "get", 200, "Review"),  # blind review
+        ("/api/v1/promotions/{promotion_id}/review/votes", "post", 201, "ReviewVote"),  # blind review
+        ("/api/v1/suite-runs/{suite_run_id}", "get", 200, "SuiteRun"),
+        ("/api/v1/promotions/{promotion_id}/gates", "get", 200, "GateReport"),
     ],
 )
 def test_each_endpoint_shows_what_it_answers(schema, path, method, code, component):
