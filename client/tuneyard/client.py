@@ -16,6 +16,7 @@ retried submit never launches a second job.
 
 from __future__ import annotations
 
+import builtins
 import os
 import re
 import time
@@ -38,6 +39,8 @@ from tuneyard.models import (
     ModelVersion,
     Project,
     Promotion,
+    Suite,
+    SuiteRun,
     Sweep,
     Webhook,
 )
@@ -81,6 +84,8 @@ class Client:
         self.model_versions = ModelVersions(self)
         self.promotions = Promotions(self)
         self.deployments = Deployments(self)
+        self.suites = Suites(self)
+        self.gates = Gates(self)
         self.sweeps = Sweeps(self)
         self.webhooks = Webhooks(self)
 
@@ -136,7 +141,12 @@ class Client:
     @staticmethod
     def _answer(response: httpx.Response) -> Any:
         if response.status_code < 400:
-            return response.json() if response.content else None
+            if not response.content:
+                return None
+            # A model card as Markdown, review votes as CSV: the text as it came.
+            if "json" not in response.headers.get("Content-Type", "application/json"):
+                return response.text
+            return response.json()
         try:
             body = response.json()
             message, code = body.get("message") or response.text, body.get("error", "")
@@ -422,15 +432,64 @@ class Promotions(_Resource):
         body = {"model_version": model_version, "target": target, "comment": comment}
         return Promotion.from_api(self.client.request("POST", "promotions", json=body))
 
-    def approve(self, promotion_id: int, *, comment: str = "") -> dict[str, Any]:
-        return dict(
-            self.client.request("POST", f"promotions/{promotion_id}/approve", json={"comment": comment})
-        )
+    def approve(self, promotion_id: int, *, comment: str = "", override_reason: str = "") -> dict[str, Any]:
+        """Approve; where the gate fails, only a project admin can, giving ``override_reason``."""
+        body = {"comment": comment, "override_reason": override_reason}
+        return dict(self.client.request("POST", f"promotions/{promotion_id}/approve", json=body))
 
     def reject(self, promotion_id: int, *, comment: str = "") -> dict[str, Any]:
         return dict(
             self.client.request("POST", f"promotions/{promotion_id}/reject", json={"comment": comment})
         )
+
+    def withdraw(self, promotion_id: int) -> Promotion:
+        """Take back one's own open request."""
+        return Promotion.from_api(self.client.request("POST", f"promotions/{promotion_id}/withdraw"))
+
+    def rollback(
+        self,
+        *,
+        model_version: int,
+        target: str = "production",
+        comment: str = "",
+        emergency: bool = False,
+        reason: str = "",
+    ) -> Promotion:
+        """Ask to put ``target`` back on a version it ran before (another approver decides), or, as a
+        project admin with ``emergency`` and a ``reason``, do it at once."""
+        body = {"model_version": model_version, "target": target, "comment": comment}
+        if emergency:
+            body |= {"emergency": True, "reason": reason}
+        return Promotion.from_api(self.client.request("POST", "rollbacks", json=body))
+
+    def comment(self, promotion_id: int, body: str) -> dict[str, Any]:
+        return dict(self.client.request("POST", f"promotions/{promotion_id}/comments", json={"body": body}))
+
+    def comments(self, promotion_id: int) -> Iterator[dict[str, Any]]:
+        return self.client.pages(f"promotions/{promotion_id}/comments")
+
+    def gates(self, promotion_id: int) -> dict[str, Any]:
+        """Every gate rule with its figures and pass / fail / pending (kept as decided, once decided)."""
+        return dict(self.client.request("GET", f"promotions/{promotion_id}/gates"))
+
+    def review(self, promotion_id: int) -> dict[str, Any]:
+        """The blind review: prompts (sides hidden until one votes), one's votes, the tally."""
+        return dict(self.client.request("GET", f"promotions/{promotion_id}/review"))
+
+    def vote(self, promotion_id: int, *, task: str, row: int, vote: str) -> dict[str, Any]:
+        """Vote ``a``, ``b`` or ``tie`` on one prompt; a vote is final."""
+        body = {"task": task, "row": row, "vote": vote}
+        return dict(self.client.request("POST", f"promotions/{promotion_id}/review/votes", json=body))
+
+    def votes_csv(self, promotion_id: int) -> str:
+        return str(
+            self.client.request("GET", f"promotions/{promotion_id}/review/votes", params={"format": "csv"})
+        )
+
+    def card(self, promotion_id: int, *, markdown: bool = False) -> Any:
+        """The model card written at approval: JSON, or its Markdown."""
+        params = {"format": "markdown"} if markdown else None
+        return self.client.request("GET", f"promotions/{promotion_id}/card", params=params)
 
 
 class Deployments(_Resource):
@@ -438,6 +497,80 @@ class Deployments(_Resource):
         self, target: str = "production", *, project: str | None = None, model: str | None = None
     ) -> list[Deployment]:
         return self._list(Deployment, f"deployments/{target}", {"project": project, "model": model})
+
+    def history(
+        self, target: str = "production", *, project: str, model: str
+    ) -> builtins.list[dict[str, Any]]:
+        """The approved promotions of ``model`` to ``target``, in the order they were decided."""
+        body = self.client.request(
+            "GET", f"deployments/{target}/history", params={"project": project, "model": model}
+        )
+        return list(body["results"])
+
+    def card(self, target: str = "production", *, project: str, model: str, markdown: bool = False) -> Any:
+        """The model card of what ``target`` runs: JSON, or its Markdown."""
+        params = {"project": project, "model": model} | ({"format": "markdown"} if markdown else {})
+        return self.client.request("GET", f"deployments/{target}/card", params=params)
+
+
+class Suites(_Resource):
+    def list(self, project: str, *, model: str | None = None) -> list[Suite]:
+        return self._list(Suite, "suites", {"project": project, "model": model})
+
+    def get(self, suite_id: int) -> Suite:
+        return Suite.from_api(self.client.request("GET", f"suites/{suite_id}"))
+
+    def create(
+        self,
+        *,
+        project: str,
+        model_name: str,
+        name: str,
+        tasks: builtins.list[dict[str, Any]],
+        seed: int = 1234,
+    ) -> Suite:
+        body = {"project": project, "model_name": model_name, "name": name, "tasks": tasks, "seed": seed}
+        return Suite.from_api(self.client.request("POST", "suites", json=body))
+
+    def new_version(
+        self, suite_id: int, *, tasks: builtins.list[dict[str, Any]], seed: int | None = None
+    ) -> Suite:
+        body: dict[str, Any] = {"tasks": tasks} | ({"seed": seed} if seed is not None else {})
+        return Suite.from_api(self.client.request("POST", f"suites/{suite_id}/versions", json=body))
+
+    def run(self, *, project: str, suite: int, model_version: int) -> SuiteRun:
+        """Run a suite on a model version: the cached run if the pair has one (no job starts)."""
+        body = {"project": project, "suite": suite, "model_version": model_version}
+        return SuiteRun.from_api(self.client.request("POST", "suite-runs", json=body))
+
+    def run_get(self, suite_run_id: int) -> SuiteRun:
+        return SuiteRun.from_api(self.client.poll(f"suite-runs/{suite_run_id}"))
+
+    def run_wait(self, suite_run_id: int, *, interval: float = 3.0, timeout: float | None = None) -> SuiteRun:
+        """Poll until the run ends, succeeded or failed."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not (run := self.run_get(suite_run_id)).finished:
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"suite run {suite_run_id} is still running after {timeout} s")
+            time.sleep(interval)
+        return run
+
+    def predictions(self, suite_run_id: int, task: str, *, only: str = "all") -> Iterator[dict[str, Any]]:
+        """Per row: input, prediction, extracted answer, reference, score (``only``: right, wrong)."""
+        return self.client.pages(f"suite-runs/{suite_run_id}/tasks/{task}/predictions", {"filter": only})
+
+
+class Gates(_Resource):
+    def get(self, *, project: str, model: str, target: str = "production") -> dict[str, Any]:
+        params = {"project": project, "model": model, "target": target}
+        return dict(self.client.request("GET", "gate-policy", params=params))
+
+    def put(
+        self, *, project: str, model: str, target: str = "production", rules: list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        """Replace the rules a version of ``model`` must pass to reach ``target`` (approvers)."""
+        body = {"project": project, "model": model, "target": target, "rules": rules}
+        return dict(self.client.request("PUT", "gate-policy", json=body))
 
 
 class Sweeps(_Resource):

@@ -92,6 +92,8 @@ class Promotion(Model):
     status: str = ""
     requested_by: str = ""
     decided_by: str | None = None
+    kind: str = "promote"
+    override_reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -136,3 +138,30 @@ class Delivery(Model):
     status: str = ""
     attempts: int = 0
     response_status: int | None = None
+
+
+@dataclass(frozen=True)
+class Suite(Model):
+    id: int = 0
+    project: str = ""
+    model_name: str = ""
+    name: str = ""
+    version: int = 0
+    digest: str = ""
+
+
+@dataclass(frozen=True)
+class SuiteRun(Model):
+    id: int = 0
+    suite: int = 0
+    suite_name: str = ""
+    suite_version: int = 0
+    model_version: int = 0
+    status: str = ""
+    results: dict[str, Any] = field(default_factory=dict)
+    digest: str = ""
+    error: str = ""
+
+    @property
+    def finished(self) -> bool:
+        return self.status != "running"

@@ -44,6 +44,7 @@ COLUMNS = {
     ],
     "sweeps": ["id", "name", "status", "trials_launched", "n_trials", "objective_metric"],
     "webhooks": ["id", "url", "event_types", "enabled"],
+    "suites": ["id", "model_name", "name", "version", "digest"],
     "deliveries": ["id", "event_type", "status", "attempts", "response_status", "last_error"],
 }
 
@@ -200,8 +201,52 @@ def run(args: argparse.Namespace, client: Client) -> int:  # noqa: C901 - one br
                 model_version=args.model_version, target=args.target, comment=args.comment
             )
         )
-    elif command in ("approve", "reject"):
-        out.one(getattr(client.promotions, command)(args.promotion, comment=args.comment))
+    elif command == "approve":
+        out.one(
+            client.promotions.approve(
+                args.promotion, comment=args.comment, override_reason=args.override_reason
+            )
+        )
+    elif command == "reject":
+        out.one(client.promotions.reject(args.promotion, comment=args.comment))
+    elif command == "withdraw":
+        out.one(client.promotions.withdraw(args.promotion))
+    elif command == "comment":
+        out.one(client.promotions.comment(args.promotion, args.text))
+    elif command == "rollback":
+        rollback = client.promotions.rollback(
+            model_version=args.model_version,
+            target=args.target,
+            comment=args.comment,
+            emergency=args.emergency,
+            reason=args.reason,
+        )
+        out.one(rollback)
+    elif command == "gates":
+        report = client.promotions.gates(args.promotion)
+        out.one(report)
+        return 0 if report.get("passed") else EXIT_JOB_FAILED
+    elif command == "card":
+        if args.promotion is not None:
+            card = client.promotions.card(args.promotion, markdown=args.markdown)
+        else:
+            card = client.deployments.card(
+                args.target, project=args.project, model=args.model, markdown=args.markdown
+            )
+        if args.markdown:
+            print(card)
+        else:
+            out.one(card)
+    elif command == "history":
+        out.one({"results": client.deployments.history(args.target, project=args.project, model=args.model)})
+    elif command == "votes":
+        print(client.promotions.votes_csv(args.promotion), end="")
+    elif command == "suite-run":
+        run = client.suites.run(project=args.project, suite=args.suite, model_version=args.model_version)
+        if args.wait:
+            run = client.suites.run_wait(run.id)
+        out.one(run)
+        return EXIT_JOB_FAILED if run.status == "failed" else 0
     elif command == "sweep":
         return _sweep(args, client, out)
     elif command in ("pause", "resume"):
@@ -234,6 +279,7 @@ def _resource(args: argparse.Namespace, client: Client, out: Output) -> int:
             "promotions": lambda: client.promotions.get(int(args.ref)),
             "sweeps": lambda: client.sweeps.get(int(args.ref)),
             "webhooks": lambda: client.webhooks.get(int(args.ref)),
+            "suites": lambda: client.suites.get(int(args.ref)),
             "base-models": lambda: next(
                 m
                 for m in client.base_models.list(args.project)
@@ -259,6 +305,7 @@ def _resource(args: argparse.Namespace, client: Client, out: Output) -> int:
             "promotions": client.promotions.list,
             "sweeps": client.sweeps.list,
             "webhooks": client.webhooks.list,
+            "suites": client.suites.list,
         }
         listed = lists[kind](args.project)
     out.rows(listed, COLUMNS[kind])
@@ -441,6 +488,48 @@ def parser_build() -> argparse.ArgumentParser:
         decide = commands.add_parser(name, help=f"{name} a promotion request (approvers)")
         decide.add_argument("promotion", type=int)
         decide.add_argument("--comment", default="")
+        if name == "approve":
+            decide.add_argument(
+                "--override-reason", default="", help="approve past a failing gate (admins only)"
+            )
+    commands.add_parser("withdraw", help="take back your own open request").add_argument(
+        "promotion", type=int
+    )
+    comment = commands.add_parser("comment", help="comment on a promotion request")
+    comment.add_argument("promotion", type=int)
+    comment.add_argument("text")
+    rollback = commands.add_parser(
+        "rollback", help="ask to put a target back on a version it ran before (or, admins, --emergency)"
+    )
+    rollback.add_argument("model_version", type=int)
+    rollback.add_argument("--target", default="production")
+    rollback.add_argument("--comment", default="")
+    rollback.add_argument("--emergency", action="store_true", help="at once, without a second approver")
+    rollback.add_argument("--reason", default="", help="why: required with --emergency")
+    gates = commands.add_parser(
+        "gates", help="a promotion's gate rules, pass / fail / pending (exit 1 unless all pass)"
+    )
+    gates.add_argument("promotion", type=int)
+    card = commands.add_parser("card", help="the model card of what a target runs, or of a promotion")
+    card.add_argument("target", nargs="?", default="production")
+    card.add_argument("--project")
+    card.add_argument("--model")
+    card.add_argument("--promotion", type=int, help="this approved promotion's card instead")
+    card.add_argument("--markdown", action="store_true", help="Markdown instead of JSON")
+    history = commands.add_parser("history", help="what a target ran, approval by approval")
+    history.add_argument("target", nargs="?", default="production")
+    history.add_argument("--project", required=True)
+    history.add_argument("--model", required=True)
+    commands.add_parser("votes", help="a promotion's blind-review votes, as CSV").add_argument(
+        "promotion", type=int
+    )
+    suite_run = commands.add_parser(
+        "suite-run", help="run an evaluation suite on a model version (cached: no job starts twice)"
+    )
+    suite_run.add_argument("--project", required=True)
+    suite_run.add_argument("--suite", type=int, required=True)
+    suite_run.add_argument("--model-version", type=int, required=True)
+    suite_run.add_argument("--wait", action="store_true", help="until it ends; exit 1 if it failed")
     sweep = commands.add_parser("sweep", help="hyper-parameter sweeps")
     sweeps = sweep.add_subparsers(dest="sweep_command", required=True)
     create = sweeps.add_parser("create", help="start a sweep from a YAML or JSON file of its settings")
@@ -488,6 +577,7 @@ def _resource_commands(commands: Any) -> None:
         ("promotions", "a project's promotion requests", "a promotion request"),
         ("sweeps", "a project's sweeps", "a sweep"),
         ("webhooks", "a project's webhook subscriptions (admins)", "a webhook subscription"),
+        ("suites", "a project's evaluation suites", "an evaluation suite (one version)"),
     ):
         resource = commands.add_parser(kind, help=text)
         actions = resource.add_subparsers(dest="action", required=True)
