@@ -16,10 +16,7 @@ and never updated. MLflow gets it on commit, beside the registered version;
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import math
 from datetime import datetime
 from typing import Any
 
@@ -31,7 +28,8 @@ from controlplane.accounts.models import Project, Role, User
 from controlplane.accounts.selectors import project_role_check
 from controlplane.datasets.models import DatasetOperation, DatasetVersion, OperationKind, OperationStatus
 from controlplane.errors import NotFound, ServiceUnavailable, ValidationFailed
-from controlplane.evidence import suites
+from controlplane.evidence import card_markdown, suite_results
+from controlplane.evidence.digests import digest_of, json_safe
 from controlplane.evidence.models import GateCheck, ModelCard, ReviewVote, SuiteRun
 from controlplane.registry.models import Deployment, Promotion, PromotionStatus, Target
 
@@ -44,28 +42,6 @@ NOT_RECORDED = "not recorded"
 LIBRARY_TAG_PREFIX = "tuneyard.library."
 # The dataset checks a card reports, in the order it shows them.
 CHECK_KINDS = (OperationKind.CONTAMINATION, OperationKind.PII_SCAN, OperationKind.DEDUP)
-
-
-def canonical_json(data: Any) -> bytes:
-    """The one byte string a JSON value has: sorted keys, no spaces, UTF-8, no NaN."""
-    return json.dumps(
-        data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    ).encode()
-
-
-def digest_of(data: Any) -> str:
-    return hashlib.sha256(canonical_json(data)).hexdigest()
-
-
-def json_safe(value: Any) -> Any:
-    """``value`` with every non-finite number (a NaN loss, SQLite lets one through) as None: JSON has none."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {key: json_safe(inner) for key, inner in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(inner) for inner in value]
-    return value
 
 
 def _when(value: datetime | None) -> str | None:
@@ -145,7 +121,10 @@ def model_card_write(*, promotion_id: int, libraries: dict[str, str] | None = No
             return existing
         data = json_safe(model_card_data(promotion=promotion, libraries=libraries))
         card = ModelCard.objects.create(
-            promotion=promotion, data=data, markdown=model_card_markdown(data), digest=digest_of(data)
+            promotion=promotion,
+            data=data,
+            markdown=card_markdown.model_card_markdown(data),
+            digest=digest_of(data),
         )
         card_id = card.pk
         transaction.on_commit(lambda: model_card_publish(card_id=card_id))
@@ -157,7 +136,7 @@ def model_card_data(*, promotion: Promotion, libraries: dict[str, str] | None) -
     version = promotion.model_version
     job = version.job
     # The suites' own notion of the champion, so the card's figures and its champion agree.
-    champion = suites.promotion_champion(promotion)
+    champion = suite_results.promotion_champion(promotion)
     config = job.config or {}
     method = config.get("method") or {}
     return {
@@ -269,7 +248,7 @@ def _suites_entry(promotion: Promotion) -> list[dict[str, Any]]:
     """Each suite the promotion was judged on, with the challenger's and the champion's runs: the
     ones the kept gate check cites, else the model's current suites (what the promotion page shows)."""
     entries = []
-    for suite, ours, theirs in suites.promotion_runs(promotion):
+    for suite, ours, theirs in suite_results.promotion_runs(promotion):
         entries.append(
             {
                 "suite": suite.name,
@@ -354,232 +333,6 @@ def _gate_entry(promotion: Promotion) -> dict[str, Any] | None:
         "checked_at": _when(check.checked_at),
         "override_reason": promotion.override_reason,
     }
-
-
-# --- Markdown ------------------------------------------------------------------------------------
-
-
-def _cell(value: Any) -> str:
-    """A value as one Markdown table cell: pipes escaped, on one line."""
-    if value is None:
-        text = "–"
-    elif isinstance(value, float):
-        text = f"{value:.6g}"
-    elif isinstance(value, dict | list):
-        text = json.dumps(value, sort_keys=True, ensure_ascii=False)
-    else:
-        text = str(value)
-    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\r", " ").replace("\n", " ")
-
-
-def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_cell(value) for value in row) + " |" for row in rows]
-    return [*lines, ""]
-
-
-def _quoted(text: str) -> list[str]:
-    return [f"> {line}" for line in text.splitlines()] + [""] if text else []
-
-
-def check_summary(check: dict[str, Any]) -> str:
-    """One line of what a dataset check found."""
-    result = check.get("result") or {}
-    if check.get("status") != OperationStatus.SUCCEEDED:
-        return f"failed: {check.get('message') or 'no result'}"
-    if check["kind"] == OperationKind.CONTAMINATION:
-        return (
-            f"{result.get('contaminated_rows', '?')} of {result.get('eval_rows', '?')} rows of "
-            f"{check.get('of')} found in the training data "
-            f"({result.get('n', (check.get('options') or {}).get('n', '?'))}-grams)"
-        )
-    if check["kind"] == OperationKind.PII_SCAN:
-        kinds = result.get("kinds") or {}
-        found = {kind: info.get("rows", 0) for kind, info in kinds.items() if isinstance(info, dict)}
-        flagged = ", ".join(
-            f"{kind} in {rows} row{'' if rows == 1 else 's'}" for kind, rows in sorted(found.items()) if rows
-        )
-        return f"{flagged} (of {result.get('rows', '?')} rows)" if flagged else "nothing found"
-    if check["kind"] == OperationKind.DEDUP:
-        removed = result.get("removed", result.get("removed_rows"))
-        return f"{removed} rows removed" if removed is not None else "done"
-    return "done"
-
-
-def _run_words(run: dict[str, Any] | None) -> str:
-    if run is None:
-        return "no run"
-    digest = f", digest `{run['digest'][:16]}`" if run["digest"] else ""
-    return f"run {run['id']} ({run['status']}{digest})"
-
-
-def suite_runs_line(suite: dict[str, Any]) -> str:
-    """Which runs a suite's figures come from, in words."""
-    return (
-        f"this version's {_run_words(suite['challenger'])}, the champion's {_run_words(suite['champion'])}."
-    )
-
-
-def _figures(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value, sort_keys=True, ensure_ascii=False)
-
-
-def gate_rules(gate: dict[str, Any] | None) -> list[dict[str, Any]]:
-    """The gate's rules as (rule, outcome, figures), whatever shape its kept results have."""
-    if gate is None:
-        return []
-    results = gate["results"]
-    if isinstance(results, dict):
-        results = results.get("rules", [])
-    rules = []
-    for rule in results if isinstance(results, list) else []:
-        if not isinstance(rule, dict):
-            continue
-        outcome = rule.get("status") or rule.get("outcome") or rule.get("state")
-        if outcome is None and "passed" in rule:
-            outcome = "pass" if rule["passed"] else "fail"
-        rules.append(
-            {
-                "rule": rule.get("label")
-                or rule.get("rule")
-                or rule.get("name")
-                or rule.get("kind")
-                or "rule",
-                "outcome": outcome or "–",
-                "figures": _figures(rule.get("figures") or rule.get("detail") or rule.get("message") or ""),
-            }
-        )
-    return rules
-
-
-def model_card_markdown(data: dict[str, Any]) -> str:
-    """The card as Markdown, from the card's data alone."""
-    model, promotion, training = data["model"], data["promotion"], data["training"]
-    lines = [
-        f"# Model card: {model['name']} v{model['mlflow_version']}",
-        "",
-        f"Deployed to **{promotion['target']}** in project `{data['project']}` "
-        f"({'a rollback' if promotion['kind'] == 'rollback' else 'a promotion'}, request {promotion['id']}).",
-        "",
-        "## Model",
-        "",
-        *_table(
-            ["", ""],
-            [
-                ["MLflow model", f"{model['mlflow_name']} version {model['mlflow_version']}"],
-                ["Model URI", model["mlflow_uri"]],
-                ["Source", model["source_uri"]],
-                ["Base model", f"{data['base_model']['name']} ({data['base_model']['uri']})"],
-                [
-                    "Replaces",
-                    f"v{data['champion']['mlflow_version']}" if data["champion"] else "nothing (first here)",
-                ],
-            ],
-        ),
-        "## Training",
-        "",
-        f"Job {training['job']}, method **{training['method'] or 'unknown'}**"
-        + (f", MLflow run `{training['mlflow_run_id']}`." if training["mlflow_run_id"] else "."),
-        "",
-        *_table(
-            ["Hyperparameter", "Value"], [[k, v] for k, v in sorted(training["hyperparameters"].items())]
-        ),
-    ]
-    if training["metrics"]:
-        lines += _table(["Final metric", "Value"], [[k, v] for k, v in sorted(training["metrics"].items())])
-    lines += ["## Data", ""]
-    for dataset in data["datasets"]:
-        lines += [
-            f"**{dataset['name']} v{dataset['version']}** ({dataset['role']}, {dataset['format']}, "
-            f"{dataset['rows']} rows), sha256 `{dataset['sha256']}`",
-            "",
-        ]
-        if dataset["checks"]:
-            lines += _table(
-                ["Check", "Finding", "When", "Digest"],
-                [
-                    [c["kind"], check_summary(c), c["finished_at"], c["digest"][:16]]
-                    for c in dataset["checks"]
-                ],
-            )
-        else:
-            lines += ["No contamination, PII or dedup check was run on it.", ""]
-    lines += ["## Evaluation against the champion", ""]
-    if not data["suites"]:
-        lines += ["No evaluation suite was run.", ""]
-    for suite in data["suites"]:
-        lines += [
-            f"**{suite['suite']} v{suite['version']}** (seed {suite['seed']}): {suite_runs_line(suite)}",
-            "",
-        ]
-        if suite["comparison"]:
-            lines += _table(
-                ["Task", "Metric", "This version", "Champion", "Δ"],
-                [
-                    [r["task"], r["metric"], r["challenger"], r["champion"], r["delta"]]
-                    for r in suite["comparison"]
-                ],
-            )
-    review = data["review"]
-    lines += ["## Blind review", ""]
-    if review["votes"]:
-        lines += _table(
-            ["Votes", "This version won", "Champion won", "Ties", "Win rate", "Digest"],
-            [
-                [
-                    review["votes"],
-                    review["challenger_wins"],
-                    review["champion_wins"],
-                    review["ties"],
-                    review["challenger_win_rate"],
-                    review["digest"][:16],
-                ]
-            ],
-        )
-    else:
-        lines += ["No review votes.", ""]
-    gate = data["gate"]
-    lines += ["## Gate", ""]
-    if gate is None:
-        lines += ["No gate policy applied.", ""]
-    else:
-        lines += [f"**{'Passed' if gate['passed'] else 'Failed'}** (digest `{gate['digest'][:16]}`).", ""]
-        rules = gate_rules(gate)
-        if rules:
-            lines += _table(
-                ["Rule", "Outcome", "Figures"], [[r["rule"], r["outcome"], r["figures"]] for r in rules]
-            )
-    if promotion["override_reason"]:
-        lines += [
-            "**Approved by an admin's override**, who wrote:",
-            "",
-            *_quoted(promotion["override_reason"]),
-        ]
-    lines += [
-        "## Decision",
-        "",
-        *_table(
-            ["", "Who", "When"],
-            [
-                ["Requested", promotion["requested_by"], promotion["requested_at"]],
-                ["Approved", promotion["approved_by"], promotion["approved_at"]],
-            ],
-        ),
-        *(["Request:", "", *_quoted(promotion["comment"])] if promotion["comment"] else []),
-        *(
-            ["Decision:", "", *_quoted(promotion["decision_comment"])]
-            if promotion["decision_comment"]
-            else []
-        ),
-        "## Libraries",
-        "",
-    ]
-    libraries = data["libraries"]
-    if isinstance(libraries, dict):
-        lines += _table(["Library", "Version"], [[k, v] for k, v in sorted(libraries.items())])
-    else:
-        lines += [f"Library versions: {libraries}.", ""]
-    return "\n".join(lines).rstrip() + "\n"
 
 
 # --- MLflow --------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from controlplane.accounts.models import Role
 from controlplane.accounts.requests import AuthenticatedHttpRequest
 from controlplane.accounts.selectors import project_get
 from controlplane.errors import page_errors
-from controlplane.evidence import cards
+from controlplane.evidence import card_markdown, cards
 from controlplane.evidence.models import ModelCard
 
 
@@ -23,7 +23,9 @@ def card_context(card: ModelCard) -> dict[str, Any]:
     datasets = [
         {
             **dataset,
-            "checks": [{**check, "summary": cards.check_summary(check)} for check in dataset["checks"]],
+            "checks": [
+                {**check, "summary": card_markdown.check_summary(check)} for check in dataset["checks"]
+            ],
         }
         for dataset in data["datasets"]
     ]
@@ -37,7 +39,7 @@ def card_context(card: ModelCard) -> dict[str, Any]:
         "data": data,
         "datasets": datasets,
         "suites": suites,
-        "gate_rules": cards.gate_rules(data["gate"]),
+        "gate_rules": card_markdown.gate_rules(data["gate"]),
         "hyperparameters": sorted(data["training"]["hyperparameters"].items()),
         "training_metrics": sorted(data["training"]["metrics"].items()),
         "libraries": sorted(libraries.items()) if isinstance(libraries, dict) else None,

@@ -21,7 +21,8 @@ from controlplane.datasets.inputs import ContaminationRequest, PiiScanRequest
 from controlplane.datasets.models import DatasetOperation, DatasetVersion, OperationKind, OperationStatus
 from controlplane.datasets.services import dataset_operation_start
 from controlplane.errors import Conflict, DomainError, NotFound, ValidationFailed, pydantic_parse
-from controlplane.evidence import suites
+from controlplane.evidence import suite_results, suites
+from controlplane.evidence.digests import digest_of, json_safe
 from controlplane.evidence.models import (
     GateCheck,
     GatePolicy,
@@ -208,9 +209,10 @@ class _Evidence:
     def __init__(self, promotion: Promotion) -> None:
         self.promotion = promotion
         self.challenger = promotion.model_version
-        self.champion = suites.promotion_champion(promotion)
+        self.champion = suite_results.promotion_champion(promotion)
         self.runs = {
-            suite.name: (suite, mine, theirs) for suite, mine, theirs in suites.promotion_runs(promotion)
+            suite.name: (suite, mine, theirs)
+            for suite, mine, theirs in suite_results.promotion_runs(promotion)
         }
         self.training = DatasetVersion.objects.select_related("dataset").get(
             pk=self.challenger.job.dataset_version_id
@@ -261,7 +263,7 @@ def _relative(rule: RelativeRule, evidence: _Evidence) -> dict[str, Any]:
     if theirs is None:
         return _result(rule, state, why)
     # The gain in the metric's better direction, in the rule's unit.
-    gain = (theirs - mine) if suites.lower_is_better(rule.metric) else (mine - theirs)
+    gain = (theirs - mine) if suite_results.lower_is_better(rule.metric) else (mine - theirs)
     if rule.unit == "points":
         gain *= 100
     elif theirs:
@@ -280,7 +282,7 @@ def _judge(rule: JudgeWinRateRule, evidence: _Evidence) -> dict[str, Any]:
         return _result(rule, FAIL, f"the model has no suite {rule.suite}")
     if evidence.champion is None:
         return _result(rule, PASS, f"no champion on {evidence.promotion.target} to compare with")
-    verdict = suites.judge_side(found[1], rule.task)
+    verdict = suite_results.judge_side(found[1], rule.task)
     job = verdict["job"]
     if verdict["state"] == "failed":
         return _result(rule, FAIL, f"judge job {job.pk} failed: {verdict.get('error', '')[:200]}", job=job.pk)
@@ -457,7 +459,7 @@ def gate_report(*, promotion: Promotion) -> dict[str, Any] | None:
         return None
     return report | {
         "kept": False,
-        "digest": suites.canonical_digest(report["rules"]),
+        "digest": digest_of(json_safe(report["rules"])),
         "checked_at": timezone.now(),
     }
 
@@ -492,8 +494,8 @@ def promotion_changed(promotion_id: int, status: PromotionStatus) -> None:
     GateCheck.objects.create(
         promotion=promotion,
         passed=report["passed"],
-        results=report["rules"],
-        digest=suites.canonical_digest(report["rules"]),
+        results=json_safe(report["rules"]),
+        digest=digest_of(json_safe(report["rules"])),
     )
 
 

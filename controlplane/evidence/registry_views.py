@@ -19,7 +19,7 @@ from controlplane.accounts.requests import AuthenticatedHttpRequest
 from controlplane.accounts.selectors import membership_role, project_get
 from controlplane.datasets.models import DatasetOperation, DatasetVersion, OperationKind
 from controlplane.errors import NotFound, page_errors
-from controlplane.evidence import gates, review, suites
+from controlplane.evidence import gates, review, suite_results
 from controlplane.evidence.models import SuiteRun, SuiteRunJob
 from controlplane.registry import hooks, selectors
 from controlplane.registry.models import Promotion, PromotionStatus, Target
@@ -70,7 +70,6 @@ def model_detail(request: AuthenticatedHttpRequest, slug: str, name: str) -> Htt
         for value, label in Target.choices
     ]
     targets_of = {v.pk: [t for t, d in deployed.items() if d.model_version_id == v.pk] for v in versions}
-    results_by_version = getattr(suites, "suite_results_by_version", None)
     return render(
         request,
         "evidence/model.html",
@@ -85,11 +84,7 @@ def model_detail(request: AuthenticatedHttpRequest, slug: str, name: str) -> Htt
                 .filter(model_version__name=name)
                 .order_by("-requested_at")[:50]
             ),
-            # Provided by the suites' part of this app once it offers it; until then the section
-            # says that no suite has run.
-            "suite_results": results_by_version(project=project, model_name=name)
-            if results_by_version
-            else None,
+            "suite_results": suite_results.suite_results_by_version(project=project, model_name=name),
         },
     )
 
@@ -233,7 +228,7 @@ def promotion_detail(request: AuthenticatedHttpRequest, slug: str, promotion_id:
             "events": list(selectors.promotion_event_list(promotion=promotion)),
             "comments": list(selectors.promotion_comment_list(promotion=promotion)),
             "blockers": blockers,
-            "suite_comparison": suites.suite_comparison(promotion=promotion),
+            "suite_comparison": suite_results.suite_comparison(promotion=promotion),
             "gate_report": gate_report,
             "review": review.review_context(promotion=promotion, user=request.user),
             "card": getattr(promotion, "card", None),

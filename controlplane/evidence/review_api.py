@@ -19,7 +19,7 @@ from controlplane.accounts.api import ERRORS, ErrorSerializer, results_of
 from controlplane.accounts.requests import AuthenticatedRequest
 from controlplane.api_common import RequestModel, Whole, body_parse
 from controlplane.errors import ValidationFailed
-from controlplane.evidence import review
+from controlplane.evidence import review, review_tally
 from controlplane.evidence.models import Vote
 from controlplane.paging import MAX_LIMIT, page_answer
 from controlplane.paging import PARAMETERS as PAGE
@@ -124,7 +124,7 @@ class ReviewVoteSerializer(serializers.Serializer):
     at = serializers.DateTimeField()
 
     def get_verdict(self, vote: Any) -> str:
-        return review.vote_verdict(vote=vote.vote, challenger_side=vote.challenger_side)
+        return review_tally.vote_verdict(vote=vote.vote, challenger_side=vote.challenger_side)
 
 
 class ReviewVoteRequest(RequestModel):

@@ -11,7 +11,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from controlplane.accounts.requests import AuthenticatedHttpRequest
 from controlplane.errors import DomainError, Forbidden, NotFound, ValidationFailed, page_errors
-from controlplane.evidence import review
+from controlplane.evidence import review, review_answers, review_tally
 from controlplane.evidence.models import Vote
 from controlplane.registry.selectors import promotion_get
 
@@ -57,7 +57,7 @@ def review_vote(request: AuthenticatedHttpRequest, promotion_id: int) -> HttpRes
     raw_vote = request.POST.get("vote", "")
     # Sent by htmx (django-htmx's request.htmx, read from its header so the types know it).
     htmx = request.headers.get("HX-Request") == "true"
-    source = review.review_source(promotion=promotion)
+    source = review_answers.review_source(promotion=promotion)
     error = ""
     try:
         if not (raw_row.isascii() and raw_row.isdigit() and len(raw_row) < 10):
@@ -90,7 +90,7 @@ def review_vote(request: AuthenticatedHttpRequest, promotion_id: int) -> HttpRes
         vote = mine.first()
         prompt = review.PromptView(
             paired=paired,
-            side=review.challenger_side(promotion_id=promotion.pk, task=task, row=paired.row),
+            side=review_tally.challenger_side(promotion_id=promotion.pk, task=task, row=paired.row),
             my_vote=vote.vote if vote else None,
             revealed=vote is not None or context.decided,
             error=error,

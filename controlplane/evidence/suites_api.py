@@ -21,7 +21,7 @@ from controlplane.api_common import (
     query_parse,
 )
 from controlplane.errors import ValidationFailed
-from controlplane.evidence import suites
+from controlplane.evidence import suite_results, suites
 from controlplane.evidence.models import Suite, SuiteRun
 from controlplane.paging import DEFAULT_LIMIT, MAX_LIMIT, page_answer
 from controlplane.paging import PARAMETERS as PAGE
@@ -234,7 +234,7 @@ class SuiteRunPredictionsApi(APIView):
         operation_id="api_v1_suite_run_predictions_list",
         parameters=[
             OpenApiParameter(
-                "filter", str, enum=list(suites.PREDICTION_FILTERS), description="right or wrong only"
+                "filter", str, enum=list(suite_results.PREDICTION_FILTERS), description="right or wrong only"
             ),
             *PAGE,
         ],
@@ -257,7 +257,7 @@ class SuiteRunPredictionsApi(APIView):
         """A task's per-row inputs, predictions, extracted answers, references and scores, in row order."""
         run = suites.suite_run_get(user=request.user, suite_run_id=suite_run_id)
         query = query_parse(request, PredictionQuery)
-        rows = suites.task_predictions(run=run, task=task, only=query.filter)
+        rows = suite_results.task_predictions(run=run, task=task, only=query.filter)
         # The rows are a finished job's table, which never changes: an offset is a stable cursor.
         start = int(query.cursor or 0)
         chunk = rows[start : start + query.limit]

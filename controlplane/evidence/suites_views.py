@@ -16,7 +16,7 @@ from controlplane.accounts.models import Project, Role
 from controlplane.accounts.requests import AuthenticatedHttpRequest
 from controlplane.accounts.selectors import membership_role, project_get
 from controlplane.errors import DomainError, NotFound, ValidationFailed, page_errors
-from controlplane.evidence import gates, suites
+from controlplane.evidence import gates, suite_results, suites
 from controlplane.evidence.models import GatePolicy, Suite, SuiteRun
 from controlplane.registry.models import ModelVersion, Target
 
@@ -237,13 +237,13 @@ def suite_run_predictions(
     if run.suite.project.slug != slug:
         raise NotFound("Not found.")
     only = request.GET.get("filter", "all")
-    if only not in suites.PREDICTION_FILTERS:
+    if only not in suite_results.PREDICTION_FILTERS:
         only = "all"
     raw = request.GET.get("page", "1")
     page = int(raw) if raw.isascii() and raw.isdigit() and 0 < len(raw) < 7 else 1
     problem = ""
     try:
-        rows = suites.task_predictions(run=run, task=task, only=only)
+        rows = suite_results.task_predictions(run=run, task=task, only=only)
     except NotFound:
         raise
     except DomainError as exc:
@@ -259,7 +259,7 @@ def suite_run_predictions(
             "run": run,
             "task": task,
             "filter": only,
-            "filters": suites.PREDICTION_FILTERS,
+            "filters": suite_results.PREDICTION_FILTERS,
             "rows": rows[(page - 1) * PREDICTIONS_PAGE : page * PREDICTIONS_PAGE],
             "count": len(rows),
             "page": page,

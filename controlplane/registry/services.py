@@ -224,19 +224,7 @@ def promotion_withdraw(*, promotion: Promotion, user: User, comment: str = "") -
         raise Conflict(
             f"This promotion is already {promotion.status}; only an open request can be withdrawn."
         )
-    won = promotion_transition(
-        promotion_id=promotion.pk,
-        from_status=PromotionStatus.REQUESTED,
-        to=PromotionStatus.WITHDRAWN,
-        actor=user,
-        comment=comment,
-        decided_at=timezone.now(),
-        decision_comment=comment,
-    )
-    if not won:
-        raise Conflict("This promotion was decided by someone else a moment ago.")
-    promotion.refresh_from_db()
-    return promotion
+    return _request_close(promotion, user=user, to=PromotionStatus.WITHDRAWN, comment=comment)
 
 
 def promotion_comment_add(*, promotion: Promotion, user: User, body: str) -> PromotionComment:
@@ -413,15 +401,22 @@ def _alias_sync(version: ModelVersion) -> None:
 
 def promotion_reject(*, promotion: Promotion, user: User, comment: str = "") -> Promotion:
     _decider_check(promotion, user)
+    return _request_close(promotion, user=user, to=PromotionStatus.REJECTED, comment=comment, decides=True)
+
+
+def _request_close(
+    promotion: Promotion, *, user: User, to: PromotionStatus, comment: str, decides: bool = False
+) -> Promotion:
+    """Close an open request as ``to`` (rejected by a decider, or withdrawn by its requester)."""
     won = promotion_transition(
         promotion_id=promotion.pk,
         from_status=PromotionStatus.REQUESTED,
-        to=PromotionStatus.REJECTED,
+        to=to,
         actor=user,
         comment=comment,
-        decided_by=user,
         decided_at=timezone.now(),
         decision_comment=comment,
+        **({"decided_by": user} if decides else {}),
     )
     if not won:
         raise Conflict("This promotion was decided by someone else a moment ago.")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from django.utils import timezone
 
-from controlplane.evidence import cards
+from controlplane.evidence import cards, digests
 from controlplane.evidence.models import GateCheck, ReviewVote
 from controlplane.registry.models import Deployment, ModelVersion, Promotion, PromotionStatus
 from controlplane.training.models import Job, JobStatus
@@ -78,7 +78,7 @@ def _card_of_an_overridden_approval(people) -> Promotion:
         ]
     }
     GateCheck.objects.create(
-        promotion=promotion, passed=False, results=results, digest=cards.digest_of(results)
+        promotion=promotion, passed=False, results=results, digest=digests.digest_of(results)
     )
     cards.model_card_write(
         promotion_id=promotion.pk,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from controlplane.evidence import review
+from controlplane.evidence import review_tally
 from controlplane.evidence.models import ReviewVote
 from tests.browsing import DESKTOP, PHONE, csp_violations, log_in, overflow_px, screenshot
 from tests.controlplane.evidence.test_review import review_seed
@@ -45,15 +45,18 @@ def test_an_approver_votes_blind_and_each_card_then_shows_its_sides(
     expect(page.locator('[data-judge="answers-judge"]')).to_contain_text(f"of {len(votes)} human votes")
     expect(page.locator('.review-flip-list [data-flip="right_to_wrong"]')).to_contain_text("row 2")
 
-    side = {row: review.challenger_side(promotion_id=promotion.pk, task="answers", row=row) for row in votes}
+    side = {
+        row: review_tally.challenger_side(promotion_id=promotion.pk, task="answers", row=row) for row in votes
+    }
     card = page.locator('article.review-prompt[data-row="0"]')
     expect(card.locator(f'[data-side="{side[0]}"] .review-who')).to_have_attribute("data-who", "challenger")
     expect(card.locator(f'[data-side="{side[0]}"] .review-text')).to_contain_text("The answer is")
 
     verdicts = [
-        review.vote_verdict(vote=v.vote, challenger_side=v.challenger_side) for v in ReviewVote.objects.all()
+        review_tally.vote_verdict(vote=v.vote, challenger_side=v.challenger_side)
+        for v in ReviewVote.objects.all()
     ]
-    tally = review.Tally.of(verdicts)
+    tally = review_tally.Tally.of(verdicts)
     expect(page.locator("[data-win-rate]")).to_have_text(f"{tally.rate_pct}%")
     expect(page.locator("svg.review-ci")).to_be_visible()
     screenshot(page, "review.png")

@@ -10,7 +10,7 @@ import uuid
 import pytest
 
 from controlplane import tracking
-from controlplane.evidence import gates, suites
+from controlplane.evidence import gates, suite_results
 from controlplane.evidence.models import SuiteRun
 from controlplane.training.services import job_claim, job_finish
 from tests.browsing import DESKTOP, PHONE, csp_violations, log_in, overflow_px, screenshot
@@ -88,7 +88,9 @@ def test_suite_results_gates_and_predictions_on_a_desktop_and_a_phone(
         {"quiz-0": {"mc_acc": 0.7, "mc_acc_norm": 0.6}, "quiz-1": {"mc_acc": 0.4, "mc_acc_norm": 0.45}},
     )
     mine.refresh_from_db()
-    assert mine.status == "succeeded" and suites.suite_comparison(promotion=promotion)["pending"] is False
+    assert (
+        mine.status == "succeeded" and suite_results.suite_comparison(promotion=promotion)["pending"] is False
+    )
 
     context = browser.new_context(viewport=DESKTOP)
     violations = csp_violations(context)

@@ -136,33 +136,10 @@ def run_evaluate(spec: JobSpec, workdir: Path) -> None:
                 )
         else:
             rows = read_rows(spec.dataset_uris, inputs, spec.dataset_format, scope)
-        artifact = spec.trained_artifact
-        artifact_dir = None
-        if artifact is not None:
-            local = download(artifact.uri, inputs / "trained", scope=scope)
-            if isinstance(local, str):
-                raise JobInputError(f"the trained artifact {artifact.uri!r} is not a path or an MLflow URI")
-            artifact_dir = local
-        # A whole trained model replaces its base, which then need not be downloaded at all.
-        whole = artifact is not None and artifact.kind is TrainedArtifactKind.MODEL
-        base_model = (
-            spec.base_model_uri
-            if whole
-            else download(spec.base_model_uri, inputs / "base-model", scope=scope)
-        )
-
+        tokenizer, model = evaluated_model_fetch(spec, inputs, scope)
         # Imported only now: torch and transformers take seconds to load.
-        from workers.engine.evaluation.job import evaluated_model_load, evaluation_data, model_evaluate
+        from workers.engine.evaluation.job import evaluation_data, model_evaluate
 
-        tokenizer, model = evaluated_model_load(
-            base_model,
-            spec.base_model_uri,
-            artifact_dir,
-            artifact.kind if artifact else None,
-            artifact.uri if artifact else "",
-            on_gpu=spec.config.resources.gpus > 0,
-            trust_remote_code=spec.trust_remote_code,
-        )
         data = evaluation_data(
             config, tokenizer, rows=rows, choice_rows=choice_rows, fewshot_rows=fewshot_rows
         )
@@ -173,10 +150,7 @@ def run_evaluate(spec: JobSpec, workdir: Path) -> None:
         run.log_metrics(metrics, 0)
         artifacts: dict[str, str] = {}
         if predictions:
-            tables = workdir / "predictions-table"
-            predictions_parquet(predictions, tables / PREDICTIONS_FILE)
-            # The folder holds only this file: a retried attempt replaces it rather than adding one.
-            artifacts["predictions"] = f"{run.log_artifacts(tables, PREDICTIONS_FOLDER)}/{PREDICTIONS_FILE}"
+            artifacts["predictions"] = predictions_log(run, predictions, workdir)
     emit({"event": "result", "metrics": metrics, "artifacts": artifacts})
 
 
@@ -380,10 +354,16 @@ def run_judge(spec: JobSpec, workdir: Path) -> None:
             for judgement in judgements
         ]
         # Written as run_evaluate writes its table, so the pages and the evidence read verdicts alike.
-        tables = workdir / "predictions-table"
-        predictions_parquet(predictions, tables / PREDICTIONS_FILE)
-        artifacts = {"predictions": f"{run.log_artifacts(tables, PREDICTIONS_FOLDER)}/{PREDICTIONS_FILE}"}
+        artifacts = {"predictions": predictions_log(run, predictions, workdir)}
     emit({"event": "result", "metrics": metrics, "artifacts": artifacts})
+
+
+def predictions_log(run: RunLogger, predictions: Sequence[PredictionRow], workdir: Path) -> str:
+    """The per-row predictions as the run's Parquet table; its URI, for the job's ``predictions``."""
+    tables = workdir / "predictions-table"
+    predictions_parquet(predictions, tables / PREDICTIONS_FILE)
+    # The folder holds only this file: a retried attempt replaces it rather than adding one.
+    return f"{run.log_artifacts(tables, PREDICTIONS_FOLDER)}/{PREDICTIONS_FILE}"
 
 
 def judge_params(spec: JobSpec) -> dict[str, object]:

@@ -13,7 +13,7 @@ from mlflow import MlflowClient
 from controlplane import tracking
 from controlplane.datasets.models import DatasetOperation, OperationKind, OperationStatus
 from controlplane.errors import ServiceUnavailable
-from controlplane.evidence import cards
+from controlplane.evidence import card_markdown, cards, digests
 from controlplane.evidence.models import GateCheck, ModelCard, ReviewVote, Suite, SuiteRun, SuiteRunStatus
 from controlplane.registry import services
 from controlplane.registry.models import Promotion, PromotionStatus
@@ -82,7 +82,7 @@ def _suite_runs(project, user, challenger, champion) -> tuple[Suite, SuiteRun, S
             model_version=version,
             status=SuiteRunStatus.SUCCEEDED,
             results=results,
-            digest=cards.digest_of({"suite": suite.digest, "results": results}),
+            digest=digests.digest_of({"suite": suite.digest, "results": results}),
             created_by=user,
             finished_at=timezone.now(),
         )
@@ -185,24 +185,24 @@ def test_the_card_cites_each_row_by_its_digest_and_recomputes_to_its_own(people,
     card.refresh_from_db()  # as PostgreSQL's jsonb gives it back
     data = card.data
 
-    assert card.digest == cards.digest_of(data) == cards.digest_of(card.data)
+    assert card.digest == digests.digest_of(data) == digests.digest_of(card.data)
     runs = {run.model_version_id: run for run in SuiteRun.objects.all()}
     [suite] = data["suites"]
     assert suite["challenger"]["digest"] == runs[challenger.model_version_id].digest
     assert suite["champion"]["digest"] == runs[data["champion"]["id"]].digest
     promotion = Promotion.objects.get(pk=challenger.pk)
-    assert data["review"]["digest"] == cards.digest_of(cards.review_votes_cited(promotion))
+    assert data["review"]["digest"] == digests.digest_of(cards.review_votes_cited(promotion))
     for check in data["datasets"][0]["checks"]:
         cited = {key: value for key, value in check.items() if key != "digest"}
-        assert check["digest"] == cards.digest_of(cited)
+        assert check["digest"] == digests.digest_of(cited)
         assert cited["result"] == DatasetOperation.objects.get(pk=check["id"]).result
     gate = GateCheck.objects.filter(promotion=promotion).first()
     assert (data["gate"] or {}).get("digest") == (gate.digest if gate else None)
 
     # Built again from the same rows, the card is the same to the byte.
-    again = cards.json_safe(cards.model_card_data(promotion=promotion, libraries=None))
-    assert cards.digest_of(again) == card.digest
-    assert cards.model_card_markdown(again) == card.markdown
+    again = digests.json_safe(cards.model_card_data(promotion=promotion, libraries=None))
+    assert digests.digest_of(again) == card.digest
+    assert card_markdown.model_card_markdown(again) == card.markdown
 
 
 def test_a_card_is_written_once_and_later_rows_never_change_it(people, challenger):
@@ -220,7 +220,7 @@ def test_a_card_is_written_once_and_later_rows_never_change_it(people, challenge
     assert (stored.digest, stored.markdown, stored.data) == (card.digest, card.markdown, card.data)
     assert stored.data["review"]["votes"] == 3
     # Recomputed now, the rows say something else: the card does not follow them.
-    assert cards.digest_of(cards.model_card_data(promotion=challenger, libraries=None)) != card.digest
+    assert digests.digest_of(cards.model_card_data(promotion=challenger, libraries=None)) != card.digest
 
 
 def test_no_card_before_approval_nor_for_a_rejected_request(people, challenger):
@@ -260,7 +260,7 @@ def test_the_gate_verdict_and_an_override_are_on_the_card(people, challenger):
     )
     results = {"rules": [{"label": "rougeL ≥ champion − 1", "status": "fail", "figures": "0.50 vs 0.52"}]}
     check = GateCheck.objects.create(
-        promotion=challenger, passed=False, results=results, digest=cards.digest_of(results)
+        promotion=challenger, passed=False, results=results, digest=digests.digest_of(results)
     )
     card = cards.model_card_write(
         promotion_id=challenger.pk, libraries={"torch": "2.13.0", "python": "3.12.3"}
@@ -346,6 +346,6 @@ def test_the_worker_tags_its_runs_with_its_library_versions(mlflow_server, monke
 
 
 def test_a_number_json_cannot_hold_is_none_on_the_card():
-    data = cards.json_safe({"metrics": {"loss": float("nan"), "acc": 0.5}, "rows": [float("inf"), 1]})
+    data = digests.json_safe({"metrics": {"loss": float("nan"), "acc": 0.5}, "rows": [float("inf"), 1]})
     assert data == {"metrics": {"loss": None, "acc": 0.5}, "rows": [None, 1]}
-    assert cards.digest_of(data) == cards.digest_of(json.loads(cards.canonical_json(data)))
+    assert digests.digest_of(data) == digests.digest_of(json.loads(digests.canonical_json(data)))

@@ -7,7 +7,7 @@ from django.template.loader import render_to_string
 from django.test import Client
 from django.utils import timezone
 
-from controlplane.evidence import cards
+from controlplane.evidence import cards, digests
 from controlplane.evidence.models import ModelCard
 from controlplane.registry.models import Deployment, Promotion, PromotionStatus
 from tests.factories import job_make, model_version_make, promotion_make
@@ -43,7 +43,7 @@ def test_a_promotions_card_is_json_by_default(people, api_for):
     answer = api_for("viv").get(f"/api/v1/promotions/{promotion.pk}/card")
     assert answer.status_code == 200 and answer["Content-Type"] == "application/json"
     body = answer.json()
-    assert body["digest"] == card.digest == cards.digest_of(body["card"])
+    assert body["digest"] == card.digest == digests.digest_of(body["card"])
     assert (body["promotion"], body["project"], body["model_name"], body["target"]) == (
         promotion.pk,
         "demo",

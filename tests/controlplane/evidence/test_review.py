@@ -19,7 +19,7 @@ from django.utils import timezone
 from controlplane import tracking
 from controlplane.accounts.models import Membership, Role
 from controlplane.accounts.services import member_add
-from controlplane.evidence import review
+from controlplane.evidence import review, review_answers, review_tally
 from controlplane.evidence.models import ReviewVote, Suite, SuiteRun, SuiteRunJob, SuiteRunStatus
 from controlplane.registry.models import Deployment, ModelVersion, Promotion, PromotionStatus
 from controlplane.registry.services import promotion_reject
@@ -193,7 +193,7 @@ def _vote_for(promotion: Promotion, row: int, verdict: str) -> str:
     """The vote (a, b or tie) that means ``verdict`` on ``row`` of "answers"."""
     if verdict == "tie":
         return "tie"
-    side = review.challenger_side(promotion_id=promotion.pk, task="answers", row=row)
+    side = review_tally.challenger_side(promotion_id=promotion.pk, task="answers", row=row)
     return side if verdict == "challenger" else ("b" if side == "a" else "a")
 
 
@@ -201,18 +201,20 @@ def _vote_for(promotion: Promotion, row: int, verdict: str) -> str:
 
 
 def test_sides_are_the_same_on_every_reload_and_about_half_each_way():
-    sides = [review.challenger_side(promotion_id=7, task="answers", row=n) for n in range(2000)]
-    assert sides == [review.challenger_side(promotion_id=7, task="answers", row=n) for n in range(2000)]
+    sides = [review_tally.challenger_side(promotion_id=7, task="answers", row=n) for n in range(2000)]
+    assert sides == [review_tally.challenger_side(promotion_id=7, task="answers", row=n) for n in range(2000)]
     assert 0.45 < sides.count("a") / len(sides) < 0.55
     # Another promotion shuffles its prompts differently.
-    other = [review.challenger_side(promotion_id=8, task="answers", row=n) for n in range(2000)]
+    other = [review_tally.challenger_side(promotion_id=8, task="answers", row=n) for n in range(2000)]
     assert 0.4 < sum(x != y for x, y in zip(sides, other, strict=True)) / len(sides) < 0.6
 
 
 def test_sides_depend_on_the_sites_secret_so_no_one_can_compute_them():
-    sides = [review.challenger_side(promotion_id=7, task="answers", row=n) for n in range(64)]
+    sides = [review_tally.challenger_side(promotion_id=7, task="answers", row=n) for n in range(64)]
     with override_settings(SECRET_KEY="another secret, another deployment, 0123456789abcdef"):
-        assert sides != [review.challenger_side(promotion_id=7, task="answers", row=n) for n in range(64)]
+        assert sides != [
+            review_tally.challenger_side(promotion_id=7, task="answers", row=n) for n in range(64)
+        ]
 
 
 @pytest.mark.parametrize(
@@ -227,22 +229,22 @@ def test_sides_depend_on_the_sites_secret_so_no_one_can_compute_them():
     ],
 )
 def test_the_win_rate_interval_is_wilsons(successes, n, low, high):
-    got = review.wilson_interval(successes, n)
+    got = review_tally.wilson_interval(successes, n)
     assert got == pytest.approx((low, high), abs=1e-4)
 
 
 def test_the_tally_counts_a_tie_as_half_a_win():
-    tally = review.Tally.of(["challenger"] * 6 + ["tie"] * 2 + ["champion"] * 2)
+    tally = review_tally.Tally.of(["challenger"] * 6 + ["tie"] * 2 + ["champion"] * 2)
     assert (tally.votes, tally.wins, tally.ties, tally.losses) == (10, 6, 2, 2)
     assert tally.win_rate == pytest.approx(0.7)
-    assert (tally.low, tally.high) == pytest.approx(review.wilson_interval(7, 10))
-    assert review.Tally.of([]).win_rate is None
+    assert (tally.low, tally.high) == pytest.approx(review_tally.wilson_interval(7, 10))
+    assert review_tally.Tally.of([]).win_rate is None
 
 
 def test_a_vote_is_read_in_the_challengers_terms_whatever_side_it_was_on():
-    assert review.vote_verdict(vote="a", challenger_side="a") == "challenger"
-    assert review.vote_verdict(vote="a", challenger_side="b") == "champion"
-    assert review.vote_verdict(vote="tie", challenger_side="b") == "tie"
+    assert review_tally.vote_verdict(vote="a", challenger_side="a") == "challenger"
+    assert review_tally.vote_verdict(vote="a", challenger_side="b") == "champion"
+    assert review_tally.vote_verdict(vote="tie", challenger_side="b") == "tie"
 
 
 # --- the answers, from real tables ----------------------------------------------------------------
@@ -250,7 +252,7 @@ def test_a_vote_is_read_in_the_challengers_terms_whatever_side_it_was_on():
 
 def test_prompts_pair_the_generation_tasks_rows_and_deltas_come_from_the_runs(people, mlflow_server):
     promotion = review_seed(people)
-    source = review.review_source(promotion=promotion)
+    source = review_answers.review_source(promotion=promotion)
     assert source.champion is not None and source.champion.version == 1
     assert [(r.task, r.row) for r in source.rows] == [("answers", n) for n in range(8)]
     assert source.rows[3].challenger.text == "The answer is 6."
@@ -267,7 +269,7 @@ def test_prompts_pair_the_generation_tasks_rows_and_deltas_come_from_the_runs(pe
 
 def test_flips_are_counted_by_the_rows_scores(people, mlflow_server):
     promotion = review_seed(people)
-    flips = {(r.row, r.flip) for r in review.review_source(promotion=promotion).rows if r.flip}
+    flips = {(r.row, r.flip) for r in review_answers.review_source(promotion=promotion).rows if r.flip}
     assert flips == {
         (2, "right_to_wrong"),
         (4, "wrong_to_right"),
@@ -280,7 +282,7 @@ def test_no_champion_means_nothing_to_review(people, mlflow_server):
     promotion = review_seed(people)
     Deployment.objects.all().delete()
     assert review.review_context(promotion=promotion, user=people["carol"]) is None
-    assert "Nothing is deployed" in review.review_source(promotion=promotion).notes[0]
+    assert "Nothing is deployed" in review_answers.review_source(promotion=promotion).notes[0]
 
 
 def test_once_approved_the_champion_is_the_version_deployed_before(people, mlflow_server):
@@ -290,7 +292,7 @@ def test_once_approved_the_champion_is_the_version_deployed_before(people, mlflo
     )
     Deployment.objects.update(model_version=promotion.model_version, promotion=promotion)
     promotion.refresh_from_db()
-    champion = review.review_champion(promotion=promotion)
+    champion = review_answers.review_champion(promotion=promotion)
     assert champion is not None and champion.version == 1
 
 
@@ -316,14 +318,14 @@ def test_the_sides_are_hidden_until_you_vote_then_shown_for_that_prompt_only(peo
     assert all(p["challenger_side"] is None and p["score_a"] is None for p in prompts)
     # Each side shows one model's answer, as the hidden side says.
     for p in prompts:
-        side = review.challenger_side(promotion_id=promotion.pk, task="answers", row=p["row"])
+        side = review_tally.challenger_side(promotion_id=promotion.pk, task="answers", row=p["row"])
         assert p[f"answer_{side}"].startswith("The answer is")
     # The flips would tell the sides: none is listed before a vote.
     assert before["flips"] == {"right_to_wrong": 1, "wrong_to_right": 3, "rows": [], "hidden": 4}
 
     answer = _vote(api_for("carol"), promotion, task="answers", row=2, vote="a")
     assert answer.status_code == 201, answer.content
-    side = review.challenger_side(promotion_id=promotion.pk, task="answers", row=2)
+    side = review_tally.challenger_side(promotion_id=promotion.pk, task="answers", row=2)
     assert answer.json()["challenger_side"] == side
     assert answer.json()["verdict"] == ("challenger" if side == "a" else "champion")
 
@@ -356,7 +358,7 @@ def test_the_tally_and_the_judges_agreement_follow_the_votes(people, api_for, ml
     tally = answer["tally"]
     assert (tally["votes"], tally["wins"], tally["ties"], tally["losses"]) == (4, 2, 1, 1)
     assert tally["win_rate"] == pytest.approx(2.5 / 4)
-    assert (tally["ci_low"], tally["ci_high"]) == pytest.approx(review.wilson_interval(2.5, 4))
+    assert (tally["ci_low"], tally["ci_high"]) == pytest.approx(review_tally.wilson_interval(2.5, 4))
     (judge,) = answer["judges"]
     # Judge: row 0 challenger (carol agrees, dora not), row 1 champion (carol not), row 2 tie (carol agrees).
     assert (judge["compared"], judge["agreed"]) == (4, 2)
@@ -473,7 +475,7 @@ def test_votes_export_as_csv_and_json_only_ones_own_until_the_decision(people, a
         ("dora", "0", "b"),
         ("carol", "1", "tie"),
     ]
-    side = review.challenger_side(promotion_id=promotion.pk, task="answers", row=0)
+    side = review_tally.challenger_side(promotion_id=promotion.pk, task="answers", row=0)
     assert rows[0]["challenger_side"] == side
     assert rows[0]["verdict"] == ("challenger" if side == "a" else "champion")
     bad = api_for("bob").get(url, {"format": "xml"})

@@ -8,7 +8,7 @@ import pytest
 from django.utils import timezone
 
 from controlplane.errors import Conflict, Forbidden, NotFound, ValidationFailed
-from controlplane.evidence import suites
+from controlplane.evidence import digests, suite_results, suites
 from controlplane.evidence.models import Suite, SuiteRun, SuiteRunJob, SuiteRunStatus
 from controlplane.registry.models import Deployment, ModelVersion, Promotion, PromotionStatus
 from controlplane.training.models import Job, JobKind, JobStatus
@@ -119,9 +119,9 @@ def test_a_suite_is_versioned_and_an_edit_writes_the_next_version(people):
 def test_the_digest_is_the_canonical_json_of_tasks_and_seed(people):
     version = version_make(people["demo"], people["alice"])
     suite = suite_make(people, version, tasks=1)
-    assert suite.digest == suites.canonical_digest({"tasks": suite.tasks, "seed": 7})
+    assert suite.digest == digests.digest_of({"tasks": suite.tasks, "seed": 7})
     reordered = [dict(reversed(list(task.items()))) for task in suite.tasks]
-    assert suites.canonical_digest({"seed": 7, "tasks": reordered}) == suite.digest
+    assert digests.digest_of({"seed": 7, "tasks": reordered}) == suite.digest
 
 
 @pytest.mark.parametrize(
@@ -340,11 +340,11 @@ def test_a_request_for_promotion_runs_the_suites_on_the_challenger_and_the_champ
     assert set(runs) == {challenger.pk, champion.pk}
     assert Job.objects.filter(kind=JobKind.EVALUATE).count() == 4
 
-    comparison = suites.suite_comparison(promotion=promotion)
+    comparison = suite_results.suite_comparison(promotion=promotion)
     assert comparison["champion"] == champion and comparison["pending"]
     run_succeed(runs[challenger.pk], {"quiz-0": {"mc_acc": 0.7}, "quiz-1": {"mc_acc": 0.2}})
     run_succeed(runs[champion.pk], {"quiz-0": {"mc_acc": 0.5}, "quiz-1": {"mc_acc": 0.4}})
-    comparison = suites.suite_comparison(promotion=Promotion.objects.get(pk=promotion.pk))
+    comparison = suite_results.suite_comparison(promotion=Promotion.objects.get(pk=promotion.pk))
     assert not comparison["pending"]
     [entry] = comparison["suites"]
     deltas = {task["name"]: task["metrics"][0]["delta"] for task in entry["tasks"]}
@@ -357,7 +357,7 @@ def test_the_comparison_shows_a_pending_task_while_its_job_runs(people):
     run, _ = suites.suite_run_request(suite=suite, model_version=version, user=people["alice"])
     job_end(run.task_jobs.order_by("task").first().job, metrics={"mc_acc": 0.9})
     promotion = promotion_make(version, people["alice"])
-    [entry] = suites.suite_comparison(promotion=promotion)["suites"]
+    [entry] = suite_results.suite_comparison(promotion=promotion)["suites"]
     states = {task["name"]: task["challenger"]["state"] for task in entry["tasks"]}
     assert states == {"quiz-0": "succeeded", "quiz-1": "pending"}
     assert entry["tasks"][0]["metrics"][0]["challenger"] == 0.9
@@ -366,7 +366,7 @@ def test_the_comparison_shows_a_pending_task_while_its_job_runs(people):
 
 def test_no_suite_no_comparison(people):
     version = version_make(people["demo"], people["alice"])
-    assert suites.suite_comparison(promotion=promotion_make(version, people["alice"])) is None
+    assert suite_results.suite_comparison(promotion=promotion_make(version, people["alice"])) is None
 
 
 def test_results_by_version_are_series_per_task_and_metric(people):
@@ -376,7 +376,7 @@ def test_results_by_version_are_series_per_task_and_metric(people):
     for version, value in ((first, 0.25), (second, 0.75)):
         run, _ = suites.suite_run_request(suite=suite, model_version=version, user=alice)
         run_succeed(run, {"quiz-0": {"mc_acc": value}})
-    [chart] = suites.suite_results_by_version(project=demo, model_name=first.name)
+    [chart] = suite_results.suite_results_by_version(project=demo, model_name=first.name)
     assert chart["suite"] == "core v1"
     assert chart["series"] == [
         {"task": "quiz-0", "metric": "mc_acc", "versions": [1, 2], "values": [0.25, 0.75]}

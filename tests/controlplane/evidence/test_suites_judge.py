@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from controlplane import tracking
-from controlplane.evidence import gates, suites
+from controlplane.evidence import gates, suite_results, suites
 from controlplane.evidence.models import SuiteRun, SuiteRunJob
 from controlplane.training.models import Job, JobStatus
 from controlplane.training.services import job_claim, job_finish
@@ -112,7 +112,7 @@ def test_a_judge_compares_both_versions_answers_and_its_win_rate_reaches_the_gat
     mine.refresh_from_db()
     assert mine.status == "succeeded", "the run settles on its evaluation tasks"
 
-    comparison = suites.suite_comparison(promotion=promotion)
+    comparison = suite_results.suite_comparison(promotion=promotion)
     judged = comparison["suites"][0]["tasks"][1]
     assert judged["judge"] and judged["state"] == "pending"
     _finish(
@@ -121,6 +121,8 @@ def test_a_judge_compares_both_versions_answers_and_its_win_rate_reaches_the_gat
     [result] = gates.gate_report(promotion=promotion)["rules"]
     assert result["status"] == "pass" and result["figures"]["win_rate"] == 0.8333
     assert (
-        suites.suite_comparison(promotion=promotion)["suites"][0]["tasks"][1]["metrics"]["judge_win_rate"]
+        suite_results.suite_comparison(promotion=promotion)["suites"][0]["tasks"][1]["metrics"][
+            "judge_win_rate"
+        ]
         == 0.8333
     )
