@@ -58,7 +58,7 @@ def test_an_evaluate_job_runs_on_the_worker_and_its_metrics_show(
     assert all(value * len(QUESTIONS) in range(len(QUESTIONS) + 1) for value in metrics.values())
     # Its log, and each question's chosen answer as a table in its run (the compare page reads it).
     assert set(job["artifacts"]) == {"log", "predictions"}
-    assert job["artifacts"]["predictions"] == f"runs:/{job['mlflow_run_id']}/predictions.json"
+    assert job["artifacts"]["predictions"] == f"runs:/{job['mlflow_run_id']}/tables/predictions.parquet"
 
     run = MlflowClient(mlflow_server).get_run(job["mlflow_run_id"])
     assert run.info.status == "FINISHED" and run.data.tags["tuneyard.kind"] == "evaluate"

@@ -143,6 +143,7 @@ def test_every_option_of_the_form_reaches_the_jobs_config(page, inputs):
     assert config["evaluation"] | {"metrics": None} == {
         "metrics": None, "batch_size": 2, "max_new_tokens": 32, "max_seq_length": 128,
         "exact_match_ignore_case": True, "rouge_use_stemmer": False, "num_fewshot": 0, "seed": 1234,
+        "special_tokens": "tokenizer", "answer": None,
     }  # fmt: skip
     assert config["evaluation"]["metrics"] == ["perplexity", "bleu"]
     assert config["resources"] | {"distributed": None} == {
