@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from django.contrib.auth.models import AnonymousUser
 from django.db.models import OuterRef, QuerySet, Subquery
@@ -91,3 +92,17 @@ def api_token_get(*, user: User, token_id: int) -> ApiToken:
 def api_token_find(*, secret: str) -> ApiToken | None:
     """The token whose secret this is (revoked or expired ones too: the caller says which), with its user."""
     return ApiToken.objects.select_related("user").filter(digest=ApiToken.digest_of(secret)).first()
+
+
+def project_page_context(*, user: User, slug: str) -> dict[str, Any]:
+    """A project page's starting context: the project (NotFound unless the user may read it), the
+    user's role, and what that role lets the page offer."""
+    project = project_get(user=user, slug=slug)
+    role = membership_role(user=user, project=project)
+    return {
+        "project": project,
+        "role": role,
+        "can_edit": role is not None and role.includes(Role.MEMBER),
+        "can_approve": role is not None and role.includes(Role.APPROVER),
+        "can_admin": role is not None and role.includes(Role.ADMIN),
+    }

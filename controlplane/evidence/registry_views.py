@@ -14,9 +14,9 @@ from django.db.models import Q
 from django.http import HttpResponse
 from django.shortcuts import render
 
-from controlplane.accounts.models import Project, Role
+from controlplane.accounts.models import Project
 from controlplane.accounts.requests import AuthenticatedHttpRequest
-from controlplane.accounts.selectors import membership_role, project_get
+from controlplane.accounts.selectors import project_page_context
 from controlplane.datasets.models import DatasetOperation, DatasetVersion, OperationKind
 from controlplane.errors import NotFound, page_errors
 from controlplane.evidence import gates, review, suite_results
@@ -30,25 +30,13 @@ ANCESTRY_DEPTH = 5
 CHECK_KINDS = (OperationKind.DEDUP, OperationKind.CONTAMINATION, OperationKind.PII_SCAN)
 
 
-def _reader(request: AuthenticatedHttpRequest, slug: str) -> dict[str, Any]:
-    project = project_get(user=request.user, slug=slug)
-    role = membership_role(user=request.user, project=project)
-    return {
-        "project": project,
-        "role": role,
-        "can_edit": role is not None and role.includes(Role.MEMBER),
-        "can_approve": role is not None and role.includes(Role.APPROVER),
-        "can_admin": role is not None and role.includes(Role.ADMIN),
-    }
-
-
 # --- a registered model ------------------------------------------------------------------------------
 
 
 @login_required
 @page_errors
 def model_detail(request: AuthenticatedHttpRequest, slug: str, name: str) -> HttpResponse:
-    context = _reader(request, slug)
+    context = project_page_context(user=request.user, slug=slug)
     project: Project = context["project"]
     versions = list(selectors.model_version_list(project=project).filter(name=name).order_by("-version"))
     if not versions:
@@ -163,7 +151,7 @@ def _hyperparameters(job: Job) -> list[tuple[str, Any]]:
 def model_version_detail(
     request: AuthenticatedHttpRequest, slug: str, name: str, version: int
 ) -> HttpResponse:
-    context = _reader(request, slug)
+    context = project_page_context(user=request.user, slug=slug)
     project: Project = context["project"]
     model_version = selectors.model_version_by_number(project=project, name=name, version=version)
     job = model_version.job
@@ -208,7 +196,7 @@ def model_version_detail(
 @login_required
 @page_errors
 def promotion_detail(request: AuthenticatedHttpRequest, slug: str, promotion_id: int) -> HttpResponse:
-    context = _reader(request, slug)
+    context = project_page_context(user=request.user, slug=slug)
     promotion = selectors.promotion_get(user=request.user, promotion_id=promotion_id)
     if promotion.model_version.project_id != context["project"].pk:
         raise NotFound("Not found.")

@@ -13,9 +13,8 @@ from django.contrib.staticfiles import finders
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 
-from controlplane.accounts.models import Role
 from controlplane.accounts.requests import AuthenticatedHttpRequest
-from controlplane.accounts.selectors import membership_role, project_get, project_list
+from controlplane.accounts.selectors import project_list, project_page_context
 from controlplane.datasets import selectors as dataset_selectors
 from controlplane.datasets.preview import version_rows
 from controlplane.errors import DomainError, page_errors
@@ -54,24 +53,11 @@ def home(request: AuthenticatedHttpRequest) -> HttpResponse:
     return render(request, "home.html", {"projects": projects})
 
 
-def _project_context(request: AuthenticatedHttpRequest, slug: str) -> dict:
-    """The project and what the reader's role lets them do: every project section's context starts here."""
-    project = project_get(user=request.user, slug=slug)
-    role = membership_role(user=request.user, project=project)
-    return {
-        "project": project,
-        "role": role,
-        "can_edit": role is not None and role.includes(Role.MEMBER),
-        "can_approve": role is not None and role.includes(Role.APPROVER),
-        "can_admin": role is not None and role.includes(Role.ADMIN),
-    }
-
-
 @login_required
 @page_errors
 def project_overview(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
     """What needs the reader now: what runs and waits, the newest runs, deployments, open requests."""
-    context = _project_context(request, slug)
+    context = project_page_context(user=request.user, slug=slug)
     project = context["project"]
     jobs = job_list(project=project)
     return render(
@@ -97,7 +83,7 @@ def project_overview(request: AuthenticatedHttpRequest, slug: str) -> HttpRespon
 @login_required
 @page_errors
 def project_datasets(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
-    context = _project_context(request, slug)
+    context = project_page_context(user=request.user, slug=slug)
     project = context["project"]
     return render(
         request,
@@ -114,7 +100,7 @@ def project_datasets(request: AuthenticatedHttpRequest, slug: str) -> HttpRespon
 @login_required
 @page_errors
 def project_models(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
-    context = _project_context(request, slug)
+    context = project_page_context(user=request.user, slug=slug)
     project = context["project"]
     return render(
         request,
@@ -133,7 +119,7 @@ def project_models(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse
 @login_required
 @page_errors
 def project_sweeps(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
-    context = _project_context(request, slug)
+    context = project_page_context(user=request.user, slug=slug)
     return render(
         request,
         "project_sweeps.html",
@@ -144,7 +130,7 @@ def project_sweeps(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse
 @login_required
 @page_errors
 def project_settings(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
-    context = _project_context(request, slug)
+    context = project_page_context(user=request.user, slug=slug)
     project = context["project"]
     return render(
         request,
